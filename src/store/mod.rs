@@ -1,0 +1,328 @@
+//! The store: what the engine reads before it runs and the writes it returns.
+//!
+//! The engine never calls the store. The shard shell loads a [`ReadRequest`]
+//! through the store's reader threads, runs the engine, and submits the
+//! engine's [`WriteBatch`] to the writer thread, which group-commits every
+//! batch queued when a commit starts. A reply is released only after the
+//! commit holding its batch is durable.
+//!
+//! Backends implement [`Backend`] (blocking, used only on store threads);
+//! [`StoreHandle`] is the cheap, cloneable, non-blocking face that shards use.
+//!
+//! Data model (every key starts with the user, so a store can be partitioned by user):
+//! - users: name → [`UserRecord`]
+//! - devices: (user, device id) → [`DeviceRecord`]
+//! - items: (user, collection, server id) → [`ItemRecord`]; a per-user,
+//!   per-collection change sequence orders changes; deletes are tombstones.
+//! - sync state: (user, device, collection) → [`SyncState`]
+//! - mappings: (user, device, collection, client id) ↔ server id
+//! - sessions: session key → [`SessionRecord`]
+
+use serde::{Deserialize, Serialize};
+
+/// A user's collection (what device datastores map to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Collection {
+    /// Contacts (vCard).
+    Contacts,
+    /// Calendar events (iCalendar / vCalendar).
+    Calendar,
+    /// Tasks (VTODO).
+    Tasks,
+    /// Notes (text/plain).
+    Notes,
+}
+
+impl Collection {
+    /// Every collection.
+    pub const ALL: [Collection; 4] =
+        [Collection::Contacts, Collection::Calendar, Collection::Tasks, Collection::Notes];
+
+    /// Stable name used in keys and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Collection::Contacts => "contacts",
+            Collection::Calendar => "calendar",
+            Collection::Tasks => "tasks",
+            Collection::Notes => "notes",
+        }
+    }
+
+    /// Parses [`Collection::as_str`].
+    pub fn parse(s: &str) -> Option<Collection> {
+        Collection::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Credentials kept for a user; never the clear password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// User name.
+    pub name: String,
+    /// `B64(MD5("user:password"))`: what syncml:auth-md5 (1.1/1.2) needs.
+    pub md5_b64: String,
+    /// A slow hash (PHC string, argon2id) of the password for syncml:auth-basic.
+    pub password_hash: String,
+}
+
+/// What the server keeps about one device of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Device id (`SyncHdr/Source/LocURI`).
+    pub device_id: String,
+    /// The device's DevInf as received, re-encoded as XML (empty if none yet).
+    pub devinf_xml: Vec<u8>,
+    /// The nonce last sent to this device (raw bytes), for syncml:auth-md5.
+    pub nonce: Vec<u8>,
+    /// First contact, seconds since the Unix epoch.
+    pub first_seen: u64,
+    /// Last contact, seconds since the Unix epoch.
+    pub last_seen: u64,
+}
+
+/// One item of a collection (or its tombstone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRecord {
+    /// Server id (GUID), unique within (user, collection).
+    pub server_id: u64,
+    /// Change sequence number of the last change; increases per (user, collection).
+    pub seq: u64,
+    /// MIME type the data was stored with (e.g. `text/vcard`).
+    pub content_type: String,
+    /// The item as sent by its origin (empty for tombstones).
+    pub data: Vec<u8>,
+    /// The device whose change produced this version.
+    pub origin_device: String,
+    /// Tombstone: the item was deleted at `seq`.
+    pub deleted: bool,
+}
+
+/// Per (user, device, collection) synchronization state.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The client's `Next` anchor from the last successful session.
+    pub client_anchor: String,
+    /// The server's `Next` anchor sent in the last successful session.
+    pub server_anchor: String,
+    /// The collection's change sequence this device has received up to.
+    pub seq_reached: u64,
+    /// The device datastore URI as the client addressed it.
+    pub client_uri: String,
+    /// Alert code of the last successful session.
+    pub last_sync_type: u16,
+}
+
+/// A stored session, for resends and for continuing a session elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session routing key (see [`crate::routing`]).
+    pub key: u64,
+    /// Serialized engine session state (rkyv).
+    pub state: Vec<u8>,
+    /// MsgID of the last client message answered.
+    pub last_msg_id: u64,
+    /// The encoded reply to that message.
+    pub last_reply: Vec<u8>,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// A read the shell performs before running the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    /// A user's credentials.
+    User {
+        /// User name.
+        name: String,
+    },
+    /// A device record.
+    Device {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+    },
+    /// Everything the engine needs to sync one collection with one device.
+    Datastore {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+        /// The collection.
+        collection: Collection,
+    },
+    /// A stored session.
+    Session {
+        /// Session key.
+        key: u64,
+    },
+    /// All user names (admin).
+    ListUsers,
+}
+
+/// A snapshot of one collection for one device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DatastoreSnapshot {
+    /// The device's sync state for the collection, if it ever synced it.
+    pub state: Option<SyncState>,
+    /// Mappings client id → server id for this device.
+    pub mappings: Vec<(String, u64)>,
+    /// Live items of the collection, plus tombstones newer than `state.seq_reached`.
+    pub items: Vec<ItemRecord>,
+    /// The highest change sequence number of the collection at snapshot time.
+    pub max_seq: u64,
+}
+
+/// The answer to a [`ReadRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResponse {
+    /// Answer to [`ReadRequest::User`].
+    User(Option<UserRecord>),
+    /// Answer to [`ReadRequest::Device`].
+    Device(Option<DeviceRecord>),
+    /// Answer to [`ReadRequest::Datastore`].
+    Datastore(DatastoreSnapshot),
+    /// Answer to [`ReadRequest::Session`].
+    Session(Option<SessionRecord>),
+    /// Answer to [`ReadRequest::ListUsers`].
+    Users(Vec<String>),
+}
+
+/// One write. A [`WriteBatch`] is applied atomically, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Create or replace a user.
+    PutUser(UserRecord),
+    /// Delete a user and all of its data.
+    DeleteUser {
+        /// User name.
+        name: String,
+    },
+    /// Create or update a device record.
+    PutDevice {
+        /// User name.
+        user: String,
+        /// The record.
+        device: DeviceRecord,
+    },
+    /// Store an item version. `server_id: None` creates a new item (the
+    /// writer allocates the id); the writer always allocates the next `seq`.
+    /// With `map_client_id`, the mapping client id → server id is written for
+    /// `origin_device` in the same transaction.
+    PutItem {
+        /// User name.
+        user: String,
+        /// Collection.
+        collection: Collection,
+        /// Existing server id, or `None` for a new item.
+        server_id: Option<u64>,
+        /// MIME type.
+        content_type: String,
+        /// Item data.
+        data: Vec<u8>,
+        /// The device the change came from.
+        origin_device: String,
+        /// Client id to map to the item for `origin_device`.
+        map_client_id: Option<String>,
+    },
+    /// Turn an item into a tombstone (new seq) and drop every device's mapping to it.
+    DeleteItem {
+        /// User name.
+        user: String,
+        /// Collection.
+        collection: Collection,
+        /// Server id.
+        server_id: u64,
+        /// The device the delete came from.
+        origin_device: String,
+    },
+    /// Map a client id to a server id for one device.
+    SetMapping {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+        /// Collection.
+        collection: Collection,
+        /// Client id (LUID).
+        client_id: String,
+        /// Server id (GUID).
+        server_id: u64,
+    },
+    /// Remove one mapping (soft delete).
+    RemoveMapping {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+        /// Collection.
+        collection: Collection,
+        /// Client id (LUID).
+        client_id: String,
+    },
+    /// Remove all of a device's mappings for a collection (slow sync, refresh).
+    ClearMappings {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+        /// Collection.
+        collection: Collection,
+    },
+    /// Store the sync state of (user, device, collection).
+    PutSyncState {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
+        /// Collection.
+        collection: Collection,
+        /// The state.
+        state: SyncState,
+    },
+    /// Store a session (state and last reply).
+    PutSession(SessionRecord),
+    /// Forget a session.
+    DeleteSession {
+        /// Session key.
+        key: u64,
+    },
+}
+
+/// The writes of one engine step; committed atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteBatch {
+    /// The operations, applied in order.
+    pub ops: Vec<WriteOp>,
+}
+
+/// What a commit reports back for one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommitInfo {
+    /// Server ids allocated for `PutItem { server_id: None }` ops, in op order.
+    pub new_server_ids: Vec<u64>,
+}
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, connection loss); retryable.
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// The store's threads are gone (shutdown).
+    #[error("store is shut down")]
+    Closed,
+    /// The data directory is in use by another process.
+    #[error("store is locked by another process: {0}")]
+    Locked(String),
+}
+
+/// A blocking storage backend, used only on the store's own threads.
+pub trait Backend: Send + Sync + 'static {
+    /// Answers one read.
+    fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError>;
+    /// Applies several batches in one durable transaction (group commit);
+    /// returns one [`CommitInfo`] per batch, in order. Either all batches
+    /// are committed or none.
+    fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError>;
+}
