@@ -422,6 +422,18 @@ pub enum Command<'a> {
     Exec(Exec<'a>),
     /// `Search`.
     Search(Search<'a>),
+    /// A command element this model does not know; kept so the engine can
+    /// answer it with a Status (406/501) by its CmdID. Encoders skip it.
+    Unknown(UnknownCommand<'a>),
+}
+
+/// An unknown command: its element name and CmdID.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UnknownCommand<'a> {
+    /// The element's local name.
+    pub name: Text<'a>,
+    /// `CmdID`, if the element had one.
+    pub cmd_id: Text<'a>,
 }
 
 impl<'a> Command<'a> {
@@ -444,6 +456,7 @@ impl<'a> Command<'a> {
             Command::Map(_) => "Map",
             Command::Exec(_) => "Exec",
             Command::Search(_) => "Search",
+            Command::Unknown(_) => "Unknown",
         }
     }
 
@@ -464,6 +477,7 @@ impl<'a> Command<'a> {
             Command::Map(c) => &c.cmd_id,
             Command::Exec(c) => &c.cmd_id,
             Command::Search(c) => &c.cmd_id,
+            Command::Unknown(c) => &c.cmd_id,
         }
     }
 
@@ -486,6 +500,9 @@ impl<'a> Command<'a> {
             Command::Map(c) => Command::Map(c.into_owned()),
             Command::Exec(c) => Command::Exec(c.into_owned()),
             Command::Search(c) => Command::Search(c.into_owned()),
+            Command::Unknown(c) => {
+                Command::Unknown(UnknownCommand { name: own(c.name), cmd_id: own(c.cmd_id) })
+            }
         }
     }
 }
