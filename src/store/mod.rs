@@ -20,6 +20,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod codec;
+pub mod embedded;
+pub mod handle;
+
+pub use embedded::EmbeddedBackend;
+pub use handle::{StoreHandle, StoreStats, StoreThreads, WriterLimits};
+
 /// A user's collection (what device datastores map to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Collection {

@@ -1,0 +1,239 @@
+//! A small, versioned binary encoding for stored records.
+//!
+//! Records are length-prefixed fields in a fixed order behind a version byte,
+//! so a later version can add trailing fields. It is hand-written (rather than
+//! JSON) because item data and session state are bytes and must stay compact.
+
+use super::{DeviceRecord, ItemRecord, SessionRecord, StoreError, SyncState, UserRecord};
+
+const VERSION: u8 = 1;
+
+/// Appends fields to a record buffer.
+pub(crate) struct Enc(Vec<u8>);
+
+impl Enc {
+    fn new(capacity: usize) -> Enc {
+        let mut v = Vec::with_capacity(capacity + 1);
+        v.push(VERSION);
+        Enc(v)
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        // u32 lengths: no single field of a SyncML item comes near 4 GiB.
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.bytes(s.as_bytes())
+    }
+    fn done(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Reads fields back; any truncation or bad UTF-8 is a corrupt record.
+pub(crate) struct Dec<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Dec<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Result<Dec<'a>, StoreError> {
+        match buf.split_first() {
+            Some((&VERSION, rest)) => Ok(Dec { buf: rest, what }),
+            _ => Err(corrupt(what)),
+        }
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.buf.len() < n {
+            return Err(corrupt(self.what));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let b = self.take(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        self.take(u32::from_le_bytes(a) as usize)
+    }
+    fn string(&mut self) -> Result<String, StoreError> {
+        let b = self.bytes()?;
+        String::from_utf8(b.to_vec()).map_err(|_| corrupt(self.what))
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("corrupt {what} record in the store"))
+}
+
+pub(crate) fn enc_user(u: &UserRecord) -> Vec<u8> {
+    Enc::new(64 + u.password_hash.len()).str(&u.name).str(&u.md5_b64).str(&u.password_hash).done()
+}
+
+pub(crate) fn dec_user(b: &[u8]) -> Result<UserRecord, StoreError> {
+    let mut d = Dec::new(b, "user")?;
+    Ok(UserRecord { name: d.string()?, md5_b64: d.string()?, password_hash: d.string()? })
+}
+
+pub(crate) fn enc_device(r: &DeviceRecord) -> Vec<u8> {
+    Enc::new(64 + r.devinf_xml.len())
+        .str(&r.device_id)
+        .bytes(&r.devinf_xml)
+        .bytes(&r.nonce)
+        .u64(r.first_seen)
+        .u64(r.last_seen)
+        .done()
+}
+
+pub(crate) fn dec_device(b: &[u8]) -> Result<DeviceRecord, StoreError> {
+    let mut d = Dec::new(b, "device")?;
+    Ok(DeviceRecord {
+        device_id: d.string()?,
+        devinf_xml: d.bytes()?.to_vec(),
+        nonce: d.bytes()?.to_vec(),
+        first_seen: d.u64()?,
+        last_seen: d.u64()?,
+    })
+}
+
+#[cfg(test)]
+pub(crate) fn enc_item(r: &ItemRecord) -> Vec<u8> {
+    enc_item_fields(r.server_id, r.seq, &r.content_type, &r.data, &r.origin_device, r.deleted)
+}
+
+/// Encodes an item from borrowed fields (the writer avoids copying item data).
+pub(crate) fn enc_item_fields(
+    server_id: u64,
+    seq: u64,
+    content_type: &str,
+    data: &[u8],
+    origin_device: &str,
+    deleted: bool,
+) -> Vec<u8> {
+    Enc::new(48 + data.len() + content_type.len() + origin_device.len())
+        .u64(server_id)
+        .u64(seq)
+        .str(content_type)
+        .bytes(data)
+        .str(origin_device)
+        .u64(u64::from(deleted))
+        .done()
+}
+
+pub(crate) fn dec_item(b: &[u8]) -> Result<ItemRecord, StoreError> {
+    let mut d = Dec::new(b, "item")?;
+    Ok(ItemRecord {
+        server_id: d.u64()?,
+        seq: d.u64()?,
+        content_type: d.string()?,
+        data: d.bytes()?.to_vec(),
+        origin_device: d.string()?,
+        deleted: d.u64()? != 0,
+    })
+}
+
+/// Reads only the sequence number and tombstone flag of an item (no data copy).
+pub(crate) fn dec_item_seq(b: &[u8]) -> Result<(u64, bool), StoreError> {
+    let mut d = Dec::new(b, "item")?;
+    let _server_id = d.u64()?;
+    let seq = d.u64()?;
+    d.bytes()?;
+    d.bytes()?;
+    d.bytes()?;
+    Ok((seq, d.u64()? != 0))
+}
+
+pub(crate) fn enc_state(s: &SyncState) -> Vec<u8> {
+    Enc::new(64)
+        .str(&s.client_anchor)
+        .str(&s.server_anchor)
+        .u64(s.seq_reached)
+        .str(&s.client_uri)
+        .u64(u64::from(s.last_sync_type))
+        .done()
+}
+
+pub(crate) fn dec_state(b: &[u8]) -> Result<SyncState, StoreError> {
+    let mut d = Dec::new(b, "sync state")?;
+    Ok(SyncState {
+        client_anchor: d.string()?,
+        server_anchor: d.string()?,
+        seq_reached: d.u64()?,
+        client_uri: d.string()?,
+        last_sync_type: u16::try_from(d.u64()?).map_err(|_| corrupt("sync state"))?,
+    })
+}
+
+pub(crate) fn enc_session(s: &SessionRecord) -> Vec<u8> {
+    Enc::new(32 + s.state.len() + s.last_reply.len())
+        .u64(s.key)
+        .bytes(&s.state)
+        .u64(s.last_msg_id)
+        .bytes(&s.last_reply)
+        .u64(s.expires_at)
+        .done()
+}
+
+pub(crate) fn dec_session(b: &[u8]) -> Result<SessionRecord, StoreError> {
+    let mut d = Dec::new(b, "session")?;
+    Ok(SessionRecord {
+        key: d.u64()?,
+        state: d.bytes()?.to_vec(),
+        last_msg_id: d.u64()?,
+        last_reply: d.bytes()?.to_vec(),
+        expires_at: d.u64()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let item = ItemRecord {
+            server_id: 7,
+            seq: 9,
+            content_type: "text/vcard".into(),
+            data: b"BEGIN:VCARD".to_vec(),
+            origin_device: "dev".into(),
+            deleted: true,
+        };
+        assert_eq!(dec_item(&enc_item(&item)).unwrap(), item);
+        assert_eq!(dec_item_seq(&enc_item(&item)).unwrap(), (9, true));
+        let st = SyncState {
+            client_anchor: "a".into(),
+            server_anchor: "b".into(),
+            seq_reached: 3,
+            client_uri: "card".into(),
+            last_sync_type: 201,
+        };
+        assert_eq!(dec_state(&enc_state(&st)).unwrap(), st);
+        let s = SessionRecord { key: 1, state: vec![1, 2], last_msg_id: 4, last_reply: vec![5], expires_at: 6 };
+        assert_eq!(dec_session(&enc_session(&s)).unwrap(), s);
+        let dv = DeviceRecord {
+            device_id: "d".into(),
+            devinf_xml: b"<x/>".to_vec(),
+            nonce: vec![0; 16],
+            first_seen: 1,
+            last_seen: 2,
+        };
+        assert_eq!(dec_device(&enc_device(&dv)).unwrap(), dv);
+        let u = UserRecord { name: "n".into(), md5_b64: "m".into(), password_hash: "p".into() };
+        assert_eq!(dec_user(&enc_user(&u)).unwrap(), u);
+        assert!(dec_item(&enc_item(&item)[..10]).is_err());
+        assert!(dec_user(&[]).is_err());
+    }
+}

@@ -1,0 +1,457 @@
+//! The embedded backend: one redb file, `<data dir>/shardsync.redb`.
+//!
+//! redb gives ACID transactions with one writer at a time, which is exactly
+//! the store's shape (one writer thread group-committing, many readers on
+//! MVCC snapshots). Every commit is fsynced ([`Durability::Immediate`]).
+//! redb locks the file (flock), so a second process opening the same data
+//! directory gets [`StoreError::Locked`].
+//!
+//! Tables (every user-data key leads with the user name):
+//! - `users`: name → user record
+//! - `devices`: (user, device) → device record
+//! - `items`: (user, collection, server id) → item record (or tombstone)
+//! - `changes`: (user, collection, seq) → server id; exactly one entry per
+//!   item, at its latest seq, so "changes since seq" is a range scan
+//! - `counters`: (user, collection) → (next server id, highest seq)
+//! - `sync_states`: (user, device, collection) → sync state
+//! - `mappings`: (user, device, collection, client id) → server id
+//! - `mappings_by_server_id`: (user, collection, server id, device, client id)
+//!   → (), to drop every device's mapping when an item is deleted
+//! - `sessions`: session key → session record
+//! - `meta`: "schema" → schema version
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, DatabaseError, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+
+use super::codec::{
+    dec_device, dec_item, dec_item_seq, dec_session, dec_state, dec_user, enc_device, enc_item_fields,
+    enc_session, enc_state, enc_user,
+};
+use super::{
+    Backend, Collection, CommitInfo, DatastoreSnapshot, ReadRequest, ReadResponse, StoreError, WriteBatch,
+    WriteOp,
+};
+
+/// The file name of the store inside the data directory.
+pub const FILE_NAME: &str = "shardsync.redb";
+
+/// The schema version this code writes.
+const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+const ITEMS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
+const CHANGES: TableDefinition<(&str, u8, u64), u64> = TableDefinition::new("changes");
+const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
+const STATES: TableDefinition<(&str, &str, u8), &[u8]> = TableDefinition::new("sync_states");
+const MAPS: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
+const MAPS_BY_ID: TableDefinition<(&str, u8, u64, &str, &str), ()> =
+    TableDefinition::new("mappings_by_server_id");
+const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+
+/// Options for [`EmbeddedBackend::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// redb page cache size in bytes.
+    pub cache_size: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        // redb's own default is 1 GiB; a sync server's hot set (sessions,
+        // counters, recent items) is far smaller, and memory is shared.
+        EmbeddedOptions { cache_size: 256 << 20 }
+    }
+}
+
+/// The embedded (redb) store backend.
+pub struct EmbeddedBackend {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBackend").field("path", &self.path).finish()
+    }
+}
+
+fn be(e: impl Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The key byte of a collection.
+fn coll(c: Collection) -> u8 {
+    match c {
+        Collection::Contacts => 0,
+        Collection::Calendar => 1,
+        Collection::Tasks => 2,
+        Collection::Notes => 3,
+    }
+}
+
+/// The smallest string greater than every key component equal to `s`
+/// (an exclusive upper bound for a prefix scan on `s`).
+fn after(s: &str) -> String {
+    let mut next = String::with_capacity(s.len() + 1);
+    next.push_str(s);
+    next.push('\0');
+    next
+}
+
+impl EmbeddedBackend {
+    /// Opens (or creates) the store in `data_dir`, creating the directory.
+    ///
+    /// Fails with [`StoreError::Locked`] if another process (or another open
+    /// handle) holds the file.
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<EmbeddedBackend, StoreError> {
+        EmbeddedBackend::open_with(data_dir, EmbeddedOptions::default())
+    }
+
+    /// Like [`EmbeddedBackend::open`], with explicit options.
+    pub fn open_with(
+        data_dir: impl AsRef<Path>,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedBackend, StoreError> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::builder().set_cache_size(options.cache_size).create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(format!(
+                "{} is open in another process (is `shardsync serve` running on this data directory?)",
+                path.display()
+            )),
+            other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
+        })?;
+        let backend = EmbeddedBackend { db, path };
+        backend.init_schema()?;
+        Ok(backend)
+    }
+
+    /// The path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(be)?;
+        {
+            let mut meta = txn.open_table(META).map_err(be)?;
+            let found = meta.get("schema").map_err(be)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => {
+                    return Err(StoreError::Backend(format!(
+                        "{} has schema version {v}; this build reads version {SCHEMA_VERSION}",
+                        self.path.display()
+                    )))
+                }
+            }
+            // Creating every table up front lets readers open them unconditionally.
+            txn.open_table(USERS).map_err(be)?;
+            txn.open_table(DEVICES).map_err(be)?;
+            txn.open_table(ITEMS).map_err(be)?;
+            txn.open_table(CHANGES).map_err(be)?;
+            txn.open_table(COUNTERS).map_err(be)?;
+            txn.open_table(STATES).map_err(be)?;
+            txn.open_table(MAPS).map_err(be)?;
+            txn.open_table(MAPS_BY_ID).map_err(be)?;
+            txn.open_table(SESSIONS).map_err(be)?;
+        }
+        txn.commit().map_err(be)
+    }
+
+    fn snapshot(&self, user: &str, device: &str, c: Collection) -> Result<DatastoreSnapshot, StoreError> {
+        let c = coll(c);
+        let txn = self.db.begin_read().map_err(be)?;
+        let state = match txn.open_table(STATES).map_err(be)?.get((user, device, c)).map_err(be)? {
+            Some(v) => Some(dec_state(v.value())?),
+            None => None,
+        };
+        let mut mappings = Vec::new();
+        let maps = txn.open_table(MAPS).map_err(be)?;
+        for entry in maps.range((user, device, c, "")..(user, device, c + 1, "")).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            mappings.push((k.value().3.to_owned(), v.value()));
+        }
+        // Without a state the device has seen nothing: every tombstone counts.
+        let reached = state.as_ref().map_or(0, |s| s.seq_reached);
+        let mut items = Vec::new();
+        let table = txn.open_table(ITEMS).map_err(be)?;
+        for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            let (seq, deleted) = dec_item_seq(v.value())?;
+            if !deleted || seq > reached {
+                items.push(dec_item(v.value())?);
+            }
+        }
+        let max_seq = txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
+        Ok(DatastoreSnapshot { state, mappings, items, max_seq })
+    }
+}
+
+impl Backend for EmbeddedBackend {
+    fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
+        match request {
+            ReadRequest::User { name } => {
+                let txn = self.db.begin_read().map_err(be)?;
+                let t = txn.open_table(USERS).map_err(be)?;
+                let v = t.get(name.as_str()).map_err(be)?;
+                Ok(ReadResponse::User(v.map(|v| dec_user(v.value())).transpose()?))
+            }
+            ReadRequest::Device { user, device_id } => {
+                let txn = self.db.begin_read().map_err(be)?;
+                let t = txn.open_table(DEVICES).map_err(be)?;
+                let v = t.get((user.as_str(), device_id.as_str())).map_err(be)?;
+                Ok(ReadResponse::Device(v.map(|v| dec_device(v.value())).transpose()?))
+            }
+            ReadRequest::Datastore { user, device_id, collection } => {
+                Ok(ReadResponse::Datastore(self.snapshot(user, device_id, *collection)?))
+            }
+            ReadRequest::Session { key } => {
+                let txn = self.db.begin_read().map_err(be)?;
+                let t = txn.open_table(SESSIONS).map_err(be)?;
+                let v = t.get(*key).map_err(be)?;
+                Ok(ReadResponse::Session(v.map(|v| dec_session(v.value())).transpose()?))
+            }
+            ReadRequest::ListUsers => {
+                let txn = self.db.begin_read().map_err(be)?;
+                let t = txn.open_table(USERS).map_err(be)?;
+                let mut names = Vec::new();
+                for entry in t.iter().map_err(be)? {
+                    let (k, _) = entry.map_err(be)?;
+                    names.push(k.value().to_owned());
+                }
+                Ok(ReadResponse::Users(names))
+            }
+        }
+    }
+
+    fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+        if batches.iter().all(|b| b.ops.is_empty()) {
+            return Ok(vec![CommitInfo::default(); batches.len()]);
+        }
+        let mut txn = self.db.begin_write().map_err(be)?;
+        txn.set_durability(Durability::Immediate);
+        // On any error `txn` is dropped uncommitted: redb rolls it back whole.
+        let infos = {
+            let mut w = Writer::open(&txn)?;
+            let infos = batches.iter().map(|b| w.apply_batch(b)).collect::<Result<Vec<_>, _>>()?;
+            w.flush_counters()?;
+            infos
+        };
+        txn.commit().map_err(be)?;
+        Ok(infos)
+    }
+}
+
+/// The open tables of one write transaction.
+struct Writer<'t> {
+    users: Table<'t, &'static str, &'static [u8]>,
+    devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    items: Table<'t, (&'static str, u8, u64), &'static [u8]>,
+    changes: Table<'t, (&'static str, u8, u64), u64>,
+    counters: Table<'t, (&'static str, u8), (u64, u64)>,
+    states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
+    maps: Table<'t, (&'static str, &'static str, u8, &'static str), u64>,
+    maps_by_id: Table<'t, (&'static str, u8, u64, &'static str, &'static str), ()>,
+    sessions: Table<'t, u64, &'static [u8]>,
+    /// (next server id, highest seq) per (user, collection), written back once per commit.
+    counter_cache: HashMap<(String, u8), (u64, u64)>,
+}
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Writer<'t>, StoreError> {
+        Ok(Writer {
+            users: txn.open_table(USERS).map_err(be)?,
+            devices: txn.open_table(DEVICES).map_err(be)?,
+            items: txn.open_table(ITEMS).map_err(be)?,
+            changes: txn.open_table(CHANGES).map_err(be)?,
+            counters: txn.open_table(COUNTERS).map_err(be)?,
+            states: txn.open_table(STATES).map_err(be)?,
+            maps: txn.open_table(MAPS).map_err(be)?,
+            maps_by_id: txn.open_table(MAPS_BY_ID).map_err(be)?,
+            sessions: txn.open_table(SESSIONS).map_err(be)?,
+            counter_cache: HashMap::new(),
+        })
+    }
+
+    fn counter(&mut self, user: &str, c: u8) -> Result<&mut (u64, u64), StoreError> {
+        let key = (user.to_owned(), c);
+        if !self.counter_cache.contains_key(&key) {
+            let stored = self.counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value());
+            self.counter_cache.insert(key.clone(), stored);
+        }
+        self.counter_cache.get_mut(&key).ok_or_else(|| StoreError::Backend("counter cache".into()))
+    }
+
+    fn flush_counters(&mut self) -> Result<(), StoreError> {
+        for ((user, c), value) in self.counter_cache.drain() {
+            self.counters.insert((user.as_str(), c), value).map_err(be)?;
+        }
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, batch: &WriteBatch) -> Result<CommitInfo, StoreError> {
+        let mut info = CommitInfo::default();
+        for op in &batch.ops {
+            self.apply(op, &mut info)?;
+        }
+        Ok(info)
+    }
+
+    fn apply(&mut self, op: &WriteOp, info: &mut CommitInfo) -> Result<(), StoreError> {
+        match op {
+            WriteOp::PutUser(u) => {
+                self.users.insert(u.name.as_str(), enc_user(u).as_slice()).map_err(be)?;
+            }
+            WriteOp::DeleteUser { name } => self.delete_user(name)?,
+            WriteOp::PutDevice { user, device } => {
+                let key = (user.as_str(), device.device_id.as_str());
+                self.devices.insert(key, enc_device(device).as_slice()).map_err(be)?;
+            }
+            WriteOp::PutItem {
+                user,
+                collection,
+                server_id,
+                content_type,
+                data,
+                origin_device,
+                map_client_id,
+            } => {
+                let c = coll(*collection);
+                let counter = self.counter(user, c)?;
+                let sid = match server_id {
+                    Some(id) => {
+                        // Keep allocation above any id the engine chose itself.
+                        counter.0 = counter.0.max(id.saturating_add(1));
+                        *id
+                    }
+                    None => {
+                        let id = counter.0;
+                        counter.0 += 1;
+                        info.new_server_ids.push(id);
+                        id
+                    }
+                };
+                counter.1 += 1;
+                let seq = counter.1;
+                let key = (user.as_str(), c, sid);
+                if server_id.is_some() {
+                    let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
+                    if let Some((old_seq, _)) = old {
+                        self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
+                    }
+                }
+                let record = enc_item_fields(sid, seq, content_type, data, origin_device, false);
+                self.items.insert(key, record.as_slice()).map_err(be)?;
+                self.changes.insert((user.as_str(), c, seq), sid).map_err(be)?;
+                if let Some(client_id) = map_client_id {
+                    self.set_mapping(user, origin_device, c, client_id, sid)?;
+                }
+            }
+            WriteOp::DeleteItem { user, collection, server_id, origin_device } => {
+                let c = coll(*collection);
+                let key = (user.as_str(), c, *server_id);
+                let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
+                // Deleting a missing item or a tombstone changes nothing but mappings.
+                if let Some((old_seq, false)) = old {
+                    let counter = self.counter(user, c)?;
+                    counter.1 += 1;
+                    let seq = counter.1;
+                    let record = enc_item_fields(*server_id, seq, "", &[], origin_device, true);
+                    self.items.insert(key, record.as_slice()).map_err(be)?;
+                    self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
+                    self.changes.insert((user.as_str(), c, seq), *server_id).map_err(be)?;
+                }
+                self.drop_mappings_to(user, c, *server_id)?;
+            }
+            WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
+                self.set_mapping(user, device_id, coll(*collection), client_id, *server_id)?;
+            }
+            WriteOp::RemoveMapping { user, device_id, collection, client_id } => {
+                let c = coll(*collection);
+                let old = self.maps.remove((user.as_str(), device_id.as_str(), c, client_id.as_str())).map_err(be)?;
+                if let Some(sid) = old.map(|v| v.value()) {
+                    let rkey = (user.as_str(), c, sid, device_id.as_str(), client_id.as_str());
+                    self.maps_by_id.remove(rkey).map_err(be)?;
+                }
+            }
+            WriteOp::ClearMappings { user, device_id, collection } => {
+                let (u, d, c) = (user.as_str(), device_id.as_str(), coll(*collection));
+                let mut removed = Vec::new();
+                for entry in self.maps.extract_from_if((u, d, c, "")..(u, d, c + 1, ""), |_, _| true).map_err(be)? {
+                    let (k, v) = entry.map_err(be)?;
+                    removed.push((k.value().3.to_owned(), v.value()));
+                }
+                for (client_id, sid) in removed {
+                    self.maps_by_id.remove((u, c, sid, d, client_id.as_str())).map_err(be)?;
+                }
+            }
+            WriteOp::PutSyncState { user, device_id, collection, state } => {
+                let key = (user.as_str(), device_id.as_str(), coll(*collection));
+                self.states.insert(key, enc_state(state).as_slice()).map_err(be)?;
+            }
+            WriteOp::PutSession(s) => {
+                self.sessions.insert(s.key, enc_session(s).as_slice()).map_err(be)?;
+            }
+            WriteOp::DeleteSession { key } => {
+                self.sessions.remove(*key).map_err(be)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_mapping(&mut self, user: &str, device: &str, c: u8, client_id: &str, sid: u64) -> Result<(), StoreError> {
+        let old = self.maps.insert((user, device, c, client_id), sid).map_err(be)?.map(|v| v.value());
+        if let Some(old_sid) = old {
+            if old_sid != sid {
+                self.maps_by_id.remove((user, c, old_sid, device, client_id)).map_err(be)?;
+            }
+        }
+        self.maps_by_id.insert((user, c, sid, device, client_id), ()).map_err(be)?;
+        Ok(())
+    }
+
+    fn drop_mappings_to(&mut self, user: &str, c: u8, sid: u64) -> Result<(), StoreError> {
+        let mut removed = Vec::new();
+        let start = (user, c, sid, "", "");
+        let end = match sid.checked_add(1) {
+            Some(next) => (user, c, next, "", ""),
+            None => (user, c + 1, 0, "", ""),
+        };
+        for entry in self.maps_by_id.extract_from_if(start..end, |_, _| true).map_err(be)? {
+            let (k, _) = entry.map_err(be)?;
+            let k = k.value();
+            removed.push((k.3.to_owned(), k.4.to_owned()));
+        }
+        for (device, client_id) in removed {
+            self.maps.remove((user, device.as_str(), c, client_id.as_str())).map_err(be)?;
+        }
+        Ok(())
+    }
+
+    fn delete_user(&mut self, user: &str) -> Result<(), StoreError> {
+        let next = after(user);
+        let n = next.as_str();
+        self.users.remove(user).map_err(be)?;
+        self.devices.retain_in((user, "")..(n, ""), |_, _| false).map_err(be)?;
+        self.items.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
+        self.changes.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
+        self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
+        self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
+        self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
+        self.maps_by_id.retain_in((user, 0u8, 0u64, "", "")..(n, 0u8, 0u64, "", ""), |_, _| false).map_err(be)?;
+        // Forget cached counters too, so a re-created user starts from scratch.
+        self.counter_cache.retain(|(u, _), _| u != user);
+        Ok(())
+    }
+}

@@ -1,0 +1,464 @@
+//! [`StoreHandle`]: the non-blocking face of a [`Backend`] for shards.
+//!
+//! A backend is blocking, so it only ever runs on the store's own threads:
+//! `readers` reader threads share one read queue, and a single writer thread
+//! takes write batches from every shard. Requests travel over crossbeam
+//! channels (sending never blocks: the queues are unbounded) and answers come
+//! back through one-shot channels whose receivers are plain futures, woken by
+//! a [`std::task::Waker`]; they work on glommio, on a `block_on` executor, or
+//! on any other runtime.
+//!
+//! The writer group-commits: it blocks for one batch, then drains every batch
+//! already queued (up to [`WriterLimits`]), applies them all in one backend
+//! transaction and only then answers each of them. A failed commit fails every
+//! batch in it; nothing of it is written.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use futures_channel::oneshot;
+
+use super::{Backend, CommitInfo, ReadRequest, ReadResponse, StoreError, WriteBatch, WriteOp};
+
+/// Bounds on how much one group commit may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterLimits {
+    /// At most this many batches per backend transaction.
+    pub max_batches: usize,
+    /// Stop draining the queue once the batches taken hold about this many bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        // A few MiB per transaction keeps a commit's latency in the low
+        // milliseconds while amortizing the fsync over hundreds of batches.
+        WriterLimits { max_batches: 1024, max_bytes: 8 << 20 }
+    }
+}
+
+/// Counters of what the store threads did (a snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Backend transactions attempted by the writer (group commits).
+    pub commits: u64,
+    /// Batches handed to those transactions.
+    pub batches: u64,
+    /// Write operations in those batches.
+    pub ops: u64,
+    /// Transactions that failed (every batch in them got the error).
+    pub failed_commits: u64,
+    /// Reads answered (successfully or not).
+    pub reads: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    batches: AtomicU64,
+    ops: AtomicU64,
+    failed_commits: AtomicU64,
+    reads: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            ops: self.ops.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type ReadReply = oneshot::Sender<Result<ReadResponse, StoreError>>;
+type CommitReply = oneshot::Sender<Result<CommitInfo, StoreError>>;
+
+enum ReadJob {
+    Read(ReadRequest, ReadReply),
+    Stop,
+}
+
+enum WriteJob {
+    Commit(WriteBatch, CommitReply),
+    Stop,
+}
+
+/// The cheap, cloneable, non-blocking face of the store.
+///
+/// Every method only enqueues a job and awaits its one-shot answer, so it is
+/// safe to call from a shard's executor. Once the store threads are shut down
+/// every call answers [`StoreError::Closed`].
+#[derive(Clone)]
+pub struct StoreHandle {
+    reads: Sender<ReadJob>,
+    writes: Sender<WriteJob>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for StoreHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreHandle").field("stats", &self.stats()).finish()
+    }
+}
+
+/// The store's threads; shutting them down (explicitly or by drop) joins them.
+///
+/// Jobs queued before the shutdown are still answered; later ones get
+/// [`StoreError::Closed`].
+#[derive(Debug)]
+pub struct StoreThreads {
+    reads: Sender<ReadJob>,
+    writes: Sender<WriteJob>,
+    readers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl StoreHandle {
+    /// Starts `readers` reader threads (at least one) and the writer thread
+    /// over `backend`, with the default [`WriterLimits`].
+    pub fn start(backend: Arc<dyn Backend>, readers: usize) -> std::io::Result<(StoreHandle, StoreThreads)> {
+        StoreHandle::start_with(backend, readers, WriterLimits::default())
+    }
+
+    /// Like [`StoreHandle::start`], with explicit group-commit limits.
+    pub fn start_with(
+        backend: Arc<dyn Backend>,
+        readers: usize,
+        limits: WriterLimits,
+    ) -> std::io::Result<(StoreHandle, StoreThreads)> {
+        let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let counters = Arc::new(Counters::default());
+        let mut threads = StoreThreads {
+            reads: read_tx.clone(),
+            writes: write_tx.clone(),
+            readers: Vec::new(),
+            writer: None,
+            counters: counters.clone(),
+        };
+        // If spawning fails half-way, dropping `threads` stops what started.
+        for i in 0..readers.max(1) {
+            let rx = read_rx.clone();
+            let backend = backend.clone();
+            let counters = counters.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("store-read-{i}"))
+                .spawn(move || reader_loop(&*backend, &rx, &counters))?;
+            threads.readers.push(handle);
+        }
+        let writer_counters = counters.clone();
+        let limits = WriterLimits { max_batches: limits.max_batches.max(1), max_bytes: limits.max_bytes };
+        threads.writer = Some(
+            std::thread::Builder::new()
+                .name("store-write".into())
+                .spawn(move || writer_loop(&*backend, &write_rx, &writer_counters, limits))?,
+        );
+        Ok((StoreHandle { reads: read_tx, writes: write_tx, counters }, threads))
+    }
+
+    /// Answers one read on a reader thread.
+    pub async fn read(&self, request: ReadRequest) -> Result<ReadResponse, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.reads.send(ReadJob::Read(request, tx)).map_err(|_| StoreError::Closed)?;
+        // A dropped reply sender means the job was discarded at shutdown.
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Commits one batch atomically; resolves once it is durable.
+    pub async fn commit(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes.send(WriteJob::Commit(batch, tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// What the store threads did so far.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+}
+
+impl StoreThreads {
+    /// What the store threads did so far.
+    pub fn stats(&self) -> StoreStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the threads after the jobs already queued and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        // One Stop per reader: each reader consumes exactly one and exits.
+        for _ in 0..self.readers.len() {
+            let _ = self.reads.send(ReadJob::Stop);
+        }
+        let _ = self.writes.send(WriteJob::Stop);
+        for handle in self.readers.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for StoreThreads {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn reader_loop(backend: &dyn Backend, rx: &Receiver<ReadJob>, counters: &Counters) {
+    while let Ok(ReadJob::Read(request, reply)) = rx.recv() {
+        let result = catch_unwind(AssertUnwindSafe(|| backend.read(&request)))
+            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())));
+        counters.reads.fetch_add(1, Ordering::Relaxed);
+        // The asker may have gone away (e.g. its connection closed); that is fine.
+        let _ = reply.send(result);
+    }
+}
+
+/// Rough size of a batch, to bound one transaction.
+fn batch_bytes(batch: &WriteBatch) -> usize {
+    batch
+        .ops
+        .iter()
+        .map(|op| {
+            64 + match op {
+                WriteOp::PutItem { data, .. } => data.len(),
+                WriteOp::PutSession(s) => s.state.len() + s.last_reply.len(),
+                WriteOp::PutDevice { device, .. } => device.devinf_xml.len(),
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+fn writer_loop(backend: &dyn Backend, rx: &Receiver<WriteJob>, counters: &Counters, limits: WriterLimits) {
+    let mut batches: Vec<WriteBatch> = Vec::new();
+    let mut replies: Vec<CommitReply> = Vec::new();
+    let mut stopping = false;
+    while !stopping {
+        // Block for the first batch, then take whatever else is already queued.
+        match rx.recv() {
+            Ok(WriteJob::Commit(batch, reply)) => {
+                batches.push(batch);
+                replies.push(reply);
+            }
+            Ok(WriteJob::Stop) | Err(_) => break,
+        }
+        let mut bytes = batch_bytes(&batches[0]);
+        while batches.len() < limits.max_batches && bytes < limits.max_bytes {
+            match rx.try_recv() {
+                Ok(WriteJob::Commit(batch, reply)) => {
+                    bytes += batch_bytes(&batch);
+                    batches.push(batch);
+                    replies.push(reply);
+                }
+                Ok(WriteJob::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.batches.fetch_add(batches.len() as u64, Ordering::Relaxed);
+        counters.ops.fetch_add(batches.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
+        let result = catch_unwind(AssertUnwindSafe(|| backend.commit(&batches)))
+            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a commit".into())));
+        match result {
+            Ok(infos) if infos.len() == batches.len() => {
+                for (reply, info) in replies.drain(..).zip(infos) {
+                    let _ = reply.send(Ok(info));
+                }
+            }
+            Ok(infos) => {
+                counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                let msg = format!("backend answered {} commit infos for {} batches", infos.len(), batches.len());
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(StoreError::Backend(msg.clone())));
+                }
+            }
+            Err(err) => {
+                counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(copy_error(&err)));
+                }
+            }
+        }
+        batches.clear();
+    }
+}
+
+/// One error for each batch of a failed group commit.
+fn copy_error(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Locked(m) => StoreError::Locked(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Collection;
+    use futures_lite::future::block_on;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Records group sizes; commits slowly so batches pile up; can be told to fail.
+    #[derive(Default)]
+    struct FakeBackend {
+        groups: Mutex<Vec<usize>>,
+        committed_ops: AtomicU64,
+        fail: AtomicBool,
+    }
+
+    impl Backend for FakeBackend {
+        fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
+            match request {
+                ReadRequest::ListUsers => Ok(ReadResponse::Users(vec![
+                    self.committed_ops.load(Ordering::SeqCst).to_string(),
+                ])),
+                _ => Err(StoreError::Backend("unsupported".into())),
+            }
+        }
+        fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+            std::thread::sleep(Duration::from_millis(2));
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("disk on fire".into()));
+            }
+            self.groups.lock().map_err(|_| StoreError::Closed)?.push(batches.len());
+            let ops: usize = batches.iter().map(|b| b.ops.len()).sum();
+            self.committed_ops.fetch_add(ops as u64, Ordering::SeqCst);
+            Ok(batches.iter().map(|b| CommitInfo { new_server_ids: vec![b.ops.len() as u64] }).collect())
+        }
+    }
+
+    fn batch(n: usize) -> WriteBatch {
+        WriteBatch {
+            ops: (0..n)
+                .map(|i| WriteOp::PutItem {
+                    user: "u".into(),
+                    collection: Collection::Notes,
+                    server_id: None,
+                    content_type: "text/plain".into(),
+                    data: vec![b'x'; i],
+                    origin_device: "d".into(),
+                    map_client_id: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn read_and_commit_on_plain_executor() {
+        let backend = Arc::new(FakeBackend::default());
+        let (store, threads) = StoreHandle::start(backend, 2).unwrap();
+        let info = block_on(store.commit(batch(3))).unwrap();
+        assert_eq!(info.new_server_ids, vec![3]);
+        let users = block_on(store.read(ReadRequest::ListUsers)).unwrap();
+        assert_eq!(users, ReadResponse::Users(vec!["3".into()]));
+        assert!(matches!(
+            block_on(store.read(ReadRequest::User { name: "x".into() })),
+            Err(StoreError::Backend(_))
+        ));
+        let stats = threads.stats();
+        assert_eq!((stats.commits, stats.batches, stats.ops, stats.reads), (1, 1, 3, 2));
+        threads.shutdown();
+        assert!(matches!(block_on(store.commit(batch(1))), Err(StoreError::Closed)));
+        assert!(matches!(block_on(store.read(ReadRequest::ListUsers)), Err(StoreError::Closed)));
+    }
+
+    #[test]
+    fn concurrent_committers_are_grouped() {
+        let backend = Arc::new(FakeBackend::default());
+        let (store, threads) = StoreHandle::start(backend.clone(), 1).unwrap();
+        let committers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        block_on(store.commit(batch(2))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for c in committers {
+            c.join().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.batches, 16 * 20);
+        assert_eq!(stats.ops, 16 * 20 * 2);
+        assert_eq!(backend.committed_ops.load(Ordering::SeqCst), 16 * 20 * 2);
+        // 2 ms per commit and 16 committers: far fewer commits than batches.
+        assert!(stats.commits * 2 < stats.batches, "{stats:?}");
+        let max_group = backend.groups.lock().unwrap().iter().copied().max().unwrap();
+        assert!(max_group > 1);
+        drop(threads);
+    }
+
+    #[test]
+    fn group_limits_are_honored() {
+        let backend = Arc::new(FakeBackend::default());
+        let limits = WriterLimits { max_batches: 3, max_bytes: usize::MAX };
+        let (store, _threads) = StoreHandle::start_with(backend.clone(), 1, limits).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..30 {
+                s.spawn(|| block_on(store.commit(batch(1))).unwrap());
+            }
+        });
+        let groups = backend.groups.lock().unwrap();
+        assert_eq!(groups.iter().sum::<usize>(), 30);
+        assert!(groups.iter().all(|&g| g <= 3), "{groups:?}");
+    }
+
+    #[test]
+    fn failed_group_fails_every_batch() {
+        let backend = Arc::new(FakeBackend::default());
+        backend.fail.store(true, Ordering::SeqCst);
+        let (store, threads) = StoreHandle::start(backend.clone(), 1).unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let joins: Vec<_> = (0..8).map(|_| s.spawn(|| block_on(store.commit(batch(1))))).collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        assert!(results.iter().all(|r| matches!(r, Err(StoreError::Backend(m)) if m == "disk on fire")));
+        assert_eq!(backend.committed_ops.load(Ordering::SeqCst), 0);
+        let stats = threads.stats();
+        assert_eq!(stats.failed_commits, stats.commits);
+        // The writer survives a failed commit.
+        backend.fail.store(false, Ordering::SeqCst);
+        assert!(block_on(store.commit(batch(1))).is_ok());
+    }
+
+    #[test]
+    fn queued_jobs_are_answered_before_shutdown() {
+        let backend = Arc::new(FakeBackend::default());
+        let (store, threads) = StoreHandle::start(backend.clone(), 1).unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let joins: Vec<_> = (0..10).map(|_| s.spawn(|| block_on(store.commit(batch(1))))).collect();
+            std::thread::sleep(Duration::from_millis(20));
+            threads.shutdown();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        // Every batch is either committed and acknowledged, or refused as Closed.
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Closed))));
+        assert_eq!(ok as u64, backend.committed_ops.load(Ordering::SeqCst));
+    }
+}
