@@ -78,7 +78,8 @@ fn argon2() -> Result<Argon2<'static>, UserError> {
 pub fn hash_password(password: &str) -> Result<String, UserError> {
     let salt_bytes: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| UserError::Hash(e.to_string()))?;
-    let hash = argon2()?.hash_password(password.as_bytes(), &salt).map_err(|e| UserError::Hash(e.to_string()))?;
+    let hash =
+        argon2()?.hash_password(password.as_bytes(), &salt).map_err(|e| UserError::Hash(e.to_string()))?;
     Ok(hash.to_string())
 }
 

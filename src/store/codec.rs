@@ -221,7 +221,8 @@ mod tests {
             last_sync_type: 201,
         };
         assert_eq!(dec_state(&enc_state(&st)).unwrap(), st);
-        let s = SessionRecord { key: 1, state: vec![1, 2], last_msg_id: 4, last_reply: vec![5], expires_at: 6 };
+        let s =
+            SessionRecord { key: 1, state: vec![1, 2], last_msg_id: 4, last_reply: vec![5], expires_at: 6 };
         assert_eq!(dec_session(&enc_session(&s)).unwrap(), s);
         let dv = DeviceRecord {
             device_id: "d".into(),

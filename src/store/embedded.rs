@@ -118,16 +118,18 @@ impl EmbeddedBackend {
         options: EmbeddedOptions,
     ) -> Result<EmbeddedBackend, StoreError> {
         let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
-        let path = dir.join(FILE_NAME);
-        let db = Database::builder().set_cache_size(options.cache_size).create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(format!(
-                "{} is open in another process (is `shardsync serve` running on this data directory?)",
-                path.display()
-            )),
-            other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
+        let path = dir.join(FILE_NAME);
+        let db =
+            Database::builder().set_cache_size(options.cache_size).create(&path).map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(format!(
+                    "{} is open in another process (is `shardsync serve` running on this data directory?)",
+                    path.display()
+                )),
+                other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
+            })?;
         let backend = EmbeddedBackend { db, path };
         backend.init_schema()?;
         Ok(backend)
@@ -193,7 +195,8 @@ impl EmbeddedBackend {
                 items.push(dec_item(v.value())?);
             }
         }
-        let max_seq = txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
+        let max_seq =
+            txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
         Ok(DatastoreSnapshot { state, mappings, items, max_seq })
     }
 }
@@ -346,7 +349,8 @@ impl<'t> Writer<'t> {
                 let seq = counter.1;
                 let key = (user.as_str(), c, sid);
                 if server_id.is_some() {
-                    let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
+                    let old =
+                        self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
                     if let Some((old_seq, _)) = old {
                         self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
                     }
@@ -379,7 +383,10 @@ impl<'t> Writer<'t> {
             }
             WriteOp::RemoveMapping { user, device_id, collection, client_id } => {
                 let c = coll(*collection);
-                let old = self.maps.remove((user.as_str(), device_id.as_str(), c, client_id.as_str())).map_err(be)?;
+                let old = self
+                    .maps
+                    .remove((user.as_str(), device_id.as_str(), c, client_id.as_str()))
+                    .map_err(be)?;
                 if let Some(sid) = old.map(|v| v.value()) {
                     let rkey = (user.as_str(), c, sid, device_id.as_str(), client_id.as_str());
                     self.maps_by_id.remove(rkey).map_err(be)?;
@@ -388,7 +395,9 @@ impl<'t> Writer<'t> {
             WriteOp::ClearMappings { user, device_id, collection } => {
                 let (u, d, c) = (user.as_str(), device_id.as_str(), coll(*collection));
                 let mut removed = Vec::new();
-                for entry in self.maps.extract_from_if((u, d, c, "")..(u, d, c + 1, ""), |_, _| true).map_err(be)? {
+                for entry in
+                    self.maps.extract_from_if((u, d, c, "")..(u, d, c + 1, ""), |_, _| true).map_err(be)?
+                {
                     let (k, v) = entry.map_err(be)?;
                     removed.push((k.value().3.to_owned(), v.value()));
                 }
@@ -410,7 +419,14 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    fn set_mapping(&mut self, user: &str, device: &str, c: u8, client_id: &str, sid: u64) -> Result<(), StoreError> {
+    fn set_mapping(
+        &mut self,
+        user: &str,
+        device: &str,
+        c: u8,
+        client_id: &str,
+        sid: u64,
+    ) -> Result<(), StoreError> {
         let old = self.maps.insert((user, device, c, client_id), sid).map_err(be)?.map(|v| v.value());
         if let Some(old_sid) = old {
             if old_sid != sid {
@@ -449,7 +465,9 @@ impl<'t> Writer<'t> {
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
         self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
-        self.maps_by_id.retain_in((user, 0u8, 0u64, "", "")..(n, 0u8, 0u64, "", ""), |_, _| false).map_err(be)?;
+        self.maps_by_id
+            .retain_in((user, 0u8, 0u64, "", "")..(n, 0u8, 0u64, "", ""), |_, _| false)
+            .map_err(be)?;
         // Forget cached counters too, so a re-created user starts from scratch.
         self.counter_cache.retain(|(u, _), _| u != user);
         Ok(())

@@ -287,7 +287,8 @@ fn writer_loop(backend: &dyn Backend, rx: &Receiver<WriteJob>, counters: &Counte
             }
             Ok(infos) => {
                 counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                let msg = format!("backend answered {} commit infos for {} batches", infos.len(), batches.len());
+                let msg =
+                    format!("backend answered {} commit infos for {} batches", infos.len(), batches.len());
                 for reply in replies.drain(..) {
                     let _ = reply.send(Err(StoreError::Backend(msg.clone())));
                 }
@@ -332,9 +333,9 @@ mod tests {
     impl Backend for FakeBackend {
         fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
             match request {
-                ReadRequest::ListUsers => Ok(ReadResponse::Users(vec![
-                    self.committed_ops.load(Ordering::SeqCst).to_string(),
-                ])),
+                ReadRequest::ListUsers => {
+                    Ok(ReadResponse::Users(vec![self.committed_ops.load(Ordering::SeqCst).to_string()]))
+                }
                 _ => Err(StoreError::Backend("unsupported".into())),
             }
         }

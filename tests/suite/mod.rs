@@ -1,0 +1,429 @@
+//! Backend conformance suite: every [`Backend`] must pass it.
+//!
+//! Use it from an integration test with `mod suite;` and call
+//! [`run_suite`] with a backend. Checks use user names under `prefix`, so
+//! the suite can run on a store that already holds data (e.g. a shared
+//! PostgreSQL database) and several times on one backend.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use shardsync::store::{
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
+    SessionRecord, SyncState, UserRecord, WriteBatch, WriteOp,
+};
+
+/// Runs every check against `backend`, with user names starting with `prefix`.
+pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
+    let b = &*backend;
+    users_and_devices(b, &format!("{prefix}users"));
+    item_lifecycle(b, &format!("{prefix}life"));
+    seq_and_ids_are_monotonic(b, &format!("{prefix}seq"));
+    tombstones_in_snapshot(b, &format!("{prefix}tomb"));
+    mappings(b, &format!("{prefix}map"));
+    explicit_server_ids(b, &format!("{prefix}explicit"));
+    delete_user(b, &format!("{prefix}del"));
+    sessions(b, prefix);
+    group_commit_infos(b, &format!("{prefix}group"));
+}
+
+/// One batch.
+pub fn batch(ops: Vec<WriteOp>) -> WriteBatch {
+    WriteBatch { ops }
+}
+
+/// Commits one batch and returns its info.
+pub fn commit1(b: &dyn Backend, ops: Vec<WriteOp>) -> CommitInfo {
+    let mut infos = b.commit(&[batch(ops)]).expect("commit");
+    assert_eq!(infos.len(), 1);
+    infos.remove(0)
+}
+
+/// A `PutItem` op.
+pub fn put(user: &str, c: Collection, sid: Option<u64>, data: &str, dev: &str, map: Option<&str>) -> WriteOp {
+    WriteOp::PutItem {
+        user: user.into(),
+        collection: c,
+        server_id: sid,
+        content_type: "text/vcard".into(),
+        data: data.as_bytes().to_vec(),
+        origin_device: dev.into(),
+        map_client_id: map.map(str::to_owned),
+    }
+}
+
+/// A `DeleteItem` op.
+pub fn del(user: &str, c: Collection, sid: u64, dev: &str) -> WriteOp {
+    WriteOp::DeleteItem { user: user.into(), collection: c, server_id: sid, origin_device: dev.into() }
+}
+
+/// Reads a datastore snapshot.
+pub fn snapshot(b: &dyn Backend, user: &str, dev: &str, c: Collection) -> DatastoreSnapshot {
+    let req = ReadRequest::Datastore { user: user.into(), device_id: dev.into(), collection: c };
+    match b.read(&req).expect("read datastore") {
+        ReadResponse::Datastore(s) => s,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+fn state(seq_reached: u64) -> SyncState {
+    SyncState {
+        client_anchor: "c1".into(),
+        server_anchor: "s1".into(),
+        seq_reached,
+        client_uri: "addressbook".into(),
+        last_sync_type: 200,
+    }
+}
+
+fn put_state(user: &str, dev: &str, c: Collection, seq_reached: u64) -> WriteOp {
+    WriteOp::PutSyncState {
+        user: user.into(),
+        device_id: dev.into(),
+        collection: c,
+        state: state(seq_reached),
+    }
+}
+
+fn item(s: &DatastoreSnapshot, sid: u64) -> Option<&ItemRecord> {
+    s.items.iter().find(|i| i.server_id == sid)
+}
+
+fn sorted(mut v: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    v.sort();
+    v
+}
+
+fn user_rec(name: &str) -> UserRecord {
+    UserRecord { name: name.into(), md5_b64: "digest".into(), password_hash: "$argon2id$x".into() }
+}
+
+fn users_and_devices(b: &dyn Backend, u: &str) {
+    assert_eq!(b.read(&ReadRequest::User { name: u.into() }).unwrap(), ReadResponse::User(None));
+    commit1(b, vec![WriteOp::PutUser(user_rec(u))]);
+    assert_eq!(b.read(&ReadRequest::User { name: u.into() }).unwrap(), ReadResponse::User(Some(user_rec(u))));
+    let replaced = UserRecord { md5_b64: "other".into(), ..user_rec(u) };
+    commit1(b, vec![WriteOp::PutUser(replaced.clone())]);
+    assert_eq!(b.read(&ReadRequest::User { name: u.into() }).unwrap(), ReadResponse::User(Some(replaced)));
+    match b.read(&ReadRequest::ListUsers).unwrap() {
+        ReadResponse::Users(names) => assert!(names.iter().any(|n| n == u), "{names:?}"),
+        other => panic!("{other:?}"),
+    }
+
+    let dev_req = ReadRequest::Device { user: u.into(), device_id: "phone".into() };
+    assert_eq!(b.read(&dev_req).unwrap(), ReadResponse::Device(None));
+    let dev = DeviceRecord {
+        device_id: "phone".into(),
+        devinf_xml: b"<DevInf/>".to_vec(),
+        nonce: vec![1, 2, 3],
+        first_seen: 10,
+        last_seen: 20,
+    };
+    commit1(b, vec![WriteOp::PutDevice { user: u.into(), device: dev.clone() }]);
+    assert_eq!(b.read(&dev_req).unwrap(), ReadResponse::Device(Some(dev.clone())));
+    let later = DeviceRecord { last_seen: 30, ..dev };
+    commit1(b, vec![WriteOp::PutDevice { user: u.into(), device: later.clone() }]);
+    assert_eq!(b.read(&dev_req).unwrap(), ReadResponse::Device(Some(later)));
+    // Devices are per user.
+    let other = ReadRequest::Device { user: format!("{u}x"), device_id: "phone".into() };
+    assert_eq!(b.read(&other).unwrap(), ReadResponse::Device(None));
+}
+
+fn item_lifecycle(b: &dyn Backend, u: &str) {
+    let c = Collection::Contacts;
+    let empty = snapshot(b, u, "dev", c);
+    assert_eq!(empty, DatastoreSnapshot::default());
+
+    let info = commit1(b, vec![put(u, c, None, "v1", "dev", None)]);
+    assert_eq!(info.new_server_ids.len(), 1);
+    let sid = info.new_server_ids[0];
+    let s = snapshot(b, u, "dev", c);
+    assert_eq!(s.items.len(), 1);
+    let it = &s.items[0];
+    assert_eq!((it.server_id, it.data.as_slice(), it.deleted), (sid, &b"v1"[..], false));
+    assert_eq!(it.content_type, "text/vcard");
+    assert_eq!(it.origin_device, "dev");
+    assert_eq!(s.max_seq, it.seq);
+    assert!(s.state.is_none());
+
+    // Replace: same id, new data, new seq, new origin; no id allocated.
+    let info = commit1(b, vec![put(u, c, Some(sid), "v2", "other", None)]);
+    assert!(info.new_server_ids.is_empty());
+    let s2 = snapshot(b, u, "dev", c);
+    assert_eq!(s2.items.len(), 1);
+    assert_eq!(s2.items[0].data, b"v2");
+    assert_eq!(s2.items[0].origin_device, "other");
+    assert!(s2.items[0].seq > it.seq);
+    assert_eq!(s2.max_seq, s2.items[0].seq);
+
+    // Delete: tombstone with a new seq and the deleting device as origin.
+    commit1(b, vec![del(u, c, sid, "dev")]);
+    let s3 = snapshot(b, u, "dev", c);
+    assert_eq!(s3.items.len(), 1);
+    let t = &s3.items[0];
+    assert!(t.deleted);
+    assert!(t.data.is_empty());
+    assert_eq!(t.origin_device, "dev");
+    assert!(t.seq > s2.items[0].seq);
+    assert_eq!(s3.max_seq, t.seq);
+
+    // Deleting again, or deleting an unknown id, changes nothing.
+    commit1(b, vec![del(u, c, sid, "dev"), del(u, c, 999_999, "dev")]);
+    assert_eq!(snapshot(b, u, "dev", c), s3);
+
+    // Other collections are untouched.
+    assert_eq!(snapshot(b, u, "dev", Collection::Calendar), DatastoreSnapshot::default());
+}
+
+fn seq_and_ids_are_monotonic(b: &dyn Backend, u: &str) {
+    let c = Collection::Calendar;
+    let mut last_seq = 0;
+    let mut all_ids = Vec::new();
+    for round in 0..3 {
+        let ops = (0..5).map(|i| put(u, c, None, &format!("r{round}i{i}"), "dev", None)).collect();
+        let info = commit1(b, ops);
+        assert_eq!(info.new_server_ids.len(), 5);
+        assert!(info.new_server_ids.windows(2).all(|w| w[0] < w[1]), "{:?}", info.new_server_ids);
+        all_ids.extend(info.new_server_ids);
+        let s = snapshot(b, u, "dev", c);
+        assert!(s.max_seq >= last_seq + 5);
+        last_seq = s.max_seq;
+    }
+    let mut dedup = all_ids.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), 15);
+    let s = snapshot(b, u, "dev", c);
+    let mut seqs: Vec<u64> = s.items.iter().map(|i| i.seq).collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 15, "every change has its own seq");
+    assert_eq!(seqs.last().copied(), Some(s.max_seq));
+    // Item data follows op order: the ids were allocated in op order.
+    for (n, sid) in all_ids.iter().enumerate() {
+        let expect = format!("r{}i{}", n / 5, n % 5);
+        assert_eq!(item(&s, *sid).map(|i| i.data.clone()), Some(expect.into_bytes()));
+    }
+    // Ids and seqs are per (user, collection): another collection starts over.
+    commit1(b, vec![put(u, Collection::Tasks, None, "t", "dev", None)]);
+    let t = snapshot(b, u, "dev", Collection::Tasks);
+    assert_eq!(t.max_seq, 1);
+}
+
+fn tombstones_in_snapshot(b: &dyn Backend, u: &str) {
+    let c = Collection::Notes;
+    let ids = commit1(
+        b,
+        vec![
+            put(u, c, None, "a", "d1", None),
+            put(u, c, None, "b", "d1", None),
+            put(u, c, None, "c", "d1", None),
+        ],
+    )
+    .new_server_ids;
+    commit1(b, vec![del(u, c, ids[0], "d1")]);
+    let after_first_delete = snapshot(b, u, "d1", c).max_seq;
+    commit1(b, vec![del(u, c, ids[1], "d2")]);
+
+    // No state: all tombstones.
+    let s = snapshot(b, u, "d1", c);
+    assert_eq!(s.items.len(), 3);
+    assert_eq!(s.items.iter().filter(|i| i.deleted).count(), 2);
+
+    // The device reached the first delete: only the newer tombstone.
+    commit1(b, vec![put_state(u, "d1", c, after_first_delete)]);
+    let s = snapshot(b, u, "d1", c);
+    assert_eq!(s.state, Some(state(after_first_delete)));
+    let mut got: Vec<(u64, bool)> = s.items.iter().map(|i| (i.server_id, i.deleted)).collect();
+    got.sort();
+    assert_eq!(got, vec![(ids[1], true), (ids[2], false)]);
+
+    // Reached everything: live items only.
+    commit1(b, vec![put_state(u, "d1", c, s.max_seq)]);
+    let s = snapshot(b, u, "d1", c);
+    assert_eq!(s.items.iter().map(|i| i.server_id).collect::<Vec<_>>(), vec![ids[2]]);
+
+    // Another device without state still gets both tombstones.
+    assert_eq!(snapshot(b, u, "d2", c).items.len(), 3);
+}
+
+fn mappings(b: &dyn Backend, u: &str) {
+    let c = Collection::Contacts;
+    let ids = commit1(
+        b,
+        vec![put(u, c, None, "x", "phone", Some("L1")), put(u, c, None, "y", "phone", Some("L2"))],
+    )
+    .new_server_ids;
+    let (x, y) = (ids[0], ids[1]);
+    assert_eq!(sorted(snapshot(b, u, "phone", c).mappings), vec![("L1".into(), x), ("L2".into(), y)]);
+    // Mappings are per device and per collection.
+    assert!(snapshot(b, u, "laptop", c).mappings.is_empty());
+    assert!(snapshot(b, u, "phone", Collection::Calendar).mappings.is_empty());
+
+    let set = |dev: &str, cid: &str, sid: u64| WriteOp::SetMapping {
+        user: u.into(),
+        device_id: dev.into(),
+        collection: c,
+        client_id: cid.into(),
+        server_id: sid,
+    };
+    commit1(b, vec![set("laptop", "A", x), set("laptop", "B", y)]);
+    assert_eq!(sorted(snapshot(b, u, "laptop", c).mappings), vec![("A".into(), x), ("B".into(), y)]);
+
+    // Remap a client id to another item.
+    commit1(b, vec![set("laptop", "B", x)]);
+    assert_eq!(sorted(snapshot(b, u, "laptop", c).mappings), vec![("A".into(), x), ("B".into(), x)]);
+
+    // Deleting y drops phone's L2; laptop's B was remapped away from y ...
+    commit1(b, vec![del(u, c, y, "phone")]);
+    assert_eq!(snapshot(b, u, "phone", c).mappings, vec![("L1".into(), x)]);
+    assert_eq!(sorted(snapshot(b, u, "laptop", c).mappings), vec![("A".into(), x), ("B".into(), x)]);
+
+    // ... and deleting x drops every device's mappings to x.
+    commit1(b, vec![del(u, c, x, "laptop")]);
+    assert!(snapshot(b, u, "phone", c).mappings.is_empty());
+    assert!(snapshot(b, u, "laptop", c).mappings.is_empty());
+
+    // RemoveMapping and ClearMappings.
+    let z = commit1(b, vec![put(u, c, None, "z", "phone", Some("L3"))]).new_server_ids[0];
+    commit1(b, vec![set("laptop", "C", z), set("laptop", "D", z), set("tablet", "E", z)]);
+    commit1(
+        b,
+        vec![WriteOp::RemoveMapping {
+            user: u.into(),
+            device_id: "laptop".into(),
+            collection: c,
+            client_id: "C".into(),
+        }],
+    );
+    assert_eq!(snapshot(b, u, "laptop", c).mappings, vec![("D".into(), z)]);
+    commit1(b, vec![WriteOp::ClearMappings { user: u.into(), device_id: "laptop".into(), collection: c }]);
+    assert!(snapshot(b, u, "laptop", c).mappings.is_empty());
+    assert_eq!(snapshot(b, u, "phone", c).mappings, vec![("L3".into(), z)]);
+    assert_eq!(snapshot(b, u, "tablet", c).mappings, vec![("E".into(), z)]);
+    // A cleared mapping stays gone when the item is deleted later.
+    commit1(b, vec![del(u, c, z, "phone")]);
+    assert!(snapshot(b, u, "tablet", c).mappings.is_empty());
+    assert!(snapshot(b, u, "phone", c).mappings.is_empty());
+}
+
+fn explicit_server_ids(b: &dyn Backend, u: &str) {
+    let c = Collection::Tasks;
+    // An item created with an id the engine chose; allocation stays above it.
+    commit1(b, vec![put(u, c, Some(41), "chosen", "dev", None)]);
+    let next = commit1(b, vec![put(u, c, None, "allocated", "dev", None)]).new_server_ids[0];
+    assert!(next > 41, "{next}");
+    let s = snapshot(b, u, "dev", c);
+    assert_eq!(item(&s, 41).map(|i| i.data.clone()), Some(b"chosen".to_vec()));
+    // Re-putting a tombstoned id revives it.
+    commit1(b, vec![del(u, c, 41, "dev")]);
+    commit1(b, vec![put(u, c, Some(41), "back", "dev", None)]);
+    let s = snapshot(b, u, "dev", c);
+    let revived = item(&s, 41).expect("revived");
+    assert!(!revived.deleted);
+    assert_eq!(revived.data, b"back");
+}
+
+fn delete_user(b: &dyn Backend, u: &str) {
+    // Users whose names share a prefix with `u` must survive.
+    let neighbors = [format!("{u}x"), u[..u.len() - 1].to_owned()];
+    for name in std::iter::once(u.to_owned()).chain(neighbors.iter().cloned()) {
+        let n = name.as_str();
+        commit1(
+            b,
+            vec![
+                WriteOp::PutUser(user_rec(n)),
+                WriteOp::PutDevice {
+                    user: n.into(),
+                    device: DeviceRecord { device_id: "d".into(), ..Default::default() },
+                },
+                put(n, Collection::Contacts, None, "a", "d", Some("1")),
+                put(n, Collection::Notes, None, "b", "d", Some("2")),
+                put_state(n, "d", Collection::Contacts, 1),
+            ],
+        );
+        let x = commit1(b, vec![put(n, Collection::Contacts, None, "gone", "d", None)]).new_server_ids[0];
+        commit1(b, vec![del(n, Collection::Contacts, x, "d")]);
+    }
+    let before: Vec<_> = neighbors.iter().map(|n| snapshot(b, n, "d", Collection::Contacts)).collect();
+    commit1(b, vec![WriteOp::DeleteUser { name: u.into() }]);
+
+    assert_eq!(b.read(&ReadRequest::User { name: u.into() }).unwrap(), ReadResponse::User(None));
+    let dev = ReadRequest::Device { user: u.into(), device_id: "d".into() };
+    assert_eq!(b.read(&dev).unwrap(), ReadResponse::Device(None));
+    for c in Collection::ALL {
+        assert_eq!(snapshot(b, u, "d", c), DatastoreSnapshot::default(), "{c:?}");
+    }
+    match b.read(&ReadRequest::ListUsers).unwrap() {
+        ReadResponse::Users(names) => {
+            assert!(!names.iter().any(|n| n == u));
+            assert!(neighbors.iter().all(|nb| names.contains(nb)));
+        }
+        other => panic!("{other:?}"),
+    }
+    for (n, s) in neighbors.iter().zip(before) {
+        assert_eq!(snapshot(b, n, "d", Collection::Contacts), s, "neighbor {n} changed");
+        let dev = ReadRequest::Device { user: n.clone(), device_id: "d".into() };
+        assert!(matches!(b.read(&dev).unwrap(), ReadResponse::Device(Some(_))));
+    }
+
+    // A re-created user starts from scratch (ids and seqs restart).
+    let info =
+        commit1(b, vec![WriteOp::PutUser(user_rec(u)), put(u, Collection::Contacts, None, "new", "d", None)]);
+    assert_eq!(info.new_server_ids, vec![1]);
+    assert_eq!(snapshot(b, u, "d", Collection::Contacts).max_seq, 1);
+}
+
+fn sessions(b: &dyn Backend, prefix: &str) {
+    // Session keys are global; derive one from the prefix to stay apart.
+    let key = prefix
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
+    let req = ReadRequest::Session { key };
+    assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(None));
+    let s = SessionRecord {
+        key,
+        state: vec![9; 100],
+        last_msg_id: 3,
+        last_reply: b"<SyncML/>".to_vec(),
+        expires_at: 99,
+    };
+    commit1(b, vec![WriteOp::PutSession(s.clone())]);
+    assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(Some(s.clone())));
+    let s2 = SessionRecord { last_msg_id: 4, ..s };
+    commit1(b, vec![WriteOp::PutSession(s2.clone())]);
+    assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(Some(s2)));
+    commit1(b, vec![WriteOp::DeleteSession { key }]);
+    assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(None));
+}
+
+fn group_commit_infos(b: &dyn Backend, u: &str) {
+    let c = Collection::Contacts;
+    let batches = vec![
+        batch(vec![put(u, c, None, "a", "d", None), put(u, c, None, "b", "d", None)]),
+        batch(vec![]),
+        batch(vec![put(u, c, None, "c", "d", Some("C"))]),
+        batch(vec![WriteOp::PutUser(user_rec(u))]),
+    ];
+    let infos = b.commit(&batches).expect("group commit");
+    assert_eq!(infos.len(), 4);
+    assert_eq!(infos[0].new_server_ids.len(), 2);
+    assert!(infos[1].new_server_ids.is_empty());
+    assert_eq!(infos[2].new_server_ids.len(), 1);
+    assert!(infos[3].new_server_ids.is_empty());
+    // Later batches in a group see the effects of earlier ones (one id sequence).
+    assert!(infos[0].new_server_ids[1] < infos[2].new_server_ids[0]);
+    let s = snapshot(b, u, "d", c);
+    assert_eq!(s.items.len(), 3);
+    assert_eq!(s.mappings, vec![("C".into(), infos[2].new_server_ids[0])]);
+    // Within a batch, a later op sees an earlier one: create then delete.
+    let info = commit1(b, vec![put(u, c, None, "short", "d", Some("S"))]);
+    let sid = info.new_server_ids[0];
+    commit1(b, vec![put(u, c, Some(sid), "shorter", "d", None), del(u, c, sid, "d")]);
+    let s = snapshot(b, u, "d", c);
+    assert!(item(&s, sid).is_some_and(|i| i.deleted));
+    assert!(!s.mappings.iter().any(|(_, m)| *m == sid));
+    // An empty group is fine.
+    assert!(b.commit(&[]).expect("empty").is_empty());
+}
