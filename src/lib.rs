@@ -5,8 +5,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod codec;
+pub mod engine;
 pub mod model;
 pub mod routing;
 pub mod service;
 pub mod store;
+pub mod sync_service;
 pub mod users;

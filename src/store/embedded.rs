@@ -376,7 +376,8 @@ impl<'t> Writer<'t> {
                     self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
                     self.changes.insert((user.as_str(), c, seq), *server_id).map_err(be)?;
                 }
-                self.drop_mappings_to(user, c, *server_id)?;
+                // Other devices keep their mapping until the delete reaches them.
+                self.drop_mappings_to(user, c, *server_id, Some(origin_device))?;
             }
             WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
                 self.set_mapping(user, device_id, coll(*collection), client_id, *server_id)?;
@@ -437,14 +438,20 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    fn drop_mappings_to(&mut self, user: &str, c: u8, sid: u64) -> Result<(), StoreError> {
+    fn drop_mappings_to(
+        &mut self,
+        user: &str,
+        c: u8,
+        sid: u64,
+        only_device: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut removed = Vec::new();
         let start = (user, c, sid, "", "");
         let end = match sid.checked_add(1) {
             Some(next) => (user, c, next, "", ""),
             None => (user, c + 1, 0, "", ""),
         };
-        for entry in self.maps_by_id.extract_from_if(start..end, |_, _| true).map_err(be)? {
+        for entry in self.maps_by_id.extract_from_if(start..end, |k, _| only_device.is_none_or(|d| k.3 == d)).map_err(be)? {
             let (k, _) = entry.map_err(be)?;
             let k = k.value();
             removed.push((k.3.to_owned(), k.4.to_owned()));

@@ -232,7 +232,8 @@ pub enum WriteOp {
         /// Client id to map to the item for `origin_device`.
         map_client_id: Option<String>,
     },
-    /// Turn an item into a tombstone (new seq) and drop every device's mapping to it.
+    /// Turn an item into a tombstone (new seq) and drop the origin device's mapping
+    /// to it. Other devices keep theirs until the engine sends them the Delete.
     DeleteItem {
         /// User name.
         user: String,

@@ -1,0 +1,432 @@
+//! The SyncML server engine: a deterministic state machine with no I/O.
+//!
+//! One [`Session`] per SyncML session (key: device id + SessionID). The
+//! shell drives it per message:
+//!
+//! 1. [`Session::pending_reads`] lists what must be loaded from the store
+//!    (user, device, datastore snapshots); the shell loads each and hands it
+//!    over with [`Session::provide`], repeating until nothing is pending;
+//! 2. [`Session::handle`] processes the message with the time and some
+//!    entropy given as values, and returns a [`Step`]: the encoded reply and
+//!    the [`WriteBatch`] that must be durable before the reply is released;
+//! 3. after the commit, [`Session::committed`] feeds back the server ids the
+//!    store allocated.
+//!
+//! Unit tests, fuzzers and benches drive it exactly like that, without sockets.
+
+pub mod auth;
+pub mod content;
+pub mod devinf;
+mod process;
+pub mod reply;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::model::{Encoding, SyncMl, Version};
+use crate::store::{
+    Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
+    UserRecord, WriteBatch,
+};
+
+pub use devinf::ClientCaps;
+
+/// How a conflict (an item changed on both sides since the last sync) is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    /// Field-by-field merge where the format allows (vCard, iCalendar), else server wins.
+    Merge,
+    /// The server's version is kept and sent to the client (status 419).
+    ServerWins,
+    /// The client's version is stored (status 208).
+    ClientWins,
+    /// Both are kept: the client's as a new item, the server's sent as an Add (status 209).
+    Duplicate,
+}
+
+/// Engine settings (from the server configuration).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Public URL of the sync endpoint; RespURI is this plus `?s=<token>`.
+    /// Empty: derived from the URL the client used.
+    pub public_url: String,
+    /// The largest message the server accepts (announced as MaxMsgSize).
+    pub max_msg_size: usize,
+    /// The largest object the server accepts (announced as MaxObjSize).
+    pub max_obj_size: usize,
+    /// Assumed client MaxMsgSize when the client announces none.
+    pub default_client_max_msg_size: usize,
+    /// Failed authentication attempts allowed per session before it is aborted.
+    pub max_auth_attempts: u32,
+    /// Device datastore names (lower case, without `./`) and their collections.
+    pub aliases: Vec<(String, Collection)>,
+    /// Conflict policy per collection (contacts, calendar, tasks, notes).
+    pub conflict_policy: [ConflictPolicy; 4],
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let aliases = [
+            ("contacts", Collection::Contacts),
+            ("contact", Collection::Contacts),
+            ("addressbook", Collection::Contacts),
+            ("card", Collection::Contacts),
+            ("con", Collection::Contacts),
+            ("scard", Collection::Contacts),
+            ("calendar", Collection::Calendar),
+            ("cal", Collection::Calendar),
+            ("event", Collection::Calendar),
+            ("events", Collection::Calendar),
+            ("scal", Collection::Calendar),
+            ("tasks", Collection::Tasks),
+            ("task", Collection::Tasks),
+            ("todo", Collection::Tasks),
+            ("stask", Collection::Tasks),
+            ("notes", Collection::Notes),
+            ("note", Collection::Notes),
+            ("memo", Collection::Notes),
+            ("snote", Collection::Notes),
+        ];
+        EngineConfig {
+            public_url: String::new(),
+            max_msg_size: 4 * 1024 * 1024,
+            max_obj_size: 4 * 1024 * 1024,
+            default_client_max_msg_size: 100_000,
+            max_auth_attempts: 3,
+            aliases: aliases.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            conflict_policy: [ConflictPolicy::Merge; 4],
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Resolves a device datastore URI (`./Contacts?x`, `addressbook/private`) to a collection.
+    pub fn resolve(&self, uri: &str) -> Option<Collection> {
+        let base = devinf::strip_dot_slash(uri);
+        let base = base.split('/').next().unwrap_or(base).to_ascii_lowercase();
+        self.aliases.iter().find(|(n, _)| *n == base).map(|(_, c)| *c)
+    }
+
+    /// The conflict policy of a collection.
+    pub fn policy(&self, c: Collection) -> ConflictPolicy {
+        let i = Collection::ALL.iter().position(|x| *x == c).unwrap_or(0);
+        self.conflict_policy[i]
+    }
+}
+
+/// What the session's last message left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The session goes on; keep it.
+    Continue,
+    /// The session ended successfully (or was suspended); anchors were written if due.
+    Complete,
+    /// The session was aborted (e.g. too many auth failures).
+    Aborted,
+}
+
+/// The result of handling one message.
+#[derive(Debug)]
+pub struct Step {
+    /// The encoded reply.
+    pub reply: Vec<u8>,
+    /// Writes that must be durable before the reply is released.
+    pub writes: WriteBatch,
+    /// Whether the session continues.
+    pub outcome: Outcome,
+    /// Counters for the session log.
+    pub summary: String,
+}
+
+/// Where the session is in the package flow (digest §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Receiving the client's initialization package (1).
+    Init,
+    /// Receiving the client's modifications (package 3).
+    ClientSync,
+    /// Sending the server's modifications (package 4).
+    ServerSync,
+    /// Receiving the client's map package (5).
+    Map,
+    /// Done.
+    Done,
+}
+
+/// One server operation queued for the client.
+#[derive(Debug, Clone)]
+struct OutOp {
+    collection: Collection,
+    kind: OutKind,
+    /// Bytes of the data already sent in earlier chunks.
+    offset: usize,
+}
+
+#[derive(Debug, Clone)]
+enum OutKind {
+    Add { server_id: u64, content_type: String, data: Vec<u8> },
+    Replace { server_id: u64, client_id: String, content_type: String, data: Vec<u8> },
+    Delete { client_id: String },
+}
+
+/// A large object being received in chunks.
+#[derive(Debug, Clone)]
+struct IncomingChunk {
+    collection: Collection,
+    cmd: &'static str,
+    client_id: String,
+    content_type: String,
+    declared_size: usize,
+    data: Vec<u8>,
+}
+
+/// The per-datastore part of a session.
+#[derive(Debug, Clone)]
+struct DsSession {
+    collection: Collection,
+    /// The client's datastore URI (Alert Source).
+    client_uri: String,
+    /// The server datastore URI as the client addressed it (Alert Target).
+    server_uri: String,
+    /// Effective sync type (alert code 200–205).
+    mode: u16,
+    client_next: String,
+    server_next: String,
+    /// Change sequence the device had reached before this session.
+    prev_seq: u64,
+    /// Snapshot of the collection.
+    items: HashMap<u64, ItemRecord>,
+    max_seq: u64,
+    /// client id → server id.
+    map: HashMap<String, u64>,
+    /// server id → client id.
+    rmap: HashMap<u64, String>,
+    /// Server items the client's changes of this session already covered.
+    handled: HashSet<u64>,
+    /// Twin index for slow syncs: content key → unmatched server ids.
+    twins: HashMap<u64, Vec<u64>>,
+    /// UID index for slow syncs.
+    uids: HashMap<String, u64>,
+    /// Ops forced by conflict resolution (sent in package 4).
+    forced: Vec<OutKind>,
+    /// The client's Sync for this datastore started (once-only setup done).
+    client_sync_started: bool,
+    /// Server changes were queued.
+    queued: bool,
+    /// A server operation failed on the client: keep changes pending.
+    failed: bool,
+    /// Temporary ids for clients with a small MaxGUIDSize: `#n` → server id.
+    temp_ids: HashMap<String, u64>,
+    /// Number of server ops in this package (NumberOfChanges).
+    number_of_changes: usize,
+    counts: Counts,
+}
+
+/// Per-datastore counters for the session log.
+#[derive(Debug, Clone, Default)]
+struct Counts {
+    from_client_add: u32,
+    from_client_replace: u32,
+    from_client_delete: u32,
+    to_client_add: u32,
+    to_client_replace: u32,
+    to_client_delete: u32,
+    conflicts: u32,
+    twins: u32,
+}
+
+/// A SyncML session's state.
+#[derive(Debug)]
+pub struct Session {
+    key: u64,
+    device_id: String,
+    session_id: String,
+    encoding: Encoding,
+    version: Option<Version>,
+    user: Option<String>,
+    user_record: Option<Option<UserRecord>>,
+    device_record: Option<DeviceRecord>,
+    authenticated: bool,
+    auth_failures: u32,
+    /// Nonce sent with the last challenge of this session.
+    session_nonce: Option<Vec<u8>>,
+    /// The URI the client addressed first (the server's identity in replies).
+    server_uri: String,
+    last_msg_in: u64,
+    last_reply: Vec<u8>,
+    out_msg_id: u64,
+    client_max_msg: usize,
+    client_max_obj: usize,
+    caps: ClientCaps,
+    phase: Phase,
+    stores: Vec<DsSession>,
+    snapshots: HashMap<Collection, DatastoreSnapshot>,
+    incoming: Option<IncomingChunk>,
+    queue: VecDeque<OutOp>,
+    /// Adds written in the current step: (collection, client id), in op order.
+    pending_new: Vec<(Collection, String)>,
+    /// Server commands sent: (msg id, cmd id) → (collection, server id).
+    sent: HashMap<(u64, u64), (Collection, Option<u64>)>,
+    next_temp_id: u64,
+    started_at: u64,
+    last_activity: u64,
+    suspended: bool,
+}
+
+impl Session {
+    /// A new session for the routing key and the first message's header.
+    pub fn new(key: u64, msg: &SyncMl<'_>, encoding: Encoding, now: u64) -> Session {
+        Session {
+            key,
+            device_id: msg.hdr.source.loc_uri.trim().to_string(),
+            session_id: msg.hdr.session_id.trim().to_string(),
+            encoding,
+            version: msg.version(),
+            user: None,
+            user_record: None,
+            device_record: None,
+            authenticated: false,
+            auth_failures: 0,
+            session_nonce: None,
+            server_uri: msg.hdr.target.loc_uri.trim().to_string(),
+            last_msg_in: 0,
+            last_reply: Vec::new(),
+            out_msg_id: 0,
+            client_max_msg: 0,
+            client_max_obj: 0,
+            caps: ClientCaps::default(),
+            phase: Phase::Init,
+            stores: Vec::new(),
+            snapshots: HashMap::new(),
+            incoming: None,
+            queue: VecDeque::new(),
+            pending_new: Vec::new(),
+            sent: HashMap::new(),
+            next_temp_id: 1,
+            started_at: now,
+            last_activity: now,
+            suspended: false,
+        }
+    }
+
+    /// The session's routing key.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The device id.
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&str> {
+        if self.authenticated {
+            self.user.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// Seconds since the Unix epoch of the last message.
+    pub fn last_activity(&self) -> u64 {
+        self.last_activity
+    }
+
+    /// Seconds since the Unix epoch of the first message.
+    pub fn started_at(&self) -> u64 {
+        self.started_at
+    }
+
+    /// If `msg` repeats the last message answered (same MsgID), the stored reply.
+    pub fn resend(&self, msg: &SyncMl<'_>) -> Option<&[u8]> {
+        let id: u64 = msg.hdr.msg_id.trim().parse().ok()?;
+        (id == self.last_msg_in && !self.last_reply.is_empty()).then_some(self.last_reply.as_slice())
+    }
+
+    /// True if `msg` starts over (MsgID not above the last one answered): the
+    /// client restarted, and the caller should begin a fresh session.
+    pub fn is_restart(&self, msg: &SyncMl<'_>) -> bool {
+        match msg.hdr.msg_id.trim().parse::<u64>() {
+            Ok(id) => self.last_msg_in > 0 && id < self.last_msg_in,
+            Err(_) => false,
+        }
+    }
+
+    /// The reads needed before [`Session::handle`] can process `msg`.
+    pub fn pending_reads(&self, cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<ReadRequest> {
+        let mut out = Vec::new();
+        let user = match (&self.user, self.authenticated) {
+            (Some(u), true) => Some(u.clone()),
+            _ => process::claimed_user(msg),
+        };
+        let Some(user) = user else { return out };
+        if !self.authenticated {
+            if self.user_record.is_none() || self.user.as_deref() != Some(user.as_str()) {
+                out.push(ReadRequest::User { name: user.clone() });
+                out.push(ReadRequest::Device { user: user.clone(), device_id: self.device_id.clone() });
+                return out;
+            }
+            // Load datastores only for a message whose credentials verify.
+            if !self.precheck_auth(msg) {
+                return out;
+            }
+        }
+        for c in process::alerted_collections(cfg, msg) {
+            if !self.snapshots.contains_key(&c) && !self.stores.iter().any(|d| d.collection == c) {
+                out.push(ReadRequest::Datastore {
+                    user: user.clone(),
+                    device_id: self.device_id.clone(),
+                    collection: c,
+                });
+            }
+        }
+        out
+    }
+
+    /// Hands over the answer to a read from [`Session::pending_reads`].
+    pub fn provide(&mut self, request: &ReadRequest, response: ReadResponse) {
+        match (request, response) {
+            (ReadRequest::User { name }, ReadResponse::User(u)) => {
+                self.user = Some(name.clone());
+                self.user_record = Some(u);
+            }
+            (ReadRequest::Device { .. }, ReadResponse::Device(d)) => {
+                self.device_record = Some(d.unwrap_or_else(|| DeviceRecord {
+                    device_id: self.device_id.clone(),
+                    ..Default::default()
+                }));
+            }
+            (ReadRequest::Datastore { collection, .. }, ReadResponse::Datastore(s)) => {
+                self.snapshots.insert(*collection, s);
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds back what the store allocated for the step's writes.
+    pub fn committed(&mut self, info: &CommitInfo) {
+        for ((collection, client_id), server_id) in self.pending_new.drain(..).zip(&info.new_server_ids) {
+            if let Some(ds) = self.stores.iter_mut().find(|d| d.collection == collection) {
+                ds.map.insert(client_id.clone(), *server_id);
+                ds.rmap.insert(*server_id, client_id);
+            }
+        }
+        self.pending_new.clear();
+    }
+
+    /// Forgets the writes of a step whose commit failed: the session can't go
+    /// on consistently, so the caller drops it.
+    pub fn commit_failed(&mut self) {
+        self.pending_new.clear();
+    }
+
+    /// Processes one message. `now` is seconds since the Unix epoch;
+    /// `entropy` seeds nonces.
+    pub fn handle(&mut self, cfg: &EngineConfig, msg: &SyncMl<'_>, now: u64, entropy: u64) -> Step {
+        process::handle(self, cfg, msg, now, entropy)
+    }
+}
+
+#[cfg(test)]
+mod tests;

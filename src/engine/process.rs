@@ -1,0 +1,1452 @@
+//! Message processing: header, authentication, commands, package flow.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use super::auth::{self, Presented};
+use super::content;
+use super::devinf::{self, ClientCaps};
+use super::reply::{anchor_item, t, type_meta, Reply};
+use super::{
+    ConflictPolicy, Counts, DsSession, EngineConfig, IncomingChunk, OutKind, OutOp, Outcome, Phase, Session,
+    Step,
+};
+use crate::codec;
+use crate::model::{
+    Alert, Anchor, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, Results, SyncHdr,
+    SyncMl, Version,
+};
+use crate::routing;
+use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
+
+/// Margin kept free in every reply for closing tags and Final.
+const SIZE_MARGIN: usize = 400;
+/// Estimated encoded overhead of one item operation besides its data.
+const ITEM_OVERHEAD: usize = 260;
+/// Smallest chunk worth sending of a large object.
+const MIN_CHUNK: usize = 1024;
+
+/// The user a message claims to be (LocName, or the name inside basic credentials).
+pub(super) fn claimed_user(msg: &SyncMl<'_>) -> Option<String> {
+    if let Some(cred) = &msg.hdr.cred {
+        if let Presented::Basic { user, .. } = auth::parse_cred(cred) {
+            return Some(user);
+        }
+    }
+    msg.hdr.source.loc_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty())
+}
+
+/// Collections named by the sync Alerts of a message.
+pub(super) fn alerted_collections(cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<Collection> {
+    let mut out = Vec::new();
+    for cmd in &msg.body {
+        if let Command::Alert(a) = cmd {
+            let code: u16 = a.data.as_deref().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
+            if !(200..=210).contains(&code) && code != 225 {
+                continue;
+            }
+            if let Some(c) = a.items.first().and_then(|i| alert_collection(cfg, i)) {
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn alert_collection(cfg: &EngineConfig, item: &Item<'_>) -> Option<Collection> {
+    // Some phones omit the Target (digest §14 quirk 7): fall back to Source.
+    item.target
+        .as_ref()
+        .and_then(|t| cfg.resolve(&t.loc_uri))
+        .or_else(|| item.source.as_ref().and_then(|s| cfg.resolve(&s.loc_uri)))
+}
+
+fn num(s: &str) -> Option<u64> {
+    s.trim().parse().ok()
+}
+
+impl Session {
+    /// Verifies the message's credentials against the loaded records without
+    /// changing state.
+    pub(super) fn precheck_auth(&self, msg: &SyncMl<'_>) -> bool {
+        matches!(self.check_cred(msg), Ok(()))
+    }
+
+    fn expected_nonce(&self) -> Vec<u8> {
+        match &self.session_nonce {
+            Some(n) => n.clone(),
+            None => self.device_record.as_ref().map(|d| d.nonce.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Ok, or the status code to answer (401 wrong, 407 missing, 406 scheme, 400 malformed).
+    fn check_cred(&self, msg: &SyncMl<'_>) -> Result<(), u16> {
+        let Some(cred) = &msg.hdr.cred else { return Err(407) };
+        let record = match &self.user_record {
+            Some(Some(r)) => r,
+            _ => return Err(401),
+        };
+        match auth::parse_cred(cred) {
+            Presented::Basic { user, password } => {
+                let ok = user == record.name
+                    && auth::constant_time_eq(&auth::md5_user_pass_b64(&user, &password), &record.md5_b64);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(401)
+                }
+            }
+            Presented::Md5 { digest_b64 } => {
+                let expected = auth::md5_cred_from_digest(&record.md5_b64, &self.expected_nonce());
+                if auth::constant_time_eq(&expected, &digest_b64) {
+                    Ok(())
+                } else {
+                    Err(401)
+                }
+            }
+            Presented::Unsupported(_) => Err(406),
+            Presented::Malformed => Err(400),
+        }
+    }
+}
+
+fn new_nonce(entropy: u64, now: u64) -> Vec<u8> {
+    let mut v = entropy.to_le_bytes().to_vec();
+    v.extend_from_slice(&(now ^ entropy.rotate_left(17)).to_le_bytes()[..4]);
+    v
+}
+
+fn chal(nonce: &[u8]) -> Meta<'static> {
+    Meta {
+        type_: Some(t(auth::AUTH_MD5)),
+        format: Some(t("b64")),
+        next_nonce: Some(t(auth::nonce_b64(nonce))),
+        ..Default::default()
+    }
+}
+
+fn resp_uri(cfg: &EngineConfig, server_uri: &str, key: u64) -> String {
+    let base = if cfg.public_url.is_empty() {
+        server_uri.split('?').next().unwrap_or(server_uri).to_string()
+    } else {
+        cfg.public_url.clone()
+    };
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}{}={}", routing::TOKEN_PARAM, routing::token(key))
+}
+
+/// Processes one message (see [`Session::handle`]).
+pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now: u64, entropy: u64) -> Step {
+    s.last_activity = now;
+    s.out_msg_id += 1;
+    let msg_id = msg.hdr.msg_id.trim().to_string();
+    let mut batch = WriteBatch::default();
+    let version = s.version.or(msg.version()).unwrap_or(Version::V1_2);
+
+    if let Some(m) = &msg.hdr.meta {
+        if let Some(v) = m.max_msg_size.as_deref().and_then(num) {
+            s.client_max_msg = v as usize;
+        }
+        if let Some(v) = m.max_obj_size.as_deref().and_then(num) {
+            s.client_max_obj = v as usize;
+        }
+    }
+    if s.client_max_msg == 0 {
+        s.client_max_msg = cfg.default_client_max_msg_size;
+    }
+
+    let hdr = SyncHdr {
+        ver_dtd: t(version.ver_dtd()),
+        ver_proto: t(version.ver_proto()),
+        session_id: t(msg.hdr.session_id.trim()),
+        msg_id: t(s.out_msg_id.to_string()),
+        target: Location {
+            loc_uri: t(msg.hdr.source.loc_uri.trim()),
+            loc_name: msg.hdr.source.loc_name.as_ref().map(|n| t(n.trim())),
+            filter: None,
+        },
+        source: Location::uri(t(s.server_uri.clone())),
+        resp_uri: Some(t(resp_uri(cfg, &s.server_uri, s.key))),
+        no_resp: false,
+        cred: None,
+        meta: Some(Meta {
+            max_msg_size: Some(t(cfg.max_msg_size.to_string())),
+            max_obj_size: Some(t(cfg.max_obj_size.to_string())),
+            ..Default::default()
+        }),
+    };
+    let mut r = Reply::new(hdr);
+    let no_resp = msg.hdr.no_resp;
+
+    // Version checks (digest §0): VerDTD must match VerProto; only 1.0–1.2.
+    let dtd = Version::from_ver_dtd(&msg.hdr.ver_dtd);
+    let proto = Version::from_ver_proto(&msg.hdr.ver_proto);
+    let version_error = match (dtd, proto) {
+        (Some(a), Some(b)) if a == b => None,
+        (Some(_), Some(_)) => Some(505),
+        _ => Some(513),
+    };
+    if let Some(code) = version_error {
+        let st = r.status(&msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), code);
+        let text = if code == 505 { version.ver_dtd() } else { "SyncML/1.2 SyncML/1.1 SyncML/1.0" };
+        st.items.push(Item { data: Some(Data::Text(t(text))), ..Default::default() });
+        return finish(s, cfg, r, batch, true, Outcome::Aborted, &msg_id);
+    }
+
+    // Authentication.
+    let mut hdr_code = 200u16;
+    let mut hdr_chal = None;
+    if !s.authenticated {
+        let result = s.check_cred(msg);
+        let nonce = new_nonce(entropy, now);
+        hdr_chal = Some(chal(&nonce));
+        s.session_nonce = Some(nonce.clone());
+        match result {
+            Ok(()) => {
+                s.authenticated = true;
+                hdr_code = 212;
+                if let (Some(user), Some(dev)) = (&s.user, &s.device_record) {
+                    let mut dev = dev.clone();
+                    dev.nonce = nonce;
+                    if dev.first_seen == 0 {
+                        dev.first_seen = now;
+                    }
+                    dev.last_seen = now;
+                    s.device_record = Some(dev.clone());
+                    batch.ops.push(WriteOp::PutDevice { user: user.clone(), device: dev });
+                }
+            }
+            Err(code) => {
+                s.auth_failures += 1;
+                // Keep the new nonce for the client's retry (a new session with
+                // the same device), but only for users that exist; the answer
+                // is the same either way.
+                if let (Some(user), Some(Some(_)), Some(dev)) = (&s.user, &s.user_record, &s.device_record) {
+                    let mut dev = dev.clone();
+                    dev.nonce = nonce;
+                    batch.ops.push(WriteOp::PutDevice { user: user.clone(), device: dev });
+                }
+                tracing::info!(device = %s.device_id, code, attempts = s.auth_failures, "authentication failed");
+                let st = r.status(
+                    &msg_id,
+                    "0",
+                    "SyncHdr",
+                    Some(&msg.hdr.target.loc_uri),
+                    Some(&msg.hdr.source.loc_uri),
+                    code,
+                );
+                st.chal = hdr_chal;
+                // Every other command of the message gets the same status (digest §7.4).
+                for cmd in &msg.body {
+                    if matches!(cmd, Command::Status(_)) {
+                        continue;
+                    }
+                    r.status(&msg_id, cmd.cmd_id(), cmd.name(), None, None, code);
+                }
+                let outcome =
+                    if s.auth_failures >= cfg.max_auth_attempts { Outcome::Aborted } else { Outcome::Continue };
+                r.hdr.resp_uri = None;
+                return finish(s, cfg, r, batch, true, outcome, &msg_id);
+            }
+        }
+    }
+    if !no_resp {
+        let st =
+            r.status(&msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), hdr_code);
+        st.chal = hdr_chal;
+    }
+
+    let mut ctx = Ctx { msg_id: &msg_id, no_resp, version, saw_sync: false, suspend: false };
+    for cmd in &msg.body {
+        process_command(s, cfg, &mut r, &mut batch, &mut ctx, cmd);
+    }
+
+    if ctx.suspend {
+        s.suspended = true;
+        s.phase = Phase::Done;
+        return finish(s, cfg, r, batch, true, Outcome::Complete, &msg_id);
+    }
+
+    // Package flow.
+    let client_final = msg.final_;
+    let mut reply_final = false;
+    let mut outcome = Outcome::Continue;
+    match s.phase {
+        Phase::Init => {
+            if client_final {
+                if ctx.saw_sync {
+                    // Combined init + sync package.
+                    start_server_sync(s, cfg, &mut batch);
+                    reply_final = fill(s, cfg, &mut r, &mut batch);
+                    s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+                } else if s.stores.is_empty() {
+                    // Nothing to sync (e.g. a DevInf exchange): the session ends here.
+                    reply_final = true;
+                    if r.only_statuses() {
+                        s.phase = Phase::Done;
+                        outcome = Outcome::Complete;
+                    } else {
+                        s.phase = Phase::Map;
+                    }
+                } else {
+                    reply_final = true;
+                    s.phase = Phase::ClientSync;
+                }
+            }
+        }
+        Phase::ClientSync => {
+            if client_final {
+                start_server_sync(s, cfg, &mut batch);
+                reply_final = fill(s, cfg, &mut r, &mut batch);
+                s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+            }
+        }
+        Phase::ServerSync => {
+            reply_final = fill(s, cfg, &mut r, &mut batch);
+            if reply_final {
+                s.phase = Phase::Map;
+            }
+        }
+        Phase::Map | Phase::Done => {
+            if client_final {
+                reply_final = true;
+                complete(s, &mut batch);
+                outcome = Outcome::Complete;
+            }
+        }
+    }
+    if !reply_final && r.only_statuses() {
+        // A non-final, status-only reply would read as "nothing more to say".
+        let (own, peer) = (s.server_uri.clone(), s.device_id.clone());
+        r.alert_next_message(&own, &peer);
+    }
+    finish(s, cfg, r, batch, reply_final, outcome, &msg_id)
+}
+
+struct Ctx<'m> {
+    msg_id: &'m str,
+    no_resp: bool,
+    version: Version,
+    saw_sync: bool,
+    suspend: bool,
+}
+
+fn finish(
+    s: &mut Session,
+    _cfg: &EngineConfig,
+    r: Reply,
+    batch: WriteBatch,
+    final_: bool,
+    outcome: Outcome,
+    msg_id: &str,
+) -> Step {
+    let msg = r.build(final_);
+    let mut out = Vec::with_capacity(4096);
+    codec::encode(s.encoding, &msg, &mut out);
+    s.last_msg_in = num(msg_id).unwrap_or(s.last_msg_in + 1);
+    s.last_reply = out.clone();
+    let summary = summary(s);
+    Step { reply: out, writes: batch, outcome, summary }
+}
+
+fn summary(s: &Session) -> String {
+    let mut parts = Vec::new();
+    for d in &s.stores {
+        let c: &Counts = &d.counts;
+        parts.push(format!(
+            "{}:{} in(+{} ~{} -{}) out(+{} ~{} -{}) conflicts={} twins={}",
+            d.collection.as_str(),
+            d.mode,
+            c.from_client_add,
+            c.from_client_replace,
+            c.from_client_delete,
+            c.to_client_add,
+            c.to_client_replace,
+            c.to_client_delete,
+            c.conflicts,
+            c.twins
+        ));
+    }
+    parts.join(" ")
+}
+
+fn process_command(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    ctx: &mut Ctx<'_>,
+    cmd: &Command<'_>,
+) {
+    let msg_id = ctx.msg_id;
+    if ctx.suspend {
+        // Everything after a suspend is cancelled (digest §9.1).
+        if !matches!(cmd, Command::Status(_)) {
+            r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, 514);
+        }
+        return;
+    }
+    match cmd {
+        Command::Status(st) => handle_status(s, st),
+        Command::Alert(a) => handle_alert(s, cfg, r, batch, ctx, a),
+        Command::Put(p) => {
+            let code = store_devinf(s, batch, &p.items, p.meta.as_ref());
+            if !ctx.no_resp && !p.no_resp {
+                let src = p.items.first().and_then(|i| i.source.as_ref()).map(|l| l.loc_uri.to_string());
+                r.status(msg_id, &p.cmd_id, "Put", None, src.as_deref(), code);
+            }
+        }
+        Command::Results(res) => {
+            let code = store_devinf(s, batch, &res.items, res.meta.as_ref());
+            if !ctx.no_resp {
+                r.status(msg_id, &res.cmd_id, "Results", None, res.source_ref.as_deref(), code);
+            }
+        }
+        Command::Get(g) => handle_get(s, cfg, r, ctx, g, msg_id),
+        Command::Sync(sync) => {
+            ctx.saw_sync = true;
+            handle_sync(s, cfg, r, batch, ctx, sync);
+        }
+        Command::Map(m) => handle_map(s, cfg, r, batch, ctx, m),
+        Command::Add(_) | Command::Replace(_) | Command::Delete(_) => {
+            // Item commands outside a Sync: not a DS operation.
+            if !ctx.no_resp {
+                r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, 403);
+            }
+        }
+        _ => {
+            // Copy, Move, Atomic, Sequence, Exec, Search, unknown commands.
+            if !ctx.no_resp {
+                r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, 406);
+            }
+        }
+    }
+}
+
+fn handle_status(s: &mut Session, st: &crate::model::Status<'_>) {
+    let (Some(mref), Some(cref)) = (st.msg_ref.as_deref().and_then(num), num(&st.cmd_ref)) else { return };
+    let code = num(&st.data).unwrap_or(0);
+    if st.cmd.trim() == "Alert" && code == 508 {
+        // The client lost the server's anchors: the next session must be slow.
+        for d in &mut s.stores {
+            d.failed = true;
+        }
+        return;
+    }
+    if let Some((collection, _)) = s.sent.get(&(mref, cref)) {
+        let failed = code >= 300 && code != 419 && code != 418;
+        if failed {
+            tracing::warn!(device = %s.device_id, code, cmd = %st.cmd, "client rejected a server change");
+            let c = *collection;
+            if let Some(d) = s.stores.iter_mut().find(|d| d.collection == c) {
+                d.failed = true;
+            }
+        }
+    }
+}
+
+fn handle_alert(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    ctx: &mut Ctx<'_>,
+    a: &Alert<'_>,
+) {
+    let msg_id = ctx.msg_id;
+    let respond = !ctx.no_resp && !a.no_resp;
+    let Some(code) = a.data.as_deref().and_then(num) else {
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", None, None, 400);
+        }
+        return;
+    };
+    let code = code as u16;
+    match code {
+        200..=210 | 225 => {}
+        222 | 100 => {
+            if respond {
+                r.status(msg_id, &a.cmd_id, "Alert", None, None, 200);
+            }
+            return;
+        }
+        223 => {
+            // The client says our chunked item was interrupted: drop its rest.
+            if let Some(op) = s.queue.front() {
+                if op.offset > 0 {
+                    s.queue.pop_front();
+                }
+            }
+            if respond {
+                r.status(msg_id, &a.cmd_id, "Alert", None, None, 200);
+            }
+            return;
+        }
+        224 => {
+            if respond {
+                let code = if ctx.version >= Version::V1_2 { 200 } else { 406 };
+                r.status(msg_id, &a.cmd_id, "Alert", None, None, code);
+            }
+            ctx.suspend = true;
+            return;
+        }
+        _ => {
+            if respond {
+                r.status(msg_id, &a.cmd_id, "Alert", None, None, 406);
+            }
+            return;
+        }
+    }
+    let Some(item) = a.items.first() else {
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", None, None, 400);
+        }
+        return;
+    };
+    let target = item.target.as_ref().map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+    let source = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+    let anchor = item.meta.as_ref().and_then(|m| m.anchor.as_ref());
+    let last = anchor.and_then(|a| a.last.as_deref()).unwrap_or("").trim().to_string();
+    let next = anchor.and_then(|a| a.next.as_deref()).unwrap_or("").trim().to_string();
+    let status_item = anchor_item(&next);
+    let Some(collection) = alert_collection(cfg, item) else {
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), 404);
+        }
+        return;
+    };
+    if code == 225 && ctx.version < Version::V1_2 {
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), 406);
+        }
+        return;
+    }
+    if s.stores.iter().any(|d| d.collection == collection) {
+        // A second alert for the same datastore in one session.
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), 403);
+        }
+        return;
+    }
+    let Some(snap) = s.snapshots.remove(&collection) else {
+        tracing::error!(collection = collection.as_str(), "datastore snapshot missing");
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), 500);
+        }
+        return;
+    };
+    // Server-alerted codes echoed back by the client mean their plain modes.
+    let requested = if (206..=210).contains(&code) { code - 6 } else { code };
+    let state = snap.state.clone();
+    let anchors_match =
+        state.as_ref().is_some_and(|st| !st.client_anchor.is_empty() && st.client_anchor == last);
+    let (status_code, mode) = match requested {
+        200 | 225 => {
+            if anchors_match {
+                (200, 200)
+            } else {
+                (508, 201)
+            }
+        }
+        201 => (200, 201),
+        202 | 204 => {
+            if anchors_match {
+                (200, requested)
+            } else {
+                (508, requested + 1)
+            }
+        }
+        _ => (200, requested), // 203, 205
+    };
+    if respond {
+        let st = r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), status_code);
+        st.items.push(status_item);
+    }
+    let server_last = state.as_ref().map(|st| st.server_anchor.clone()).unwrap_or_default();
+    let server_next = format!("{}-{}", s.last_activity, snap.max_seq);
+    let prev_seq = match (&state, mode) {
+        (Some(st), 200 | 202 | 204) => st.seq_reached,
+        _ => 0,
+    };
+    let mut ds = DsSession {
+        collection,
+        client_uri: source.clone(),
+        server_uri: if target.is_empty() { collection.as_str().to_string() } else { target.clone() },
+        mode,
+        client_next: next,
+        server_next: server_next.clone(),
+        prev_seq,
+        items: snap.items.into_iter().map(|i| (i.server_id, i)).collect(),
+        max_seq: snap.max_seq,
+        map: HashMap::new(),
+        rmap: HashMap::new(),
+        handled: HashSet::new(),
+        twins: HashMap::new(),
+        uids: HashMap::new(),
+        forced: Vec::new(),
+        client_sync_started: false,
+        queued: false,
+        failed: false,
+        temp_ids: HashMap::new(),
+        number_of_changes: 0,
+        counts: Counts::default(),
+    };
+    for (luid, guid) in snap.mappings {
+        ds.rmap.insert(guid, luid.clone());
+        ds.map.insert(luid, guid);
+    }
+    if matches!(mode, 201 | 203 | 205) {
+        // Old mappings are void. Reset the stored anchors in the same commit,
+        // so that a session that dies from here on forces another slow sync
+        // instead of a two-way sync without mappings.
+        ds.map.clear();
+        ds.rmap.clear();
+        batch.ops.push(WriteOp::ClearMappings {
+            user: s.user.clone().unwrap_or_default(),
+            device_id: s.device_id.clone(),
+            collection,
+        });
+        batch.ops.push(WriteOp::PutSyncState {
+            user: s.user.clone().unwrap_or_default(),
+            device_id: s.device_id.clone(),
+            collection,
+            state: SyncState { client_uri: source.clone(), ..Default::default() },
+        });
+    }
+    if mode == 201 {
+        for item in ds.items.values().filter(|i| !i.deleted) {
+            ds.twins.entry(content::twin_key(&item.data)).or_default().push(item.server_id);
+            if let Some(uid) = content::uid(&item.data) {
+                ds.uids.insert(uid, item.server_id);
+            }
+        }
+    }
+    // The server's Alert: effective code, swapped URIs, the server's anchors.
+    let id = r.cmd_id();
+    let mut meta = Meta {
+        anchor: Some(Anchor {
+            last: if server_last.is_empty() { None } else { Some(t(server_last)) },
+            next: Some(t(server_next)),
+        }),
+        ..Default::default()
+    };
+    if ctx.version >= Version::V1_1 {
+        meta.max_obj_size = Some(t(cfg.max_obj_size.to_string()));
+    }
+    r.command(Command::Alert(Alert {
+        cmd_id: id,
+        data: Some(t(mode.to_string())),
+        items: vec![Item {
+            target: Some(Location::uri(t(source))),
+            source: Some(Location::uri(t(ds.server_uri.clone()))),
+            meta: Some(meta),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }));
+    s.stores.push(ds);
+}
+
+fn store_devinf(s: &mut Session, batch: &mut WriteBatch, items: &[Item<'_>], _meta: Option<&Meta<'_>>) -> u16 {
+    let Some(item) = items.first() else { return 400 };
+    let devinf: Option<DevInf<'static>> = match &item.data {
+        Some(Data::DevInf(d)) => Some((**d).clone().into_owned()),
+        Some(Data::Text(txt)) => codec::decode_devinf_xml(txt.as_bytes()),
+        Some(Data::Binary(b)) => codec::decode_devinf_wbxml(b),
+        _ => None,
+    };
+    let Some(devinf) = devinf else { return 400 };
+    s.caps = ClientCaps::from_devinf(&devinf);
+    if let (Some(user), Some(dev)) = (&s.user, &s.device_record) {
+        let mut xml = Vec::new();
+        codec::encode_devinf_xml(&devinf, &mut xml);
+        if dev.devinf_xml != xml {
+            let dev = DeviceRecord { devinf_xml: xml, ..dev.clone() };
+            s.device_record = Some(dev.clone());
+            batch.ops.push(WriteOp::PutDevice { user: user.clone(), device: dev });
+        }
+    }
+    200
+}
+
+fn handle_get(s: &mut Session, cfg: &EngineConfig, r: &mut Reply, ctx: &Ctx<'_>, g: &PutGet<'_>, msg_id: &str) {
+    let target = g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.trim().to_string());
+    let Some(target) = target else {
+        r.status(msg_id, &g.cmd_id, "Get", None, None, 400);
+        return;
+    };
+    let name = devinf::strip_dot_slash(&target).to_ascii_lowercase();
+    if !matches!(name.as_str(), "devinf10" | "devinf11" | "devinf12") {
+        if !ctx.no_resp && !g.no_resp {
+            r.status(msg_id, &g.cmd_id, "Get", Some(&target), None, 404);
+        }
+        return;
+    }
+    if !ctx.no_resp && !g.no_resp {
+        r.status(msg_id, &g.cmd_id, "Get", Some(&target), None, 200);
+    }
+    // Advertise each collection under the name the client alerted it with.
+    let mut names: Vec<(Collection, String)> = Collection::ALL.iter().map(|c| (*c, c.as_str().to_string())).collect();
+    for (c, n) in names.iter_mut() {
+        if let Some(d) = s.stores.iter().find(|d| d.collection == *c) {
+            *n = d.server_uri.clone();
+        }
+    }
+    let _ = cfg;
+    let devinf = devinf::server_devinf(ctx.version, &s.server_uri, &names);
+    let ty = match s.encoding {
+        crate::model::Encoding::Xml => "application/vnd.syncml-devinf+xml",
+        crate::model::Encoding::Wbxml => "application/vnd.syncml-devinf+wbxml",
+    };
+    let id = r.cmd_id();
+    r.results(Results {
+        cmd_id: id,
+        msg_ref: Some(t(msg_id)),
+        cmd_ref: t(g.cmd_id.trim()),
+        meta: Some(type_meta(ty)),
+        target_ref: None,
+        source_ref: None,
+        items: vec![Item {
+            source: Some(Location::uri(t(target))),
+            data: Some(Data::DevInf(Box::new(devinf))),
+            ..Default::default()
+        }],
+    });
+}
+
+fn find_ds<'s>(s: &'s mut Session, target: Option<&str>, source: Option<&str>) -> Option<&'s mut DsSession> {
+    let t_norm = target.map(|x| devinf::strip_dot_slash(x).to_ascii_lowercase());
+    let s_norm = source.map(|x| devinf::strip_dot_slash(x).to_ascii_lowercase());
+    s.stores.iter_mut().find(|d| {
+        t_norm.as_deref().is_some_and(|t| devinf::strip_dot_slash(&d.server_uri).eq_ignore_ascii_case(t))
+            || s_norm.as_deref().is_some_and(|x| devinf::strip_dot_slash(&d.client_uri).eq_ignore_ascii_case(x))
+    })
+}
+
+fn handle_sync(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    ctx: &mut Ctx<'_>,
+    sync: &crate::model::Sync<'_>,
+) {
+    let msg_id = ctx.msg_id;
+    let respond = !ctx.no_resp && !sync.no_resp;
+    let target = sync.target.as_ref().map(|l| l.loc_uri.trim().to_string());
+    let source = sync.source.as_ref().map(|l| l.loc_uri.trim().to_string());
+    let user = s.user.clone().unwrap_or_default();
+    let device = s.device_id.clone();
+    let Some(idx) = ({
+        let found = find_ds(s, target.as_deref(), source.as_deref()).map(|d| d.collection);
+        found.and_then(|c| s.stores.iter().position(|d| d.collection == c))
+    }) else {
+        if respond {
+            r.status(msg_id, &sync.cmd_id, "Sync", target.as_deref(), source.as_deref(), 404);
+            for c in &sync.commands {
+                r.status(msg_id, c.cmd_id(), c.name(), None, None, 404);
+            }
+        }
+        return;
+    };
+    if respond {
+        r.status(msg_id, &sync.cmd_id, "Sync", target.as_deref(), source.as_deref(), 200);
+    }
+    {
+        let ds = &mut s.stores[idx];
+        if !ds.client_sync_started {
+            ds.client_sync_started = true;
+            if ds.mode == 203 {
+                // Refresh from client: the client's items replace the server's.
+                let mut ids: Vec<u64> = ds.items.values().filter(|i| !i.deleted).map(|i| i.server_id).collect();
+                ids.sort_unstable();
+                for id in ids {
+                    batch.ops.push(WriteOp::DeleteItem {
+                        user: user.clone(),
+                        collection: ds.collection,
+                        server_id: id,
+                        origin_device: device.clone(),
+                    });
+                }
+                ds.items.clear();
+            }
+        }
+    }
+    let sync_type = sync.meta.as_ref().and_then(|m| m.type_.as_deref()).map(str::to_string);
+    for cmd in &sync.commands {
+        match cmd {
+            Command::Add(c) | Command::Replace(c) | Command::Delete(c) => {
+                item_command(s, cfg, r, batch, ctx, idx, cmd.name(), c, sync_type.as_deref());
+            }
+            _ => {
+                if respond {
+                    r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, 406);
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn item_command(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    ctx: &mut Ctx<'_>,
+    idx: usize,
+    name: &'static str,
+    c: &ItemCommand<'_>,
+    sync_type: Option<&str>,
+) {
+    let msg_id = ctx.msg_id;
+    let respond = !ctx.no_resp && !c.no_resp;
+    let cmd_type = c.meta.as_ref().and_then(|m| m.type_.as_deref()).or(sync_type);
+    for item in &c.items {
+        let luid = item
+            .source
+            .as_ref()
+            .or(item.target.as_ref())
+            .map(|l| l.loc_uri.trim().to_string())
+            .unwrap_or_default();
+        let collection = s.stores[idx].collection;
+        let default_type = devinf::accepted_types(collection)[0].0;
+        let content_type = item
+            .meta
+            .as_ref()
+            .and_then(|m| m.type_.as_deref())
+            .or(cmd_type)
+            .unwrap_or(default_type)
+            .trim()
+            .to_string();
+        let mut code = 500u16;
+        let raw = item.data.as_ref().and_then(|d| d.as_bytes()).unwrap_or(&[]);
+
+        // Large objects (digest §8).
+        let mut assembled: Option<Vec<u8>> = None;
+        if let Some(inc) = &s.incoming {
+            if inc.client_id != luid || inc.cmd != name || inc.collection != collection {
+                // A new item before the last chunk: the partial object is void.
+                let inc = s.incoming.take();
+                if let Some(inc) = inc {
+                    let id = r.cmd_id();
+                    r.command(Command::Alert(Alert {
+                        cmd_id: id,
+                        data: Some(t("223")),
+                        items: vec![Item {
+                            target: Some(Location::uri(t(inc.client_id.clone()))),
+                            source: Some(Location::uri(t(inc.client_id))),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }));
+                }
+            }
+        }
+        if item.more_data {
+            let first = s.incoming.is_none();
+            if first {
+                let size = item.meta.as_ref().and_then(|m| m.size.as_deref()).and_then(num);
+                match size {
+                    None => code = 411,
+                    Some(sz) if sz as usize > cfg.max_obj_size => code = 413,
+                    Some(sz) => {
+                        s.incoming = Some(IncomingChunk {
+                            collection,
+                            cmd: name,
+                            client_id: luid.clone(),
+                            content_type: content_type.clone(),
+                            declared_size: sz as usize,
+                            data: raw.to_vec(),
+                        });
+                        code = 213;
+                    }
+                }
+            } else if let Some(inc) = &mut s.incoming {
+                if item.data.is_none() {
+                    code = 412;
+                } else if inc.data.len() + raw.len() > inc.declared_size {
+                    s.incoming = None;
+                    code = 424;
+                } else {
+                    inc.data.extend_from_slice(raw);
+                    code = 213;
+                }
+            }
+            if respond {
+                r.status(msg_id, &c.cmd_id, name, None, Some(&luid), code);
+            }
+            continue;
+        }
+        if s.incoming.as_ref().is_some_and(|inc| inc.client_id == luid && inc.cmd == name) {
+            if let Some(mut inc) = s.incoming.take() {
+                inc.data.extend_from_slice(raw);
+                if inc.data.len() != inc.declared_size {
+                    if respond {
+                        r.status(msg_id, &c.cmd_id, name, None, Some(&luid), 424);
+                    }
+                    continue;
+                }
+                assembled = Some(inc.data);
+                let _ = inc.content_type;
+            }
+        }
+        let data: Vec<u8> = assembled.unwrap_or_else(|| raw.to_vec());
+        if let Some(max) = Some(cfg.max_obj_size) {
+            if data.len() > max {
+                if respond {
+                    r.status(msg_id, &c.cmd_id, name, None, Some(&luid), 413);
+                }
+                continue;
+            }
+        }
+        code = apply_item(s, cfg, batch, idx, name, c, &luid, content_type, data);
+        if respond {
+            r.status(msg_id, &c.cmd_id, name, None, Some(&luid), code);
+        }
+    }
+}
+
+/// Applies one complete client item to the store; returns its status code.
+#[allow(clippy::too_many_arguments)]
+fn apply_item(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    batch: &mut WriteBatch,
+    idx: usize,
+    name: &str,
+    c: &ItemCommand<'_>,
+    luid: &str,
+    content_type: String,
+    data: Vec<u8>,
+) -> u16 {
+    let user = s.user.clone().unwrap_or_default();
+    let device = s.device_id.clone();
+    let ds = &mut s.stores[idx];
+    let collection = ds.collection;
+    if matches!(ds.mode, 204 | 205) {
+        // One-way/refresh from server: client changes are not accepted here.
+        return 403;
+    }
+    if luid.is_empty() {
+        return 412;
+    }
+    let put = |server_id: Option<u64>, data: Vec<u8>, map: bool| WriteOp::PutItem {
+        user: user.clone(),
+        collection,
+        server_id,
+        content_type: content_type.clone(),
+        data,
+        origin_device: device.clone(),
+        map_client_id: if map { Some(luid.to_string()) } else { None },
+    };
+    match name {
+        "Add" | "Replace" => {
+            if name == "Add" {
+                ds.counts.from_client_add += 1;
+            } else {
+                ds.counts.from_client_replace += 1;
+            }
+            if let Some(&guid) = ds.map.get(luid) {
+                if name == "Add" && ds.mode != 201 {
+                    // Add for an id we already map: the client resent an item.
+                    batch.ops.push(put(Some(guid), data, false));
+                    ds.handled.insert(guid);
+                    return 201;
+                }
+                let server = ds.items.get(&guid).cloned();
+                ds.handled.insert(guid);
+                match server {
+                    Some(item) if item.deleted => {
+                        // Replace beats a server delete: revive the item.
+                        batch.ops.push(put(Some(guid), data, true));
+                        return 201;
+                    }
+                    Some(item)
+                        if ds.mode == 200 && item.seq > ds.prev_seq && item.origin_device != device =>
+                    {
+                        ds.counts.conflicts += 1;
+                        return resolve_conflict(ds, cfg.policy(collection), batch, put, guid, luid, item, data);
+                    }
+                    _ => {
+                        batch.ops.push(put(Some(guid), data, false));
+                        return 200;
+                    }
+                }
+            }
+            // Unmapped: a new item, unless a slow sync finds its twin.
+            if ds.mode == 201 {
+                let key = content::twin_key(&data);
+                let twin = ds.twins.get_mut(&key).and_then(|v| v.pop()).or_else(|| {
+                    content::uid(&data).and_then(|u| ds.uids.get(&u).copied()).filter(|g| !ds.rmap.contains_key(g))
+                });
+                if let Some(guid) = twin {
+                    if !ds.rmap.contains_key(&guid) {
+                        ds.counts.twins += 1;
+                        ds.map.insert(luid.to_string(), guid);
+                        ds.rmap.insert(guid, luid.to_string());
+                        ds.handled.insert(guid);
+                        let same = ds.items.get(&guid).is_some_and(|i| content::twin_key(&i.data) == key);
+                        if same {
+                            batch.ops.push(WriteOp::SetMapping {
+                                user: user.clone(),
+                                device_id: device.clone(),
+                                collection,
+                                client_id: luid.to_string(),
+                                server_id: guid,
+                            });
+                        } else {
+                            // Same UID, different content: the client's copy is stored.
+                            batch.ops.push(put(Some(guid), data, true));
+                        }
+                        return 201;
+                    }
+                }
+            }
+            batch.ops.push(put(None, data, true));
+            s.pending_new.push((collection, luid.to_string()));
+            201
+        }
+        "Delete" => {
+            ds.counts.from_client_delete += 1;
+            let Some(&guid) = ds.map.get(luid) else { return 211 };
+            ds.handled.insert(guid);
+            if c.sft_del {
+                ds.map.remove(luid);
+                ds.rmap.remove(&guid);
+                batch.ops.push(WriteOp::RemoveMapping {
+                    user,
+                    device_id: device,
+                    collection,
+                    client_id: luid.to_string(),
+                });
+                return 200;
+            }
+            let server = ds.items.get(&guid).cloned();
+            if let Some(item) = server {
+                if ds.mode == 200 && !item.deleted && item.seq > ds.prev_seq && item.origin_device != device {
+                    // Changed on the server, deleted on the client: the change
+                    // wins and the item goes back to the client.
+                    ds.counts.conflicts += 1;
+                    ds.map.remove(luid);
+                    ds.rmap.remove(&guid);
+                    batch.ops.push(WriteOp::RemoveMapping {
+                        user,
+                        device_id: device,
+                        collection,
+                        client_id: luid.to_string(),
+                    });
+                    ds.forced.push(OutKind::Add {
+                        server_id: guid,
+                        content_type: item.content_type.clone(),
+                        data: item.data.clone(),
+                    });
+                    return 419;
+                }
+            }
+            ds.map.remove(luid);
+            ds.rmap.remove(&guid);
+            batch.ops.push(WriteOp::DeleteItem { user, collection, server_id: guid, origin_device: device });
+            200
+        }
+        _ => 406,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_conflict(
+    ds: &mut DsSession,
+    policy: ConflictPolicy,
+    batch: &mut WriteBatch,
+    put: impl Fn(Option<u64>, Vec<u8>, bool) -> WriteOp,
+    guid: u64,
+    luid: &str,
+    server: crate::store::ItemRecord,
+    client_data: Vec<u8>,
+) -> u16 {
+    let policy = match policy {
+        ConflictPolicy::Merge if content::merge(&client_data, &server.data).is_none() => ConflictPolicy::ServerWins,
+        p => p,
+    };
+    match policy {
+        ConflictPolicy::Merge => {
+            let merged = content::merge(&client_data, &server.data).unwrap_or(client_data);
+            batch.ops.push(put(Some(guid), merged.clone(), false));
+            ds.forced.push(OutKind::Replace {
+                server_id: guid,
+                client_id: luid.to_string(),
+                content_type: server.content_type,
+                data: merged,
+            });
+            207
+        }
+        ConflictPolicy::ServerWins => {
+            ds.forced.push(OutKind::Replace {
+                server_id: guid,
+                client_id: luid.to_string(),
+                content_type: server.content_type,
+                data: server.data,
+            });
+            419
+        }
+        ConflictPolicy::ClientWins => {
+            batch.ops.push(put(Some(guid), client_data, false));
+            208
+        }
+        ConflictPolicy::Duplicate => {
+            // The client's item becomes a new server item under its id; the
+            // server's version goes to the client as a new item.
+            ds.map.remove(luid);
+            ds.rmap.remove(&guid);
+            batch.ops.push(put(None, client_data, true));
+            ds.forced.push(OutKind::Add { server_id: guid, content_type: server.content_type, data: server.data });
+            209
+        }
+    }
+}
+
+fn handle_map(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, batch: &mut WriteBatch, ctx: &Ctx<'_>, m: &Map<'_>) {
+    let msg_id = ctx.msg_id;
+    let target = m.target.loc_uri.trim().to_string();
+    let source = m.source.loc_uri.trim().to_string();
+    let user = s.user.clone().unwrap_or_default();
+    let device = s.device_id.clone();
+    let Some(ds) = find_ds(s, Some(&target), Some(&source)) else {
+        if !ctx.no_resp {
+            r.status(msg_id, &m.cmd_id, "Map", Some(&target), Some(&source), 404);
+        }
+        return;
+    };
+    let mut code = 200;
+    for mi in &m.map_items {
+        let gid = mi.target.loc_uri.trim();
+        let luid = mi.source.loc_uri.trim().to_string();
+        let guid = ds.temp_ids.get(gid).copied().or_else(|| gid.parse::<u64>().ok());
+        let Some(guid) = guid.filter(|g| ds.items.contains_key(g)) else {
+            code = 404;
+            continue;
+        };
+        if let Some(old) = ds.rmap.insert(guid, luid.clone()) {
+            ds.map.remove(&old);
+        }
+        ds.map.insert(luid.clone(), guid);
+        batch.ops.push(WriteOp::SetMapping {
+            user: user.clone(),
+            device_id: device.clone(),
+            collection: ds.collection,
+            client_id: luid,
+            server_id: guid,
+        });
+    }
+    if !ctx.no_resp {
+        r.status(msg_id, &m.cmd_id, "Map", Some(&target), Some(&source), code);
+    }
+}
+
+/// Computes the server's changes for every datastore (package 4).
+fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatch) {
+    let user = s.user.clone().unwrap_or_default();
+    let device = s.device_id.clone();
+    let mut queue = Vec::new();
+    for ds in &mut s.stores {
+        if ds.queued {
+            continue;
+        }
+        ds.queued = true;
+        let mut ops: Vec<(u64, OutKind)> = Vec::new();
+        match ds.mode {
+            202 | 203 => {}
+            201 | 205 => {
+                for item in ds.items.values() {
+                    if item.deleted || ds.rmap.contains_key(&item.server_id) || ds.handled.contains(&item.server_id) {
+                        continue;
+                    }
+                    ops.push((
+                        item.seq,
+                        OutKind::Add {
+                            server_id: item.server_id,
+                            content_type: item.content_type.clone(),
+                            data: item.data.clone(),
+                        },
+                    ));
+                }
+            }
+            _ => {
+                for item in ds.items.values() {
+                    if item.seq <= ds.prev_seq
+                        || item.seq > ds.max_seq
+                        || item.origin_device == device
+                        || ds.handled.contains(&item.server_id)
+                    {
+                        continue;
+                    }
+                    let luid = ds.rmap.get(&item.server_id).cloned();
+                    let kind = match (item.deleted, luid) {
+                        (true, Some(luid)) => {
+                            ds.map.remove(&luid);
+                            ds.rmap.remove(&item.server_id);
+                            batch.ops.push(WriteOp::RemoveMapping {
+                                user: user.clone(),
+                                device_id: device.clone(),
+                                collection: ds.collection,
+                                client_id: luid.clone(),
+                            });
+                            OutKind::Delete { client_id: luid }
+                        }
+                        (true, None) => continue,
+                        (false, Some(luid)) => OutKind::Replace {
+                            server_id: item.server_id,
+                            client_id: luid,
+                            content_type: item.content_type.clone(),
+                            data: item.data.clone(),
+                        },
+                        (false, None) => OutKind::Add {
+                            server_id: item.server_id,
+                            content_type: item.content_type.clone(),
+                            data: item.data.clone(),
+                        },
+                    };
+                    ops.push((item.seq, kind));
+                }
+            }
+        }
+        ops.sort_by_key(|(seq, _)| *seq);
+        let forced = std::mem::take(&mut ds.forced);
+        ds.number_of_changes = ops.len() + forced.len();
+        for (_, kind) in ops {
+            queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
+        }
+        for kind in forced {
+            queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
+        }
+    }
+    s.queue.extend(queue);
+}
+
+fn xml_growth(data: &[u8]) -> usize {
+    data.iter().filter(|b| matches!(b, b'\r' | b'&' | b'<' | b'>')).count() * 5
+}
+
+fn op_data(op: &OutOp) -> &[u8] {
+    match &op.kind {
+        OutKind::Add { data, .. } | OutKind::Replace { data, .. } => data,
+        OutKind::Delete { .. } => &[],
+    }
+}
+
+/// Adds as many queued server operations as fit in the client's MaxMsgSize,
+/// one Sync per datastore. Returns true when the package is complete (Final).
+fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteBatch) -> bool {
+    let mut probe = Vec::new();
+    codec::encode(s.encoding, &r.build(true), &mut probe);
+    let limit = s.client_max_msg.max(2048);
+    let xml = s.encoding == crate::model::Encoding::Xml;
+    // One Sync per datastore, an empty one for datastores without changes.
+    let mut syncs: Vec<(Collection, crate::model::Sync<'static>)> = Vec::new();
+    for ds in s.stores.iter().filter(|d| d.queued) {
+        syncs.push((ds.collection, new_sync(r, ds, s.caps.number_of_changes)));
+    }
+    let mut used = probe.len() + SIZE_MARGIN + 200 * syncs.len();
+    let mut added_any = false;
+    let mut chunk_of: Option<Collection> = None;
+    while let Some(op) = s.queue.front() {
+        let data = op_data(op);
+        let start = op.offset.min(data.len());
+        let rest = &data[start..];
+        let growth = if xml { xml_growth(rest) } else { 0 };
+        let need = rest.len() + growth + ITEM_OVERHEAD;
+        if used + need <= limit {
+            let Some(op) = s.queue.pop_front() else { break };
+            let len = op_data(&op).len();
+            used += need;
+            push_op(s, r, &mut syncs, &op, start, len);
+            added_any = true;
+            continue;
+        }
+        let room = limit.saturating_sub(used + ITEM_OVERHEAD);
+        let can_chunk = s.caps.large_objects && !rest.is_empty();
+        // Chunk what would not fit in a message of its own, or fill an
+        // otherwise empty message; else wait for the next message.
+        let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
+        if can_chunk && room >= MIN_CHUNK && (too_big_alone || !added_any) {
+            let end = chunk_end(data, start, room, xml);
+            let Some(mut op) = s.queue.pop_front() else { break };
+            let len = op_data(&op).len();
+            push_op(s, r, &mut syncs, &op, start, end);
+            chunk_of = Some(op.collection);
+            if end < len {
+                op.offset = end;
+                s.queue.push_front(op);
+            }
+        } else if !added_any && !can_chunk {
+            // Cannot fit and cannot chunk: send it anyway rather than stall.
+            let Some(op) = s.queue.pop_front() else { break };
+            let len = op_data(&op).len();
+            push_op(s, r, &mut syncs, &op, start, len);
+        }
+        break;
+    }
+    // A chunked item must end the message: put its Sync last.
+    if let Some(c) = chunk_of {
+        if let Some(pos) = syncs.iter().position(|(x, _)| *x == c) {
+            let sync = syncs.remove(pos);
+            syncs.push(sync);
+        }
+    }
+    for (_, sync) in syncs {
+        r.command(Command::Sync(sync));
+    }
+    s.queue.is_empty()
+}
+
+fn new_sync(r: &mut Reply, ds: &DsSession, noc: bool) -> crate::model::Sync<'static> {
+    crate::model::Sync {
+        cmd_id: r.cmd_id(),
+        target: Some(Location::uri(t(ds.client_uri.clone()))),
+        source: Some(Location::uri(t(ds.server_uri.clone()))),
+        number_of_changes: if noc { Some(t(ds.number_of_changes.to_string())) } else { None },
+        ..Default::default()
+    }
+}
+
+/// The end of a chunk starting at `start` whose encoded size fits in `room`;
+/// never splits a UTF-8 sequence.
+fn chunk_end(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
+    let rest = &data[start..];
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return (start + room).min(data.len());
+    };
+    let mut end = start;
+    let mut budget = room;
+    for ch in text.chars() {
+        let cost = if xml && matches!(ch, '\r' | '&' | '<' | '>') { 6 } else { ch.len_utf8() };
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        end += ch.len_utf8();
+    }
+    end.max(start + 1).min(data.len())
+}
+
+/// Appends bytes `[start, end)` of an op's data to its datastore's Sync.
+/// A piece that does not reach the end carries MoreData; the first piece of
+/// a chunked item carries the total Size.
+fn push_op(
+    s: &mut Session,
+    r: &mut Reply,
+    syncs: &mut [(Collection, crate::model::Sync<'static>)],
+    op: &OutOp,
+    start: usize,
+    end: usize,
+) {
+    let Some(pos) = syncs.iter().position(|(c, _)| *c == op.collection) else { return };
+    let Some(ds) = s.stores.iter_mut().find(|d| d.collection == op.collection) else { return };
+    let total = op_data(op).len();
+    let more = end < total;
+    let sized = more && start == 0;
+    let cmd_id = r.cmd_id();
+    let cid: u64 = cmd_id.parse().unwrap_or(0);
+    let piece = |data: &[u8]| -> Data<'static> {
+        let bytes = &data[start.min(data.len())..end.min(data.len())];
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Data::Text(Cow::Owned(text.to_string())),
+            Err(_) => Data::Binary(Cow::Owned(bytes.to_vec())),
+        }
+    };
+    let item_meta = || sized.then(|| Meta { size: Some(t(total.to_string())), ..Default::default() });
+    let cmd = match &op.kind {
+        OutKind::Add { server_id, content_type, data } => {
+            if start == 0 {
+                ds.counts.to_client_add += 1;
+            }
+            let gid = guid_for_client(ds, &s.caps, *server_id, &mut s.next_temp_id);
+            s.sent.insert((s.out_msg_id, cid), (op.collection, Some(*server_id)));
+            Command::Add(ItemCommand {
+                cmd_id,
+                meta: Some(type_meta(content_type)),
+                items: vec![Item {
+                    source: Some(Location::uri(t(gid))),
+                    meta: item_meta(),
+                    data: Some(piece(data)),
+                    more_data: more,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        }
+        OutKind::Replace { server_id, client_id, content_type, data } => {
+            if start == 0 {
+                ds.counts.to_client_replace += 1;
+            }
+            s.sent.insert((s.out_msg_id, cid), (op.collection, Some(*server_id)));
+            Command::Replace(ItemCommand {
+                cmd_id,
+                meta: Some(type_meta(content_type)),
+                items: vec![Item {
+                    target: Some(Location::uri(t(client_id.clone()))),
+                    meta: item_meta(),
+                    data: Some(piece(data)),
+                    more_data: more,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+        }
+        OutKind::Delete { client_id } => {
+            ds.counts.to_client_delete += 1;
+            s.sent.insert((s.out_msg_id, cid), (op.collection, None));
+            Command::Delete(ItemCommand {
+                cmd_id,
+                items: vec![Item { target: Some(Location::uri(t(client_id.clone()))), ..Default::default() }],
+                ..Default::default()
+            })
+        }
+    };
+    syncs[pos].1.commands.push(cmd);
+}
+
+/// The id a server Add carries: the server id, or a short temporary id when
+/// the client's MaxGUIDSize is smaller than that.
+fn guid_for_client(ds: &mut DsSession, caps: &ClientCaps, server_id: u64, next: &mut u64) -> String {
+    let id = server_id.to_string();
+    let max = caps.datastore(&ds.client_uri).and_then(|d| d.max_guid_size).unwrap_or(usize::MAX);
+    if id.len() <= max {
+        return id;
+    }
+    let tmp = format!("#{}", *next);
+    *next += 1;
+    ds.temp_ids.insert(tmp.clone(), server_id);
+    tmp
+}
+
+/// The session finished: store anchors and the change sequence reached.
+fn complete(s: &mut Session, batch: &mut WriteBatch) {
+    s.phase = Phase::Done;
+    let user = s.user.clone().unwrap_or_default();
+    for ds in &s.stores {
+        let seq_reached = if ds.mode == 202 || ds.failed { ds.prev_seq } else { ds.max_seq };
+        let (client_anchor, server_anchor) =
+            if ds.failed { (String::new(), String::new()) } else { (ds.client_next.clone(), ds.server_next.clone()) };
+        batch.ops.push(WriteOp::PutSyncState {
+            user: user.clone(),
+            device_id: s.device_id.clone(),
+            collection: ds.collection,
+            state: SyncState {
+                client_anchor,
+                server_anchor,
+                seq_reached,
+                client_uri: ds.client_uri.clone(),
+                last_sync_type: ds.mode,
+            },
+        });
+        tracing::debug!(
+            device = %s.device_id,
+            collection = ds.collection.as_str(),
+            mode = ds.mode,
+            "datastore sync complete"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Building the server's reply message: CmdIDs, Status commands, and the
+//! split between responses (Status/Results, in the order of the commands they
+//! answer) and the server's own new commands.
+
+use std::borrow::Cow;
+
+use crate::model::{Alert, Anchor, Command, Data, Item, Location, Meta, Results, Status, SyncHdr, SyncMl};
+
+/// A reply under construction.
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// Header of the reply.
+    pub hdr: SyncHdr<'static>,
+    /// Status and Results commands, in the order of what they answer.
+    pub responses: Vec<Command<'static>>,
+    /// The server's own commands (Alert, Sync, Get, Put).
+    pub commands: Vec<Command<'static>>,
+    /// Next CmdID.
+    next_cmd_id: u64,
+}
+
+/// Owned text helper.
+pub fn t(s: impl Into<String>) -> Cow<'static, str> {
+    Cow::Owned(s.into())
+}
+
+impl Reply {
+    /// A reply with the given header.
+    pub fn new(hdr: SyncHdr<'static>) -> Reply {
+        Reply { hdr, responses: Vec::new(), commands: Vec::new(), next_cmd_id: 1 }
+    }
+
+    /// Allocates the next CmdID.
+    pub fn cmd_id(&mut self) -> Cow<'static, str> {
+        let id = self.next_cmd_id;
+        self.next_cmd_id += 1;
+        t(id.to_string())
+    }
+
+    /// Appends a Status and returns it for further decoration.
+    #[allow(clippy::too_many_arguments)]
+    pub fn status(
+        &mut self,
+        msg_ref: &str,
+        cmd_ref: &str,
+        cmd: &str,
+        target_ref: Option<&str>,
+        source_ref: Option<&str>,
+        code: u16,
+    ) -> &mut Status<'static> {
+        let st = Status {
+            cmd_id: self.cmd_id(),
+            msg_ref: Some(t(msg_ref)),
+            cmd_ref: t(cmd_ref),
+            cmd: t(cmd),
+            target_refs: target_ref.map(|s| vec![t(s)]).unwrap_or_default(),
+            source_refs: source_ref.map(|s| vec![t(s)]).unwrap_or_default(),
+            data: t(code.to_string()),
+            ..Default::default()
+        };
+        self.responses.push(Command::Status(st));
+        match self.responses.last_mut() {
+            Some(Command::Status(s)) => s,
+            // Just pushed a Status; this arm cannot be reached.
+            _ => unreachable!("last response is the status just pushed"),
+        }
+    }
+
+    /// Appends a Results command.
+    pub fn results(&mut self, results: Results<'static>) {
+        self.responses.push(Command::Results(results));
+    }
+
+    /// Appends a server command.
+    pub fn command(&mut self, cmd: Command<'static>) {
+        self.commands.push(cmd);
+    }
+
+    /// True if the reply holds no commands besides Status.
+    pub fn only_statuses(&self) -> bool {
+        self.commands.is_empty() && self.responses.iter().all(|c| matches!(c, Command::Status(_)))
+    }
+
+    /// Adds Alert 222 (next message) so a non-final reply is not status-only.
+    pub fn alert_next_message(&mut self, own_uri: &str, peer_uri: &str) {
+        let id = self.cmd_id();
+        self.commands.push(Command::Alert(Alert {
+            cmd_id: id,
+            data: Some(t("222")),
+            items: vec![Item {
+                target: Some(Location::uri(t(peer_uri))),
+                source: Some(Location::uri(t(own_uri))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+    }
+
+    /// Assembles the message.
+    pub fn build(&self, final_: bool) -> SyncMl<'static> {
+        let mut body = Vec::with_capacity(self.responses.len() + self.commands.len());
+        body.extend(self.responses.iter().cloned());
+        body.extend(self.commands.iter().cloned());
+        SyncMl { hdr: self.hdr.clone(), body, final_ }
+    }
+}
+
+/// A Status item carrying an anchor (the echo of the client's Next).
+pub fn anchor_item(next: &str) -> Item<'static> {
+    Item {
+        data: Some(Data::Anchor(Anchor { last: None, next: Some(t(next)) })),
+        ..Default::default()
+    }
+}
+
+/// Meta with just a Type.
+pub fn type_meta(ty: &str) -> Meta<'static> {
+    Meta { type_: Some(t(ty)), ..Default::default() }
+}

@@ -1,0 +1,681 @@
+//! Engine tests: the engine driven message by message on the real embedded
+//! store (in a temp dir), with no sockets.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::model::{Command, Data, Encoding, Status as StatusCmd, SyncMl};
+use crate::store::embedded::EmbeddedBackend;
+use crate::store::{Backend, ReadRequest, ReadResponse, UserRecord, WriteBatch, WriteOp};
+
+/// A server of one: the engine plus the embedded store, no threads.
+pub(crate) struct Harness {
+    pub cfg: EngineConfig,
+    pub backend: Arc<EmbeddedBackend>,
+    pub sessions: HashMap<u64, Session>,
+    pub now: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = Arc::new(EmbeddedBackend::open(dir.path()).expect("open store"));
+        let user = UserRecord::new("test", "test").expect("user");
+        backend.commit(&[WriteBatch { ops: vec![WriteOp::PutUser(user)] }]).expect("commit");
+        Harness { cfg: EngineConfig::default(), backend, sessions: HashMap::new(), now: 1_700_000_000, _dir: dir }
+    }
+
+    /// Sends one XML message, returns the decoded reply (owned).
+    pub fn send(&mut self, xml: &str) -> SyncMl<'static> {
+        let msg = crate::xml::decode(xml.as_bytes()).expect("test message decodes");
+        self.send_msg(&msg, Encoding::Xml)
+    }
+
+    pub fn send_msg(&mut self, msg: &SyncMl<'_>, enc: Encoding) -> SyncMl<'static> {
+        self.now += 1;
+        let key = crate::routing::session_key(msg.hdr.source.loc_uri.trim(), msg.hdr.session_id.trim());
+        let mut s = match self.sessions.remove(&key) {
+            Some(s) if s.resend(msg).is_some() => {
+                let reply = s.resend(msg).map(|r| r.to_vec()).unwrap_or_default();
+                self.sessions.insert(key, s);
+                return crate::codec::decode(enc, &reply).expect("reply decodes").into_owned();
+            }
+            Some(s) if !s.is_restart(msg) => s,
+            _ => Session::new(key, msg, enc, self.now),
+        };
+        for _ in 0..4 {
+            let reads = s.pending_reads(&self.cfg, msg);
+            if reads.is_empty() {
+                break;
+            }
+            for r in reads {
+                let resp = self.backend.read(&r).expect("read");
+                s.provide(&r, resp);
+            }
+        }
+        let step = s.handle(&self.cfg, msg, self.now, 0x1234_5678 ^ self.now);
+        let info = self.backend.commit(std::slice::from_ref(&step.writes)).expect("commit");
+        s.committed(&info[0]);
+        if step.outcome != Outcome::Aborted {
+            self.sessions.insert(key, s);
+        }
+        crate::codec::decode(enc, &step.reply).expect("reply decodes").into_owned()
+    }
+
+    pub fn device_nonce(&self, device: &str) -> Vec<u8> {
+        match self.backend.read(&ReadRequest::Device { user: "test".into(), device_id: device.into() }) {
+            Ok(ReadResponse::Device(Some(d))) => d.nonce,
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn items(&self, device: &str, c: Collection) -> Vec<crate::store::ItemRecord> {
+        match self.backend.read(&ReadRequest::Datastore {
+            user: "test".into(),
+            device_id: device.into(),
+            collection: c,
+        }) {
+            Ok(ReadResponse::Datastore(s)) => s.items.into_iter().filter(|i| !i.deleted).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Statuses of a reply as (cmd, code) pairs.
+pub(crate) fn statuses(m: &SyncMl<'_>) -> Vec<(String, u16)> {
+    m.body
+        .iter()
+        .filter_map(|c| match c {
+            Command::Status(s) => Some((s.cmd.to_string(), s.data.trim().parse().unwrap_or(0))),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status_of<'m>(m: &'m SyncMl<'_>, cmd: &str) -> Vec<&'m StatusCmd<'static>>
+where
+    'm: 'm,
+{
+    let _ = cmd;
+    Vec::new()
+}
+
+pub(crate) fn server_alerts(m: &SyncMl<'_>) -> Vec<u16> {
+    m.body
+        .iter()
+        .filter_map(|c| match c {
+            Command::Alert(a) => a.data.as_deref().and_then(|d| d.parse().ok()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Server Sync item commands: (name, source or target id, data).
+pub(crate) fn server_items(m: &SyncMl<'_>) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for c in &m.body {
+        if let Command::Sync(s) = c {
+            for ic in &s.commands {
+                let (name, cmd) = match ic {
+                    Command::Add(x) => ("Add", x),
+                    Command::Replace(x) => ("Replace", x),
+                    Command::Delete(x) => ("Delete", x),
+                    _ => continue,
+                };
+                for it in &cmd.items {
+                    let id = it
+                        .source
+                        .as_ref()
+                        .or(it.target.as_ref())
+                        .map(|l| l.loc_uri.to_string())
+                        .unwrap_or_default();
+                    let data = match &it.data {
+                        Some(Data::Text(t)) => t.to_string(),
+                        _ => String::new(),
+                    };
+                    out.push((name.to_string(), id, data));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A client-side message builder.
+pub(crate) struct Client {
+    pub device: String,
+    pub session: u32,
+    pub msg: u32,
+    pub max_msg: usize,
+    pub last_anchor: Option<String>,
+    pub next_anchor: String,
+    pub uri: String,
+}
+
+impl Client {
+    pub fn new(device: &str) -> Client {
+        Client {
+            device: device.into(),
+            session: 0,
+            msg: 0,
+            max_msg: 150_000,
+            last_anchor: None,
+            next_anchor: String::new(),
+            uri: "addressbook".into(),
+        }
+    }
+
+    fn hdr(&mut self, cred: Option<String>) -> String {
+        self.msg += 1;
+        let cred = cred
+            .map(|c| {
+                format!(
+                    "<Cred><Meta><Type xmlns='syncml:metinf'>syncml:auth-basic</Type><Format xmlns='syncml:metinf'>b64</Format></Meta><Data>{c}</Data></Cred>"
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>{}</LocURI><LocName>test</LocName></Source>{cred}<Meta><MaxMsgSize xmlns='syncml:metinf'>{}</MaxMsgSize><MaxObjSize xmlns='syncml:metinf'>4000000</MaxObjSize></Meta></SyncHdr><SyncBody>",
+            self.session, self.msg, self.device, self.max_msg
+        )
+    }
+
+    /// Message 1: basic auth (test:test) and a sync alert.
+    pub fn init(&mut self, code: u16) -> String {
+        self.init_with(code, "dGVzdDp0ZXN0")
+    }
+
+    pub fn init_with(&mut self, code: u16, cred_b64: &str) -> String {
+        self.session += 1;
+        self.msg = 0;
+        self.next_anchor = format!("A{}", self.session);
+        let last = self.last_anchor.as_ref().map(|l| format!("<Last>{l}</Last>")).unwrap_or_default();
+        let mut m = self.hdr(Some(cred_b64.to_string()));
+        m.push_str(&format!(
+            "<Alert><CmdID>1</CmdID><Data>{code}</Data><Item><Target><LocURI>{}</LocURI></Target><Source><LocURI>./{}</LocURI></Source><Meta><Anchor xmlns='syncml:metinf'>{last}<Next>{}</Next></Anchor></Meta></Item></Alert><Final/></SyncBody></SyncML>",
+            self.uri, self.uri, self.next_anchor
+        ));
+        m
+    }
+
+    /// A message with a Sync holding `ops` (`<Add>...</Add>` fragments) and optional extra commands.
+    pub fn sync(&mut self, ops: &[String], final_: bool) -> String {
+        let mut m = self.hdr(None);
+        m.push_str(&format!(
+            "<Sync><CmdID>100</CmdID><Target><LocURI>{}</LocURI></Target><Source><LocURI>./{}</LocURI></Source>",
+            self.uri, self.uri
+        ));
+        for o in ops {
+            m.push_str(o);
+        }
+        m.push_str("</Sync>");
+        if final_ {
+            m.push_str("<Final/>");
+        }
+        m.push_str("</SyncBody></SyncML>");
+        m
+    }
+
+    /// A message with only the given commands.
+    pub fn plain(&mut self, cmds: &str, final_: bool) -> String {
+        let mut m = self.hdr(None);
+        m.push_str(cmds);
+        if final_ {
+            m.push_str("<Final/>");
+        }
+        m.push_str("</SyncBody></SyncML>");
+        m
+    }
+
+    /// The session ended successfully: remember the anchor.
+    pub fn done(&mut self) {
+        self.last_anchor = Some(self.next_anchor.clone());
+    }
+}
+
+pub(crate) fn vcard(name: &str, tel: &str) -> String {
+    format!("BEGIN:VCARD\r\nVERSION:3.0\r\nN:{name};Test;;;\r\nFN:Test {name}\r\nTEL;TYPE=CELL:{tel}\r\nEND:VCARD\r\n")
+}
+
+fn op(kind: &str, id: u32, luid: &str, data: Option<&str>) -> String {
+    let data = data.map(|d| format!("<Data><![CDATA[{d}]]></Data>")).unwrap_or_default();
+    format!(
+        "<{kind}><CmdID>{id}</CmdID><Meta><Type xmlns='syncml:metinf'>text/vcard</Type></Meta><Item><Source><LocURI>{luid}</LocURI></Source>{data}</Item></{kind}>"
+    )
+}
+
+fn map_cmd(pairs: &[(String, String)]) -> String {
+    let mut m = String::from(
+        "<Map><CmdID>50</CmdID><Target><LocURI>addressbook</LocURI></Target><Source><LocURI>./addressbook</LocURI></Source>",
+    );
+    for (guid, luid) in pairs {
+        m.push_str(&format!(
+            "<MapItem><Target><LocURI>{guid}</LocURI></Target><Source><LocURI>{luid}</LocURI></Source></MapItem>"
+        ));
+    }
+    m.push_str("</Map>");
+    m
+}
+
+/// Runs a full session: init, client sync ops, then maps whatever the server
+/// sends (client ids "c<guid>"). Returns (alert status, server alert, server items).
+fn session(h: &mut Harness, c: &mut Client, code: u16, ops: &[String]) -> (u16, u16, Vec<(String, String, String)>) {
+    let r1 = h.send(&c.init(code));
+    let st = statuses(&r1);
+    assert!(st.iter().any(|(c, code)| c == "SyncHdr" && *code == 212), "auth: {st:?}");
+    let alert_status = st.iter().find(|(c, _)| c == "Alert").map(|(_, s)| *s).unwrap_or(0);
+    let server_alert = server_alerts(&r1).first().copied().unwrap_or(0);
+    let mut all_items = Vec::new();
+    let mut reply = h.send(&c.sync(ops, true));
+    loop {
+        let items = server_items(&reply);
+        let maps: Vec<(String, String)> = items
+            .iter()
+            .filter(|(k, _, _)| k == "Add")
+            .map(|(_, g, _)| (g.clone(), format!("c{g}")))
+            .collect();
+        all_items.extend(items);
+        let cmds = if maps.is_empty() { String::new() } else { map_cmd(&maps) };
+        let fin = reply.final_;
+        reply = h.send(&c.plain(&cmds, fin));
+        if fin {
+            assert!(reply.final_, "package 6 is final");
+            break;
+        }
+    }
+    c.done();
+    (alert_status, server_alert, all_items)
+}
+
+#[test]
+fn first_sync_is_slow_and_stores_items() {
+    let mut h = Harness::new();
+    let mut c = Client::new("dev-a");
+    let ops: Vec<String> = (0..5).map(|i| op("Add", 10 + i, &format!("l{i}"), Some(&vcard(&format!("N{i}"), "1")))).collect();
+    let (st, alert, items) = session(&mut h, &mut c, 200, &ops);
+    assert_eq!((st, alert), (508, 201), "no anchors yet: slow sync");
+    assert!(items.is_empty());
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 5);
+    // Next two-way: anchors match, nothing to exchange.
+    let (st, alert, items) = session(&mut h, &mut c, 200, &[]);
+    assert_eq!((st, alert), (200, 200));
+    assert!(items.is_empty(), "own changes are not echoed: {items:?}");
+}
+
+#[test]
+fn changes_reach_other_device_and_not_echoed() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Alpha", "1")))]);
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    assert_eq!(items.len(), 1, "b gets a's contact on its slow sync");
+    assert!(items[0].2.contains("Alpha"));
+    // a changes the contact; b receives a Replace addressed by b's client id.
+    session(&mut h, &mut a, 200, &[op("Replace", 5, "a1", Some(&vcard("Alpha", "2")))]);
+    let (_, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].0, "Replace");
+    assert!(items[0].1.starts_with('c'), "addressed by b's luid: {:?}", items[0]);
+    // a deletes it; b gets a Delete; a gets nothing back.
+    session(&mut h, &mut a, 200, &[op("Delete", 5, "a1", None)]);
+    let (_, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert_eq!(items.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(), vec!["Delete"]);
+    let (_, _, items) = session(&mut h, &mut a, 200, &[]);
+    assert!(items.is_empty());
+    assert!(h.items("dev-a", Collection::Contacts).is_empty());
+}
+
+#[test]
+fn slow_sync_matches_twins_instead_of_duplicating() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let ops: Vec<String> =
+        (0..10).map(|i| op("Add", 10 + i, &format!("l{i}"), Some(&vcard(&format!("N{i}"), "1")))).collect();
+    session(&mut h, &mut a, 201, &ops);
+    // The client lost its state and sends everything again (folded differently).
+    a.last_anchor = None;
+    let again: Vec<String> = (0..10)
+        .map(|i| op("Add", 10 + i, &format!("x{i}"), Some(&vcard(&format!("N{i}"), "1").replace("\r\n", "\n"))))
+        .collect();
+    let (st, alert, items) = session(&mut h, &mut a, 201, &again);
+    assert_eq!((st, alert), (200, 201));
+    assert!(items.is_empty(), "every server item matched a client item");
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 10, "no duplicates");
+}
+
+#[test]
+fn anchor_mismatch_forces_slow_sync() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    session(&mut h, &mut a, 201, &[]);
+    a.last_anchor = Some("bogus".into());
+    let (st, alert, _) = session(&mut h, &mut a, 200, &[]);
+    assert_eq!((st, alert), (508, 201));
+    // one-way from client with mismatch → refresh from client (203)
+    a.last_anchor = Some("bogus".into());
+    let (st, alert, _) = session(&mut h, &mut a, 202, &[]);
+    assert_eq!((st, alert), (508, 203));
+    a.last_anchor = Some("bogus".into());
+    let (st, alert, _) = session(&mut h, &mut a, 204, &[]);
+    assert_eq!((st, alert), (508, 205));
+}
+
+#[test]
+fn refresh_modes_and_one_way() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("One", "1")))]);
+    // b refreshes from client: server content replaced by b's.
+    session(&mut h, &mut b, 203, &[op("Add", 5, "b1", Some(&vcard("Two", "2")))]);
+    let names: Vec<String> =
+        h.items("dev-b", Collection::Contacts).iter().map(|i| String::from_utf8_lossy(&i.data).to_string()).collect();
+    assert_eq!(names.len(), 1);
+    assert!(names[0].contains("Two"));
+    // a: two-way gets the delete of One and the add of Two.
+    let (_, _, items) = session(&mut h, &mut a, 200, &[]);
+    let mut kinds: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, vec!["Add", "Delete"]);
+    // refresh from server for b: everything as Add.
+    let (st, alert, items) = session(&mut h, &mut b, 205, &[]);
+    assert_eq!((st, alert), (200, 205));
+    assert_eq!(items.len(), 1);
+    // one-way from client: server changes stay pending.
+    session(&mut h, &mut a, 200, &[op("Add", 5, "a2", Some(&vcard("Three", "3")))]);
+    let (st, alert, items) = session(&mut h, &mut b, 202, &[]);
+    assert_eq!((st, alert), (200, 202));
+    assert!(items.is_empty());
+    let (_, alert, items) = session(&mut h, &mut b, 204, &[]);
+    assert_eq!(alert, 204);
+    assert_eq!(items.len(), 1, "pending change delivered by one-way from server");
+}
+
+#[test]
+fn wrong_password_401_then_abort() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    for attempt in 1..=3 {
+        let r = h.send(&a.init_with(200, "dGVzdDp3cm9uZw==")); // test:wrong
+        let st = statuses(&r);
+        assert_eq!(st[0], ("SyncHdr".to_string(), 401), "attempt {attempt}");
+        assert!(st.iter().all(|(_, c)| *c == 401));
+        assert!(r.final_);
+    }
+    // Unknown user: same answer.
+    let r = h.send(&a.init_with(200, "bm9ib2R5OnRlc3Q=")); // nobody:test
+    assert_eq!(statuses(&r)[0].1, 401);
+    // No credentials: 407 with a challenge.
+    let mut m = a.init(200);
+    m = m.replace(
+        &m[m.find("<Cred>").unwrap_or(0)..m.find("</Cred>").map(|i| i + 7).unwrap_or(0)],
+        "",
+    );
+    let r = h.send(&m);
+    let hdr = r.body.iter().find_map(|c| match c {
+        Command::Status(s) => Some(s.clone()),
+        _ => None,
+    });
+    let hdr = hdr.expect("status");
+    assert_eq!(hdr.data, "407");
+    assert!(hdr.chal.as_ref().and_then(|c| c.next_nonce.as_ref()).is_some());
+}
+
+#[test]
+fn md5_auth_with_nonce_from_previous_challenge() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    // First: no valid nonce yet → the digest over an empty nonce works.
+    let digest = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("test", "test"), b"");
+    let m = a.init(200).replace(
+        "<Type xmlns='syncml:metinf'>syncml:auth-basic</Type>",
+        "<Type xmlns='syncml:metinf'>syncml:auth-md5</Type>",
+    );
+    let m = m.replace("dGVzdDp0ZXN0", &digest);
+    let r = h.send(&m);
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
+    // The next session must use the nonce the 212 carried.
+    let nonce = h.device_nonce("dev-a");
+    assert!(!nonce.is_empty());
+    let digest = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("test", "test"), &nonce);
+    let m = a.init(200).replace("syncml:auth-basic", "syncml:auth-md5").replace("dGVzdDp0ZXN0", &digest);
+    let r = h.send(&m);
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
+    // A stale digest fails.
+    let m = a.init(200).replace("syncml:auth-basic", "syncml:auth-md5").replace("dGVzdDp0ZXN0", &digest);
+    let r = h.send(&m);
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 401));
+}
+
+#[test]
+fn resend_gets_stored_reply_and_is_not_reapplied() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    h.send(&a.init(201));
+    let m = a.sync(&[op("Add", 5, "a1", Some(&vcard("One", "1")))], true);
+    let r1 = h.send(&m);
+    let r2 = h.send(&m);
+    assert_eq!(r1, r2);
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 1, "applied once");
+}
+
+#[test]
+fn multi_message_packages_both_ways() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    // 30 contacts from a in three messages.
+    h.send(&a.init(201));
+    for part in 0..3 {
+        let ops: Vec<String> = (0..10)
+            .map(|i| {
+                let n = part * 10 + i;
+                op("Add", 10 + i, &format!("l{n}"), Some(&vcard(&format!("Name{n}"), &"9".repeat(200))))
+            })
+            .collect();
+        let r = h.send(&a.sync(&ops, part == 2));
+        if part < 2 {
+            assert!(!r.final_);
+            assert_eq!(server_alerts(&r), vec![222], "non-final status-only reply carries Alert 222");
+        }
+    }
+    let r = h.send(&a.plain("", true));
+    assert!(r.final_);
+    a.done();
+    // b with a small MaxMsgSize gets them over several messages.
+    let mut b = Client::new("dev-b");
+    b.max_msg = 4000;
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    assert_eq!(items.len(), 30);
+}
+
+#[test]
+fn large_object_from_client_and_to_client() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let big = vcard("Big", &"P".repeat(30_000));
+    let (first, second) = big.split_at(12_000);
+    h.send(&a.init(201));
+    let chunk1 = format!(
+        "<Add><CmdID>5</CmdID><Meta><Type xmlns='syncml:metinf'>text/vcard</Type></Meta><Item><Source><LocURI>big</LocURI></Source><Meta><Size xmlns='syncml:metinf'>{}</Size></Meta><Data><![CDATA[{first}]]></Data><MoreData/></Item></Add>",
+        big.len()
+    );
+    let r = h.send(&a.sync(&[chunk1], false));
+    assert!(statuses(&r).contains(&("Add".to_string(), 213)));
+    let chunk2 = format!(
+        "<Add><CmdID>5</CmdID><Meta><Type xmlns='syncml:metinf'>text/vcard</Type></Meta><Item><Source><LocURI>big</LocURI></Source><Data><![CDATA[{second}]]></Data></Item></Add>"
+    );
+    let r = h.send(&a.sync(&[chunk2], true));
+    assert!(statuses(&r).contains(&("Add".to_string(), 201)));
+    h.send(&a.plain("", true));
+    let stored = h.items("dev-a", Collection::Contacts);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].data, big.as_bytes());
+
+    // Size mismatch → 424.
+    let mut c = Client::new("dev-c");
+    h.send(&c.init(201));
+    let bad = format!(
+        "<Add><CmdID>5</CmdID><Item><Source><LocURI>x</LocURI></Source><Meta><Size xmlns='syncml:metinf'>99999</Size></Meta><Data>abc</Data><MoreData/></Item></Add>"
+    );
+    h.send(&c.sync(&[bad], false));
+    let end = "<Add><CmdID>6</CmdID><Item><Source><LocURI>x</LocURI></Source><Data>def</Data></Item></Add>".to_string();
+    let r = h.send(&c.sync(&[end], true));
+    assert!(statuses(&r).contains(&("Add".to_string(), 424)), "{:?}", statuses(&r));
+
+    // To a client with a small MaxMsgSize that supports large objects.
+    let mut b = Client::new("dev-b");
+    b.max_msg = 10_240;
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>workstation</DevTyp><SupportLargeObjs/><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Rx-Pref><Tx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    let init = b.init(201).replace("<Alert>", &format!("{devinf}<Alert>"));
+    h.send(&init);
+    let mut reply = h.send(&b.sync(&[], true));
+    let mut pieces = Vec::new();
+    let mut guard = 0;
+    loop {
+        guard += 1;
+        assert!(guard < 20);
+        for c in &reply.body {
+            if let Command::Sync(s) = c {
+                for ic in &s.commands {
+                    if let Command::Add(add) = ic {
+                        for it in &add.items {
+                            pieces.push((it.data.as_ref().and_then(|d| d.as_text()).unwrap_or("").to_string(), it.more_data));
+                        }
+                    }
+                }
+            }
+        }
+        let fin = reply.final_;
+        let status = if pieces.last().is_some_and(|p| p.1) { "" } else { "" };
+        reply = h.send(&b.plain(status, fin));
+        if fin {
+            break;
+        }
+    }
+    assert!(pieces.len() >= 3, "sent in chunks: {}", pieces.len());
+    let joined: String = pieces.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(joined, big);
+}
+
+#[test]
+fn conflict_matrix() {
+    // (policy, expected status for client Replace, server sends)
+    let cases = [
+        (ConflictPolicy::ServerWins, 419, Some("Replace")),
+        (ConflictPolicy::ClientWins, 208, None),
+        (ConflictPolicy::Merge, 207, Some("Replace")),
+        (ConflictPolicy::Duplicate, 209, Some("Add")),
+    ];
+    for (policy, code, sends) in cases {
+        let mut h = Harness::new();
+        h.cfg.conflict_policy = [policy; 4];
+        let mut a = Client::new("dev-a");
+        let mut b = Client::new("dev-b");
+        session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Same", "1")))]);
+        let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+        let b_luid = format!("c{}", items[0].1);
+        // a changes TEL; b changes it too and adds EMAIL.
+        session(&mut h, &mut a, 200, &[op("Replace", 5, "a1", Some(&vcard("Same", "2")))]);
+        let b_version = vcard("Same", "3").replace("END:VCARD", "EMAIL:x@y\r\nEND:VCARD");
+        let r1 = h.send(&b.init(200));
+        assert_eq!(server_alerts(&r1), vec![200]);
+        let r = h.send(&b.sync(&[op("Replace", 5, &b_luid, Some(&b_version))], true));
+        let st = statuses(&r);
+        assert!(st.contains(&("Replace".to_string(), code)), "{policy:?}: {st:?}");
+        let items = server_items(&r);
+        assert_eq!(items.first().map(|i| i.0.as_str()), sends, "{policy:?}: {items:?}");
+        let stored = h.items("dev-a", Collection::Contacts);
+        let texts: Vec<String> = stored.iter().map(|i| String::from_utf8_lossy(&i.data).to_string()).collect();
+        match policy {
+            ConflictPolicy::ServerWins => assert!(texts[0].contains(":2\r")),
+            ConflictPolicy::ClientWins => assert!(texts[0].contains(":3\r")),
+            ConflictPolicy::Merge => {
+                assert!(texts[0].contains(":3\r") && texts[0].contains("EMAIL:x@y"), "{texts:?}");
+                assert_eq!(items[0].2.contains("EMAIL:x@y"), true);
+            }
+            ConflictPolicy::Duplicate => assert_eq!(texts.len(), 2),
+        }
+    }
+    // Delete vs server change: the change wins, the item goes back as Add.
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Same", "1")))]);
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    let b_luid = format!("c{}", items[0].1);
+    session(&mut h, &mut a, 200, &[op("Replace", 5, "a1", Some(&vcard("Same", "2")))]);
+    h.send(&b.init(200));
+    let r = h.send(&b.sync(&[op("Delete", 5, &b_luid, None)], true));
+    assert!(statuses(&r).contains(&("Delete".to_string(), 419)));
+    assert_eq!(server_items(&r).first().map(|i| i.0.clone()), Some("Add".to_string()));
+    // Replace vs server delete: the replace wins and re-adds (201).
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Same", "1")))]);
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    let b_luid = format!("c{}", items[0].1);
+    session(&mut h, &mut a, 200, &[op("Delete", 5, "a1", None)]);
+    h.send(&b.init(200));
+    let r = h.send(&b.sync(&[op("Replace", 5, &b_luid, Some(&vcard("Same", "9")))], true));
+    assert!(statuses(&r).contains(&("Replace".to_string(), 201)), "{:?}", statuses(&r));
+    let _ = status_of(&r, "Replace");
+}
+
+#[test]
+fn suspend_then_resume() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("One", "1")))]);
+    // Suspend in the middle of the next session: anchors are not advanced.
+    h.send(&a.init(200));
+    let r = h.send(&a.plain(
+        "<Alert><CmdID>3</CmdID><Data>224</Data><Item><Target><LocURI>x</LocURI></Target><Source><LocURI>y</LocURI></Source></Item></Alert><Alert><CmdID>4</CmdID><Data>222</Data></Alert>",
+        true,
+    ));
+    let st = statuses(&r);
+    assert!(st.contains(&("Alert".to_string(), 200)) && st.contains(&("Alert".to_string(), 514)), "{st:?}");
+    assert!(r.final_);
+    // Resume with the same anchors: accepted as the original two-way sync.
+    a.session += 0;
+    let r = h.send(&a.init(225).replace(&format!("<Next>{}</Next>", a.next_anchor), "<Next>R1</Next>"));
+    assert_eq!(statuses(&r).iter().find(|s| s.0 == "Alert").map(|s| s.1), Some(200));
+    assert_eq!(server_alerts(&r), vec![200]);
+}
+
+#[test]
+fn unknown_commands_and_datastores() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    a.uri = "nonsense".into();
+    let r = h.send(&a.init(200));
+    assert!(statuses(&r).contains(&("Alert".to_string(), 404)));
+    let mut a = Client::new("dev-x");
+    h.send(&a.init(201));
+    let r = h.send(&a.plain("<Exec><CmdID>9</CmdID><Item><Target><LocURI>x</LocURI></Target></Item></Exec><Alert><CmdID>10</CmdID><Data>999</Data></Alert>", true));
+    let st = statuses(&r);
+    assert!(st.contains(&("Exec".to_string(), 406)) && st.contains(&("Alert".to_string(), 406)), "{st:?}");
+}
+
+#[test]
+fn get_devinf_answers_results() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let init = a.init(200).replace(
+        "<Alert>",
+        "<Get><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Target><LocURI>./devinf12</LocURI></Target></Item></Get><Alert>",
+    );
+    let r = h.send(&init);
+    let results = r.body.iter().find_map(|c| match c {
+        Command::Results(res) => Some(res.clone()),
+        _ => None,
+    });
+    let results = results.expect("Results for Get");
+    let Some(Data::DevInf(d)) = &results.items[0].data else { panic!("devinf data") };
+    assert_eq!(d.data_stores.len(), 4);
+    assert!(d.support_large_objs && d.support_number_of_changes && d.utc);
+    assert_eq!(d.data_stores[0].source_ref, "addressbook", "client's spelling of the alerted store");
+    assert_eq!(d.data_stores[0].sync_cap.len(), 7);
+}
