@@ -13,3 +13,4 @@ pub mod service;
 pub mod store;
 pub mod sync_service;
 pub mod users;
+pub mod xml;

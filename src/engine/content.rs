@@ -140,9 +140,7 @@ pub fn merge(client: &[u8], server: &[u8]) -> Option<Vec<u8>> {
     let additions: Vec<&String> = sl
         .iter()
         .zip(sd.iter())
-        .filter(|(_, (d, n))| {
-            *d == innermost && n != "BEGIN" && n != "END" && !present.contains(n.as_str())
-        })
+        .filter(|(_, (d, n))| *d == innermost && n != "BEGIN" && n != "END" && !present.contains(n.as_str()))
         .map(|(l, _)| l)
         .filter(|l| !VOLATILE.contains(&prop_name(l).as_str()))
         .collect();
@@ -188,6 +186,9 @@ mod tests {
 
     #[test]
     fn uid_found() {
-        assert_eq!(uid(b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:abc\nEND:VEVENT\nEND:VCALENDAR\n"), Some("abc".into()));
+        assert_eq!(
+            uid(b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:abc\nEND:VEVENT\nEND:VCALENDAR\n"),
+            Some("abc".into())
+        );
     }
 }

@@ -189,7 +189,14 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         _ => Some(513),
     };
     if let Some(code) = version_error {
-        let st = r.status(&msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), code);
+        let st = r.status(
+            &msg_id,
+            "0",
+            "SyncHdr",
+            Some(&msg.hdr.target.loc_uri),
+            Some(&msg.hdr.source.loc_uri),
+            code,
+        );
         let text = if code == 505 { version.ver_dtd() } else { "SyncML/1.2 SyncML/1.1 SyncML/1.0" };
         st.items.push(Item { data: Some(Data::Text(t(text))), ..Default::default() });
         return finish(s, cfg, r, batch, true, Outcome::Aborted, &msg_id);
@@ -245,20 +252,43 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
                     }
                     r.status(&msg_id, cmd.cmd_id(), cmd.name(), None, None, code);
                 }
-                let outcome =
-                    if s.auth_failures >= cfg.max_auth_attempts { Outcome::Aborted } else { Outcome::Continue };
+                let outcome = if s.auth_failures >= cfg.max_auth_attempts {
+                    Outcome::Aborted
+                } else {
+                    Outcome::Continue
+                };
                 r.hdr.resp_uri = None;
                 return finish(s, cfg, r, batch, true, outcome, &msg_id);
             }
         }
     }
     if !no_resp {
-        let st =
-            r.status(&msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), hdr_code);
+        let st = r.status(
+            &msg_id,
+            "0",
+            "SyncHdr",
+            Some(&msg.hdr.target.loc_uri),
+            Some(&msg.hdr.source.loc_uri),
+            hdr_code,
+        );
         st.chal = hdr_chal;
     }
 
-    let mut ctx = Ctx { msg_id: &msg_id, no_resp, version, saw_sync: false, suspend: false };
+    // Datastore names the client alerts in this message, for the DevInf we advertise.
+    let alerted: Vec<(Collection, String)> = msg
+        .body
+        .iter()
+        .filter_map(|c| match c {
+            Command::Alert(a) => a.items.first(),
+            _ => None,
+        })
+        .filter_map(|i| {
+            let c = alert_collection(cfg, i)?;
+            let uri = i.target.as_ref().map(|l| l.loc_uri.trim().to_string()).filter(|u| !u.is_empty())?;
+            Some((c, uri))
+        })
+        .collect();
+    let mut ctx = Ctx { msg_id: &msg_id, no_resp, version, saw_sync: false, suspend: false, alerted };
     for cmd in &msg.body {
         process_command(s, cfg, &mut r, &mut batch, &mut ctx, cmd);
     }
@@ -331,6 +361,7 @@ struct Ctx<'m> {
     version: Version,
     saw_sync: bool,
     suspend: bool,
+    alerted: Vec<(Collection, String)>,
 }
 
 fn finish(
@@ -649,7 +680,12 @@ fn handle_alert(
     s.stores.push(ds);
 }
 
-fn store_devinf(s: &mut Session, batch: &mut WriteBatch, items: &[Item<'_>], _meta: Option<&Meta<'_>>) -> u16 {
+fn store_devinf(
+    s: &mut Session,
+    batch: &mut WriteBatch,
+    items: &[Item<'_>],
+    _meta: Option<&Meta<'_>>,
+) -> u16 {
     let Some(item) = items.first() else { return 400 };
     let devinf: Option<DevInf<'static>> = match &item.data {
         Some(Data::DevInf(d)) => Some((**d).clone().into_owned()),
@@ -671,7 +707,14 @@ fn store_devinf(s: &mut Session, batch: &mut WriteBatch, items: &[Item<'_>], _me
     200
 }
 
-fn handle_get(s: &mut Session, cfg: &EngineConfig, r: &mut Reply, ctx: &Ctx<'_>, g: &PutGet<'_>, msg_id: &str) {
+fn handle_get(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    ctx: &Ctx<'_>,
+    g: &PutGet<'_>,
+    msg_id: &str,
+) {
     let target = g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.trim().to_string());
     let Some(target) = target else {
         r.status(msg_id, &g.cmd_id, "Get", None, None, 400);
@@ -688,10 +731,13 @@ fn handle_get(s: &mut Session, cfg: &EngineConfig, r: &mut Reply, ctx: &Ctx<'_>,
         r.status(msg_id, &g.cmd_id, "Get", Some(&target), None, 200);
     }
     // Advertise each collection under the name the client alerted it with.
-    let mut names: Vec<(Collection, String)> = Collection::ALL.iter().map(|c| (*c, c.as_str().to_string())).collect();
+    let mut names: Vec<(Collection, String)> =
+        Collection::ALL.iter().map(|c| (*c, c.as_str().to_string())).collect();
     for (c, n) in names.iter_mut() {
         if let Some(d) = s.stores.iter().find(|d| d.collection == *c) {
             *n = d.server_uri.clone();
+        } else if let Some((_, uri)) = ctx.alerted.iter().find(|(x, _)| x == c) {
+            *n = uri.clone();
         }
     }
     let _ = cfg;
@@ -721,7 +767,9 @@ fn find_ds<'s>(s: &'s mut Session, target: Option<&str>, source: Option<&str>) -
     let s_norm = source.map(|x| devinf::strip_dot_slash(x).to_ascii_lowercase());
     s.stores.iter_mut().find(|d| {
         t_norm.as_deref().is_some_and(|t| devinf::strip_dot_slash(&d.server_uri).eq_ignore_ascii_case(t))
-            || s_norm.as_deref().is_some_and(|x| devinf::strip_dot_slash(&d.client_uri).eq_ignore_ascii_case(x))
+            || s_norm
+                .as_deref()
+                .is_some_and(|x| devinf::strip_dot_slash(&d.client_uri).eq_ignore_ascii_case(x))
     })
 }
 
@@ -760,7 +808,8 @@ fn handle_sync(
             ds.client_sync_started = true;
             if ds.mode == 203 {
                 // Refresh from client: the client's items replace the server's.
-                let mut ids: Vec<u64> = ds.items.values().filter(|i| !i.deleted).map(|i| i.server_id).collect();
+                let mut ids: Vec<u64> =
+                    ds.items.values().filter(|i| !i.deleted).map(|i| i.server_id).collect();
                 ids.sort_unstable();
                 for id in ids {
                     batch.ops.push(WriteOp::DeleteItem {
@@ -968,7 +1017,16 @@ fn apply_item(
                         if ds.mode == 200 && item.seq > ds.prev_seq && item.origin_device != device =>
                     {
                         ds.counts.conflicts += 1;
-                        return resolve_conflict(ds, cfg.policy(collection), batch, put, guid, luid, item, data);
+                        return resolve_conflict(
+                            ds,
+                            cfg.policy(collection),
+                            batch,
+                            put,
+                            guid,
+                            luid,
+                            item,
+                            data,
+                        );
                     }
                     _ => {
                         batch.ops.push(put(Some(guid), data, false));
@@ -980,7 +1038,9 @@ fn apply_item(
             if ds.mode == 201 {
                 let key = content::twin_key(&data);
                 let twin = ds.twins.get_mut(&key).and_then(|v| v.pop()).or_else(|| {
-                    content::uid(&data).and_then(|u| ds.uids.get(&u).copied()).filter(|g| !ds.rmap.contains_key(g))
+                    content::uid(&data)
+                        .and_then(|u| ds.uids.get(&u).copied())
+                        .filter(|g| !ds.rmap.contains_key(g))
                 });
                 if let Some(guid) = twin {
                     if !ds.rmap.contains_key(&guid) {
@@ -1067,7 +1127,9 @@ fn resolve_conflict(
     client_data: Vec<u8>,
 ) -> u16 {
     let policy = match policy {
-        ConflictPolicy::Merge if content::merge(&client_data, &server.data).is_none() => ConflictPolicy::ServerWins,
+        ConflictPolicy::Merge if content::merge(&client_data, &server.data).is_none() => {
+            ConflictPolicy::ServerWins
+        }
         p => p,
     };
     match policy {
@@ -1101,13 +1163,24 @@ fn resolve_conflict(
             ds.map.remove(luid);
             ds.rmap.remove(&guid);
             batch.ops.push(put(None, client_data, true));
-            ds.forced.push(OutKind::Add { server_id: guid, content_type: server.content_type, data: server.data });
+            ds.forced.push(OutKind::Add {
+                server_id: guid,
+                content_type: server.content_type,
+                data: server.data,
+            });
             209
         }
     }
 }
 
-fn handle_map(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, batch: &mut WriteBatch, ctx: &Ctx<'_>, m: &Map<'_>) {
+fn handle_map(
+    s: &mut Session,
+    _cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    ctx: &Ctx<'_>,
+    m: &Map<'_>,
+) {
     let msg_id = ctx.msg_id;
     let target = m.target.loc_uri.trim().to_string();
     let source = m.source.loc_uri.trim().to_string();
@@ -1160,7 +1233,10 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
             202 | 203 => {}
             201 | 205 => {
                 for item in ds.items.values() {
-                    if item.deleted || ds.rmap.contains_key(&item.server_id) || ds.handled.contains(&item.server_id) {
+                    if item.deleted
+                        || ds.rmap.contains_key(&item.server_id)
+                        || ds.handled.contains(&item.server_id)
+                    {
                         continue;
                     }
                     ops.push((
@@ -1428,8 +1504,11 @@ fn complete(s: &mut Session, batch: &mut WriteBatch) {
     let user = s.user.clone().unwrap_or_default();
     for ds in &s.stores {
         let seq_reached = if ds.mode == 202 || ds.failed { ds.prev_seq } else { ds.max_seq };
-        let (client_anchor, server_anchor) =
-            if ds.failed { (String::new(), String::new()) } else { (ds.client_next.clone(), ds.server_next.clone()) };
+        let (client_anchor, server_anchor) = if ds.failed {
+            (String::new(), String::new())
+        } else {
+            (ds.client_next.clone(), ds.server_next.clone())
+        };
         batch.ops.push(WriteOp::PutSyncState {
             user: user.clone(),
             device_id: s.device_id.clone(),

@@ -107,10 +107,7 @@ impl Reply {
 
 /// A Status item carrying an anchor (the echo of the client's Next).
 pub fn anchor_item(next: &str) -> Item<'static> {
-    Item {
-        data: Some(Data::Anchor(Anchor { last: None, next: Some(t(next)) })),
-        ..Default::default()
-    }
+    Item { data: Some(Data::Anchor(Anchor { last: None, next: Some(t(next)) })), ..Default::default() }
 }
 
 /// Meta with just a Type.

@@ -451,7 +451,11 @@ impl<'t> Writer<'t> {
             Some(next) => (user, c, next, "", ""),
             None => (user, c + 1, 0, "", ""),
         };
-        for entry in self.maps_by_id.extract_from_if(start..end, |k, _| only_device.is_none_or(|d| k.3 == d)).map_err(be)? {
+        for entry in self
+            .maps_by_id
+            .extract_from_if(start..end, |k, _| only_device.is_none_or(|d| k.3 == d))
+            .map_err(be)?
+        {
             let (k, _) = entry.map_err(be)?;
             let k = k.value();
             removed.push((k.3.to_owned(), k.4.to_owned()));
