@@ -5,8 +5,11 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod http;
 pub mod model;
 pub mod routing;
+pub mod server;
 pub mod service;
+pub mod shard;
 pub mod store;
