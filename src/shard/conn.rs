@@ -207,7 +207,7 @@ impl Conn {
             };
 
             // ---- response
-            let keep_alive = head.keep_alive() && !shard.stopping();
+            let mut keep_alive = head.keep_alive() && !shard.stopping();
             let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
             let head_only = head.method() == "HEAD";
             let mut owner = shard.id;
@@ -246,6 +246,9 @@ impl Conn {
                             Handoff { body, encoding, token: token.map(str::to_owned), peer: self.peer };
                         shard.mesh.call(owner, job).await
                     };
+                    // Shutdown may have begun while the service worked: then say close.
+                    keep_alive = keep_alive && !shard.stopping();
+                    let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
                     self.write_outcome(outcome, encoding, connection)
                 }
             };
