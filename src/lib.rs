@@ -13,3 +13,4 @@ pub mod server;
 pub mod service;
 pub mod shard;
 pub mod store;
+pub mod xml;
