@@ -6,10 +6,14 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod config;
 pub mod engine;
+pub mod http;
 pub mod model;
 pub mod routing;
+pub mod server;
 pub mod service;
+pub mod shard;
 pub mod store;
 pub mod sync_service;
 pub mod users;

@@ -1,6 +1,106 @@
 //! The `shardsync` command line.
+//!
+//! Each subcommand is a variant of [`Command`]; add new ones (`user`,
+//! `balance`, `load`) as variants with their own `clap::Args` struct and a
+//! match arm in `main`.
 
-fn main() {
-    eprintln!("shardsync: under construction");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardsync::config::{Config, ServeArgs};
+use shardsync::server::{self, ShardContext};
+
+/// shardsync: a shard-per-core SyncML (OMA DS 1.1/1.2) data synchronization server.
+#[derive(Debug, Parser)]
+#[command(name = "shardsync", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the SyncML server: POST /sync, GET /health, GET /shards.
+    ///
+    /// Every option can also be set with a SHARDSYNC_* environment variable or
+    /// in the TOML file given by --config; precedence: command line >
+    /// environment > file > default.
+    Serve(ServeArgs),
+    /// Benchmark target for perf/wrk-serve.sh (not for production).
+    #[command(hide = true)]
+    BenchServer(BenchArgs),
+}
+
+/// Options of the hidden `bench-server` subcommand.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// `handler`: the full server path with a fixed SyncML answer;
+    /// `ceiling`: a minimal glommio server answering the same bytes without
+    /// HTTP parsing beyond finding the request's end, nor decoding.
+    #[arg(long, value_enum)]
+    mode: BenchMode,
+    /// File whose contents are the answer body.
+    #[arg(long, value_name = "FILE")]
+    reply: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchMode {
+    Handler,
+    Ceiling,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::BenchServer(args) => bench_server(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("shardsync: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The service factory `serve` uses. The integrator swaps this for the sync
+/// engine's factory; until then every SyncML request gets 503.
+fn engine_factory(_ctx: ShardContext) -> server::NotBuiltIn {
+    server::NotBuiltIn
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    let config = Config::resolve(args).map_err(|e| e.to_string())?;
+    init_tracing(config.log_level.as_deref());
+    server::run(config, engine_factory).map_err(|e| e.to_string())
+}
+
+fn bench_server(args: &BenchArgs) -> Result<(), String> {
+    let config = Config::resolve(&args.serve).map_err(|e| e.to_string())?;
+    init_tracing(config.log_level.as_deref());
+    let reply =
+        std::fs::read(&args.reply).map_err(|e| format!("cannot read {}: {e}", args.reply.display()))?;
+    match args.mode {
+        BenchMode::Handler => {
+            let reply = std::sync::Arc::new(reply);
+            server::run(config, move |_| server::FixedReply::new(reply.clone())).map_err(|e| e.to_string())
+        }
+        BenchMode::Ceiling => shardsync::shard::run_ceiling(config, reply).map_err(|e| e.to_string()),
+    }
+}
+
+/// Logs to stderr; the filter is `--log-level`, else RUST_LOG, else `info`.
+fn init_tracing(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

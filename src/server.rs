@@ -1,0 +1,148 @@
+//! The server's public face: start it with a per-shard service factory.
+//!
+//! ```text
+//! shardsync::server::run(config, |ctx: ShardContext| MyService::new(ctx))
+//! ```
+//!
+//! The factory runs once inside each shard thread and builds that shard's
+//! [`SyncService`]; it must be `Send + Sync` (it is shared by the shard
+//! threads), the service it returns need not be. Everything glommio-specific
+//! lives in [`crate::shard`]; this module also holds the codec dispatch the
+//! shards use ([`decode`], [`route_key`]) so it can be tested without a runtime.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::model::{Encoding, SyncMl};
+use crate::routing;
+use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
+
+pub use crate::shard::{start, ServerError, ServerHandle};
+
+/// What a shard's service factory learns about the shard it builds for.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// This shard's index, `0..shards`.
+    pub shard: usize,
+    /// The number of shards of this node.
+    pub shards: usize,
+    /// The whole server configuration (data dir, public URL, …).
+    pub config: Arc<Config>,
+}
+
+/// Runs the server until SIGINT or SIGTERM, then shuts down gracefully:
+/// stops accepting, lets in-flight requests finish within the grace period
+/// and returns `Ok(())`.
+pub fn run<S, F>(config: Config, factory: F) -> Result<(), ServerError>
+where
+    S: SyncService,
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+{
+    let handle = start(config, factory)?;
+    tracing::info!(
+        listen = %handle.listen_addr(),
+        shards = ?handle.shard_addrs(),
+        "shardsync serving"
+    );
+    let signals = StopOnSignal::install(handle.stop_flag())?;
+    let result = handle.join();
+    signals.finish();
+    result
+}
+
+/// A thread that sets a stop flag on SIGINT or SIGTERM; no shard ever blocks on it.
+pub(crate) struct StopOnSignal {
+    handle: signal_hook::iterator::Handle,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl StopOnSignal {
+    /// Installs the handlers and starts the waiting thread.
+    pub(crate) fn install(stop: Arc<std::sync::atomic::AtomicBool>) -> Result<StopOnSignal, ServerError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .map_err(|e| ServerError::Signals(e.to_string()))?;
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("shardsync-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(
+                        signal = sig,
+                        "shutting down: no new connections, finishing in-flight requests"
+                    );
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+            .map_err(|e| ServerError::Signals(e.to_string()))?;
+        Ok(StopOnSignal { handle, thread })
+    }
+
+    /// Stops the waiting thread (after the server stopped for another reason too).
+    pub(crate) fn finish(self) {
+        self.handle.close();
+        let _ = self.thread.join();
+    }
+}
+
+/// Why a SyncML body could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not a valid SyncML message in its encoding.
+    #[error("{0}")]
+    Invalid(String),
+    /// This build has no decoder for the encoding.
+    #[error("{0} decoder not built in")]
+    NotBuiltIn(&'static str),
+}
+
+/// Decodes a SyncML body in `encoding`; the message borrows from `body`.
+pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError> {
+    crate::codec::decode(encoding, body).map_err(|e| DecodeError::Invalid(e.to_string()))
+}
+
+/// The routing key of a request without a `?s=` token: the session key of
+/// the SyncHdr's (Source/LocURI, SessionID). `None` when the header cannot be
+/// decoded (the request is then served where it arrived).
+pub fn route_key(encoding: Encoding, body: &[u8]) -> Option<u64> {
+    let msg = decode(encoding, body).ok()?;
+    if msg.hdr.source.loc_uri.is_empty() {
+        return None;
+    }
+    Some(routing::session_key(&msg.hdr.source.loc_uri, &msg.hdr.session_id))
+}
+
+/// The routing key of a request: its valid `?s=` token, else [`route_key`].
+pub fn request_key(target: &str, encoding: Encoding, body: &[u8]) -> Option<u64> {
+    routing::token_from_target(target).and_then(routing::parse_token).or_else(|| route_key(encoding, body))
+}
+
+/// The service `serve` uses while no sync engine is built in: every SyncML
+/// request is answered 503 "sync engine not built in" (never placeholder SyncML).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotBuiltIn;
+
+impl SyncService for NotBuiltIn {
+    async fn handle<'a>(&'a self, _request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
+        Err(ServiceError::Unavailable("sync engine not built in".into()))
+    }
+}
+
+/// A service that answers every request with the same bytes (benchmarks, tests).
+#[derive(Debug, Clone)]
+pub struct FixedReply {
+    body: Arc<Vec<u8>>,
+}
+
+impl FixedReply {
+    /// Answers with `body`.
+    pub fn new(body: Arc<Vec<u8>>) -> FixedReply {
+        FixedReply { body }
+    }
+}
+
+impl SyncService for FixedReply {
+    async fn handle<'a>(&'a self, _request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
+        Ok(SyncResponse { body: self.body.as_ref().clone() })
+    }
+}

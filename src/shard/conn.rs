@@ -1,0 +1,383 @@
+//! One connection on a shard: read deadlines, routes, hand-over, responses.
+//!
+//! Every connection is its own task, and every timeout covers a whole phase
+//! (head, body, idle) rather than one read, so a client that trickles one
+//! byte per second holds only its own task, and only until the deadline.
+
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::mesh::{Handoff, Outcome};
+use super::{PortKind, Shard};
+use crate::http::{
+    write_continue, write_response, BodyFraming, ConnectionHeader, Phase, RequestHead, RequestReader,
+};
+use crate::model::Encoding;
+use crate::routing;
+use crate::server::{self, DecodeError};
+use crate::service::{SyncRequest, SyncService};
+
+/// After an error response, how long unread request bytes are drained before
+/// closing (closing with unread data makes the kernel send RST, which can
+/// destroy the response before the client reads it).
+const LINGER: Duration = Duration::from_millis(1000);
+
+const UNSUPPORTED_TYPE: &str =
+    "content type must be application/vnd.syncml+xml or application/vnd.syncml+wbxml";
+
+/// What a request head asks for.
+#[derive(Debug)]
+enum Route {
+    Sync(Encoding),
+    Health,
+    Shards,
+    Reject { status: u16, reason: &'static str, allow: Option<&'static str> },
+}
+
+fn route(head: &RequestHead, sync_path: &str) -> Route {
+    if head.has_unknown_expectation() {
+        return Route::Reject { status: 417, reason: "only Expect: 100-continue is supported", allow: None };
+    }
+    let method = head.method();
+    match head.path() {
+        path @ ("/health" | "/shards") => {
+            if method != "GET" && method != "HEAD" {
+                Route::Reject { status: 405, reason: "method not allowed", allow: Some("GET, HEAD") }
+            } else if path == "/health" {
+                Route::Health
+            } else {
+                Route::Shards
+            }
+        }
+        path if path == "/sync" || path == sync_path => {
+            if method != "POST" {
+                return Route::Reject {
+                    status: 405,
+                    reason: "SyncML requests use POST",
+                    allow: Some("POST"),
+                };
+            }
+            match head.content_type().and_then(Encoding::from_content_type) {
+                Some(enc) => Route::Sync(enc),
+                None => Route::Reject { status: 415, reason: UNSUPPORTED_TYPE, allow: None },
+            }
+        }
+        _ => Route::Reject { status: 404, reason: "not found", allow: None },
+    }
+}
+
+enum ReadEnd {
+    Eof,
+    TimedOut,
+    Stopped,
+    Failed,
+}
+
+struct Conn {
+    stream: TcpStream,
+    reader: RequestReader,
+    out: Vec<u8>,
+    peer: Option<SocketAddr>,
+    kind: PortKind,
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream, kind: PortKind) {
+    let peer = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
+    let mut conn = Conn {
+        stream,
+        reader: RequestReader::new(shard.config.limits),
+        out: Vec::with_capacity(4096),
+        peer,
+        kind,
+    };
+    conn.run(&shard).await;
+}
+
+/// Serves a request handed over by another shard.
+pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
+    serve_local(shard, &job.body, job.encoding, job.token.as_deref(), job.peer).await
+}
+
+/// Decodes and runs a SyncML request on this shard's service.
+async fn serve_local<S: SyncService>(
+    shard: &Shard<S>,
+    body: &[u8],
+    encoding: Encoding,
+    token: Option<&str>,
+    peer: Option<SocketAddr>,
+) -> Outcome {
+    let message = match server::decode(encoding, body) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(shard = shard.id, peer = ?peer, error = %e, "undecodable SyncML body");
+            return match e {
+                DecodeError::NotBuiltIn(_) => Outcome::Unsupported(e.to_string()),
+                DecodeError::Invalid(_) => Outcome::Decode(e.to_string()),
+            };
+        }
+    };
+    let request = SyncRequest { message, encoding, token, body_len: body.len(), body, peer, shard: shard.id };
+    match shard.service.handle(request).await {
+        Ok(reply) => Outcome::Reply(reply.body),
+        Err(e) => Outcome::Service(e),
+    }
+}
+
+impl Conn {
+    async fn run<S: SyncService>(&mut self, shard: &Shard<S>) {
+        let cfg = &shard.config;
+        let mut idle_since = Instant::now();
+        loop {
+            // ---- request head (idle deadline until a byte arrives, then the header deadline)
+            let mut head_since: Option<Instant> = None;
+            let head = loop {
+                match self.reader.poll_head() {
+                    Ok(Some(h)) => break h,
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e.status(), &e.to_string()).await,
+                }
+                if self.reader.phase() == Phase::Idle {
+                    if shard.stopping() {
+                        let _ = self.flush().await;
+                        return;
+                    }
+                } else if head_since.is_none() {
+                    head_since = Some(Instant::now());
+                }
+                if self.flush().await.is_err() {
+                    return;
+                }
+                let (deadline, stoppable) = match head_since {
+                    None => (idle_since + cfg.idle_timeout, true),
+                    Some(t) => (t + cfg.header_timeout, false),
+                };
+                match self.read(shard, deadline, stoppable).await {
+                    Ok(()) => {
+                        if head_since.is_none() && self.reader.phase() != Phase::Idle {
+                            head_since = Some(Instant::now());
+                        }
+                    }
+                    Err(ReadEnd::TimedOut) if head_since.is_some() => {
+                        return self.fail(408, "request header timeout").await;
+                    }
+                    // Idle timeout, shutdown, peer gone: just close.
+                    Err(_) => return,
+                }
+            };
+
+            // ---- request body
+            let started = Instant::now();
+            let route = route(&head, &shard.sync_path);
+            let rejected = matches!(route, Route::Reject { .. });
+            let has_body = head.framing() != BodyFraming::None;
+            if has_body && head.expects_continue() && self.reader.buffered() == 0 {
+                if rejected {
+                    // The client waits for our word before sending the body:
+                    // answer now and close rather than read a body we refuse.
+                    if let Route::Reject { status, reason, allow } = route {
+                        self.write_text(status, reason, allow, ConnectionHeader::Close, false);
+                    }
+                    let _ = self.flush().await;
+                    return self.linger_close().await;
+                }
+                write_continue(&mut self.out);
+            }
+            let body_deadline = started + cfg.body_timeout;
+            let body = loop {
+                match self.reader.poll_body() {
+                    Ok(Some(b)) => break b,
+                    Ok(None) => {}
+                    Err(e) => return self.fail(e.status(), &e.to_string()).await,
+                }
+                if self.flush().await.is_err() {
+                    return;
+                }
+                match self.read(shard, body_deadline, false).await {
+                    Ok(()) => {}
+                    Err(ReadEnd::TimedOut) => return self.fail(408, "request body timeout").await,
+                    Err(_) => return,
+                }
+            };
+
+            // ---- response
+            let mut keep_alive = head.keep_alive() && !shard.stopping();
+            let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
+            let head_only = head.method() == "HEAD";
+            let mut owner = shard.id;
+            let status = match route {
+                Route::Reject { status, reason, allow } => {
+                    self.write_text(status, reason, allow, connection, head_only);
+                    status
+                }
+                Route::Health => {
+                    write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
+                    200
+                }
+                Route::Shards => match shard.topology.get() {
+                    Some(json) => {
+                        let ct = Some("application/json");
+                        write_response(&mut self.out, 200, ct, &[], connection, json.as_bytes(), head_only);
+                        200
+                    }
+                    None => {
+                        self.write_text(503, "starting up", None, connection, head_only);
+                        503
+                    }
+                },
+                Route::Sync(encoding) => {
+                    let token = routing::token_from_target(head.target());
+                    if self.kind == PortKind::Shared && shard.shards > 1 {
+                        // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
+                        if let Some(key) = server::request_key(head.target(), encoding, &body) {
+                            owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                        }
+                    }
+                    let outcome = if owner == shard.id {
+                        serve_local(shard, &body, encoding, token, self.peer).await
+                    } else {
+                        let job =
+                            Handoff { body, encoding, token: token.map(str::to_owned), peer: self.peer };
+                        shard.mesh.call(owner, job).await
+                    };
+                    // Shutdown may have begun while the service worked: then say close.
+                    keep_alive = keep_alive && !shard.stopping();
+                    let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
+                    self.write_outcome(outcome, encoding, connection)
+                }
+            };
+            tracing::debug!(
+                shard = shard.id,
+                peer = ?self.peer,
+                method = head.method(),
+                target = head.target(),
+                status,
+                owner,
+                micros = started.elapsed().as_micros() as u64,
+                "request"
+            );
+            if !keep_alive {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown(Shutdown::Write).await;
+                return;
+            }
+            idle_since = Instant::now();
+        }
+    }
+
+    fn write_outcome(&mut self, outcome: Outcome, encoding: Encoding, connection: ConnectionHeader) -> u16 {
+        match outcome {
+            Outcome::Reply(body) => {
+                let ct = Some(encoding.content_type());
+                write_response(&mut self.out, 200, ct, &[], connection, &body, false);
+                200
+            }
+            Outcome::Service(e) => {
+                let status = e.http_status();
+                self.write_text(status, &e.to_string(), None, connection, false);
+                status
+            }
+            Outcome::Decode(msg) => {
+                self.write_text(400, &format!("malformed SyncML message: {msg}"), None, connection, false);
+                400
+            }
+            Outcome::Unsupported(msg) => {
+                self.write_text(415, &msg, None, connection, false);
+                415
+            }
+            Outcome::Unavailable(msg) => {
+                self.write_text(503, &msg, None, connection, false);
+                503
+            }
+        }
+    }
+
+    /// A one-line plain-text response.
+    fn write_text(
+        &mut self,
+        status: u16,
+        reason: &str,
+        allow: Option<&str>,
+        connection: ConnectionHeader,
+        head_only: bool,
+    ) {
+        let mut line = reason.replace(['\r', '\n'], " ");
+        line.push('\n');
+        let allow_header = allow.map(|a| [("Allow", a)]);
+        let extra: &[(&str, &str)] = allow_header.as_ref().map_or(&[], |h| &h[..]);
+        let ct = Some("text/plain; charset=utf-8");
+        write_response(&mut self.out, status, ct, extra, connection, line.as_bytes(), head_only);
+    }
+
+    /// Answers an error that ends the connection, then closes it.
+    async fn fail(&mut self, status: u16, reason: &str) {
+        tracing::debug!(peer = ?self.peer, status, reason, "closing connection after error");
+        self.write_text(status, reason, None, ConnectionHeader::Close, false);
+        if self.flush().await.is_ok() {
+            self.linger_close().await;
+        }
+    }
+
+    /// Half-closes, then drains what the client still sends for a short while.
+    async fn linger_close(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write).await;
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = vec![0u8; 16 << 10];
+        loop {
+            let now = Instant::now();
+            if now >= deadline || self.stream.set_read_timeout(Some(deadline - now)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.stream.write_all(&self.out).await;
+        self.out.clear();
+        r
+    }
+
+    /// One read with the phase deadline; `stoppable` reads also end at shutdown.
+    async fn read<S>(&mut self, shard: &Shard<S>, deadline: Instant, stoppable: bool) -> Result<(), ReadEnd> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ReadEnd::TimedOut);
+        }
+        self.stream.set_read_timeout(Some(deadline - now)).map_err(|_| ReadEnd::Failed)?;
+        let read = self.stream.read(self.reader.spare());
+        let result = if stoppable {
+            let stop = async {
+                let _ = shard.shutdown.acquire(1).await;
+                None
+            };
+            match futures_lite::future::or(async { Some(read.await) }, stop).await {
+                Some(r) => r,
+                None => return Err(ReadEnd::Stopped),
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Ok(0) => Err(ReadEnd::Eof),
+            Ok(n) => {
+                self.reader.commit(n);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(ReadEnd::TimedOut),
+            Err(_) => Err(ReadEnd::Failed),
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! The shard-per-core runtime: one glommio `LocalExecutor` per shard, pinned
+//! to a CPU, each accepting on the shared port (SO_REUSEPORT) and on a port
+//! of its own, handing requests it does not own to their owner through the
+//! channel [`mesh`]. This is the only module that knows glommio.
+
+mod ceiling;
+mod conn;
+mod mesh;
+
+pub use ceiling::run_ceiling;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::sync::{Gate, Semaphore};
+use glommio::timer::Timer;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::server::ShardContext;
+use crate::service::SyncService;
+
+/// glommio refuses to start below this RLIMIT_MEMLOCK (bytes).
+const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
+/// glommio's smallest io memory (it rounds smaller values up to this).
+const GLOMMIO_MIN_IO_MEMORY: usize = 64 << 10;
+/// Rings per executor that register the io memory (main, latency, poll).
+const RINGS_PER_SHARD: usize = 3;
+/// How often a shard checks the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// Why the server could not start or did not stop cleanly. Each message is
+/// one line that says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Locked memory (RLIMIT_MEMLOCK) is too low for io_uring.
+    #[error(
+        "locked memory limit is {have_kib} KiB but {need_kib} KiB are needed for {shards} shard(s): \
+         raise `ulimit -l` to at least {need_kib} (or set LimitMEMLOCK= in the systemd unit), \
+         or lower --io-memory (min 65536) or --shards"
+    )]
+    MemLock {
+        /// The current soft limit in KiB.
+        have_kib: u64,
+        /// What the configuration needs in KiB.
+        need_kib: u64,
+        /// The shard count.
+        shards: usize,
+    },
+    /// A glommio executor (io_uring) could not be created.
+    #[error(
+        "cannot start shard {shard}: {reason} — shardsync needs io_uring (Linux ≥ 5.8, \
+         sysctl kernel.io_uring_disabled=0, not blocked by seccomp/container policy)"
+    )]
+    Runtime {
+        /// The shard.
+        shard: usize,
+        /// The underlying error.
+        reason: String,
+    },
+    /// A listen address is taken or not bindable.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+    /// A shard thread ended abnormally.
+    #[error("shard {shard} failed: {reason}")]
+    Shard {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running server (see [`start`]).
+#[derive(Debug)]
+pub struct ServerHandle {
+    listen: SocketAddr,
+    shard_addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<Result<(), String>>>,
+}
+
+impl ServerHandle {
+    /// The shared listen address (with the actual port when 0 was configured).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The own address of each shard, by shard index.
+    pub fn shard_addrs(&self) -> &[SocketAddr] {
+        &self.shard_addrs
+    }
+
+    /// The flag that asks every shard to shut down gracefully when set.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Asks the shards to shut down gracefully (does not wait).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every shard has stopped.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut result = Ok(());
+        for (shard, t) in self.threads.into_iter().enumerate() {
+            let r = match t.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(reason)) => reason,
+                Err(_) => "panicked".to_string(),
+            };
+            if result.is_ok() {
+                result = Err(ServerError::Shard { shard, reason: r });
+            }
+        }
+        result
+    }
+
+    /// Shuts down and waits.
+    pub fn stop(self) -> Result<(), ServerError> {
+        self.shutdown();
+        self.join()
+    }
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortKind {
+    /// The node's shared port: requests are routed by key.
+    Shared,
+    /// The shard's own port: the balancer already chose this shard.
+    Own,
+}
+
+/// Per-shard state shared by the shard's tasks (never across threads).
+pub(crate) struct Shard<S> {
+    pub id: usize,
+    pub shards: usize,
+    pub service: S,
+    pub config: Arc<Config>,
+    pub sync_path: String,
+    pub topology: Arc<OnceLock<String>>,
+    pub mesh: mesh::Mesh,
+    /// Closed at shutdown: wakes accept loops and idle connections.
+    pub shutdown: Semaphore,
+    stopping: std::cell::Cell<bool>,
+}
+
+impl<S> Shard<S> {
+    /// Whether graceful shutdown has begun.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn begin_shutdown(&self) {
+        self.stopping.set(true);
+        self.shutdown.close();
+    }
+}
+
+/// Starts the shards and returns once every one of them listens.
+pub fn start<S, F>(config: Config, factory: F) -> Result<ServerHandle, ServerError>
+where
+    S: SyncService,
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+{
+    config.validate()?;
+    check_memlock(&config)?;
+    probe_free(&config)?;
+    let config = Arc::new(config);
+    let factory = Arc::new(factory);
+    let n = config.shards;
+    let cpus = allowed_cpus();
+    let stop = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(AtomicUsize::new(0));
+    let topology: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let mut mesh_ends = mesh::build(n).into_iter().enumerate();
+    let mut threads = Vec::with_capacity(n);
+    let mut shard_addrs = Vec::with_capacity(n);
+    let mut listen = config.listen;
+    // Shards start one after another: shard 0 binds the shared port first so
+    // that a configured port 0 becomes one actual port the others join.
+    while let Some((id, ends)) = mesh_ends.next() {
+        let own = SocketAddr::new(config.listen.ip(), config.shard_port(id)?);
+        let placement = match (config.pin, cpus.is_empty()) {
+            (true, false) => Placement::Fixed(cpus[id % cpus.len()]),
+            _ => Placement::Unbound,
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{id}"))
+            .io_memory(config.io_memory)
+            .ring_depth(config.ring_depth)
+            .preempt_timer(Duration::from_millis(100));
+        let (tx, rx) = mpsc::channel();
+        let setup = ShardSetup {
+            id,
+            shared: listen,
+            own,
+            config: config.clone(),
+            stop: stop.clone(),
+            drained: drained.clone(),
+            topology: topology.clone(),
+            ends,
+        };
+        let factory = factory.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                // Build the executor here, not with builder.spawn(), so a
+                // failure is an error we report instead of a panic.
+                let ex = match builder.make() {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        let _ = tx.send(Err(ServerError::Runtime { shard: id, reason: e.to_string() }));
+                        return Ok(());
+                    }
+                };
+                ex.run(shard_main(setup, factory, tx))
+            })
+            .map_err(|e| ServerError::Runtime { shard: id, reason: e.to_string() })?;
+        match rx.recv() {
+            Ok(Ok((shared_addr, own_addr))) => {
+                listen = shared_addr;
+                shard_addrs.push(own_addr);
+                threads.push(thread);
+            }
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                let _ = thread.join();
+                // Shards already started have no peers to wait for: let them go.
+                drop(mesh_ends);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                let reason = match thread.join() {
+                    Ok(Err(r)) => r,
+                    _ => "shard thread ended during start-up".into(),
+                };
+                return Err(ServerError::Runtime { shard: id, reason });
+            }
+        }
+    }
+    let node = config.node.clone().unwrap_or_else(|| listen.to_string());
+    let json = serde_json::json!({
+        "node": node,
+        "listen": listen.to_string(),
+        "shards": shard_addrs.iter().enumerate()
+            .map(|(id, a)| serde_json::json!({"id": id, "port": a.port()}))
+            .collect::<Vec<_>>(),
+    });
+    let _ = topology.set(json.to_string());
+    Ok(ServerHandle { listen, shard_addrs, stop, threads })
+}
+
+struct ShardSetup {
+    id: usize,
+    shared: SocketAddr,
+    own: SocketAddr,
+    config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+    drained: Arc<AtomicUsize>,
+    topology: Arc<OnceLock<String>>,
+    ends: mesh::MeshEnds,
+}
+
+type StartReply = Result<(SocketAddr, SocketAddr), ServerError>;
+
+async fn shard_main<S, F>(
+    setup: ShardSetup,
+    factory: Arc<F>,
+    started: mpsc::Sender<StartReply>,
+) -> Result<(), String>
+where
+    S: SyncService,
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+{
+    let ShardSetup { id, shared, own, config, stop, drained, topology, ends } = setup;
+    let bind = |addr: SocketAddr| {
+        TcpListener::bind(addr).map_err(|e| ServerError::Bind { addr, reason: e.to_string() })
+    };
+    let listeners = bind(shared).and_then(|s| Ok((s, bind(own)?))).and_then(|(s, o)| {
+        let sa = s.local_addr().map_err(|e| ServerError::Bind { addr: shared, reason: e.to_string() })?;
+        let oa = o.local_addr().map_err(|e| ServerError::Bind { addr: own, reason: e.to_string() })?;
+        Ok((s, o, sa, oa))
+    });
+    let (shared_listener, own_listener) = match listeners {
+        Ok((s, o, sa, oa)) => {
+            let _ = started.send(Ok((sa, oa)));
+            (s, o)
+        }
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return Ok(());
+        }
+    };
+    drop(started);
+    let n = config.shards;
+    // Wait for every peer (or for a start-up failure elsewhere).
+    let connect = mesh::Mesh::connect(id, ends);
+    let stopped = async {
+        while !stop.load(Ordering::SeqCst) {
+            Timer::new(STOP_POLL).await;
+        }
+        None
+    };
+    let Some((mesh, receivers)) = futures_lite::future::or(async { Some(connect.await) }, stopped).await
+    else {
+        return Ok(());
+    };
+    let service = factory(ShardContext { shard: id, shards: n, config: config.clone() });
+    let shard = Rc::new(Shard {
+        id,
+        shards: n,
+        service,
+        sync_path: config.sync_path(),
+        config: config.clone(),
+        topology,
+        mesh,
+        shutdown: Semaphore::new(0),
+        stopping: std::cell::Cell::new(false),
+    });
+    for (peer, rx) in receivers {
+        glommio::spawn_local(receive_loop(shard.clone(), peer, rx)).detach();
+    }
+    let gate = Gate::new();
+    let accept_shared =
+        glommio::spawn_local(accept_loop(shard.clone(), gate.clone(), shared_listener, PortKind::Shared));
+    let accept_own =
+        glommio::spawn_local(accept_loop(shard.clone(), gate.clone(), own_listener, PortKind::Own));
+    tracing::debug!(shard = id, %shared, %own, "shard serving");
+
+    while !stop.load(Ordering::SeqCst) {
+        Timer::new(STOP_POLL).await;
+    }
+    // Graceful shutdown: stop accepting, wake idle connections, wait for in-flight ones.
+    shard.begin_shutdown();
+    accept_shared.await;
+    accept_own.await;
+    let deadline = Instant::now() + config.shutdown_grace;
+    let closed = futures_lite::future::or(
+        async {
+            let _ = gate.close().await;
+            true
+        },
+        async {
+            Timer::new(config.shutdown_grace).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        tracing::warn!(shard = id, "shutdown grace period over; dropping remaining connections");
+    }
+    // Keep answering hand-overs until every shard has drained its own connections.
+    drained.fetch_add(1, Ordering::SeqCst);
+    while drained.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        Timer::new(Duration::from_millis(10)).await;
+    }
+    tracing::debug!(shard = id, "shard stopped");
+    Ok(())
+}
+
+async fn accept_loop<S: SyncService>(shard: Rc<Shard<S>>, gate: Gate, listener: TcpListener, kind: PortKind) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = shard.shutdown.acquire(1).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => {
+                if gate.spawn(conn::serve(shard.clone(), stream, kind)).map(|t| t.detach()).is_err() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                Timer::new(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn receive_loop<S: SyncService>(
+    shard: Rc<Shard<S>>,
+    peer: usize,
+    rx: glommio::channels::shared_channel::ConnectedReceiver<mesh::Envelope>,
+) {
+    while let Some(envelope) = rx.recv().await {
+        match envelope {
+            mesh::Envelope::Request { id, from, job } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let outcome = conn::serve_owned(&shard, job).await;
+                    shard.mesh.reply(from, id, outcome).await;
+                })
+                .detach();
+            }
+            mesh::Envelope::Reply { id, outcome } => shard.mesh.complete(id, outcome),
+        }
+    }
+    tracing::trace!(shard = shard.id, peer, "mesh channel closed");
+}
+
+/// Fails with a one-line fix when RLIMIT_MEMLOCK is below what glommio needs.
+fn check_memlock(config: &Config) -> Result<(), ServerError> {
+    let Some(have) = memlock_limit() else { return Ok(()) };
+    let per_ring = config.io_memory.max(GLOMMIO_MIN_IO_MEMORY).next_multiple_of(4096) as u64;
+    let need = (per_ring * (RINGS_PER_SHARD * config.shards) as u64).max(GLOMMIO_MIN_MEMLOCK);
+    if have < need {
+        return Err(ServerError::MemLock {
+            have_kib: have / 1024,
+            need_kib: need.div_ceil(1024),
+            shards: config.shards,
+        });
+    }
+    Ok(())
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes; `None` when unlimited or unknown.
+#[allow(unsafe_code)]
+fn memlock_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct we pass, which lives on our stack.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(lim.rlim_cur)
+}
+
+/// SO_REUSEPORT (which glommio always sets) would let a second server on the
+/// same port silently share its traffic; refuse to start instead.
+fn probe_free(config: &Config) -> Result<(), ServerError> {
+    let mut addrs = vec![config.listen];
+    for i in 0..config.shards {
+        addrs.push(SocketAddr::new(config.listen.ip(), config.shard_port(i)?));
+    }
+    for addr in addrs.into_iter().filter(|a| a.port() != 0) {
+        if let Err(e) = StdListener::bind(addr) {
+            return Err(ServerError::Bind { addr, reason: e.to_string() });
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on (from /proc/self/status), else `0..cores`.
+fn allowed_cpus() -> Vec<usize> {
+    let parsed = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        let line = s.lines().find(|l| l.starts_with("Cpus_allowed_list:"))?;
+        parse_cpu_list(line.split_once(':')?.1.trim())
+    });
+    parsed.filter(|v| !v.is_empty()).unwrap_or_else(|| (0..crate::config::default_shards()).collect())
+}
+
+fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => out.extend(a.trim().parse::<usize>().ok()?..=b.trim().parse::<usize>().ok()?),
+            None => out.push(part.trim().parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-2,5"), Some(vec![0, 1, 2, 5]));
+        assert_eq!(parse_cpu_list("3"), Some(vec![3]));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn memlock_need() {
+        let c = Config { shards: 2, io_memory: 128 << 10, ..Config::default() };
+        // 2 shards × 3 rings × 128 KiB = 768 KiB fits under 8 MiB.
+        if memlock_limit().is_some_and(|l| l >= 8 << 20) {
+            assert!(check_memlock(&c).is_ok());
+        }
+        let huge = Config { shards: 1024, io_memory: 1 << 30, ..Config::default() };
+        if memlock_limit().is_some() {
+            let err = check_memlock(&huge).unwrap_err().to_string();
+            assert!(err.contains("ulimit -l"), "{err}");
+        }
+    }
+}
