@@ -28,6 +28,8 @@ enum Command {
     /// in the TOML file given by --config; precedence: command line >
     /// environment > file > default.
     Serve(ServeArgs),
+    /// Manage users: add, passwd, del, list (works while `serve` runs on the same data dir).
+    User(shardsync::admin::UserArgs),
     /// Benchmark target for perf/wrk-serve.sh (not for production).
     #[command(hide = true)]
     BenchServer(BenchArgs),
@@ -58,6 +60,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::User(args) => match shardsync::admin::run_user_command(args) {
+            Ok(out) => {
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Command::BenchServer(args) => bench_server(&args),
     };
     match result {
@@ -69,16 +80,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// The service factory `serve` uses. The integrator swaps this for the sync
-/// engine's factory; until then every SyncML request gets 503.
-fn engine_factory(_ctx: ShardContext) -> server::NotBuiltIn {
-    server::NotBuiltIn
-}
-
+/// `serve`: the embedded store, its reader/writer threads, the admin socket,
+/// and one sync engine service per shard.
 fn serve(args: &ServeArgs) -> Result<(), String> {
+    use shardsync::engine::EngineConfig;
+    use shardsync::store::embedded::EmbeddedBackend;
+    use shardsync::store::StoreHandle;
+    use shardsync::sync_service::{EngineService, DEFAULT_SESSION_TIMEOUT_SECS};
+    use std::sync::Arc;
+
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
     init_tracing(config.log_level.as_deref());
-    server::run(config, engine_factory).map_err(|e| e.to_string())
+    let backend = EmbeddedBackend::open(&config.data_dir).map_err(|e| e.to_string())?;
+    // Reads are short redb transactions; two reader threads keep shards from
+    // queueing behind one large snapshot.
+    let (store, threads) =
+        StoreHandle::start(Arc::new(backend), 2).map_err(|e| format!("cannot start store threads: {e}"))?;
+    let admin =
+        shardsync::admin::AdminServer::spawn(store.clone(), shardsync::admin::socket_path(&config.data_dir))
+            .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?;
+    let engine = EngineConfig {
+        public_url: config.public_url.clone().unwrap_or_default(),
+        max_msg_size: config.limits.max_body,
+        ..EngineConfig::default()
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), "embedded store open");
+    let result = server::run(config, move |_ctx: ShardContext| {
+        EngineService::new(engine.clone(), store.clone(), DEFAULT_SESSION_TIMEOUT_SECS)
+    })
+    .map_err(|e| e.to_string());
+    admin.shutdown();
+    threads.shutdown();
+    result
 }
 
 fn bench_server(args: &BenchArgs) -> Result<(), String> {
