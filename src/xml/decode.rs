@@ -354,7 +354,23 @@ impl<'a> Parser<'a> {
     }
 
     /// Any element in a command position (SyncBody, Sync, Atomic, Sequence).
+    ///
+    /// Only the nesting commands are handled in this (recursive) frame; the
+    /// others go through [`Parser::flat_command`] so that the stack used per
+    /// nesting level stays small even in unoptimised builds (a `Command` is
+    /// over a kilobyte and every match arm would otherwise keep its own
+    /// temporaries here).
     fn command(&mut self, name: &'a [u8], e: bool) -> Result<Command<'a>> {
+        match name {
+            b"Sync" => Ok(Command::Sync(self.sync(e)?)),
+            b"Atomic" => Ok(Command::Atomic(self.container(e)?)),
+            b"Sequence" => Ok(Command::Sequence(self.container(e)?)),
+            _ => self.flat_command(name, e),
+        }
+    }
+
+    #[inline(never)]
+    fn flat_command(&mut self, name: &'a [u8], e: bool) -> Result<Command<'a>> {
         Ok(match name {
             b"Alert" => Command::Alert(self.alert(e)?),
             b"Add" => Command::Add(self.item_command(e)?),
@@ -362,9 +378,6 @@ impl<'a> Parser<'a> {
             b"Delete" => Command::Delete(self.item_command(e)?),
             b"Copy" => Command::Copy(self.item_command(e)?),
             b"Move" => Command::Move(self.item_command(e)?),
-            b"Sync" => Command::Sync(self.sync(e)?),
-            b"Atomic" => Command::Atomic(self.container(e)?),
-            b"Sequence" => Command::Sequence(self.container(e)?),
             b"Status" => Command::Status(self.status(e)?),
             b"Put" => Command::Put(self.put_get(e)?),
             b"Get" => Command::Get(self.put_get(e)?),
@@ -445,22 +458,29 @@ impl<'a> Parser<'a> {
         }
         self.enter_command()?;
         while let Some((n, e)) = self.child()? {
-            match n {
-                b"CmdID" => c.cmd_id = self.text(e)?,
-                b"NoResp" => c.no_resp = self.flag(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Target" => c.target = Some(self.location(e)?),
-                b"Source" => c.source = Some(self.location(e)?),
-                b"Meta" => c.meta = Some(self.meta(e)?),
-                b"NumberOfChanges" => c.number_of_changes = self.some_text(e)?,
-                _ => {
-                    let cmd = self.command(n, e)?;
-                    c.commands.push(cmd);
-                }
+            if !self.sync_field(n, e, &mut c)? {
+                let cmd = self.command(n, e)?;
+                c.commands.push(cmd);
             }
         }
         self.cmd_depth -= 1;
         Ok(c)
+    }
+
+    /// A non-command child of Sync; false if `n` is a command.
+    #[inline(never)]
+    fn sync_field(&mut self, n: &'a [u8], e: bool, c: &mut Sync<'a>) -> Result<bool> {
+        match n {
+            b"CmdID" => c.cmd_id = self.text(e)?,
+            b"NoResp" => c.no_resp = self.flag(e)?,
+            b"Cred" => c.cred = Some(self.cred(e)?),
+            b"Target" => c.target = Some(self.location(e)?),
+            b"Source" => c.source = Some(self.location(e)?),
+            b"Meta" => c.meta = Some(self.meta(e)?),
+            b"NumberOfChanges" => c.number_of_changes = self.some_text(e)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn container(&mut self, empty: bool) -> Result<Container<'a>> {
@@ -470,18 +490,25 @@ impl<'a> Parser<'a> {
         }
         self.enter_command()?;
         while let Some((n, e)) = self.child()? {
-            match n {
-                b"CmdID" => c.cmd_id = self.text(e)?,
-                b"NoResp" => c.no_resp = self.flag(e)?,
-                b"Meta" => c.meta = Some(self.meta(e)?),
-                _ => {
-                    let cmd = self.command(n, e)?;
-                    c.commands.push(cmd);
-                }
+            if !self.container_field(n, e, &mut c)? {
+                let cmd = self.command(n, e)?;
+                c.commands.push(cmd);
             }
         }
         self.cmd_depth -= 1;
         Ok(c)
+    }
+
+    /// A non-command child of Atomic/Sequence; false if `n` is a command.
+    #[inline(never)]
+    fn container_field(&mut self, n: &'a [u8], e: bool, c: &mut Container<'a>) -> Result<bool> {
+        match n {
+            b"CmdID" => c.cmd_id = self.text(e)?,
+            b"NoResp" => c.no_resp = self.flag(e)?,
+            b"Meta" => c.meta = Some(self.meta(e)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
     }
 
     fn status(&mut self, empty: bool) -> Result<Status<'a>> {
