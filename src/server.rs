@@ -104,11 +104,8 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError
     }
 }
 
-/// Placeholder until the XML codec lands: any body decodes to an empty
-/// message. Replaced by `crate::xml::decode` when branch `xml` is merged.
 fn decode_xml(body: &[u8]) -> Result<SyncMl<'_>, DecodeError> {
-    let _ = body;
-    Ok(SyncMl::default())
+    crate::xml::decode(body).map_err(|e| DecodeError::Invalid(e.to_string()))
 }
 
 /// The routing key of a request without a `?s=` token: the session key of
