@@ -105,7 +105,12 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError
 /// the SyncHdr's (Source/LocURI, SessionID). `None` when the header cannot be
 /// decoded (the request is then served where it arrived).
 pub fn route_key(encoding: Encoding, body: &[u8]) -> Option<u64> {
-    let msg = decode(encoding, body).ok()?;
+    header_key(&decode(encoding, body).ok()?)
+}
+
+/// The session key of a decoded message's SyncHdr (device id = Source/LocURI,
+/// SessionID); `None` without a device id.
+pub fn header_key(msg: &SyncMl<'_>) -> Option<u64> {
     if msg.hdr.source.loc_uri.is_empty() {
         return None;
     }
@@ -144,5 +149,26 @@ impl FixedReply {
 impl SyncService for FixedReply {
     async fn handle<'a>(&'a self, _request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
         Ok(SyncResponse { body: self.body.as_ref().clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_key_from_a_captured_message() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/captures/xml/02-two-way-add-replace-delete/0003-c2s.xml"
+        );
+        let body = std::fs::read(path).unwrap();
+        let want = routing::session_key("sc-harness-capture-xml", "10");
+        assert_eq!(route_key(Encoding::Xml, &body), Some(want));
+        assert_eq!(request_key("/sync", Encoding::Xml, &body), Some(want));
+        // A valid token wins; a malformed one falls back to the header.
+        assert_eq!(request_key("/sync?s=00000000000000ff", Encoding::Xml, &body), Some(255));
+        assert_eq!(request_key("/sync?s=zz", Encoding::Xml, &body), Some(want));
+        assert_eq!(route_key(Encoding::Xml, b"garbage"), None);
     }
 }

@@ -12,7 +12,21 @@ use shardsync::server::{self, ServerHandle, ShardContext};
 use shardsync::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
 
 const XML: &str = "application/vnd.syncml+xml";
-const BODY: &str = "<SyncML><SyncHdr><SessionID>1</SessionID></SyncHdr><SyncBody/></SyncML>";
+
+/// A minimal valid SyncML message from `device` in session `session`;
+/// `marker` lands in LocName (the test service looks for SLOW and GONE).
+fn syncml(device: &str, session: &str, marker: &str) -> String {
+    format!(
+        "<SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto>\
+         <SessionID>{session}</SessionID><MsgID>1</MsgID><Target><LocURI>http://t/sync</LocURI></Target>\
+         <Source><LocURI>{device}</LocURI><LocName>{marker}</LocName></Source></SyncHdr>\
+         <SyncBody><Final/></SyncBody></SyncML>"
+    )
+}
+
+fn body() -> String {
+    syncml("dev-1", "1", "x")
+}
 
 /// Answers `shard=<id> token=<token> len=<body length>`; a body containing
 /// `SLOW` takes 300 ms, one containing `GONE` gets UnknownSession (404).
@@ -173,24 +187,63 @@ fn shared_port_routes_to_owner_and_own_port_serves_locally() {
         let token = token_for(owner, 2);
         // New connections land on either shard (SO_REUSEPORT); the owner always answers.
         for _ in 0..16 {
-            let r = roundtrip(shared, &post(&format!("/sync?s={token}"), BODY));
+            let r = roundtrip(shared, &post(&format!("/sync?s={token}"), &body()));
             assert_eq!(r.status, 200);
             assert_eq!(r.header("content-type"), Some(XML));
-            assert_eq!(r.text(), format!("shard={owner} token={token} len={}", BODY.len()));
+            assert_eq!(r.text(), format!("shard={owner} token={token} len={}", body().len()));
         }
         // On a shard's own port the token is not used for routing.
         for (shard, addr) in h.shard_addrs().iter().enumerate() {
-            let r = roundtrip(*addr, &post(&format!("/sync?s={token}"), BODY));
-            assert_eq!(r.text(), format!("shard={shard} token={token} len={}", BODY.len()));
+            let r = roundtrip(*addr, &post(&format!("/sync?s={token}"), &body()));
+            assert_eq!(r.text(), format!("shard={shard} token={token} len={}", body().len()));
         }
     }
     // One keep-alive connection alternating owners.
     let mut c = Client::connect(shared);
     for i in 0..10 {
         let owner = i % 2;
-        c.send(&post(&format!("/sync?s={}", token_for(owner, 2)), BODY));
+        c.send(&post(&format!("/sync?s={}", token_for(owner, 2)), &body()));
         assert!(c.response().unwrap().text().starts_with(&format!("shard={owner} ")));
     }
+    h.stop().unwrap();
+}
+
+#[test]
+fn without_token_the_synchdr_routes() {
+    let h = start(config());
+    let mut seen = [false; 2];
+    for i in 0..8 {
+        let (device, session) = (format!("IMEI:{i}"), format!("{}", i * 7));
+        let owner = routing::jump_hash(routing::session_key(&device, &session), 2) as usize;
+        seen[owner] = true;
+        for _ in 0..4 {
+            let r = roundtrip(h.listen_addr(), &post("/sync", &syncml(&device, &session, "x")));
+            assert_eq!(r.status, 200);
+            assert!(r.text().starts_with(&format!("shard={owner} token=- ")), "{}", r.text());
+        }
+    }
+    assert_eq!(seen, [true, true]);
+    // A token and the header of the same session pick the same shard.
+    let token = routing::token(routing::session_key("IMEI:1", "7"));
+    let a = roundtrip(h.listen_addr(), &post(&format!("/sync?s={token}"), &syncml("other", "9", "x"))).text();
+    let b = roundtrip(h.listen_addr(), &post("/sync", &syncml("IMEI:1", "7", "x"))).text();
+    assert_eq!(a[..8], b[..8]);
+    h.stop().unwrap();
+}
+
+#[test]
+fn undecodable_syncml_is_400_with_a_reason() {
+    let h = start(config());
+    let mut c = Client::connect(h.listen_addr());
+    for (target, bad) in [("/sync", "<SyncML><SyncHdr>"), ("/sync?s=0000000000000001", "not xml <<<")] {
+        c.send(&post(target, bad));
+        let r = c.response().unwrap();
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().starts_with("malformed SyncML message: "), "{}", r.text());
+        assert_eq!(r.text().lines().count(), 1);
+    }
+    c.send(&post("/sync", &body()));
+    assert_eq!(c.response().unwrap().status, 200);
     h.stop().unwrap();
 }
 
@@ -262,8 +315,9 @@ fn rejections_keep_the_server_serving() {
     // Parameters on the SyncML type are fine.
     c.send(
         format!(
-            "POST /sync HTTP/1.1\r\nContent-Type: {XML}; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{BODY}",
-            BODY.len()
+            "POST /sync HTTP/1.1\r\nContent-Type: {XML}; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{}",
+            body().len(),
+            body()
         )
         .as_bytes(),
     );
@@ -271,7 +325,7 @@ fn rejections_keep_the_server_serving() {
     // 404 and a ServiceError's status.
     c.send(b"GET /nope HTTP/1.1\r\n\r\n");
     assert_eq!(c.response().unwrap().status, 404);
-    c.send(&post("/sync", "GONE"));
+    c.send(&post("/sync", &syncml("d", "1", "GONE")));
     let r = c.response().unwrap();
     assert_eq!(r.status, 404);
     assert!(r.text().contains("no such session"));
@@ -338,17 +392,18 @@ fn keep_alive_pipelining_and_http10() {
     let h = start(config());
     let a = h.listen_addr();
     let mut c = Client::connect(a);
+    let bodies = [syncml("d", "1", "a"), syncml("d", "1", "bbbb"), syncml("d", "1", "cc")];
     let mut batch = Vec::new();
-    batch.extend_from_slice(&post("/sync?s=0000000000000001", "a"));
+    batch.extend_from_slice(&post("/sync?s=0000000000000001", &bodies[0]));
     batch.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\n");
-    batch.extend_from_slice(&post("/sync?s=0000000000000002", "bbbb"));
-    batch.extend_from_slice(&post("/sync", "cc"));
+    batch.extend_from_slice(&post("/sync?s=0000000000000002", &bodies[1]));
+    batch.extend_from_slice(&post("/sync", &bodies[2]));
     c.send(&batch);
     let texts: Vec<String> = (0..4).map(|_| c.response().unwrap().text()).collect();
-    assert!(texts[0].ends_with("token=0000000000000001 len=1"), "{texts:?}");
+    assert!(texts[0].ends_with(&format!("token=0000000000000001 len={}", bodies[0].len())), "{texts:?}");
     assert_eq!(texts[1], "ok");
-    assert!(texts[2].ends_with("token=0000000000000002 len=4"), "{texts:?}");
-    assert!(texts[3].ends_with("token=- len=2"), "{texts:?}");
+    assert!(texts[2].ends_with(&format!("token=0000000000000002 len={}", bodies[1].len())), "{texts:?}");
+    assert!(texts[3].ends_with(&format!("token=- len={}", bodies[2].len())), "{texts:?}");
     // Connection: close is honoured.
     c.send(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
     let r = c.response().unwrap();
@@ -376,22 +431,25 @@ fn chunked_and_100_continue() {
         format!("POST /sync HTTP/1.1\r\nContent-Type: {XML}\r\nTransfer-Encoding: chunked\r\n\r\n")
             .as_bytes(),
     );
-    c.send(b"5\r\nhello\r\n");
+    let b = body();
+    let (first, second) = b.split_at(40);
+    c.send(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes());
     std::thread::sleep(Duration::from_millis(50));
-    c.send(b"6;ext=1\r\n world\r\n0\r\n\r\n");
-    assert!(c.response().unwrap().text().ends_with("len=11"));
+    c.send(format!("{:X};ext=1\r\n{second}\r\n0\r\n\r\n", second.len()).as_bytes());
+    assert!(c.response().unwrap().text().ends_with(&format!("len={}", b.len())));
     // 100-continue: the interim answer comes before the body is sent.
     c.send(
         format!(
-            "POST /sync HTTP/1.1\r\nContent-Type: {XML}\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"
+            "POST /sync HTTP/1.1\r\nContent-Type: {XML}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            b.len()
         )
         .as_bytes(),
     );
     assert_eq!(c.response().unwrap().status, 100);
-    c.send(b"abcd");
+    c.send(b.as_bytes());
     let r = c.response().unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.text().ends_with("len=4"));
+    assert!(r.text().ends_with(&format!("len={}", b.len())));
     // A refused request with Expect gets its final status at once, no 100.
     let mut c = Client::connect(a);
     c.send(b"POST /sync HTTP/1.1\r\nContent-Type: text/plain\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
@@ -410,7 +468,7 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     let token = token_for(1, 2);
     let in_flight: Vec<_> = (0..4)
         .map(|_| {
-            let req = post(&format!("/sync?s={token}"), "SLOW");
+            let req = post(&format!("/sync?s={token}"), &syncml("d", "1", "SLOW"));
             std::thread::spawn(move || roundtrip(a, &req))
         })
         .collect();

@@ -16,7 +16,7 @@ use super::{PortKind, Shard};
 use crate::http::{
     write_continue, write_response, BodyFraming, ConnectionHeader, Phase, RequestHead, RequestReader,
 };
-use crate::model::Encoding;
+use crate::model::{Encoding, SyncMl};
 use crate::routing;
 use crate::server::{self, DecodeError};
 use crate::service::{SyncRequest, SyncService};
@@ -102,18 +102,19 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
 
 /// Serves a request handed over by another shard.
 pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
-    serve_local(shard, &job.body, job.encoding, job.token.as_deref(), job.peer).await
+    serve_local(shard, &job.body, None, job.encoding, job.token.as_deref(), job.peer).await
 }
 
-/// Decodes and runs a SyncML request on this shard's service.
-async fn serve_local<S: SyncService>(
+/// Decodes (unless routing already did) and runs a SyncML request on this shard's service.
+async fn serve_local<'a, S: SyncService>(
     shard: &Shard<S>,
-    body: &[u8],
+    body: &'a [u8],
+    decoded: Option<Result<SyncMl<'a>, DecodeError>>,
     encoding: Encoding,
     token: Option<&str>,
     peer: Option<SocketAddr>,
 ) -> Outcome {
-    let message = match server::decode(encoding, body) {
+    let message = match decoded.unwrap_or_else(|| server::decode(encoding, body)) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(shard = shard.id, peer = ?peer, error = %e, "undecodable SyncML body");
@@ -233,15 +234,22 @@ impl Conn {
                 },
                 Route::Sync(encoding) => {
                     let token = routing::token_from_target(head.target());
-                    if self.kind == PortKind::Shared && shard.shards > 1 {
-                        // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
-                        if let Some(key) = server::request_key(head.target(), encoding, &body) {
+                    // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
+                    let routed = self.kind == PortKind::Shared && shard.shards > 1;
+                    let token_key = token.and_then(routing::parse_token);
+                    // Without a token the SyncHdr names the session; the decoded
+                    // message is reused when this shard is the owner.
+                    let decoded = (routed && token_key.is_none()).then(|| server::decode(encoding, &body));
+                    if routed {
+                        let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
+                        if let Some(key) = token_key.or_else(header_key) {
                             owner = routing::jump_hash(key, shard.shards as u32) as usize;
                         }
                     }
                     let outcome = if owner == shard.id {
-                        serve_local(shard, &body, encoding, token, self.peer).await
+                        serve_local(shard, &body, decoded, encoding, token, self.peer).await
                     } else {
+                        drop(decoded);
                         let job =
                             Handoff { body, encoding, token: token.map(str::to_owned), peer: self.peer };
                         shard.mesh.call(owner, job).await
