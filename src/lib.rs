@@ -10,3 +10,4 @@ pub mod routing;
 pub mod service;
 pub mod store;
 pub mod wbxml;
+pub mod xml;
