@@ -8,16 +8,16 @@ pub enum DecodeError {
     /// The XML body could not be decoded.
     #[error("XML: {0}")]
     Xml(#[from] crate::xml::XmlError),
-    /// The WBXML codec is not built in yet.
-    #[error("WBXML is not supported yet")]
-    WbxmlUnsupported,
+    /// The WBXML body could not be decoded.
+    #[error("WBXML: {0}")]
+    Wbxml(#[from] crate::wbxml::WbxmlError),
 }
 
 /// Decodes a message body in the given encoding; texts borrow from `body`.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError> {
     Ok(match encoding {
         Encoding::Xml => crate::xml::decode(body)?,
-        Encoding::Wbxml => return Err(DecodeError::WbxmlUnsupported),
+        Encoding::Wbxml => crate::wbxml::decode(body)?,
     })
 }
 
@@ -25,7 +25,7 @@ pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError
 pub fn encode(encoding: Encoding, msg: &SyncMl<'_>, out: &mut Vec<u8>) {
     match encoding {
         Encoding::Xml => crate::xml::encode(msg, out),
-        Encoding::Wbxml => crate::xml::encode(msg, out),
+        Encoding::Wbxml => crate::wbxml::encode(msg, out),
     }
 }
 
@@ -36,8 +36,7 @@ pub fn decode_devinf_xml(input: &[u8]) -> Option<DevInf<'static>> {
 
 /// Decodes a DevInf document given as WBXML bytes.
 pub fn decode_devinf_wbxml(input: &[u8]) -> Option<DevInf<'static>> {
-    let _ = input;
-    None
+    crate::wbxml::decode_devinf(input).ok().map(DevInf::into_owned)
 }
 
 /// Encodes a DevInf document as XML (how the store keeps a client's DevInf).

@@ -18,4 +18,5 @@ pub mod shard;
 pub mod store;
 pub mod sync_service;
 pub mod users;
+pub mod wbxml;
 pub mod xml;
