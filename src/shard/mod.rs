@@ -286,6 +286,27 @@ struct ShardSetup {
 
 type StartReply = Result<(SocketAddr, SocketAddr), ServerError>;
 
+/// Opens a listening socket with SO_REUSEPORT (every shard accepts on the
+/// shared port) and SO_REUSEADDR (a restarted node can bind while
+/// connections of its previous run linger in TIME_WAIT; glommio's own
+/// `TcpListener::bind` sets only the former).
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    let fd = socket.into_raw_fd();
+    // SAFETY: `fd` is a freshly created, bound and listening TCP socket whose
+    // ownership moves into the listener; nothing else holds or closes it.
+    #[allow(unsafe_code)]
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    Ok(listener)
+}
+
 async fn shard_main<S, F>(
     setup: ShardSetup,
     factory: Arc<F>,
@@ -296,9 +317,7 @@ where
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
     let ShardSetup { id, shared, own, config, stop, drained, topology, ends } = setup;
-    let bind = |addr: SocketAddr| {
-        TcpListener::bind(addr).map_err(|e| ServerError::Bind { addr, reason: e.to_string() })
-    };
+    let bind = |addr: SocketAddr| listen(addr).map_err(|e| ServerError::Bind { addr, reason: e.to_string() });
     let listeners = bind(shared).and_then(|s| Ok((s, bind(own)?))).and_then(|(s, o)| {
         let sa = s.local_addr().map_err(|e| ServerError::Bind { addr: shared, reason: e.to_string() })?;
         let oa = o.local_addr().map_err(|e| ServerError::Bind { addr: own, reason: e.to_string() })?;
