@@ -138,6 +138,7 @@ impl EngineService {
                 tracing::info!(
                     user = session.user().unwrap_or("-"),
                     device = %session.device_id(),
+                    session_id = %session.session_id(),
                     duration_s = now.saturating_sub(session.started_at()),
                     result = "ok",
                     datastores = %step.summary,

@@ -319,6 +319,11 @@ impl Session {
         &self.device_id
     }
 
+    /// The client's SessionID.
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<&str> {
         if self.authenticated {
