@@ -38,7 +38,7 @@ const MAX_LINE: u64 = 64 * 1024;
 /// How long either side of the admin socket waits for the other.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `shardsync user …` arguments.
+/// Manage users: `shardsync user add|passwd|del|list [NAME] [--data-dir DIR]`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct UserArgs {
     /// What to do.
