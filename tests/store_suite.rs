@@ -4,6 +4,7 @@
 
 mod suite;
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,16 +145,24 @@ fn crash_child() {
 fn sigkill_mid_commit_leaves_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
+    let mut acked_total = 0u64;
     for round in 0..3u64 {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CRASH_ENV, dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Different kill points per round.
-        std::thread::sleep(Duration::from_millis(700 + 350 * round));
+        // Kill once the loop is well under way, at a different point each round.
+        let wanted = 10 + 25 * round as usize;
+        let stdout = child.stdout.take().unwrap();
+        let acked = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.starts_with("committed"))
+            .take(wanted)
+            .count();
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
 
@@ -179,8 +188,11 @@ fn sigkill_mid_commit_leaves_whole_batches() {
             assert_eq!(s.mappings.len(), last as usize * ITEMS_PER_BATCH);
             total += last;
         }
-        eprintln!("round {round}: {total} whole batches on disk");
-        assert!(total > 0 || round == 0, "round {round}: the child committed nothing");
+        eprintln!("round {round}: {acked} acknowledged, {total} whole batches on disk");
+        assert_eq!(acked, wanted, "the child stopped early");
+        acked_total += acked as u64;
+        // Everything acknowledged is durable (more may be: committed but not yet printed).
+        assert!(total >= acked_total, "round {round}: {total} on disk < {acked_total} acknowledged");
         let s = snapshot(&b, "crash", "dev0", Collection::Contacts);
         assert_eq!(s.max_seq as usize, s.items.len(), "one seq per item version");
     }

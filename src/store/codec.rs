@@ -22,8 +22,8 @@ impl Enc {
         self
     }
     fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        // u32 lengths: no single field of a SyncML item comes near 4 GiB.
-        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        // u64 lengths: never truncated, and 4 bytes more per field is noise.
+        self.0.extend_from_slice(&(b.len() as u64).to_le_bytes());
         self.0.extend_from_slice(b);
         self
     }
@@ -63,10 +63,8 @@ impl<'a> Dec<'a> {
         Ok(u64::from_le_bytes(a))
     }
     fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
-        let b = self.take(4)?;
-        let mut a = [0u8; 4];
-        a.copy_from_slice(b);
-        self.take(u32::from_le_bytes(a) as usize)
+        let len = usize::try_from(self.u64()?).map_err(|_| corrupt(self.what))?;
+        self.take(len)
     }
     fn string(&mut self) -> Result<String, StoreError> {
         let b = self.bytes()?;

@@ -216,6 +216,10 @@ pub enum WriteOp {
     /// writer allocates the id); the writer always allocates the next `seq`.
     /// With `map_client_id`, the mapping client id → server id is written for
     /// `origin_device` in the same transaction.
+    ///
+    /// Details every backend follows (see `tests/suite`): server ids and seqs
+    /// are per (user, collection), starting at 1; `Some(id)` of an unknown or
+    /// tombstoned id (re)creates the item, and later allocations stay above it.
     PutItem {
         /// User name.
         user: String,
@@ -234,6 +238,9 @@ pub enum WriteOp {
     },
     /// Turn an item into a tombstone (new seq) and drop the origin device's mapping
     /// to it. Other devices keep theirs until the engine sends them the Delete.
+    ///
+    /// For an unknown id or an item that is already a tombstone, only that
+    /// mapping is dropped (no new seq).
     DeleteItem {
         /// User name.
         user: String,

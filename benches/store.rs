@@ -1,0 +1,111 @@
+//! Embedded store batch commits: item rows/s.
+//!
+//! - `direct/rows_per_commit/N`: one `Backend::commit` of one batch of N
+//!   `PutItem` rows (~300 B vCards), each commit fsynced.
+//! - `handle/committers_K/rows_per_batch_N`: K concurrent committers (as
+//!   shards would be) each submitting batches of N rows through the
+//!   `StoreHandle`; the writer group-commits whatever is queued.
+//!
+//! Throughput is reported in elements = item rows. Quick smoke run:
+//! `cargo bench --bench store -- --quick` (or `--warm-up-time 1
+//! --measurement-time 2`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_lite::future::block_on;
+use shardsync::store::{Backend, Collection, EmbeddedBackend, StoreHandle, WriteBatch, WriteOp};
+
+fn vcard(n: u64) -> Vec<u8> {
+    let card = format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{n:016x}-bench-0000-0000-000000000000\r\nFN:Bench Person {n}\r\n\
+         N:Person;Bench;;;\r\nEMAIL;TYPE=INTERNET:bench.person.{n}@example.org\r\n\
+         TEL;TYPE=CELL:+1 555 {n:07}\r\nADR;TYPE=HOME:;;{n} Example Street;Springfield;;12345;USA\r\n\
+         NOTE:Benchmark contact number {n}\r\nEND:VCARD\r\n"
+    );
+    card.into_bytes()
+}
+
+fn batch(user: &str, start: u64, rows: u64) -> WriteBatch {
+    WriteBatch {
+        ops: (start..start + rows)
+            .map(|n| WriteOp::PutItem {
+                user: user.into(),
+                collection: Collection::Contacts,
+                server_id: None,
+                content_type: "text/vcard".into(),
+                data: vcard(n),
+                origin_device: "bench-device".into(),
+                map_client_id: Some(n.to_string()),
+            })
+            .collect(),
+    }
+}
+
+fn bench_dir() -> tempfile::TempDir {
+    // Under target/ (a real disk), so fsync costs what it costs in production.
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("bench temp dir")
+}
+
+fn direct(c: &mut Criterion) {
+    let dir = bench_dir();
+    let backend = EmbeddedBackend::open(dir.path()).expect("open");
+    let mut group = c.benchmark_group("direct");
+    group.sample_size(10);
+    for rows in [1u64, 100, 1000] {
+        assert!(vcard(rows).len() >= 280);
+        group.throughput(Throughput::Elements(rows));
+        let b = batch("direct", 0, rows);
+        group.bench_with_input(BenchmarkId::new("rows_per_commit", rows), &b, |bench, b| {
+            bench.iter(|| backend.commit(std::slice::from_ref(b)).expect("commit"))
+        });
+    }
+    group.finish();
+}
+
+fn through_handle(c: &mut Criterion) {
+    let dir = bench_dir();
+    let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend::open(dir.path()).expect("open"));
+    let (store, threads) = StoreHandle::start(backend, 2).expect("start");
+    let mut group = c.benchmark_group("handle");
+    group.sample_size(10);
+    for (committers, rows) in [(1u64, 1u64), (64, 1), (16, 100), (4, 1000)] {
+        group.throughput(Throughput::Elements(committers * rows));
+        let id = BenchmarkId::new(format!("committers_{committers}"), format!("rows_per_batch_{rows}"));
+        group.bench_function(id, |bench| {
+            // One iteration: every committer commits one batch, concurrently.
+            bench.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for k in 0..committers {
+                        let store = store.clone();
+                        let b = batch(&format!("user{k}"), 0, rows);
+                        s.spawn(move || {
+                            for _ in 0..iters {
+                                block_on(store.commit(b.clone())).expect("commit");
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+    let stats = threads.stats();
+    eprintln!(
+        "handle: {} batches in {} commits ({:.1} batches per commit)",
+        stats.batches,
+        stats.commits,
+        stats.batches as f64 / stats.commits.max(1) as f64
+    );
+    threads.shutdown();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = direct, through_handle
+}
+criterion_main!(benches);
