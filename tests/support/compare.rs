@@ -150,8 +150,26 @@ fn normalize_value(name: &str, value: &str) -> String {
         _ => v,
     };
     let v = unescape_text(&v);
-    v.trim().to_owned()
+    let v = v.trim();
+    if DATES.contains(&name) && v.chars().all(|c| c.is_ascii_digit() || "-:TZ".contains(c)) {
+        // 1970-03-28 == 19700328, 2026-01-01T10:00:00Z == 20260101T100000Z
+        return v.replace(['-', ':'], "");
+    }
+    v.to_owned()
 }
+
+/// vCalendar 1.0 time-zone properties that only restate UTC.
+fn is_utc_only_timezone(name: &str, value: &str) -> bool {
+    match name {
+        "TZ" => matches!(value, "+00:00" | "+0000" | "Z" | "+00" | "-00:00"),
+        "DAYLIGHT" => value.eq_ignore_ascii_case("FALSE"),
+        _ => false,
+    }
+}
+
+/// Properties whose values are dates or date-times.
+const DATES: &[&str] =
+    &["BDAY", "ANNIVERSARY", "DTSTART", "DTEND", "DUE", "COMPLETED", "RECURRENCE-ID", "EXDATE"];
 
 fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
     let mut lines = Vec::new();
@@ -196,9 +214,8 @@ fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
             match pname.as_str() {
                 "CHARSET" => {}
                 "ENCODING" => encoding = pval.to_ascii_uppercase(),
-                "TYPE" => {
-                    types.extend(pval.split(',').map(|t| t.trim().to_ascii_uppercase()).filter(|t| !t.is_empty()))
-                }
+                "TYPE" => types
+                    .extend(pval.split(',').map(|t| t.trim().to_ascii_uppercase()).filter(|t| !t.is_empty())),
                 "VALUE" if pval.eq_ignore_ascii_case("DATE-TIME") || pval.eq_ignore_ascii_case("TEXT") => {}
                 _ => params.push(format!("{pname}={}", pval)),
             }
@@ -214,7 +231,11 @@ fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
                 let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
                 let decoded = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes());
                 raw_value = match decoded {
-                    Ok(bytes) => format!("base64[{}]:{}", bytes.len(), base64::engine::general_purpose::STANDARD.encode(bytes)),
+                    Ok(bytes) => format!(
+                        "base64[{}]:{}",
+                        bytes.len(),
+                        base64::engine::general_purpose::STANDARD.encode(bytes)
+                    ),
                     Err(_) => format!("bad-base64:{compact}"),
                 };
                 raw_value.as_str()
@@ -226,6 +247,12 @@ fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
         } else {
             normalize_value(&name, value)
         };
+        if value.trim_matches(';').is_empty() {
+            continue; // an empty property is the same as none
+        }
+        if path.is_empty() && is_utc_only_timezone(&name, &value) {
+            continue; // vCalendar 1.0 "TZ:+00:00" / "DAYLIGHT:FALSE" with UTC times says nothing
+        }
         types.sort();
         types.dedup();
         params.sort();
@@ -281,14 +308,10 @@ pub fn compare_sets(
     if counts.values().all(|c| *c == 0) {
         return Ok(());
     }
-    let only_left: Vec<&(String, NormItem)> = left
-        .iter()
-        .filter(|(_, it)| counts.get(it).copied().unwrap_or(0) > 0)
-        .collect();
-    let only_right: Vec<&(String, NormItem)> = right
-        .iter()
-        .filter(|(_, it)| counts.get(it).copied().unwrap_or(0) < 0)
-        .collect();
+    let only_left: Vec<&(String, NormItem)> =
+        left.iter().filter(|(_, it)| counts.get(it).copied().unwrap_or(0) > 0).collect();
+    let only_right: Vec<&(String, NormItem)> =
+        right.iter().filter(|(_, it)| counts.get(it).copied().unwrap_or(0) < 0).collect();
     let mut report = format!(
         "{} items differ: {left_label} has {} items, {right_label} has {}; {} only in {left_label}, {} only in {right_label}\n",
         kind.name(),

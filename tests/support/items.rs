@@ -15,9 +15,26 @@ const GIVEN: &[&str] = &[
     "Ilse", "Noël", "Dmitri", "Aiko", "Çağla", "Renée", "Tomás", "Ingrid", "Fatima",
 ];
 const FAMILY: &[&str] = &[
-    "Müller", "Ångström", "Żółkiewski", "Ó Briain", "Dubois", "García-Núñez", "Østergaard", "Nakamura",
-    "Šimůnek", "Fernández", "van der Berg", "Kowalczyk", "Björklund", "Papadopoulos", "O'Neill",
-    "Weiß", "Smith", "Yılmaz", "Rossi", "Novák",
+    "Müller",
+    "Ångström",
+    "Żółkiewski",
+    "Ó Briain",
+    "Dubois",
+    "García-Núñez",
+    "Østergaard",
+    "Nakamura",
+    "Šimůnek",
+    "Fernández",
+    "van der Berg",
+    "Kowalczyk",
+    "Björklund",
+    "Papadopoulos",
+    "O'Neill",
+    "Weiß",
+    "Smith",
+    "Yılmaz",
+    "Rossi",
+    "Novák",
 ];
 const CITIES: &[(&str, &str, &str)] = &[
     ("München", "80331", "Germany"),
@@ -212,10 +229,7 @@ pub fn vcard21(tag: &str, index: usize, revision: u32, opts: GenOptions) -> Stri
     v.push_str(&format!("TEL;CELL:{}\r\n", p.mobile));
     v.push_str(&format!("TEL;WORK:{}\r\n", p.work));
     v.push_str(&format!("EMAIL;INTERNET:{}\r\n", p.email));
-    v.push_str(&format!(
-        "ADR;HOME;CHARSET=UTF-8:;;{};{};;{};{}\r\n",
-        p.street, p.city.0, p.city.1, p.city.2
-    ));
+    v.push_str(&format!("ADR;HOME;CHARSET=UTF-8:;;{};{};;{};{}\r\n", p.street, p.city.0, p.city.1, p.city.2));
     v.push_str(&format!("BDAY:{}\r\n", p.bday));
     v.push_str(&format!("NOTE;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:{}\r\n", quoted_printable(&p.note)));
     if let Some(bytes) = opts.photo_bytes {
@@ -336,7 +350,8 @@ pub fn vcal_task(tag: &str, index: usize, revision: u32) -> String {
     v.push_str(&format!("UID:{}\r\n", e.uid));
     v.push_str(&format!("DUE:{}\r\n", e.due));
     v.push_str(&format!("SUMMARY;CHARSET=UTF-8:{}\r\n", e.summary));
-    v.push_str(&format!("PRIORITY:{}\r\nSTATUS:NEEDS ACTION\r\n", e.priority));
+    // vCalendar 1.0 priorities are 1 (high), 2 (medium), 3 (low)
+    v.push_str(&format!("PRIORITY:{}\r\nSTATUS:NEEDS ACTION\r\n", 1 + e.priority % 3));
     v.push_str("END:VTODO\r\nEND:VCALENDAR\r\n");
     v
 }
@@ -454,8 +469,10 @@ pub fn modify_content(kind: Kind, old: &str, marker: &str) -> String {
             }
             continue;
         }
-        if !replaced && (line.eq_ignore_ascii_case("END:VCARD") || line.eq_ignore_ascii_case("END:VEVENT")
-            || line.eq_ignore_ascii_case("END:VTODO"))
+        if !replaced
+            && (line.eq_ignore_ascii_case("END:VCARD")
+                || line.eq_ignore_ascii_case("END:VEVENT")
+                || line.eq_ignore_ascii_case("END:VTODO"))
         {
             out.push(value.clone());
             replaced = true;

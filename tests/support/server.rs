@@ -432,7 +432,9 @@ impl RefServer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start dbus-run-session (apt-get install dbus-bin): {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start dbus-run-session (apt-get install dbus-bin): {e}"))?;
         self.session = Some(child);
         let ready = |path: &Path, needles: &[&str]| {
             fs::read_to_string(path).is_ok_and(|s| needles.iter().any(|n| s.contains(n)))
@@ -443,8 +445,7 @@ impl RefServer {
                 exited = true;
                 return true;
             }
-            ready(&http_log, &["listening on port"])
-                && ready(&dbus_log, &["ready to run", "got D-Bus name"])
+            ready(&http_log, &["listening on port"]) && ready(&dbus_log, &["ready to run", "got D-Bus name"])
         });
         if exited || !up {
             let msg = format!(

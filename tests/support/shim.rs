@@ -39,7 +39,9 @@ pub fn build(dir: &Path) -> Result<PathBuf, String> {
         .arg(&src)
         .arg("-ldl")
         .output()
-        .map_err(|e| format!("cannot run {compiler} to build the libcurl shim (apt-get install gcc libc6-dev): {e}"))?;
+        .map_err(|e| {
+            format!("cannot run {compiler} to build the libcurl shim (apt-get install gcc libc6-dev): {e}")
+        })?;
     let _ = std::fs::remove_file(&src);
     if !out.status.success() {
         return Err(format!(
