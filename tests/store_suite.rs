@@ -197,3 +197,10 @@ fn sigkill_mid_commit_leaves_whole_batches() {
         assert_eq!(s.max_seq as usize, s.items.len(), "one seq per item version");
     }
 }
+
+#[test]
+fn memory_backend_passes_the_suite() {
+    let backend: Arc<dyn Backend> = Arc::new(shardsync::store::MemoryBackend::new());
+    suite::run_suite(backend.clone(), "a-");
+    suite::run_suite(backend, "b-");
+}
