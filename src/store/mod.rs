@@ -23,9 +23,11 @@ use serde::{Deserialize, Serialize};
 mod codec;
 pub mod embedded;
 pub mod handle;
+pub mod memory;
 
 pub use embedded::EmbeddedBackend;
 pub use handle::{StoreHandle, StoreStats, StoreThreads, WriterLimits};
+pub use memory::MemoryBackend;
 
 /// A user's collection (what device datastores map to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
