@@ -162,7 +162,11 @@ impl State {
                     };
                     self.items.insert(key, tomb);
                 }
-                self.maps.retain(|(u, _, c, _), sid| !(u == user && c == collection && sid == server_id));
+                // Only the deleting device's mapping goes; others keep theirs
+                // until the Delete has been sent to them.
+                self.maps.retain(|(u, d, c, _), sid| {
+                    !(u == user && d == origin_device && c == collection && sid == server_id)
+                });
             }
             WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
                 self.maps
