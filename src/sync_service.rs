@@ -156,10 +156,7 @@ impl EngineService {
 }
 
 impl SyncService for EngineService {
-    fn handle<'a>(
-        &'a self,
-        request: SyncRequest<'a>,
-    ) -> impl std::future::Future<Output = Result<SyncResponse, ServiceError>> + 'a {
-        async move { self.process(&request).await }
+    async fn handle<'a>(&'a self, request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
+        self.process(&request).await
     }
 }

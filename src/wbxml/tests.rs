@@ -80,13 +80,13 @@ fn errors_name_offsets() {
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     let mut doc = vec![0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6B];
-    doc.extend(std::iter::repeat(0x48).take(100_000)); // Atomic in Atomic ...
+    doc.extend(std::iter::repeat_n(0x48, 100_000)); // Atomic in Atomic ...
     let e = decode(&doc).unwrap_err();
     assert!(matches!(e, WbxmlError::TooDeep { .. }), "{e}");
     // Unknown elements are skipped iteratively: deep nesting is fine there.
     let mut doc = vec![0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x7F];
-    doc.extend(std::iter::repeat(0x7F).take(100_000));
-    doc.extend(std::iter::repeat(0x01).take(100_002));
+    doc.extend(std::iter::repeat_n(0x7F, 100_000));
+    doc.extend(std::iter::repeat_n(0x01, 100_002));
     assert!(decode(&doc).is_ok());
 }
 
