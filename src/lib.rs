@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod convert;
 pub mod model;
 pub mod routing;
 pub mod service;
