@@ -699,8 +699,7 @@ fn write_vcard(card: &Comp, legacy: bool) -> String {
     for p in &card.props {
         let raw = VCARD_RAW_PROPS.contains(&p.name.as_str());
         let x = is_x_or_unknown(&p.name);
-        let list_sep = if legacy && p.is("CATEGORIES") { ',' } else { ',' };
-        write_prop(&mut out, p, legacy, Escape::for_prop(raw, x), list_sep, true);
+        write_prop(&mut out, p, legacy, Escape::for_prop(raw, x), true);
     }
     out.push_str("END:VCARD\r\n");
     out
@@ -761,15 +760,20 @@ fn write_param_value(out: &mut String, v: &str) {
 /// non-ASCII or multi-line values, `ENCODING=BASE64` with a blank line after.
 /// Modern (3.0 / 2.0): `TYPE=a,b`, backslash escapes, `ENCODING=b` (vCard)
 /// or `ENCODING=BASE64;VALUE=BINARY` (iCalendar), lines folded at 75 octets.
-fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, list_sep: char, vcard: bool) {
+fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, vcard: bool) {
     let mut line = String::new();
     if let Some(g) = &p.group {
         line.push_str(g);
         line.push('.');
     }
     line.push_str(&p.name);
+    let binary = matches!(p.value, Value::Binary(_));
     for param in &p.params {
-        if param.name.eq_ignore_ascii_case("ENCODING") || param.name.eq_ignore_ascii_case("CHARSET") {
+        if param.name.eq_ignore_ascii_case("ENCODING")
+            || param.name.eq_ignore_ascii_case("CHARSET")
+            || (binary && vcard && param.name == "TYPE")
+            || (binary && !vcard && param.name == "VALUE")
+        {
             continue;
         }
         if param.values.is_empty() {
@@ -795,8 +799,16 @@ fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, list_sep: c
     match &p.value {
         Value::Binary(data) => {
             let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+            // Media type after the encoding, as phones write it (`;ENCODING=BASE64;TYPE=JPEG`).
+            let media: String = p
+                .param("TYPE")
+                .filter(|_| vcard)
+                .map(|t| t.values.iter().map(|v| format!(";TYPE={}", v.to_ascii_uppercase())).collect())
+                .unwrap_or_default();
             if legacy {
-                line.push_str(";ENCODING=BASE64:");
+                line.push_str(";ENCODING=BASE64");
+                line.push_str(&media);
+                line.push(':');
                 out.push_str(&line);
                 out.push_str("\r\n");
                 // Folded base64 followed by an empty line, as 2.1 requires.
@@ -807,7 +819,13 @@ fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, list_sep: c
                 }
                 out.push_str("\r\n");
             } else {
-                line.push_str(if vcard { ";ENCODING=b:" } else { ";ENCODING=BASE64;VALUE=BINARY:" });
+                if vcard {
+                    line.push_str(";ENCODING=b");
+                    line.push_str(&media);
+                    line.push(':');
+                } else {
+                    line.push_str(";ENCODING=BASE64;VALUE=BINARY:");
+                }
                 line.push_str(&b64);
                 fold_line(out, &line);
             }
@@ -820,7 +838,7 @@ fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, list_sep: c
                 }
                 for (j, item) in items.iter().enumerate() {
                     if j > 0 {
-                        value.push(list_sep);
+                        value.push(',');
                     }
                     escape_item(item, legacy, esc, &mut value);
                 }
@@ -1861,7 +1879,7 @@ fn write_ical_body(out: &mut String, c: &Comp, legacy: bool) {
         } else {
             Escape::None
         };
-        write_prop(out, p, legacy, esc, ',', false);
+        write_prop(out, p, legacy, esc, false);
     }
     for sub in &c.subs {
         out.push_str("BEGIN:");
@@ -1871,5 +1889,190 @@ fn write_ical_body(out: &mut String, c: &Comp, legacy: bool) {
         out.push_str("END:");
         out.push_str(&sub.name);
         out.push_str("\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_from_type_and_version() {
+        assert_eq!(Format::from_type("text/x-vcard", Some("2.1"), None), Some(Format::VCard21));
+        assert_eq!(Format::from_type("text/x-vcard", None, None), Some(Format::VCard21));
+        assert_eq!(Format::from_type("TEXT/VCARD", None, None), Some(Format::VCard30));
+        assert_eq!(Format::from_type("text/directory", Some("3.0"), None), Some(Format::VCard30));
+        assert_eq!(
+            Format::from_type("text/x-vcard", None, Some(b"BEGIN:VCARD\nVERSION:3.0\nEND:VCARD")),
+            Some(Format::VCard30)
+        );
+        assert_eq!(
+            Format::from_type("text/calendar", None, Some(b"BEGIN:VCALENDAR\r\nVERSION:1.0\r\n")),
+            Some(Format::VCalendar10)
+        );
+        assert_eq!(Format::from_type("text/x-vcalendar", None, None), Some(Format::VCalendar10));
+        assert_eq!(Format::from_type("text/calendar", Some(""), None), Some(Format::ICalendar20));
+        assert_eq!(Format::from_type("text/plain; charset=utf-8", None, None), Some(Format::PlainText));
+        assert_eq!(Format::from_type("text/vcard", Some("4.0"), None), None);
+        assert_eq!(Format::from_type("application/xml", None, None), None);
+        for f in
+            [Format::VCard21, Format::VCard30, Format::VCalendar10, Format::ICalendar20, Format::PlainText]
+        {
+            let (t, v) = f.content_type();
+            assert_eq!(Format::from_type(t, Some(v), None), Some(f));
+        }
+    }
+
+    #[test]
+    fn line_ends() {
+        assert!(matches!(normalize_line_ends(b"A\r\nB\r\n"), Cow::Borrowed(_)));
+        assert_eq!(&*normalize_line_ends(b"A\nB\rC\r\n"), b"A\r\nB\r\nC\r\n");
+        assert_eq!(&*normalize_line_ends(b"\n"), b"\r\n");
+        assert_eq!(&*normalize_line_ends(b"x\r"), b"x\r\n");
+    }
+
+    #[test]
+    fn when_parsing() {
+        let d = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        assert_eq!(When::parse("20240102"), Some(When::Date(d)));
+        assert_eq!(When::parse("2024-01-02"), Some(When::Date(d)));
+        assert_eq!(When::parse("20240102T030405Z"), Some(When::Utc(d.and_hms_opt(3, 4, 5).unwrap())));
+        assert_eq!(When::parse("20240102T0304"), Some(When::Floating(d.and_hms_opt(3, 4, 0).unwrap())));
+        // P800 all-day end.
+        assert_eq!(When::parse("20240101T240000Z"), Some(When::Utc(d.and_hms_opt(0, 0, 0).unwrap())));
+        assert_eq!(When::parse("2024"), None);
+        assert_eq!(When::parse("20241341"), None);
+        assert_eq!(When::parse("garbage"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("-PT15M"), Some(-900));
+        assert_eq!(parse_duration("P1DT2H"), Some(93_600));
+        assert_eq!(parse_duration("P1W"), Some(604_800));
+        assert_eq!(parse_duration("PT"), Some(0));
+        assert_eq!(parse_duration("P1"), None);
+        assert_eq!(parse_duration("P99999999999999999999D"), None);
+        assert_eq!(format_duration(-900), "-PT15M");
+        assert_eq!(format_duration(93_600), "P1DT2H");
+        assert_eq!(format_duration(604_800), "P1W");
+        assert_eq!(format_duration(0), "PT0S");
+    }
+
+    fn no_tz() -> TzContext {
+        TzContext { known: HashMap::new(), custom: HashMap::new() }
+    }
+
+    #[test]
+    fn rrule_to_10() {
+        let tz = no_tz();
+        let c = |r: &str| rrule_20_to_10(r, &tz, None);
+        assert_eq!(c("FREQ=DAILY;COUNT=5").as_deref(), Some("D1 #5"));
+        assert_eq!(c("FREQ=DAILY;INTERVAL=3").as_deref(), Some("D3 #0"));
+        assert_eq!(c("FREQ=WEEKLY;BYDAY=MO,TU;COUNT=10").as_deref(), Some("W1 MO TU #10"));
+        assert_eq!(
+            c("FREQ=WEEKLY;INTERVAL=2;UNTIL=20241231T230000Z").as_deref(),
+            Some("W2 20241231T230000Z")
+        );
+        assert_eq!(c("FREQ=MONTHLY;BYMONTHDAY=1,-1").as_deref(), Some("MD1 1 1- #0"));
+        assert_eq!(c("FREQ=MONTHLY;BYDAY=2TU,-1FR").as_deref(), Some("MP1 2+ TU 1- FR #0"));
+        assert_eq!(c("FREQ=MONTHLY;BYDAY=MO;BYSETPOS=1").as_deref(), Some("MP1 1+ MO #0"));
+        assert_eq!(c("FREQ=YEARLY;BYMONTH=6;COUNT=3").as_deref(), Some("YM1 6 #3"));
+        assert_eq!(c("FREQ=YEARLY;BYYEARDAY=100").as_deref(), Some("YD1 100 #0"));
+        assert_eq!(c("FREQ=YEARLY;UNTIL=20301231").as_deref(), Some("YM1 20301231T235959"));
+        // Not expressible in the basic 1.0 grammar.
+        assert_eq!(c("FREQ=HOURLY"), None);
+        assert_eq!(c("FREQ=DAILY;BYHOUR=9"), None);
+        assert_eq!(c("FREQ=YEARLY;BYMONTH=11;BYDAY=4TH"), None);
+        assert_eq!(c("FREQ=WEEKLY;WKST=SU;BYDAY=MO"), None);
+        assert_eq!(c("FREQ=DAILY;COUNT=x"), None);
+    }
+
+    #[test]
+    fn rrule_to_20() {
+        let c = |r: &str| rrule_10_to_20(r, false);
+        assert_eq!(c("D1 #5").as_deref(), Some("FREQ=DAILY;COUNT=5"));
+        assert_eq!(c("D2 #0").as_deref(), Some("FREQ=DAILY;INTERVAL=2"));
+        assert_eq!(c("W1 MO TU #10").as_deref(), Some("FREQ=WEEKLY;BYDAY=MO,TU;COUNT=10"));
+        assert_eq!(
+            c("W2 MO 20241231T230000Z").as_deref(),
+            Some("FREQ=WEEKLY;INTERVAL=2;BYDAY=MO;UNTIL=20241231T230000Z")
+        );
+        assert_eq!(c("MD1 1 1- #0").as_deref(), Some("FREQ=MONTHLY;BYMONTHDAY=1,-1"));
+        assert_eq!(c("MD1 LD #0").as_deref(), Some("FREQ=MONTHLY;BYMONTHDAY=-1"));
+        assert_eq!(c("MP1 2+ TU #0").as_deref(), Some("FREQ=MONTHLY;BYDAY=2TU"));
+        assert_eq!(c("MP1 1- FR #3").as_deref(), Some("FREQ=MONTHLY;BYDAY=-1FR;COUNT=3"));
+        assert_eq!(c("YM1 6 #0").as_deref(), Some("FREQ=YEARLY;BYMONTH=6"));
+        assert_eq!(c("YD1 100 #0").as_deref(), Some("FREQ=YEARLY;BYYEARDAY=100"));
+        // The 1.0 default duration is two occurrences.
+        assert_eq!(c("D1").as_deref(), Some("FREQ=DAILY;COUNT=2"));
+        assert_eq!(rrule_10_to_20("D1 20240110T000000", true).as_deref(), Some("FREQ=DAILY;UNTIL=20240110"));
+        // Time lists and junk are not converted.
+        assert_eq!(c("D1 1200 1300 #2"), None);
+        assert_eq!(c("X1 #2"), None);
+        assert_eq!(c(""), None);
+        assert_eq!(c("MP1 MO #1"), None);
+    }
+
+    #[test]
+    fn custom_vtimezone_rules() {
+        let d = nth_weekday(2024, 3, -1, chrono::Weekday::Sun).unwrap();
+        assert_eq!(d, NaiveDate::from_ymd_opt(2024, 3, 31).unwrap());
+        let d = nth_weekday(2024, 11, 1, chrono::Weekday::Sun).unwrap();
+        assert_eq!(d, NaiveDate::from_ymd_opt(2024, 11, 3).unwrap());
+        assert_eq!(yearly_rule("FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU"), Some((10, -1, chrono::Weekday::Sun)));
+        assert_eq!(parse_utc_offset("-0500"), Some(-18_000));
+        assert_eq!(parse_utc_offset("+0530"), Some(19_800));
+    }
+
+    #[test]
+    fn qp_soft_breaks_and_newlines() {
+        let mut out = String::new();
+        let value = "é".repeat(40) + "\nend ";
+        write_qp(&mut out, "NOTE;ENCODING=QUOTED-PRINTABLE:".into(), &value);
+        for line in out.split("\r\n") {
+            assert!(line.len() <= 76, "{line}");
+        }
+        assert!(out.contains("=0D=0Aend=20\r\n"));
+        // calcard decodes what we wrote back to the same text.
+        let card = format!("BEGIN:VCARD\r\nVERSION:2.1\r\n{out}END:VCARD\r\n");
+        let parsed = VCard::parse(&card).unwrap();
+        let comp = vcard_from_calcard(&parsed, true);
+        assert_eq!(comp.prop("NOTE").unwrap().first(), value.replace('\n', "\r\n"));
+    }
+
+    #[test]
+    fn folding_keeps_utf8_whole() {
+        let mut out = String::new();
+        fold_line(&mut out, &format!("NOTE:{}", "ü".repeat(100)));
+        for line in out.split("\r\n") {
+            assert!(line.len() <= 75);
+        }
+        assert_eq!(out.replace("\r\n ", ""), format!("NOTE:{}\r\n", "ü".repeat(100)));
+    }
+
+    #[test]
+    fn mojibake_repair() {
+        assert_eq!(repair_mojibake("LefÃ¨vre".into()), "Lefèvre");
+        assert_eq!(repair_mojibake("Lefèvre".into()), "Lefèvre");
+        assert_eq!(repair_mojibake("Köln".into()), "Köln");
+    }
+
+    #[test]
+    fn latin1_bytes_are_decoded() {
+        assert_eq!(decode_input(b"N:M\xfcller\nFN:ok"), "N:Müller\nFN:ok");
+        assert_eq!(decode_input("\u{feff}N:x".as_bytes()), "N:x");
+    }
+
+    #[test]
+    fn unsupported_pairs() {
+        let e = convert(b"x", Format::VCard21, Format::ICalendar20).unwrap_err();
+        assert!(matches!(e, ConvertError::Unsupported { .. }));
+        assert!(convert(b"x", Format::PlainText, Format::VCard30).is_err());
+        assert!(matches!(convert(b"x", Format::PlainText, Format::PlainText), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            convert(b"hello", Format::VCard21, Format::VCard30),
+            Err(ConvertError::Invalid { .. })
+        ));
     }
 }
