@@ -303,6 +303,14 @@ impl Prop {
         }
     }
 
+    /// The whole value: components joined by ';', items by ','.
+    fn joined(&self) -> String {
+        match &self.value {
+            Value::Text(c) => c.iter().map(|i| i.join(",")).collect::<Vec<_>>().join(";"),
+            Value::Binary(_) => String::new(),
+        }
+    }
+
     /// All items of all components.
     fn items(&self) -> Vec<String> {
         match &self.value {
@@ -410,6 +418,11 @@ impl When {
 }
 
 fn format_pdt(p: &PartialDateTime) -> String {
+    if let (None, None, None, None, Some(th)) = (p.year, p.month, p.day, p.hour, p.tz_hour) {
+        // A UTC offset (TZOFFSETFROM/TZOFFSETTO).
+        let sign = if p.tz_minus { '-' } else { '+' };
+        return format!("{sign}{th:02}{:02}", p.tz_minute.unwrap_or(0));
+    }
     let mut s = match (p.year, p.month, p.day) {
         (Some(y), Some(m), Some(d)) => format!("{y:04}{m:02}{d:02}"),
         (None, Some(m), Some(d)) => format!("--{m:02}{d:02}"),
@@ -521,7 +534,7 @@ const VCARD_RAW_PROPS: &[&str] =
     &["URL", "BDAY", "REV", "GEO", "TZ", "PHOTO", "LOGO", "SOUND", "KEY", "VERSION", "AGENT", "ANNIVERSARY"];
 
 fn is_x_or_unknown(name: &str) -> bool {
-    name.len() > 2 && name[..2].eq_ignore_ascii_case("X-")
+    name.len() > 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"X-")
 }
 
 fn vcard_param_text(v: &VCardParameterValue) -> Option<String> {
@@ -734,6 +747,8 @@ impl Escape {
 fn escape_item(s: &str, legacy: bool, esc: Escape, out: &mut String) {
     for c in s.chars() {
         match (c, esc, legacy) {
+            // A line break can only be carried by escaping (modern) or QP (legacy).
+            ('\r' | '\n', Escape::None, false) => {}
             (_, Escape::None, _) => out.push(c),
             ('\\', _, false) => out.push_str("\\\\"),
             ('\n', _, false) => out.push_str("\\n"),
@@ -796,6 +811,8 @@ fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, vcard: bool
             }
         }
     }
+    // Names and parameters never carry line breaks (garbage input).
+    line.retain(|c| c != '\r' && c != '\n');
     match &p.value {
         Value::Binary(data) => {
             let b64 = base64::engine::general_purpose::STANDARD.encode(data);
@@ -803,8 +820,11 @@ fn write_prop(out: &mut String, p: &Prop, legacy: bool, esc: Escape, vcard: bool
             let media: String = p
                 .param("TYPE")
                 .filter(|_| vcard)
-                .map(|t| t.values.iter().map(|v| format!(";TYPE={}", v.to_ascii_uppercase())).collect())
-                .unwrap_or_default();
+                .map(|t| {
+                    t.values.iter().map(|v| format!(";TYPE={}", v.to_ascii_uppercase())).collect::<String>()
+                })
+                .unwrap_or_default()
+                .replace(['\r', '\n'], "");
             if legacy {
                 line.push_str(";ENCODING=BASE64");
                 line.push_str(&media);
@@ -1552,16 +1572,13 @@ fn item_to_10(c: &mut Comp, tz: &TzContext) {
                 out.push(p);
             }
             "RRULE" => {
-                let full = match &p.value {
-                    Value::Text(c) => c.iter().map(|i| i.join(",")).collect::<Vec<_>>().join(";"),
-                    Value::Binary(_) => String::new(),
-                };
+                let full = p.joined();
                 match rrule_20_to_10(&full, tz, start_tzid.as_deref()) {
                     Some(r) => out.push(Prop::new("RRULE", &r)),
                     None => out.push(Prop::new(X_ICAL_RRULE, &full)),
                 }
             }
-            X_VCAL_RRULE => out.push(Prop::new("RRULE", &p.comp(0))),
+            X_VCAL_RRULE => out.push(Prop::new("RRULE", &p.joined())),
             "STATUS" if p.first().eq_ignore_ascii_case("NEEDS-ACTION") => {
                 out.push(Prop::new("STATUS", "NEEDS ACTION"))
             }
@@ -1739,7 +1756,7 @@ fn item_to_20(c: &mut Comp) {
                     None => out.push(Prop::new(X_VCAL_RRULE, &rule)),
                 }
             }
-            X_ICAL_RRULE => out.push(Prop::new("RRULE", &p.comp(0))),
+            X_ICAL_RRULE => out.push(Prop::new("RRULE", &p.joined())),
             "STATUS" => {
                 let v = p.first().trim().to_ascii_uppercase();
                 let v = match (c.name.as_str(), v.as_str()) {
@@ -1882,12 +1899,13 @@ fn write_ical_body(out: &mut String, c: &Comp, legacy: bool) {
         write_prop(out, p, legacy, esc, false);
     }
     for sub in &c.subs {
+        let name: String = sub.name.chars().filter(|c| *c != '\r' && *c != '\n').collect();
         out.push_str("BEGIN:");
-        out.push_str(&sub.name);
+        out.push_str(&name);
         out.push_str("\r\n");
         write_ical_body(out, sub, legacy);
         out.push_str("END:");
-        out.push_str(&sub.name);
+        out.push_str(&name);
         out.push_str("\r\n");
     }
 }
