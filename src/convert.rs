@@ -710,6 +710,11 @@ fn write_vcard(card: &Comp, legacy: bool) -> String {
     out.push_str(if legacy { "2.1" } else { "3.0" });
     out.push_str("\r\n");
     for p in &card.props {
+        // Some phones (Siemens SX1) crash on empty properties; N stays as 2.1 requires it.
+        let empty = matches!(&p.value, Value::Text(c) if c.iter().flatten().all(|i| i.is_empty()));
+        if legacy && empty && !p.is("N") {
+            continue;
+        }
         let raw = VCARD_RAW_PROPS.contains(&p.name.as_str());
         let x = is_x_or_unknown(&p.name);
         write_prop(&mut out, p, legacy, Escape::for_prop(raw, x), true);
@@ -970,6 +975,8 @@ const ICAL_DATE_PROPS: &[&str] = &[
 /// Where a recurrence rule without 1.0 (or 2.0) equivalent is kept.
 const X_ICAL_RRULE: &str = "X-ICAL20-RRULE";
 const X_VCAL_RRULE: &str = "X-VCAL10-RRULE";
+/// Where an alarm that vCalendar 1.0 cannot express is kept.
+const X_ICAL_VALARM: &str = "X-ICAL20-VALARM";
 /// Where an iCalendar alarm without 1.0 equivalent is kept is not needed:
 /// AUDIO/DISPLAY/EMAIL all map. Limit on component nesting from input.
 const MAX_DEPTH: usize = 8;
@@ -1081,8 +1088,8 @@ fn ical_comp(cal: &ICalendar, idx: usize, legacy: bool, depth: usize) -> Option<
                 .into_iter()
                 .flatten()
                 .flat_map(|s| {
-                    // vCalendar 1.0 separates CATEGORIES with ';'.
-                    if legacy && pname == "CATEGORIES" {
+                    // vCalendar 1.0 separates list values with ';'.
+                    if legacy && pname != "FREEBUSY" {
                         s.split(';').map(str::to_string).collect::<Vec<_>>()
                     } else {
                         vec![s]
@@ -1568,7 +1575,8 @@ fn item_to_10(c: &mut Comp, tz: &TzContext) {
                     .collect();
                 p.remove_param("TZID");
                 p.remove_param("VALUE");
-                p.value = Value::Text(vec![items]);
+                // 1.0 lists (EXDATE, RDATE) are ';'-separated.
+                p.value = Value::Text(items.into_iter().map(|i| vec![i]).collect());
                 out.push(p);
             }
             "RRULE" => {
@@ -1615,7 +1623,19 @@ fn item_to_10(c: &mut Comp, tz: &TzContext) {
             c.subs.push(alarm);
             continue;
         }
+        // An alarm 1.0 cannot express (no trigger, or relative to a time the
+        // item lacks) is kept whole in an X- property and restored on the way back.
+        let keep = |c: &mut Comp, alarm: &Comp| {
+            let get = |n: &str| alarm.prop(n).map(|p| p.first().to_string()).unwrap_or_default();
+            let mut p =
+                Prop::with_comps(X_ICAL_VALARM, vec![get("ACTION"), get("TRIGGER"), get("DESCRIPTION")]);
+            if let Some(r) = alarm.prop("TRIGGER").and_then(|t| t.param_value("RELATED")) {
+                p.set_param("RELATED", r);
+            }
+            c.props.push(p);
+        };
         let Some(trigger) = alarm.prop("TRIGGER") else {
+            keep(c, &alarm);
             continue;
         };
         let when = match parse_duration(trigger.first()) {
@@ -1631,6 +1651,7 @@ fn item_to_10(c: &mut Comp, tz: &TzContext) {
             None => prop_when(trigger, tz),
         };
         let Some(when) = when else {
+            keep(c, &alarm);
             continue;
         };
         let time = when.format();
@@ -1719,6 +1740,7 @@ fn item_to_20(c: &mut Comp) {
     let due = c.prop("DUE").and_then(|p| When::parse(p.first()));
 
     let mut alarms: Vec<(String, Prop)> = Vec::new();
+    let mut restored: Vec<Comp> = Vec::new();
     let mut out = Vec::with_capacity(c.props.len());
     for mut p in std::mem::take(&mut c.props) {
         let name = p.name.clone();
@@ -1738,10 +1760,16 @@ fn item_to_20(c: &mut Comp) {
                 }
             }
             n if ICAL_DATE_PROPS.contains(&n) => {
+                // In an all-day event, exceptions and extra dates are dates too.
+                let as_date = span.is_some() && matches!(n, "EXDATE" | "RDATE" | "RECURRENCE-ID");
                 let items: Vec<String> = p
                     .items()
                     .iter()
-                    .map(|s| When::parse(s).map(|w| w.format()).unwrap_or_else(|| s.clone()))
+                    .map(|s| match When::parse(s) {
+                        Some(w) if as_date => When::Date(w.naive().date()).format(),
+                        Some(w) => w.format(),
+                        None => s.clone(),
+                    })
                     .collect();
                 if items.iter().all(|s| matches!(When::parse(s), Some(When::Date(_)))) && !items.is_empty() {
                     p.set_param("VALUE", "DATE");
@@ -1786,10 +1814,22 @@ fn item_to_20(c: &mut Comp) {
                 out.push(Prop::new("TRANSP", &v));
             }
             "AALARM" | "DALARM" | "MALARM" => alarms.push((name, p)),
+            X_ICAL_VALARM => {
+                let mut trigger = Prop::new("TRIGGER", &p.comp(1));
+                if let Some(r) = p.param_value("RELATED") {
+                    trigger.set_param("RELATED", r);
+                }
+                let mut props = vec![Prop::new("ACTION", &p.comp(0)), trigger];
+                if !p.comp(2).is_empty() {
+                    props.push(Prop::new("DESCRIPTION", &p.comp(2)));
+                }
+                restored.push(Comp { name: "VALARM".into(), props, subs: Vec::new() });
+            }
             _ => out.push(p),
         }
     }
     c.props = out;
+    c.subs.extend(restored);
 
     // AALARM/DALARM/MALARM → VALARM; an AALARM at the same time as a DALARM
     // is the companion written by `item_to_10` (or by phones) and merges.

@@ -504,6 +504,41 @@ DTEND;TZID=My Office Time:20240715T090000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
 }
 
 #[test]
+fn alarm_without_base_time_is_kept() {
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VTODO\r\nUID:a\r\nSUMMARY:No dates\r\n\
+BEGIN:VALARM\r\nACTION:DISPLAY\r\nDESCRIPTION:Hey\r\nTRIGGER;RELATED=END:-PT5M\r\nEND:VALARM\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+    let v10 = conv(ics, Format::ICalendar20, Format::VCalendar10);
+    assert_line(&v10, "X-ICAL20-VALARM;RELATED=END:DISPLAY;-PT5M;Hey");
+    let back = conv(&v10, Format::VCalendar10, Format::ICalendar20);
+    assert_line(&back, "BEGIN:VALARM");
+    assert_line(&back, "TRIGGER;RELATED=END:-PT5M");
+    assert_line(&back, "DESCRIPTION:Hey");
+}
+
+#[test]
+fn all_day_exdate_round_trip() {
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:a\r\nSUMMARY:Standup\r\n\
+DTSTART;VALUE=DATE:20240101\r\nDTEND;VALUE=DATE:20240102\r\nRRULE:FREQ=DAILY;UNTIL=20240110\r\n\
+EXDATE;VALUE=DATE:20240103,20240104\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let v10 = conv(ics, Format::ICalendar20, Format::VCalendar10);
+    assert_line(&v10, "EXDATE:20240103T000000;20240104T000000");
+    assert_line(&v10, "RRULE:D1 20240110T235959");
+    let back = conv(&v10, Format::VCalendar10, Format::ICalendar20);
+    assert_line(&back, "EXDATE;VALUE=DATE:20240103,20240104");
+    assert_line(&back, "RRULE:FREQ=DAILY;UNTIL=20240110");
+    assert_line(&back, "DTSTART;VALUE=DATE:20240101");
+}
+
+#[test]
+fn empty_properties_are_not_sent_to_phones() {
+    let card =
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;John;;;\r\nFN:John Doe\r\nTITLE:\r\nNOTE:\r\nEND:VCARD\r\n";
+    let v21 = conv(card, Format::VCard30, Format::VCard21);
+    assert!(!v21.contains("TITLE") && !v21.contains("NOTE"));
+    assert_line(&v21, "N:Doe;John;;;");
+}
+
+#[test]
 fn floating_times_stay_local() {
     let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:a\r\nSUMMARY:Local\r\n\
 DTSTART:20240115T090000\r\nDURATION:PT1H30M\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
