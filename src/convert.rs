@@ -156,6 +156,7 @@ pub fn convert<'a>(data: &'a [u8], from: Format, to: Format) -> Result<Cow<'a, [
             write_vcard(&card, to == Format::VCard21)
         }
         _ => {
+            let text = if from == Format::VCalendar10 { vcal_date_lists(&text) } else { text };
             let parsed = std::panic::catch_unwind(|| ICalendar::parse(text.as_str()))
                 .map_err(|_| invalid("parser failure"))?
                 .map_err(|_| invalid("no BEGIN:VCALENDAR"))?;
@@ -217,6 +218,26 @@ fn decode_input(data: &[u8]) -> String {
         match std::str::from_utf8(line) {
             Ok(s) => out.push_str(s),
             Err(_) => out.extend(line.iter().map(|&b| b as char)),
+        }
+    }
+    out
+}
+
+/// vCalendar 1.0 separates EXDATE/RDATE values with ';', which calcard
+/// (reading them as iCalendar) would cut at the first one: use ','.
+fn vcal_date_lists(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let upper = line.get(..6).unwrap_or("").to_ascii_uppercase();
+        match line.find(':') {
+            Some(colon) if upper == "EXDATE" || upper.starts_with("RDATE") => {
+                out.push_str(&line[..=colon]);
+                out.push_str(&line[colon + 1..].replace(';', ","));
+            }
+            _ => out.push_str(line),
         }
     }
     out
