@@ -588,7 +588,8 @@ fn vcard_from_calcard(card: &VCard, legacy: bool) -> Comp {
             let value = vcard_param_text(&p.value);
             match (&p.name, value) {
                 (VCardParameterName::Type, Some(v)) => types.push(v),
-                (VCardParameterName::Pref, None) => types.push("PREF".into()),
+                // vCard 4.0 style PREF=n has no 2.1/3.0 form but TYPE=PREF.
+                (VCardParameterName::Pref, _) => types.push("PREF".into()),
                 (VCardParameterName::Other(n), None) => types.push(n.to_ascii_uppercase()),
                 (n, None) => params.push(Param { name: n.as_str().to_ascii_uppercase(), values: Vec::new() }),
                 (n, Some(v)) => {

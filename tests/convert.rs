@@ -530,6 +530,18 @@ EXDATE;VALUE=DATE:20240103,20240104\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
 }
 
 #[test]
+fn photo_urls_and_pref_numbers() {
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;John;;;\r\nFN:John Doe\r\n\
+PHOTO;VALUE=uri:http://example.com/j.jpg\r\nEMAIL;TYPE=internet;PREF=1:j@d.com\r\nEND:VCARD\r\n";
+    let v21 = conv(card, Format::VCard30, Format::VCard21);
+    assert_line(&v21, "PHOTO;VALUE=URL:http://example.com/j.jpg");
+    assert_line(&v21, "EMAIL;INTERNET;PREF:j@d.com");
+    let back = conv(&v21, Format::VCard21, Format::VCard30);
+    assert_line(&back, "PHOTO;VALUE=uri:http://example.com/j.jpg");
+    assert_line(&back, "EMAIL;TYPE=INTERNET,PREF:j@d.com");
+}
+
+#[test]
 fn empty_properties_are_not_sent_to_phones() {
     let card =
         "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Doe;John;;;\r\nFN:John Doe\r\nTITLE:\r\nNOTE:\r\nEND:VCARD\r\n";
