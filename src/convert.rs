@@ -711,6 +711,21 @@ fn vcard_to_30(card: &mut Comp) {
             .unwrap_or_default();
         card.props.insert(0, Prop::new("FN", &fn_text));
     }
+    // RFC 2426 N and ADR have a fixed number of components; phones drop trailing ones.
+    for p in &mut card.props {
+        let want = if p.is("N") {
+            5
+        } else if p.is("ADR") {
+            7
+        } else {
+            continue;
+        };
+        if let Value::Text(c) = &mut p.value {
+            while c.len() < want {
+                c.push(vec![String::new()]);
+            }
+        }
+    }
     if !card.has("N") {
         card.props.insert(0, Prop::with_comps("N", vec![String::new(); 5]));
     }

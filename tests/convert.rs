@@ -169,7 +169,7 @@ END:VCARD\r\n";
 fn phone_vcard21_to_30() {
     let out = conv(PHONE_VCARD21, Format::VCard21, Format::VCard30);
     assert!(out.starts_with("BEGIN:VCARD\r\nVERSION:3.0\r\n"));
-    assert_line(&out, "N:Müller;Jürgen");
+    assert_line(&out, "N:Müller;Jürgen;;;");
     // FN is mandatory in 3.0 and made from N.
     assert_line(&out, "FN:Jürgen Müller");
     assert_line(&out, "TEL;TYPE=CELL,VOICE:+49 171 1234567");
@@ -207,7 +207,7 @@ fn vcard21_8bit_latin1_and_lf_only() {
             .to_vec();
     let out = convert(&data, Format::VCard21, Format::VCard30).unwrap();
     let out = String::from_utf8(out.into_owned()).unwrap();
-    assert_line(&out, "N:Château;René");
+    assert_line(&out, "N:Château;René;;;");
     assert_line(&out, "FN:René Château");
     assert_line(&out, "TEL;TYPE=FAX:+331");
     // Truncated mid-line still converts what is there.
@@ -219,7 +219,7 @@ fn vcard21_8bit_latin1_and_lf_only() {
 fn vcard21_utf8_qp_without_charset() {
     let data = "BEGIN:VCARD\r\nVERSION:2.1\r\nN;ENCODING=QUOTED-PRINTABLE:Lef=C3=A8vre;Anne\r\nEND:VCARD\r\n";
     let out = conv(data, Format::VCard21, Format::VCard30);
-    assert_line(&out, "N:Lefèvre;Anne");
+    assert_line(&out, "N:Lefèvre;Anne;;;");
 }
 
 #[test]
