@@ -3,16 +3,38 @@
 //! The server stores what a client sent together with its content type and
 //! converts on the way out when a device wants another version (issue 4):
 //! vCard 2.1 ↔ vCard 3.0 for contacts and vCalendar 1.0 ↔ iCalendar 2.0 for
-//! events and tasks (VEVENT, VTODO).
+//! events and tasks (VEVENT, VTODO, also several in one item as Nokia sends).
 //!
-//! Parsing is done by the `calcard` crate (a maintained parser used by
-//! Stalwart; it reads vCard 2.1–4.0 and iCalendar/vCalendar 1.0 including
-//! QUOTED-PRINTABLE, CHARSET, BASE64 and folding, and resolves time zones).
-//! calcard only writes vCard 3.0/4.0 and iCalendar 2.0, and its 3.0 writer adds
-//! vCard 2.1 artefacts (`CHARSET=`), so the module maps calcard's parse into
-//! a small neutral model of content lines and writes all four formats itself.
-//! Properties that have no mapping are carried over unchanged, so round trips
-//! keep data.
+//! Parsing is done by the `calcard` crate (maintained, used by Stalwart; it
+//! reads vCard 2.1–4.0 and iCalendar/vCalendar 1.0 including
+//! QUOTED-PRINTABLE, CHARSET, BASE64 and folding, and maps IANA, Windows and
+//! Olson-path TZIDs to chrono-tz zones). calcard only writes vCard 3.0/4.0 and
+//! iCalendar 2.0, and its 3.0 writer adds 2.1 artefacts (`CHARSET=`), so this
+//! module maps calcard's parse into a small neutral model of content lines
+//! and writes all four formats itself.
+//!
+//! What converts:
+//! * vCard: parameters (`TEL;CELL;VOICE` ↔ `TEL;TYPE=CELL,VOICE`), QP and
+//!   CHARSET (UTF-8, ISO-8859-1, raw 8-bit) → UTF-8 and back to
+//!   `CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE` with soft line breaks, binary
+//!   `ENCODING=BASE64;TYPE=JPEG` ↔ `ENCODING=b;TYPE=JPEG`, BDAY basic ↔
+//!   extended form, `VALUE=URL` ↔ `VALUE=uri`, FN/N added for 3.0, empty
+//!   properties left out for phones.
+//! * Calendar: TZID times → UTC (`…Z`) for 1.0 (VTIMEZONE dropped), all-day
+//!   DATE ↔ `T000000`..`T235900` local (also the P800 `T240000Z` form),
+//!   DURATION → DTEND, RRULE 2.0 ↔ 1.0 for DAILY/WEEKLY/MONTHLY/YEARLY with
+//!   interval and COUNT/UNTIL, VALARM ↔ AALARM/DALARM/MALARM with absolute
+//!   times, STATUS, PRIORITY (1–9 ↔ 1/2/3), TRANSP, ';'-lists of 1.0.
+//! * Properties without a mapping pass unchanged (X- ones too). A rule or an
+//!   alarm the target cannot express is kept in `X-ICAL20-RRULE`,
+//!   `X-VCAL10-RRULE` or `X-ICAL20-VALARM` and restored on the way back.
+//!
+//! Known limits: 1.0 rules with time lists or nested rules, and 2.0 rules
+//! with BYHOUR/BYWEEKNO/yearly BYDAY/several BYSETPOS are kept as X- lines,
+//! not converted; times go to UTC, so a recurring event with a TZID shifts by
+//! the DST difference on a 1.0 device; floating (local) times stay local;
+//! per-device quirks (local time instead of UTC, field lengths, `X-`
+//! categories) are the caller's rules, not applied here.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
