@@ -551,6 +551,39 @@ fn empty_properties_are_not_sent_to_phones() {
 }
 
 #[test]
+fn windows_tzid_is_resolved() {
+    // Exchange/Outlook style: a Windows zone name with a VTIMEZONE from 1601.
+    let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:Microsoft Exchange Server 2010\r\n\
+BEGIN:VTIMEZONE\r\nTZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\nDTSTART:16010101T030000\r\n\
+TZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nRRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10\r\n\
+END:STANDARD\r\nBEGIN:DAYLIGHT\r\nDTSTART:16010101T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\n\
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nUID:x\r\nDTSTART;TZID=W. Europe Standard Time:20240110T090000\r\n\
+DTEND;TZID=W. Europe Standard Time:20240710T090000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    for tzid in ["W. Europe Standard Time", "Some Custom Zone"] {
+        let item = ics.replace("W. Europe Standard Time", tzid);
+        let v10 = conv(&item, Format::ICalendar20, Format::VCalendar10);
+        assert_line(&v10, "DTSTART:20240110T080000Z");
+        assert_line(&v10, "DTEND:20240710T070000Z");
+    }
+}
+
+#[test]
+fn local_time_alarm_becomes_relative() {
+    let vcs = "BEGIN:VCALENDAR\r\nVERSION:1.0\r\nBEGIN:VEVENT\r\nSUMMARY:Dentist\r\n\
+DTSTART:20240301T143000\r\nDTEND:20240301T150000\r\nAALARM:20240301T140000;;;\r\n\
+DALARM:20240301T140000;;;Dentist soon\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+    let ics = conv(vcs, Format::VCalendar10, Format::ICalendar20);
+    assert_line(&ics, "DTSTART:20240301T143000");
+    assert_line(&ics, "TRIGGER:-PT30M");
+    assert_line(&ics, "DESCRIPTION:Dentist soon");
+    assert_eq!(ics.matches("BEGIN:VALARM").count(), 1);
+    let v10 = conv(&ics, Format::ICalendar20, Format::VCalendar10);
+    assert_line(&v10, "DALARM:20240301T140000;;;Dentist soon");
+    assert_line(&v10, "AALARM:20240301T140000;;;");
+}
+
+#[test]
 fn floating_times_stay_local() {
     let ics = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\nUID:a\r\nSUMMARY:Local\r\n\
 DTSTART:20240115T090000\r\nDURATION:PT1H30M\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
