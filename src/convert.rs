@@ -1249,7 +1249,7 @@ impl TzContext {
                 None => vec![o.start],
             };
             for on in onsets.into_iter().filter(|d| *d <= local) {
-                if best.map_or(true, |(b, _)| on > b) {
+                if best.is_none_or(|(b, _)| on > b) {
                     best = Some((on, o.offset_to));
                 }
             }
