@@ -641,3 +641,43 @@ fn crash_during_slow_sync_of_2000_contacts() {
     assert_eq!(items::list_items(a.data_dir()).len(), 2000, "the client's own items changed\n{r}");
     t.assert_server_matches(&a);
 }
+
+/// Devices that speak different versions of a format share one collection:
+/// each gets the other's items converted to the version its DevInf receives.
+#[test]
+fn mixed_format_versions_between_devices() {
+    for (new, old) in [(Kind::Contacts, Kind::Contacts21), (Kind::Calendar, Kind::Calendar10), (Kind::Tasks, Kind::Tasks10)] {
+        let t = Target::start(&format!("mixed-{old:?}").to_lowercase());
+        let a = t.client(new, |_| {});
+        let b = t.client(old, |_| {});
+        items::write_items(a.data_dir(), new, "a", 0..6, GenOptions::default());
+        items::write_items(b.data_dir(), old, "b", 0..4, GenOptions::default());
+        t.check(&a.sync(SyncMode::TwoWay), "A first sync");
+        let r = b.sync(SyncMode::TwoWay);
+        t.check(&r, "B first sync");
+        assert_eq!(r.local_rejected, 0, "B accepted every converted item\n{r}");
+        assert_counts(&r, (6, 0, 0), (4, 0, 0));
+        let r = a.sync(SyncMode::TwoWay);
+        t.check(&r, "A gets B's items");
+        assert_eq!(r.local_rejected, 0, "A accepted every converted item\n{r}");
+        assert_counts(&r, (4, 0, 0), (0, 0, 0));
+        assert_eq!(items::list_items(a.data_dir()).len(), 10);
+        assert_eq!(items::list_items(b.data_dir()).len(), 10);
+        if new == Kind::Contacts {
+            // Same contacts on both sides; only the VERSION line differs.
+            let load = |c: &SyncEvoClient| {
+                let mut v: Vec<Vec<String>> = contents(c, &items::list_items(c.data_dir()))
+                    .into_iter()
+                    .map(|(_, n)| n.lines.into_iter().filter(|l| !l.starts_with("VERSION:")).collect())
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(load(&a), load(&b), "contacts differ between the vCard 3.0 and 2.1 devices");
+        }
+        // Nothing echoes back and nothing was duplicated.
+        let r = b.sync(SyncMode::TwoWay);
+        t.check(&r, "B unchanged");
+        assert_counts(&r, (0, 0, 0), (0, 0, 0));
+    }
+}
