@@ -487,7 +487,7 @@ fn graceful_shutdown_finishes_in_flight_requests() {
 
 #[test]
 fn memlock_error_is_one_line() {
-    let c = Config { io_memory: 1 << 40, ..config() };
+    let c = Config { shards: 64, io_memory: Some(1 << 30), ..config() };
     let Err(e) = server::start(c, |ctx: ShardContext| WhoAmI { shard: ctx.shard }) else {
         // RLIMIT_MEMLOCK unlimited: nothing to check here.
         return;
