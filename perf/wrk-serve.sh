@@ -11,7 +11,7 @@
 # fails if wrk saw any socket error or non-2xx answer.
 #
 # Environment: SHARDS (2), THREADS (wrk threads, 1), CONNS (64), DURATION (10s),
-# ROUNDS (2), PORT (18480), SHARDSYNC_BIN (target/release/shardsync; built if missing).
+# ROUNDS (2), PORT (28480), SHARDSYNC_BIN (target/release/shardsync; built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,7 @@ THREADS=${THREADS:-1}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-2}
-PORT=${PORT:-18480}
+PORT=${PORT:-28480}
 BIN=${SHARDSYNC_BIN:-target/release/shardsync}
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
