@@ -5,6 +5,7 @@
 
 mod ceiling;
 mod conn;
+mod deadline;
 mod mesh;
 
 pub use ceiling::run_ceiling;
@@ -156,8 +157,10 @@ pub(crate) struct Shard<S> {
     pub sync_path: String,
     pub topology: Arc<OnceLock<String>>,
     pub mesh: mesh::Mesh,
-    /// Closed at shutdown: wakes accept loops and idle connections.
+    /// Closed at shutdown: wakes the accept loops.
     pub shutdown: Semaphore,
+    /// Read deadlines of the connections (idle ones also end at shutdown).
+    pub deadlines: deadline::Deadlines,
     stopping: std::cell::Cell<bool>,
 }
 
@@ -336,8 +339,23 @@ where
         topology,
         mesh,
         shutdown: Semaphore::new(0),
+        deadlines: deadline::Deadlines::new(deadline::tick_for(
+            [config.header_timeout, config.body_timeout, config.idle_timeout]
+                .into_iter()
+                .min()
+                .unwrap_or_default(),
+        )),
         stopping: std::cell::Cell::new(false),
     });
+    let sweeper = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                Timer::new(shard.deadlines.tick()).await;
+                shard.deadlines.sweep(Instant::now(), shard.stopping());
+            }
+        })
+    };
     for (peer, rx) in receivers {
         glommio::spawn_local(receive_loop(shard.clone(), peer, rx)).detach();
     }
@@ -375,6 +393,7 @@ where
     while drained.load(Ordering::SeqCst) < n && Instant::now() < deadline {
         Timer::new(Duration::from_millis(10)).await;
     }
+    drop(sweeper);
     tracing::debug!(shard = id, "shard stopped");
     Ok(())
 }
