@@ -438,9 +438,13 @@ impl<'a> Parser<'a> {
             return Ok(Data::Anchor(a));
         }
         Ok(match (joined, single) {
-            (Some(buf), _) => match String::from_utf8(buf) {
-                Ok(s) => Data::Text(Cow::Owned(s)),
-                Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+            // Classified like a single OPAQUE: re-encoded, it becomes one.
+            (Some(buf), _) => match opaque_data(&buf) {
+                Data::DevInf(d) => Data::DevInf(Box::new(d.into_owned())),
+                _ => match String::from_utf8(buf) {
+                    Ok(s) => Data::Text(Cow::Owned(s)),
+                    Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+                },
             },
             (None, Some(Data::Binary(Cow::Borrowed(b)))) => opaque_data(b),
             (None, Some(d)) => d,
