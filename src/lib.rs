@@ -13,4 +13,5 @@ pub mod server;
 pub mod service;
 pub mod shard;
 pub mod store;
+pub mod wbxml;
 pub mod xml;

@@ -389,6 +389,9 @@ impl Item<'_> {
 
 /// A command of `SyncBody` (or nested in Sync, Atomic, Sequence).
 #[derive(Debug, Clone, PartialEq)]
+// Boxing the big variants would change the shape every module codes against;
+// commands live in a Vec, so the size difference costs little.
+#[allow(clippy::large_enum_variant)]
 pub enum Command<'a> {
     /// `Alert`.
     Alert(Alert<'a>),

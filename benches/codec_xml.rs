@@ -1,0 +1,68 @@
+//! XML codec throughput on realistic messages (see `common/messages.rs`):
+//! typed decode and encode against a raw quick-xml event scan of the same
+//! bytes (the upper bound for any quick-xml based decoder).
+//!
+//! Full run: `cargo bench --bench codec_xml`; smoke run:
+//! `cargo bench --bench codec_xml -- --quick` (or `--test`: run each once).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use shardsync::xml::{decode, encode};
+
+#[path = "common/messages.rs"]
+mod messages;
+
+/// Reads every event and touches its bytes; no model building.
+fn raw_scan(input: &[u8]) -> usize {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().trim_text(false);
+    reader.config_mut().check_end_names = false;
+    let mut n = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => n += e.local_name().as_ref().len(),
+            Ok(Event::Text(t)) => n += black_box(&*t).len(),
+            Ok(Event::CData(t)) => n += black_box(&*t).len(),
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => n += 1,
+        }
+    }
+    n
+}
+
+fn bench(c: &mut Criterion) {
+    for m in messages::all() {
+        let mut bytes = Vec::new();
+        encode(&m.msg, &mut bytes);
+        let mut out = Vec::with_capacity(bytes.len() * 2);
+
+        let mut g = c.benchmark_group(format!("xml_bytes/{}", m.name));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function("raw_scan", |b| b.iter(|| raw_scan(black_box(&bytes))));
+        g.bench_function("decode", |b| b.iter(|| decode(black_box(&bytes)).map(|m| m.body.len())));
+        g.bench_function("encode", |b| {
+            b.iter(|| {
+                out.clear();
+                encode(black_box(&m.msg), &mut out);
+                out.len()
+            })
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group(format!("xml_units/{}", m.name));
+        g.throughput(Throughput::Elements(m.units));
+        g.bench_function("decode", |b| b.iter(|| decode(black_box(&bytes)).map(|m| m.body.len())));
+        g.bench_function("encode", |b| {
+            b.iter(|| {
+                out.clear();
+                encode(black_box(&m.msg), &mut out);
+                out.len()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,215 @@
+//! Unit tests of the WBXML codec on hand-made byte sequences.
+
+use super::*;
+use crate::model::*;
+
+/// The worked example of digest §13.7.
+const MINIMAL: &[u8] = &[
+    0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6C, 0x71, 0x03, b'1', b'.', b'2', 0x00, 0x01, 0x72, 0x03, b'S',
+    b'y', b'n', b'c', b'M', b'L', b'/', b'1', b'.', b'2', 0x00, 0x01, 0x65, 0x03, b'1', 0x00, 0x01, 0x5B,
+    0x03, b'1', 0x00, 0x01, 0x6E, 0x57, 0x03, b'h', b't', b't', b'p', b':', b'/', b'/', b'x', b'/', b's',
+    0x00, 0x01, 0x01, 0x67, 0x57, 0x03, b'I', b'M', b'E', b'I', b':', b'1', 0x00, 0x01, 0x01, 0x5A, 0x00,
+    0x01, 0x4C, 0x03, b'2', b'0', b'0', b'0', b'0', 0x00, 0x01, 0x00, 0x00, 0x01, 0x01, 0x6B, 0x12, 0x01,
+    0x01,
+];
+
+#[test]
+fn decodes_worked_example() {
+    let m = decode(MINIMAL).expect("decodes");
+    assert_eq!(m.hdr.ver_dtd, "1.2");
+    assert_eq!(m.hdr.ver_proto, "SyncML/1.2");
+    assert_eq!(m.hdr.target.loc_uri, "http://x/s");
+    assert_eq!(m.hdr.source.loc_uri, "IMEI:1");
+    assert_eq!(m.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()), Some("20000"));
+    assert!(m.final_);
+    assert!(m.body.is_empty());
+    assert!(matches!(m.hdr.ver_dtd, std::borrow::Cow::Borrowed(_)), "zero-copy");
+    let mut out = Vec::new();
+    encode(&m, &mut out);
+    assert_eq!(decode(&out).expect("re-decodes"), m);
+}
+
+#[test]
+fn mb_u_int32_examples() {
+    for (v, bytes) in
+        [(0x1201u32, &[0xA4, 0x01][..]), (0x0FD3, &[0x9F, 0x53]), (300, &[0x82, 0x2C]), (0, &[0])]
+    {
+        let mut out = Vec::new();
+        encode::mb_u32(&mut out, v);
+        assert_eq!(out, bytes);
+    }
+}
+
+#[test]
+fn string_table_public_id_and_str_t() {
+    let fpi = b"-//SYNCML//DTD SyncML 1.2//EN\0";
+    let mut doc = vec![0x03, 0x00, 0x00, 0x6A, fpi.len() as u8 + 4];
+    doc.extend_from_slice(fpi);
+    doc.extend_from_slice(b"abc\0");
+    // SyncML, SyncHdr, VerDTD STR_T "abc"
+    doc.extend_from_slice(&[0x6D, 0x6C, 0x71, 0x83, fpi.len() as u8, 0x01, 0x01, 0x01]);
+    let m = decode(&doc).expect("decodes");
+    assert_eq!(m.hdr.ver_dtd, "abc");
+}
+
+#[test]
+fn latin1_is_converted() {
+    let doc = [0x02, 0xA4, 0x01, 0x04, 0x00, 0x6D, 0x6C, 0x71, 0x03, 0xE9, 0x00, 0x01, 0x01, 0x01];
+    let m = decode(&doc).expect("decodes");
+    assert_eq!(m.hdr.ver_dtd, "é");
+}
+
+#[test]
+fn errors_name_offsets() {
+    assert_eq!(decode(&[]), Err(WbxmlError::UnexpectedEof { offset: 0, context: "WBXML version" }));
+    assert_eq!(decode(&[0x09]), Err(WbxmlError::UnsupportedVersion { version: 9 }));
+    // String table length larger than the input: no allocation, an error.
+    let e = decode(&[0x02, 0xA4, 0x01, 0x6A, 0x8F, 0xFF, 0xFF, 0xFF, 0x7F]).unwrap_err();
+    assert!(matches!(e, WbxmlError::LengthOutOfBounds { offset: 9, .. }), "{e}");
+    // Opaque longer than the input.
+    let e = decode(&[0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0xC3, 0x10]).unwrap_err();
+    assert!(matches!(e, WbxmlError::LengthOutOfBounds { offset: 8, .. }), "{e}");
+    // Wrong root.
+    let e = decode(&[0x02, 0xA4, 0x01, 0x6A, 0x00, 0x4A, 0x01]).unwrap_err();
+    assert_eq!(e, WbxmlError::UnexpectedToken { offset: 5, token: 0x4A, expected: "SyncML" });
+    // Unclosed.
+    let e = decode(&[0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6C]).unwrap_err();
+    assert!(matches!(e, WbxmlError::Unclosed { offset: 6, token: 0x6C, .. }), "{e}");
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let mut doc = vec![0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6B];
+    doc.extend(std::iter::repeat(0x48).take(100_000)); // Atomic in Atomic ...
+    let e = decode(&doc).unwrap_err();
+    assert!(matches!(e, WbxmlError::TooDeep { .. }), "{e}");
+    // Unknown elements are skipped iteratively: deep nesting is fine there.
+    let mut doc = vec![0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x7F];
+    doc.extend(std::iter::repeat(0x7F).take(100_000));
+    doc.extend(std::iter::repeat(0x01).take(100_002));
+    assert!(decode(&doc).is_ok());
+}
+
+#[test]
+fn attributes_and_extensions_are_skipped() {
+    // SyncML with an attribute list (attr 0x05 = STR_I "x", END), then an
+    // EXT_0, a PI, and a SyncHdr with VerDTD.
+    let doc = [
+        0x02, 0xA4, 0x01, 0x6A, 0x00, 0xED, 0x05, 0x03, b'x', 0x00, 0x01, 0xC0, 0x43, 0x05, 0x01, 0x6C, 0x71,
+        0x03, b'1', 0x00, 0x40, b'e', 0x00, 0x01, 0x01, 0x01,
+    ];
+    let m = decode(&doc).expect("decodes");
+    assert_eq!(m.hdr.ver_dtd, "1");
+}
+
+fn sample() -> SyncMl<'static> {
+    let devinf = DevInf {
+        ver_dtd: "1.1".into(),
+        man: Some("ACME".into()),
+        dev_id: "IMEI:1".into(),
+        dev_typ: "phone".into(),
+        utc: true,
+        data_stores: vec![DataStore {
+            source_ref: "./contacts".into(),
+            rx_pref: Some(ContentTypeVersion { ct_type: "text/x-vcard".into(), ver_ct: Some("2.1".into()) }),
+            sync_cap: vec!["1".into(), "2".into()],
+            ..Default::default()
+        }],
+        ct_caps: vec![
+            CtCap {
+                ct_type: "text/x-vcard".into(),
+                properties: vec![
+                    Property {
+                        prop_name: "BEGIN".into(),
+                        val_enums: vec!["VCARD".into()],
+                        ..Default::default()
+                    },
+                    Property {
+                        prop_name: "TEL".into(),
+                        data_type: Some("chr".into()),
+                        max_size: Some("40".into()),
+                        prop_params: vec![PropParam {
+                            param_name: "TYPE".into(),
+                            val_enums: vec!["HOME".into(), "WORK".into()],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            CtCap { ct_type: "text/plain".into(), ..Default::default() },
+        ],
+        ..Default::default()
+    };
+    SyncMl {
+        hdr: SyncHdr {
+            ver_dtd: "1.1".into(),
+            ver_proto: "SyncML/1.1".into(),
+            session_id: "7".into(),
+            msg_id: "1".into(),
+            target: Location::uri("http://x"),
+            source: Location { loc_uri: "IMEI:1".into(), loc_name: Some("alice".into()), filter: None },
+            cred: Some(Cred {
+                meta: Some(Meta { type_: Some("syncml:auth-md5".into()), ..Default::default() }),
+                data: Data::Binary(vec![0xFF, 0x00, 0x80].into()),
+            }),
+            ..Default::default()
+        },
+        body: vec![
+            Command::Put(PutGet {
+                cmd_id: "1".into(),
+                items: vec![Item {
+                    source: Some(Location::uri("./devinf11")),
+                    data: Some(Data::DevInf(Box::new(devinf))),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            Command::Status(Status {
+                cmd_id: "2".into(),
+                data: "200".into(),
+                items: vec![Item {
+                    data: Some(Data::Anchor(Anchor { last: None, next: Some("42".into()) })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            Command::Sync(Sync {
+                cmd_id: "3".into(),
+                commands: vec![Command::Add(ItemCommand {
+                    cmd_id: "4".into(),
+                    items: vec![Item {
+                        data: Some(Data::Text("BEGIN:VCARD\r\nN:a\0b\r\nEND:VCARD\r\n".repeat(5).into())),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })],
+                ..Default::default()
+            }),
+        ],
+        final_: true,
+    }
+}
+
+#[test]
+fn round_trips_sample_with_flat_ctcap_anchor_binary_and_nul() {
+    let m = sample();
+    let mut out = Vec::new();
+    encode(&m, &mut out);
+    assert_eq!(&out[..5], &[0x02, 0x9F, 0x53, 0x6A, 0x00]);
+    let back = decode(&out).expect("decodes");
+    assert_eq!(back, m);
+}
+
+#[test]
+fn unknown_command_is_kept_with_cmd_id() {
+    // SyncBody with token 0x30 (reserved) containing CmdID 9.
+    let doc =
+        [0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6B, 0x70, 0x4B, 0x03, b'9', 0x00, 0x01, 0x01, 0x01, 0x01];
+    let m = decode(&doc).expect("decodes");
+    assert_eq!(
+        m.body,
+        vec![Command::Unknown(UnknownCommand { name: "Reserved".into(), cmd_id: "9".into() })]
+    );
+}
