@@ -403,6 +403,7 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(());
         }
+        self.reserve_commands(&mut m.body);
         while let Some((n, e)) = self.child()? {
             match n {
                 b"Final" => m.final_ = self.flag(e)?,
@@ -419,14 +420,6 @@ impl<'a> Parser<'a> {
     /// others go through [`Parser::flat_command`] so that the stack used per
     /// nesting level stays small even in unoptimised builds.
     fn command(&mut self, name: &'a [u8], e: bool, out: &mut Vec<Command<'a>>) -> Result<()> {
-        if out.capacity() == 0 {
-            // Growing a Vec of kilobyte-sized commands one doubling at a time
-            // copies and touches twice the final memory; guess the count
-            // from the bytes left (a command rarely takes under ~200 bytes).
-            let left =
-                self.input.len().saturating_sub(usize::try_from(self.reader.buffer_position()).unwrap_or(0));
-            out.reserve_exact((left / 200).clamp(4, 128));
-        }
         match name {
             b"Sync" => {
                 out.push(Command::Sync(Sync::default()));
@@ -494,6 +487,16 @@ impl<'a> Parser<'a> {
         Ok(u)
     }
 
+    /// Growing a Vec of kilobyte-sized commands one doubling at a time copies
+    /// and touches about twice the final memory; SyncBody and Sync (the
+    /// long lists) start with a guess from the bytes left to parse (a
+    /// command rarely takes under ~200 bytes), capped at 128.
+    fn reserve_commands(&self, v: &mut Vec<Command<'a>>) {
+        let pos = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
+        let left = self.input.len().saturating_sub(pos);
+        v.reserve_exact((left / 200).clamp(4, 128));
+    }
+
     fn enter_command(&mut self) -> Result<()> {
         self.cmd_depth += 1;
         if self.cmd_depth > MAX_COMMAND_DEPTH {
@@ -544,6 +547,7 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         self.enter_command()?;
+        self.reserve_commands(&mut c.commands);
         while let Some((n, e)) = self.child()? {
             if !self.sync_field(n, e, c)? {
                 self.command(n, e, &mut c.commands)?;
