@@ -100,7 +100,7 @@ pub enum DecodeError {
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError> {
     match encoding {
         Encoding::Xml => decode_xml(body),
-        Encoding::Wbxml => Err(DecodeError::NotBuiltIn("WBXML")),
+        Encoding::Wbxml => crate::wbxml::decode(body).map_err(|e| DecodeError::Invalid(e.to_string())),
     }
 }
 
