@@ -43,10 +43,11 @@ pub enum ServerError {
     /// Locked memory (RLIMIT_MEMLOCK) is too low for io_uring.
     #[error(
         "locked memory limit is {have_kib} KiB but {need_kib} KiB are needed for {shards} shard(s): \
-         raise `ulimit -l` to at least {need_kib} (or set LimitMEMLOCK= in the systemd unit), \
-         or lower --io-memory (min 65536) or --shards"
+         raise `ulimit -l` to at least {need_kib} (or set LimitMEMLOCK= in the systemd unit){hint}"
     )]
     MemLock {
+        /// What else would help (empty when only raising the limit does).
+        hint: &'static str,
         /// The current soft limit in KiB.
         have_kib: u64,
         /// What the configuration needs in KiB.
@@ -454,19 +455,20 @@ fn check_memlock(config: &Config) -> Result<usize, ServerError> {
     let min = crate::config::MIN_IO_MEMORY;
     let per_shard = |m: usize| (m.max(min).next_multiple_of(4096) * RINGS_PER_SHARD) as u64;
     let Some(have) = memlock_limit() else { return Ok(config.io_memory.unwrap_or(default)) };
-    let err = |need: u64| ServerError::MemLock {
+    let err = |need: u64, hint| ServerError::MemLock {
+        hint,
         have_kib: have / 1024,
         need_kib: need.max(GLOMMIO_MIN_MEMLOCK).div_ceil(1024),
         shards: config.shards,
     };
     if have < GLOMMIO_MIN_MEMLOCK {
-        return Err(err(GLOMMIO_MIN_MEMLOCK));
+        return Err(err(GLOMMIO_MIN_MEMLOCK, ""));
     }
     match config.io_memory {
         Some(m) => {
             let need = per_shard(m) * config.shards as u64;
             if have < need {
-                return Err(err(need));
+                return Err(err(need, ", or lower --io-memory (min 65536) or --shards"));
             }
             Ok(m)
         }
