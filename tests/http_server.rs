@@ -362,7 +362,7 @@ fn slowloris_gets_408_and_does_not_hold_the_shard() {
     for _ in 0..5 {
         let t = Instant::now();
         assert_serving(a);
-        assert!(t.elapsed() < Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
     }
     let (status, elapsed) = slow.join().unwrap();
     assert_eq!(status, Some(408));
