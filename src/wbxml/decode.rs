@@ -438,9 +438,13 @@ impl<'a> Parser<'a> {
             return Ok(Data::Anchor(a));
         }
         Ok(match (joined, single) {
-            (Some(buf), _) => match String::from_utf8(buf) {
-                Ok(s) => Data::Text(Cow::Owned(s)),
-                Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+            // Classified like a single OPAQUE: re-encoded, it becomes one.
+            (Some(buf), _) => match opaque_data(&buf) {
+                Data::DevInf(d) => Data::DevInf(Box::new(d.into_owned())),
+                _ => match String::from_utf8(buf) {
+                    Ok(s) => Data::Text(Cow::Owned(s)),
+                    Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+                },
             },
             (None, Some(Data::Binary(Cow::Borrowed(b)))) => opaque_data(b),
             (None, Some(d)) => d,
@@ -818,32 +822,33 @@ impl<'a> Parser<'a> {
                     prop.prop_params.push(PropParam { param_name, ..PropParam::default() });
                     in_param = true;
                 }
-                di::VAL_ENUM
-                | di::DATA_TYPE
-                | di::DISPLAY_NAME
-                | di::MAX_SIZE
-                | di::MAX_OCCUR
-                | di::NO_TRUNCATE => {
+                // Same grouping as the XML codec: parameter values go to the
+                // latest parameter, sizes and flags always to the property
+                // (created if the sequence starts without a PropName).
+                di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME if in_param => {
                     let v = p.text(c)?;
-                    let Some(prop) = mine.last_mut().and_then(|cap| cap.properties.last_mut()) else {
-                        return Ok(()); // a property field outside any property
-                    };
-                    match (in_param, prop.prop_params.last_mut()) {
-                        (true, Some(pp)) => match id {
-                            di::VAL_ENUM => pp.val_enums.push(v),
-                            di::DATA_TYPE => pp.data_type = Some(v),
-                            di::DISPLAY_NAME => pp.display_name = Some(v),
-                            _ => {} // PropParam has no size/occurrence fields
-                        },
-                        _ => match id {
-                            di::VAL_ENUM => prop.val_enums.push(v),
-                            di::DATA_TYPE => prop.data_type = Some(v),
-                            di::DISPLAY_NAME => prop.display_name = Some(v),
-                            di::MAX_SIZE => prop.max_size = Some(v),
-                            di::MAX_OCCUR => prop.max_occur = Some(v),
-                            _ => prop.no_truncate = true,
-                        },
+                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
+                    let pp = last_or_default(&mut prop.prop_params);
+                    match id {
+                        di::VAL_ENUM => pp.val_enums.push(v),
+                        di::DATA_TYPE => pp.data_type = Some(v),
+                        _ => pp.display_name = Some(v),
                     }
+                }
+                di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME | di::MAX_SIZE | di::MAX_OCCUR => {
+                    let v = p.text(c)?;
+                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
+                    match id {
+                        di::VAL_ENUM => prop.val_enums.push(v),
+                        di::DATA_TYPE => prop.data_type = Some(v),
+                        di::DISPLAY_NAME => prop.display_name = Some(v),
+                        di::MAX_OCCUR => prop.max_occur = Some(v),
+                        _ => prop.max_size = Some(v),
+                    }
+                }
+                di::NO_TRUNCATE => {
+                    let on = p.flag(c)?;
+                    last_or_default(&mut last_or_default(&mut mine).properties).no_truncate = on;
                 }
                 _ => p.skip(c)?,
             }
