@@ -104,7 +104,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         max_msg_size: config.limits.max_body,
         ..EngineConfig::default()
     };
-    tracing::info!(data_dir = %config.data_dir.display(), "embedded store open");
+    tracing::debug!(data_dir = %config.data_dir.display(), "embedded store open");
     let result = server::run(config, move |_ctx: ShardContext| {
         EngineService::new(engine.clone(), store.clone(), DEFAULT_SESSION_TIMEOUT_SECS)
     })

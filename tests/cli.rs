@@ -1,5 +1,6 @@
-//! The `shardsync` binary: `serve` answers /health, /shards and (without an
-//! engine) 503 on /sync, exits 0 on SIGTERM; start-up problems are one line.
+//! The `shardsync` binary: `serve` answers /health, /shards and /sync (a
+//! message without a device id is a 400), exits 0 on SIGTERM; start-up
+//! problems are one line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -18,9 +19,12 @@ fn get(addr: &str, request: &str) -> String {
 }
 
 /// Starts `serve` on ephemeral ports and returns the child and its listen address.
-fn serve(extra: &[&str]) -> (Child, String) {
+fn serve(extra: &[&str]) -> (Child, String, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--log-level", "info"])
+        .arg("--data-dir")
+        .arg(data.path())
         .args(extra)
         .env_remove("RUST_LOG")
         .stderr(Stdio::piped())
@@ -37,12 +41,12 @@ fn serve(extra: &[&str]) -> (Child, String) {
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, data)
 }
 
 #[test]
 fn serve_answers_and_stops_on_sigterm() {
-    let (mut child, addr) = serve(&[]);
+    let (mut child, addr, _data) = serve(&[]);
     let health = get(&addr, "GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok"), "{health}");
     let shards = get(&addr, "GET /shards HTTP/1.1\r\nConnection: close\r\n\r\n");
@@ -56,8 +60,8 @@ fn serve_answers_and_stops_on_sigterm() {
             body.len()
         ),
     );
-    assert!(sync.starts_with("HTTP/1.1 503"), "{sync}");
-    assert!(sync.contains("sync engine not built in"), "{sync}");
+    assert!(sync.starts_with("HTTP/1.1 400"), "{sync}");
+    assert!(sync.contains("device id"), "{sync}");
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
@@ -66,7 +70,11 @@ fn serve_answers_and_stops_on_sigterm() {
 
 #[test]
 fn low_memlock_is_a_one_line_error() {
-    let script = format!("ulimit -l 256 && exec {BIN} serve --listen 127.0.0.1:0 --shards 2");
+    let data = tempfile::tempdir().unwrap();
+    let script = format!(
+        "ulimit -l 256 && exec {BIN} serve --listen 127.0.0.1:0 --shards 2 --data-dir {}",
+        data.path().display()
+    );
     let out = Command::new("sh").args(["-c", &script]).output().unwrap();
     if out.status.success() {
         return; // could not lower the limit here
@@ -79,10 +87,13 @@ fn low_memlock_is_a_one_line_error() {
 
 #[test]
 fn port_in_use_is_refused() {
+    let data = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--shards", "1", "--shard-port-base", "0"])
+        .arg("--data-dir")
+        .arg(data.path())
         .output()
         .unwrap();
     assert!(!out.status.success());

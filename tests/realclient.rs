@@ -646,7 +646,9 @@ fn crash_during_slow_sync_of_2000_contacts() {
 /// each gets the other's items converted to the version its DevInf receives.
 #[test]
 fn mixed_format_versions_between_devices() {
-    for (new, old) in [(Kind::Contacts, Kind::Contacts21), (Kind::Calendar, Kind::Calendar10), (Kind::Tasks, Kind::Tasks10)] {
+    for (new, old) in
+        [(Kind::Contacts, Kind::Contacts21), (Kind::Calendar, Kind::Calendar10), (Kind::Tasks, Kind::Tasks10)]
+    {
         let t = Target::start(&format!("mixed-{old:?}").to_lowercase());
         let a = t.client(new, |_| {});
         let b = t.client(old, |_| {});
