@@ -112,10 +112,22 @@ impl Session {
     }
 }
 
+/// A fresh nonce: 16 printable characters. Printable on purpose: some
+/// clients (the Synthesis engine in SyncEvolution) handle the decoded nonce
+/// as a C string, so a NUL byte in a binary nonce breaks their digest.
 fn new_nonce(entropy: u64, now: u64) -> Vec<u8> {
-    let mut v = entropy.to_le_bytes().to_vec();
-    v.extend_from_slice(&(now ^ entropy.rotate_left(17)).to_le_bytes()[..4]);
-    v
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = entropy ^ now.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    (0..16)
+        .map(|_| {
+            // splitmix64 steps spread the entropy over every character.
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ALPHABET[((z ^ (z >> 31)) % 64) as usize]
+        })
+        .collect()
 }
 
 fn chal(nonce: &[u8]) -> Meta<'static> {

@@ -918,3 +918,29 @@ fn items_are_converted_to_the_format_the_device_receives() {
     assert!(items.is_empty(), "{items:?}");
     assert_eq!(h.items("dev-a", Collection::Contacts).len(), 1);
 }
+
+#[test]
+fn nonces_are_printable_and_devinf_outlives_the_session() {
+    let mut h = Harness::new();
+    for i in 0..200 {
+        let mut a = Client::new(&format!("dev-{i}"));
+        h.send(&a.init(200));
+        let nonce = h.device_nonce(&format!("dev-{i}"));
+        assert_eq!(nonce.len(), 16);
+        assert!(nonce.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'), "{nonce:?}");
+    }
+    // A device that sent its DevInf once gets converted items in a later
+    // session without a Put.
+    let mut a = Client::new("dev-a");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Lefèvre", "+1 555 1")))]);
+    let mut b = Client::new("dev-b");
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>phone</DevTyp><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Rx-Pref><Tx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    h.send(&b.init(201).replace("<Alert>", &format!("{devinf}<Alert>")));
+    h.send(&b.sync(&[], true));
+    h.send(&b.plain("", true));
+    b.done();
+    session(&mut h, &mut a, 200, &[op("Add", 6, "a2", Some(&vcard("Zoë", "+1 555 2")))]);
+    let (_, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert_eq!(items.len(), 1);
+    assert!(items[0].2.contains("VERSION:2.1"), "{}", items[0].2);
+}
