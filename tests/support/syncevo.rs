@@ -401,6 +401,16 @@ impl RunningSync<'_> {
         }
     }
 
+    /// How many SyncML messages the client has started to send in this session so far (counted
+    /// in the session log, which SyncEvolution writes as it goes).
+    pub fn messages_started(&self) -> usize {
+        let after = self.client.session_dirs();
+        let Some(dir) = after.difference(&self.before).max() else { return 0 };
+        fs::read_to_string(dir.join("syncevolution-log.html"))
+            .map(|log| log.matches("Started new outgoing message").count())
+            .unwrap_or(0)
+    }
+
     /// Waits for the process (killing it at the client's timeout) and reads the session result.
     pub fn wait(mut self) -> SyncReport {
         let mut child = self.child.take().expect("wait called once");
