@@ -187,6 +187,29 @@ fn contents(client: &SyncEvoClient, names: &[String]) -> Vec<(String, NormItem)>
         .collect()
 }
 
+/// Checks the protocol version and (when the client dumps its messages, loglevel 5) the wire
+/// encoding of both directions.
+#[track_caller]
+fn assert_wire(r: &SyncReport, cfg: &ClientConfig) {
+    if let Some(v) = cfg.syncml_version {
+        assert_eq!(
+            r.syncml_version.as_deref(),
+            Some(format!("SyncML/{v}").as_str()),
+            "protocol version\n{r}"
+        );
+    }
+    if cfg.loglevel >= 5 {
+        let ext = match cfg.encoding {
+            Encoding::Xml => ".xml",
+            Encoding::Wbxml => ".wbxml",
+        };
+        assert!(!r.message_dumps.is_empty(), "no message dumps at loglevel 5\n{r}");
+        let wrong: Vec<&String> = r.message_dumps.iter().filter(|n| !n.ends_with(ext)).collect();
+        assert!(wrong.is_empty(), "messages not in {ext}: {wrong:?}\n{r}");
+        assert!(r.message_dumps.iter().any(|n| n.contains("incoming")), "no server message dumped\n{r}");
+    }
+}
+
 /// First sync of `n` items, a two-way with adds/replaces/deletes on the client, and an unchanged
 /// two-way, each checked against the server's data.
 fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfig)) {
@@ -198,6 +221,7 @@ fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfi
     t.check(&r, "first sync");
     assert_mode(&r, "slow");
     assert_counts(&r, (0, 0, 0), (n as u64, 0, 0));
+    assert_wire(&r, a.config());
     t.assert_server_matches(&a);
 
     items::modify_item(a.data_dir(), &names[0], kind, 1);
@@ -208,6 +232,7 @@ fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfi
     t.check(&r, "two-way with changes");
     assert_mode(&r, "two-way");
     assert_counts(&r, (0, 0, 0), (2, 2, 1));
+    assert_wire(&r, a.config());
     t.assert_server_matches(&a);
 
     let r = a.sync(SyncMode::TwoWay);
@@ -312,6 +337,7 @@ fn contacts_xml_syncml12() {
     basic_cycle("xml12", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Xml;
         c.syncml_version = Some("1.2");
+        c.loglevel = 5;
     });
 }
 
@@ -320,6 +346,7 @@ fn contacts_wbxml_syncml12() {
     basic_cycle("wbxml12", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Wbxml;
         c.syncml_version = Some("1.2");
+        c.loglevel = 5;
     });
 }
 
@@ -328,6 +355,7 @@ fn contacts_xml_syncml11() {
     basic_cycle("xml11", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Xml;
         c.syncml_version = Some("1.1");
+        c.loglevel = 5;
     });
 }
 
@@ -336,6 +364,7 @@ fn contacts_wbxml_syncml11() {
     basic_cycle("wbxml11", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Wbxml;
         c.syncml_version = Some("1.1");
+        c.loglevel = 5;
     });
 }
 
@@ -596,6 +625,8 @@ fn crash_during_slow_sync_of_2000_contacts() {
         c.retry_interval_s = 2;
     });
     items::write_items(a.data_dir(), kind, "a", 0..2000, GenOptions::default());
+    let originals: Vec<String> =
+        (0..2000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
 
     let mut running = a.spawn_sync(SyncMode::TwoWay);
     // kill once the client has sent a few of its ~40 messages (init + Sync chunks)
@@ -613,6 +644,9 @@ fn crash_during_slow_sync_of_2000_contacts() {
     t.restart();
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "sync after the crash");
-    assert_eq!(items::list_items(a.data_dir()).len(), 2000, "the client's own items changed\n{r}");
+    // the client still holds exactly its own 2,000 items (nothing duplicated back to it) ...
+    compare::compare_with(kind, &originals, a.data_dir())
+        .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
+    // ... and so does the server
     t.assert_server_matches(&a);
 }

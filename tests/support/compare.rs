@@ -322,7 +322,8 @@ pub fn compare_sets(
     );
     const MAX_SHOWN: usize = 8;
     for (name, item) in only_left.iter().take(MAX_SHOWN) {
-        let _ = writeln!(report, "\n< only in {left_label}: {name}: {}", item.label());
+        let dup = if right.iter().any(|(_, r)| r == item) { " (an extra copy: duplicated)" } else { "" };
+        let _ = writeln!(report, "\n< only in {left_label}: {name}: {}{dup}", item.label());
         // closest item on the other side, by shared lines
         let best = only_right
             .iter()
@@ -345,7 +346,8 @@ pub fn compare_sets(
         }
     }
     for (name, item) in only_right.iter().take(MAX_SHOWN) {
-        let _ = writeln!(report, "\n> only in {right_label}: {name}: {}", item.label());
+        let dup = if left.iter().any(|(_, l)| l == item) { " (an extra copy: duplicated)" } else { "" };
+        let _ = writeln!(report, "\n> only in {right_label}: {name}: {}{dup}", item.label());
     }
     if only_left.len() > MAX_SHOWN || only_right.len() > MAX_SHOWN {
         let _ = writeln!(report, "\n(first {MAX_SHOWN} differences shown)");

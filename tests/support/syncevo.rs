@@ -446,6 +446,23 @@ impl RunningSync<'_> {
             if let Ok(text) = fs::read_to_string(dir.join("status.ini")) {
                 report.fill_from_status_ini(&text, self.client.cfg.kind.source());
             }
+            if let Ok(log) = fs::read_to_string(dir.join("syncevolution-log.html")) {
+                report.syncml_version = log
+                    .rmatch_indices("SyncML Version: ")
+                    .next()
+                    .and_then(|(i, m)| log[i + m.len()..].split(['<', '\n', ' ']).next())
+                    .map(str::to_owned);
+            }
+            let mut dumps: Vec<String> = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.contains("_msg") && (n.ends_with(".xml") || n.ends_with(".wbxml")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            dumps.sort();
+            report.message_dumps = dumps;
         }
         report
     }
@@ -492,6 +509,11 @@ pub struct SyncReport {
     pub session_dir: Option<PathBuf>,
     /// All `key = value` pairs of `status.ini`.
     pub raw: BTreeMap<String, String>,
+    /// Protocol the session used, from the session log (e.g. `SyncML/1.1`).
+    pub syncml_version: Option<String>,
+    /// Raw message dumps in the session dir (loglevel 5), e.g.
+    /// `syncevolution-log_msg001_001_outgoing.wbxml`.
+    pub message_dumps: Vec<String>,
 }
 
 impl Default for SyncReport {
@@ -521,6 +543,8 @@ impl Default for SyncReport {
             stderr: String::new(),
             session_dir: None,
             raw: BTreeMap::new(),
+            syncml_version: None,
+            message_dumps: Vec::new(),
         }
     }
 }
@@ -600,7 +624,7 @@ impl fmt::Display for SyncReport {
             f,
             "requested={} exit={:?} signal={:?} timed_out={} status={:?} mode={} first={} \
              source_status={:?} local(+{} ~{} -{}) remote(+{} ~{} -{}) rejected(local {} remote {}) \
-             conflicts={} sent={}B received={}B elapsed={:.2}s",
+             conflicts={} sent={}B received={}B protocol={} elapsed={:.2}s",
             self.requested.as_syncevolution(),
             self.exit_code,
             self.signal,
@@ -620,6 +644,7 @@ impl fmt::Display for SyncReport {
             self.conflicts,
             self.bytes_sent,
             self.bytes_received,
+            self.syncml_version.as_deref().unwrap_or("?"),
             self.elapsed.as_secs_f64()
         )
     }
