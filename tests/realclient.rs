@@ -241,57 +241,6 @@ fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfi
 }
 
 // ---------------------------------------------------------------------------------------------
-// the libcurl shim
-
-/// Without the shim, Debian's client dies with SIGSEGV on its first POST; with it, it gets to
-/// talk HTTP. Needs no SyncML server: a throwaway listener answers every request with a 500.
-#[test]
-fn curl_shim_prevents_the_client_crash() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    listener.set_nonblocking(true).expect("nonblocking");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let answerer = std::thread::spawn(move || {
-        while !stop2.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).ok();
-                    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                    let mut buf = [0u8; 65536];
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}/sync");
-    let mut cfg = ClientConfig::new(&url, USER, PASSWORD, "shim-check", Kind::Contacts);
-    cfg.retry_duration_s = 1;
-    cfg.retry_interval_s = 1;
-    cfg.timeout = Duration::from_secs(60);
-    let client = SyncEvoClient::new(cfg).expect("configure");
-    items::write_items(client.data_dir(), Kind::Contacts, "s", 0..1, GenOptions::default());
-
-    let without = client.spawn_sync_with(SyncMode::TwoWay, None).wait();
-    let with = client.sync(SyncMode::TwoWay);
-    stop.store(true, Ordering::SeqCst);
-    answerer.join().expect("answerer thread");
-
-    assert_eq!(
-        without.signal,
-        Some(libc::SIGSEGV),
-        "expected the unpatched client to crash:\n{}",
-        without.diagnostics()
-    );
-    assert_eq!(with.signal, None, "client crashed even with the shim:\n{}", with.diagnostics());
-    assert!(with.exit_code.is_some() && !with.timed_out, "{}", with.diagnostics());
-    assert_ne!(with.status, Some(200), "a 500 answer cannot be a successful sync:\n{}", with.diagnostics());
-}
-
-// ---------------------------------------------------------------------------------------------
 // formats
 
 #[test]
