@@ -101,17 +101,27 @@ impl Target {
     /// What the server holds, as a fresh client of the same kind and settings receives it with a
     /// refresh-from-server into an empty directory.
     fn server_items(&self, like: &SyncEvoClient) -> (SyncEvoClient, Vec<(String, NormItem)>) {
+        let (verifier, items, _report) = self.server_items_report(like);
+        (verifier, items)
+    }
+
+    /// [`Target::server_items`] plus the verifier's session report.
+    fn server_items_report(
+        &self,
+        like: &SyncEvoClient,
+    ) -> (SyncEvoClient, Vec<(String, NormItem)>, SyncReport) {
         let base = like.config().clone();
         let verifier = self.client(base.kind, |c| {
             c.encoding = base.encoding;
             c.syncml_version = base.syncml_version;
             c.max_msg_size = base.max_msg_size;
             c.max_obj_size = base.max_obj_size;
+            c.loglevel = base.loglevel;
         });
         let r = verifier.sync(SyncMode::RefreshFromServer);
         self.check(&r, "verifier refresh-from-server");
         let items = compare::load_dir(base.kind, verifier.data_dir());
-        (verifier, items)
+        (verifier, items, r)
     }
 
     /// Asserts that the server holds exactly the items of `client`'s data dir.
@@ -276,6 +286,45 @@ fn tasks_vcal10() {
 #[test]
 fn notes_text() {
     basic_cycle("notes", Kind::Notes, 15, |_| {});
+}
+
+/// Two devices share one collection in different versions of its format: the server converts
+/// (vCard 2.1 <-> 3.0, vCalendar 1.0 <-> iCalendar 2.0) in both directions.
+fn cross_version(name: &str, old: Kind, new: Kind) {
+    let t = Target::start(name);
+    let a = t.client(old, |_| {});
+    let b = t.client(new, |_| {});
+    items::write_items(a.data_dir(), old, "a", 0..8, GenOptions::default());
+    t.check(&a.sync(SyncMode::TwoWay), "old-format device, first sync");
+    let r = b.sync(SyncMode::TwoWay);
+    t.check(&r, "new-format device, first sync");
+    assert_counts(&r, (8, 0, 0), (0, 0, 0));
+    compare::compare_dirs_across(old, a.data_dir(), new, b.data_dir()).unwrap_or_else(|d| panic!("{d}"));
+
+    let bnames = items::list_items(b.data_dir());
+    items::modify_item(b.data_dir(), &bnames[0], new, 1);
+    items::write_items(b.data_dir(), new, "b", 0..2, GenOptions::default());
+    items::delete_items(b.data_dir(), &bnames[1..2]);
+    t.check(&b.sync(SyncMode::TwoWay), "new-format device, changes");
+    let r = a.sync(SyncMode::TwoWay);
+    t.check(&r, "old-format device receives");
+    assert_counts(&r, (2, 1, 1), (0, 0, 0));
+    compare::compare_dirs_across(old, a.data_dir(), new, b.data_dir()).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
+fn contacts_vcard21_and_vcard30_devices() {
+    cross_version("x-vcard", Kind::Contacts21, Kind::Contacts);
+}
+
+#[test]
+fn calendar_vcal10_and_ical20_devices() {
+    cross_version("x-vcal", Kind::Calendar10, Kind::Calendar);
+}
+
+#[test]
+fn tasks_vcal10_and_ical20_devices() {
+    cross_version("x-todo", Kind::Tasks10, Kind::Tasks);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,14 +585,37 @@ fn wrong_password_is_rejected() {
 
 #[test]
 fn max_msg_size_10240_with_500_contacts() {
+    let kind = Kind::Contacts;
     let t = Target::start("msg10k");
-    let a = t.client(Kind::Contacts, |c| c.max_msg_size = 10240);
-    items::write_items(a.data_dir(), Kind::Contacts, "a", 0..500, GenOptions::default());
+    // loglevel 5: the client dumps every message, so their sizes can be checked
+    let a = t.client(kind, |c| {
+        c.max_msg_size = 10240;
+        c.loglevel = 5;
+    });
+    items::write_items(a.data_dir(), kind, "a", 0..500, GenOptions::default());
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "slow sync at MaxMsgSize 10240");
     assert_counts(&r, (0, 0, 0), (500, 0, 0));
+    let sent = r.dump_sizes("outgoing");
+    assert!(sent.len() >= 15, "500 contacts in only {} client messages\n{r}", sent.len());
+    assert_replies_fit(&r, 10240);
+
     // the verifier announces 10240 as well, so the server's 500 Adds span many messages too
-    t.assert_server_matches(&a);
+    let (_verifier, server_items, vr) = t.server_items_report(&a);
+    let received = vr.dump_sizes("incoming");
+    assert!(received.len() >= 15, "500 contacts in only {} server messages\n{vr}", received.len());
+    assert_replies_fit(&vr, 10240);
+    let local = compare::load_dir(kind, a.data_dir());
+    compare::compare_sets(kind, "client", &local, "server", &server_items).unwrap_or_else(|d| panic!("{d}"));
+}
+
+/// Every message the server sent in this session fits the client's MaxMsgSize.
+#[track_caller]
+fn assert_replies_fit(r: &SyncReport, max: u64) {
+    let sizes = r.dump_sizes("incoming");
+    assert!(!sizes.is_empty(), "no server messages dumped\n{r}");
+    let too_big: Vec<&u64> = sizes.iter().filter(|s| **s > max).collect();
+    assert!(too_big.is_empty(), "server messages over MaxMsgSize {max}: {too_big:?}\n{r}");
 }
 
 #[test]

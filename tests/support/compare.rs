@@ -277,6 +277,68 @@ fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
     NormItem { lines }
 }
 
+/// Normalizes an item for comparison with the same item in the other version of its format
+/// (vCard 2.1 with 3.0, vCalendar 1.0 with iCalendar 2.0): on top of [`normalize`], the
+/// `VERSION` is dropped and values that the two versions spell differently are mapped to one
+/// spelling (vCalendar's `NEEDS ACTION` status, and priorities, which vCalendar 1.0 only knows
+/// as 1 high, 2 normal, 3 low).
+pub fn normalize_across(kind: Kind, content: &str) -> NormItem {
+    let item = normalize(kind, content);
+    let ical = matches!(kind, Kind::Calendar | Kind::Tasks);
+    let mut lines: Vec<String> = item
+        .lines
+        .into_iter()
+        .filter(|l| !(l.starts_with("VERSION:") || l.starts_with("VERSION;")))
+        .map(|l| {
+            let (head, value) = l.split_once(':').unwrap_or((&l, ""));
+            let prop = head.rsplit('/').next().unwrap_or(head).split(';').next().unwrap_or("");
+            match prop {
+                "STATUS" => format!("{head}:{}", value.replace(' ', "-")),
+                "PRIORITY" if ical => {
+                    let class = match value.parse::<u32>() {
+                        Ok(1..=4) => "1",
+                        Ok(5) => "2",
+                        Ok(6..=9) => "3",
+                        _ => value,
+                    };
+                    format!("{head}:{class}")
+                }
+                _ => l,
+            }
+        })
+        .collect();
+    lines.sort();
+    NormItem { lines }
+}
+
+/// Compares two data dirs holding the same items in different versions of a format.
+pub fn compare_dirs_across(
+    left_kind: Kind,
+    left: &Path,
+    right_kind: Kind,
+    right: &Path,
+) -> Result<(), String> {
+    let load = |kind: Kind, dir: &Path| -> Vec<(String, NormItem)> {
+        list_items(dir)
+            .into_iter()
+            .map(|name| {
+                let bytes = std::fs::read(dir.join(&name)).expect("read item");
+                let item = normalize_across(kind, &String::from_utf8_lossy(&bytes));
+                (name, item)
+            })
+            .collect()
+    };
+    let l = load(left_kind, left);
+    let r = load(right_kind, right);
+    compare_sets(
+        left_kind,
+        &format!("{} ({})", left.display(), left_kind.name()),
+        &l,
+        &format!("{} ({})", right.display(), right_kind.name()),
+        &r,
+    )
+}
+
 /// Reads and normalizes every item in a data dir.
 pub fn load_dir(kind: Kind, dir: &Path) -> Vec<(String, NormItem)> {
     list_items(dir)
@@ -298,6 +360,10 @@ pub fn compare_sets(
     right_label: &str,
     right: &[(String, NormItem)],
 ) -> Result<(), String> {
+    for (name, item) in left.iter().chain(right) {
+        // an item that normalizes to nothing would compare equal to any other
+        assert!(!item.lines.is_empty(), "{name}: item has no content after normalization");
+    }
     let mut counts: BTreeMap<&NormItem, i64> = BTreeMap::new();
     for (_, item) in left {
         *counts.entry(item).or_default() += 1;
@@ -386,6 +452,23 @@ mod tests {
         let a = "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE;CHARSET=UTF-8:a=C3=BC=\r\nb\r\nTEL;CELL:1\r\nEND:VCARD\r\n";
         let b = "BEGIN:VCARD\r\nVERSION:2.1\r\nTEL;TYPE=CELL:1\r\nNOTE;CHARSET=UTF-8:aüb\r\nEND:VCARD\r\n";
         assert_eq!(normalize(Kind::Contacts21, a), normalize(Kind::Contacts21, b));
+    }
+
+    #[test]
+    fn generated_items_keep_their_content() {
+        use crate::support::items::{generate, GenOptions};
+        for kind in Kind::ALL {
+            let a = normalize(kind, &generate(kind, "t", 0, 0, GenOptions::default()));
+            let b = normalize(kind, &generate(kind, "t", 1, 0, GenOptions::default()));
+            let a2 = normalize(kind, &generate(kind, "t", 0, 2, GenOptions::default()));
+            assert_ne!(a, b, "{kind:?}: different items compare equal");
+            assert_ne!(a, a2, "{kind:?}: an edit is invisible");
+            let min = if kind == Kind::Notes { 1 } else { 5 };
+            assert!(a.lines.len() >= min, "{kind:?}: {:?}", a.lines);
+        }
+        let with_photo = GenOptions { photo_bytes: Some(1000) };
+        let p = normalize(Kind::Contacts, &generate(Kind::Contacts, "t", 0, 0, with_photo));
+        assert!(p.lines.iter().any(|l| l.starts_with("PHOTO;TYPE=JPEG:base64[1000]:")), "{:?}", p.lines);
     }
 
     #[test]

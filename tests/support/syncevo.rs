@@ -581,6 +581,17 @@ impl SyncReport {
         self.source_status = self.raw.get(&format!("{p}status")).and_then(|v| v.parse().ok());
     }
 
+    /// Sizes in bytes of the dumped messages in one direction (`"incoming"` = from the server,
+    /// `"outgoing"` = from the client); needs loglevel 5.
+    pub fn dump_sizes(&self, direction: &str) -> Vec<u64> {
+        let Some(dir) = &self.session_dir else { return Vec::new() };
+        self.message_dumps
+            .iter()
+            .filter(|n| n.contains(direction))
+            .filter_map(|n| fs::metadata(dir.join(n)).ok().map(|m| m.len()))
+            .collect()
+    }
+
     /// Exit code 0, overall status 200 and datastore status 0.
     pub fn ok(&self) -> bool {
         self.exit_code == Some(0)
