@@ -388,37 +388,51 @@ pub fn compare_sets(
     );
     const MAX_SHOWN: usize = 8;
     for (name, item) in only_left.iter().take(MAX_SHOWN) {
-        let dup = if right.iter().any(|(_, r)| r == item) { " (an extra copy: duplicated)" } else { "" };
-        let _ = writeln!(report, "\n< only in {left_label}: {name}: {}{dup}", item.label());
-        // closest item on the other side, by shared lines
-        let best = only_right
-            .iter()
-            .max_by_key(|(_, other)| other.lines.iter().filter(|l| item.lines.contains(l)).count());
-        match best {
-            Some((other_name, other)) => {
-                let _ = writeln!(report, "  closest in {right_label}: {other_name}");
-                for l in item.lines.iter().filter(|l| !other.lines.contains(l)) {
-                    let _ = writeln!(report, "  - {}", clip(l, 160));
-                }
-                for l in other.lines.iter().filter(|l| !item.lines.contains(l)) {
-                    let _ = writeln!(report, "  + {}", clip(l, 160));
-                }
-            }
-            None => {
-                for l in &item.lines {
-                    let _ = writeln!(report, "    {}", clip(l, 160));
-                }
-            }
-        }
+        describe(&mut report, '<', left_label, name, item, right_label, right);
     }
     for (name, item) in only_right.iter().take(MAX_SHOWN) {
-        let dup = if left.iter().any(|(_, l)| l == item) { " (an extra copy: duplicated)" } else { "" };
-        let _ = writeln!(report, "\n> only in {right_label}: {name}: {}{dup}", item.label());
+        describe(&mut report, '>', right_label, name, item, left_label, left);
     }
     if only_left.len() > MAX_SHOWN || only_right.len() > MAX_SHOWN {
         let _ = writeln!(report, "\n(first {MAX_SHOWN} differences shown)");
     }
     Err(report)
+}
+
+/// One unmatched item: an extra copy of an item the other side has, or a line diff against the
+/// most similar item on the other side.
+fn describe(
+    report: &mut String,
+    mark: char,
+    label: &str,
+    name: &str,
+    item: &NormItem,
+    other_label: &str,
+    others: &[(String, NormItem)],
+) {
+    if others.iter().any(|(_, o)| o == item) {
+        let _ = writeln!(report, "\n{mark} extra copy in {label}: {name}: {} (duplicated)", item.label());
+        return;
+    }
+    let _ = writeln!(report, "\n{mark} only in {label}: {name}: {}", item.label());
+    let best = others.iter().max_by_key(|(_, o)| o.lines.iter().filter(|l| item.lines.contains(l)).count());
+    match best {
+        Some((other_name, other)) => {
+            let _ = writeln!(report, "  closest in {other_label}: {other_name}");
+            for l in item.lines.iter().filter(|l| !other.lines.contains(l)) {
+                let _ = writeln!(report, "  {mark} {}", clip(l, 160));
+            }
+            let back = if mark == '<' { '>' } else { '<' };
+            for l in other.lines.iter().filter(|l| !item.lines.contains(l)) {
+                let _ = writeln!(report, "  {back} {}", clip(l, 160));
+            }
+        }
+        None => {
+            for l in &item.lines {
+                let _ = writeln!(report, "    {}", clip(l, 160));
+            }
+        }
+    }
 }
 
 /// Compares the items of two data dirs as multisets (file names do not matter).

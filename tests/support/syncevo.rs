@@ -373,6 +373,7 @@ impl SyncEvoClient {
             stdout,
             stderr,
             started: Instant::now(),
+            log_scan: None,
         }
     }
 }
@@ -386,7 +387,12 @@ pub struct RunningSync<'a> {
     stdout: PathBuf,
     stderr: PathBuf,
     started: Instant,
+    /// Incremental scan of the session log: (session dir, bytes read, markers seen, carry-over).
+    log_scan: Option<(PathBuf, u64, usize, Vec<u8>)>,
 }
+
+/// Logged by the Synthesis engine once per outgoing SyncML message.
+const OUTGOING_MARKER: &[u8] = b"Started new outgoing message";
 
 impl RunningSync<'_> {
     pub fn pid(&self) -> u32 {
@@ -403,12 +409,35 @@ impl RunningSync<'_> {
 
     /// How many SyncML messages the client has started to send in this session so far (counted
     /// in the session log, which SyncEvolution writes as it goes).
-    pub fn messages_started(&self) -> usize {
-        let after = self.client.session_dirs();
-        let Some(dir) = after.difference(&self.before).max() else { return 0 };
-        fs::read_to_string(dir.join("syncevolution-log.html"))
-            .map(|log| log.matches("Started new outgoing message").count())
-            .unwrap_or(0)
+    /// The log is read incrementally, so polling it is cheap.
+    pub fn messages_started(&mut self) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.log_scan.is_none() {
+            let after = self.client.session_dirs();
+            let Some(dir) = after.difference(&self.before).max() else { return 0 };
+            self.log_scan = Some((dir.clone(), 0, 0, Vec::new()));
+        }
+        let (dir, offset, count, carry) = self.log_scan.as_mut().expect("set above");
+        let Ok(mut file) = fs::File::open(dir.join("syncevolution-log.html")) else { return *count };
+        if file.seek(SeekFrom::Start(*offset)).is_err() {
+            return *count;
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_err() {
+            return *count;
+        }
+        *offset += fresh.len() as u64;
+        let mut buf = std::mem::take(carry);
+        buf.extend_from_slice(&fresh);
+        let mut i = 0;
+        while let Some(pos) = buf[i..].windows(OUTGOING_MARKER.len()).position(|w| w == OUTGOING_MARKER) {
+            *count += 1;
+            i += pos + OUTGOING_MARKER.len();
+        }
+        // keep a tail that may hold the start of a marker cut by this read
+        let keep_from = buf.len().saturating_sub(OUTGOING_MARKER.len() - 1).max(i);
+        *carry = buf[keep_from..].to_vec();
+        *count
     }
 
     /// Waits for the process (killing it at the client's timeout) and reads the session result.
