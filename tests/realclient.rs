@@ -18,7 +18,7 @@ use std::time::Duration;
 use support::compare::{self, NormItem};
 use support::items::{self, GenOptions};
 use support::server::{self, RefServer, RefServerOptions, ServerProcess};
-use support::syncevo::{ClientConfig, Encoding, Kind, SyncEvoClient, SyncMode, SyncReport};
+use support::syncevo::{Auth, ClientConfig, Encoding, Kind, SyncEvoClient, SyncMode, SyncReport};
 use support::{wait_until, Scratch};
 
 const USER: &str = "test";
@@ -72,7 +72,10 @@ impl Target {
             let data_dir = data.path().join("data");
             server::add_user(&bin, &data_dir, USER, PASSWORD)
                 .unwrap_or_else(|e| panic!("creating the test user failed: {e}"));
-            let process = ServerProcess::start(&bin, &[], &data_dir).unwrap_or_else(|e| panic!("{e}"));
+            // extra `serve` options for debugging, e.g. SHARDSYNC_TEST_SERVER_ARGS="--shards 1"
+            let extra = std::env::var("SHARDSYNC_TEST_SERVER_ARGS").unwrap_or_default();
+            let args: Vec<&str> = extra.split_whitespace().collect();
+            let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
             Server::Shardsync { process, _data: data }
         };
         Target { name: name.to_owned(), server, devices: AtomicU32::new(0) }
@@ -581,6 +584,12 @@ fn wrong_password_is_rejected() {
     let good = t.client(Kind::Contacts, |_| {});
     let (_v, server_items) = t.server_items(&good);
     assert!(server_items.is_empty(), "the server stored {} items from a rejected client", server_items.len());
+}
+
+#[test]
+fn basic_auth_client() {
+    // clientAuthType=basic: the first message carries syncml:auth-basic credentials
+    basic_cycle("basicauth", Kind::Contacts, 5, |c| c.auth = Auth::Basic);
 }
 
 #[test]
