@@ -482,16 +482,22 @@ impl W<'_> {
         self.flag(0, di::UTC, d.utc);
         self.flag(0, di::SUPPORT_LARGE_OBJS, d.support_large_objs);
         self.flag(0, di::SUPPORT_NUMBER_OF_CHANGES, d.support_number_of_changes);
+        let legacy = legacy_devinf(d);
         for ds in &d.data_stores {
-            self.data_store(ds);
+            self.data_store(ds, legacy);
         }
-        if !d.ct_caps.is_empty() {
-            if flat_ct_caps(d) {
-                self.flat_ct_cap(&d.ct_caps);
-            } else {
-                for c in &d.ct_caps {
-                    self.ct_cap(c);
-                }
+        if legacy {
+            // DevInf 1.0/1.1: one global, flat CTCap holding the global and
+            // every per-datastore CTCap, as the XML encoder writes it.
+            let caps: Vec<&CtCap<'_>> =
+                d.ct_caps.iter().chain(d.data_stores.iter().flat_map(|ds| ds.ct_caps.iter())).collect();
+            if !caps.is_empty() {
+                self.flat_ct_cap(&caps);
+            }
+        } else {
+            // Not in the 1.2 DTD, but keeps a model with global CTCaps lossless.
+            for c in &d.ct_caps {
+                self.ct_cap(c);
             }
         }
         for e in &d.exts {
@@ -512,7 +518,7 @@ impl W<'_> {
         self.end();
     }
 
-    fn data_store(&mut self, ds: &DataStore<'_>) {
+    fn data_store(&mut self, ds: &DataStore<'_>, legacy: bool) {
         self.open(0, di::DATA_STORE);
         self.leaf(0, di::SOURCE_REF, &ds.source_ref);
         self.opt(0, di::DISPLAY_NAME, &ds.display_name);
@@ -529,8 +535,10 @@ impl W<'_> {
         for v in &ds.tx {
             self.ctv(di::TX, v);
         }
-        for c in &ds.ct_caps {
-            self.ct_cap(c);
+        if !legacy {
+            for c in &ds.ct_caps {
+                self.ct_cap(c);
+            }
         }
         if let Some(m) = &ds.ds_mem {
             self.open(0, di::DS_MEM);
@@ -595,8 +603,9 @@ impl W<'_> {
         self.end();
     }
 
-    /// DevInf 1.0/1.1 global `CTCap`: one flat element for all types.
-    fn flat_ct_cap(&mut self, caps: &[CtCap<'_>]) {
+    /// DevInf 1.0/1.1 global `CTCap`: one flat element for all types; the
+    /// 1.2-only VerCT, FieldLevel, MaxOccur and NoTruncate have no 1.1 form.
+    fn flat_ct_cap(&mut self, caps: &[&CtCap<'_>]) {
         self.open(0, di::CT_CAP);
         for c in caps {
             self.leaf(0, di::CT_TYPE, &c.ct_type);
@@ -622,13 +631,7 @@ impl W<'_> {
     }
 }
 
-/// Whether the global CTCaps go out in the DevInf 1.0/1.1 flat form: only
-/// for a 1.0/1.1 document, and only when nothing 1.2-only would be lost.
-fn flat_ct_caps(d: &DevInf<'_>) -> bool {
+/// DevInf 1.0/1.1 documents use the flat global CTCap (like the XML codec).
+fn legacy_devinf(d: &DevInf<'_>) -> bool {
     matches!(d.ver_dtd.trim(), "1.0" | "1.1")
-        && d.ct_caps.iter().all(|c| {
-            c.ver_ct.is_none()
-                && !c.field_level
-                && c.properties.iter().all(|p| p.max_occur.is_none() && !p.no_truncate)
-        })
 }
