@@ -68,3 +68,40 @@ fn xml_devinf11_maxoccur() {
     wbxml::encode(&m, &mut out);
     assert_eq!(wbxml::decode(&out).unwrap(), canonical(m));
 }
+
+/// Found by analysis while fixing the WBXML depth finding, before the XML
+/// fuzzer got there: a Filter chain (Filter/Field/Item/Target/Filter...)
+/// ending in bare elements at the depth limit decoded, but the re-encoding
+/// (`<Target><LocURI></LocURI></Target>` for `<Target/>`) nested deeper than
+/// the limit. Nested Filters are now skipped by both decoders.
+#[test]
+fn xml_filter_chain_at_depth_limit() {
+    let mut s = String::from("<SyncML><SyncBody><Alert>");
+    let mut close = String::from("</Alert></SyncBody></SyncML>");
+    for _ in 0..15 {
+        s.push_str("<Item><Target><Filter><Field>");
+        close = format!("</Field></Filter></Target></Item>{close}");
+    }
+    s.push_str("<Item><Target/><Meta/><Data/></Item>");
+    s.push_str(&close);
+    xml_round_trip(s.as_bytes());
+    let m = xml::decode(s.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    wbxml::encode(&m, &mut out);
+    wbxml_round_trip(&out);
+}
+
+/// Found by analysis too: an empty `<Atomic/>` one level below the command
+/// nesting limit was accepted, but re-encoded with content it exceeded it.
+/// Empty containers now count toward the limit.
+#[test]
+fn xml_empty_container_at_command_limit() {
+    for n in 30..34 {
+        let s = format!(
+            "<SyncML><SyncBody>{}<Atomic/>{}</SyncBody></SyncML>",
+            "<Atomic>".repeat(n),
+            "</Atomic>".repeat(n)
+        );
+        xml_round_trip(s.as_bytes());
+    }
+}

@@ -20,7 +20,7 @@ type Res<T> = Result<T, WbxmlError>;
 /// Decodes a SyncML document.
 pub(crate) fn syncml(input: &[u8]) -> Res<SyncMl<'_>> {
     let r = Reader::new(input)?;
-    let mut p = Parser { r, depth: 0 };
+    let mut p = Parser { r, depth: 0, in_filter: false };
     let root = p.root("SyncML", 0, sm::SYNC_ML)?;
     p.syncml(root)
 }
@@ -28,7 +28,7 @@ pub(crate) fn syncml(input: &[u8]) -> Res<SyncMl<'_>> {
 /// Decodes a DevInf document.
 pub(crate) fn devinf(input: &[u8]) -> Res<DevInf<'_>> {
     let r = Reader::new(input)?;
-    let mut p = Parser { r, depth: 0 };
+    let mut p = Parser { r, depth: 0, in_filter: false };
     let root = p.root("DevInf", 0, di::DEV_INF)?;
     p.devinf(root)
 }
@@ -48,6 +48,8 @@ macro_rules! fill {
 struct Parser<'a> {
     r: Reader<'a>,
     depth: usize,
+    /// Inside a `Filter` (nested Filters are skipped).
+    in_filter: bool,
 }
 
 /// The token id of a tag if it is in `page` (and not a LITERAL), else 0,
@@ -301,7 +303,15 @@ impl<'a> Parser<'a> {
             match id_in(&c, 0) {
                 sm::LOC_URI => l.loc_uri = p.text(c)?,
                 sm::LOC_NAME => l.loc_name = p.opt_text(c)?,
-                sm::FILTER => l.filter = Some(Box::new(p.filter(c)?)),
+                // As in the XML codec: a Filter inside a Filter's Field or
+                // Record item is meaningless and is skipped.
+                sm::FILTER if p.in_filter => p.skip(c)?,
+                sm::FILTER => {
+                    p.in_filter = true;
+                    let f = p.filter(c);
+                    p.in_filter = false;
+                    l.filter = Some(Box::new(f?));
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
