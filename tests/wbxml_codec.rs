@@ -221,7 +221,13 @@ fn xml2wbxml_output_decodes() {
         let m = xml::decode(src).unwrap();
         let mut ours = Vec::new();
         xml::encode(&m, &mut ours);
-        let wb = run_libwbxml("xml2wbxml", &["-k", "-v", "1.2"], &ours, "xml")
+        // Cover WBXML 1.1-1.3, with and without a string table (STR_T).
+        let version = ["1.1", "1.2", "1.3"][i % 3];
+        let mut args = vec!["-k", "-v", version];
+        if i % 2 == 1 {
+            args.push("-n");
+        }
+        let wb = run_libwbxml("xml2wbxml", &args, &ours, "xml")
             .unwrap_or_else(|e| panic!("message {i}: {e}\n{}", String::from_utf8_lossy(&ours)));
         let mut back = wbxml::decode(&wb).unwrap_or_else(|e| panic!("message {i}: {e}"));
         let mut want = m.clone();

@@ -68,6 +68,8 @@ struct Parser<'a> {
     stack: Vec<&'a [u8]>,
     /// Open Sync/Atomic/Sequence commands.
     cmd_depth: usize,
+    /// Inside a `Filter` (nested Filters are skipped).
+    in_filter: bool,
 }
 
 /// Appends a text chunk; the first chunk stays borrowed.
@@ -115,6 +117,7 @@ impl<'a> Parser<'a> {
             reader,
             stack: Vec::with_capacity(16),
             cmd_depth: 0,
+            in_filter: false,
         }
     }
 
@@ -543,10 +546,12 @@ impl<'a> Parser<'a> {
     }
 
     fn sync(&mut self, empty: bool, c: &mut Sync<'a>) -> Result<()> {
+        // Counted even when empty: re-encoded, an empty command gets content.
+        self.enter_command()?;
         if empty {
+            self.cmd_depth -= 1;
             return Ok(());
         }
-        self.enter_command()?;
         self.reserve_commands(&mut c.commands);
         while let Some((n, e)) = self.child()? {
             if !self.sync_field(n, e, c)? {
@@ -574,10 +579,12 @@ impl<'a> Parser<'a> {
     }
 
     fn container(&mut self, empty: bool, c: &mut Container<'a>) -> Result<()> {
+        // Counted even when empty: re-encoded, an empty command gets content.
+        self.enter_command()?;
         if empty {
+            self.cmd_depth -= 1;
             return Ok(());
         }
-        self.enter_command()?;
         while let Some((n, e)) = self.child()? {
             if !self.container_field(n, e, c)? {
                 self.command(n, e, &mut c.commands)?;
@@ -739,7 +746,15 @@ impl<'a> Parser<'a> {
             match n {
                 b"LocURI" => l.loc_uri = self.text(e)?,
                 b"LocName" => l.loc_name = self.some_text(e)?,
-                b"Filter" => self.filter(e, l.filter.insert(Box::default()))?,
+                // A Filter inside a Filter's Field/Record item is meaningless
+                // and the only unbounded nesting below a command: skipped.
+                b"Filter" if self.in_filter => self.skip(e)?,
+                b"Filter" => {
+                    self.in_filter = true;
+                    let r = self.filter(e, l.filter.insert(Box::default()));
+                    self.in_filter = false;
+                    r?
+                }
                 _ => self.skip(e)?,
             }
         }
