@@ -114,6 +114,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDSYNC_WRITE_TIMEOUT_MS", value_name = "MS")]
     pub write_timeout_ms: Option<u64>,
 
+    /// A SyncML session idle this long expires; its next message gets 404 [default: 900]
+    #[arg(long, env = "SHARDSYNC_SESSION_TIMEOUT_SECS", value_name = "SECS")]
+    pub session_timeout_secs: Option<u64>,
+
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish [default: 10000]
     #[arg(long, env = "SHARDSYNC_SHUTDOWN_GRACE_MS", value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
@@ -150,6 +154,7 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    session_timeout_secs: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     io_memory: Option<usize>,
     ring_depth: Option<usize>,
@@ -183,6 +188,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Time to write one response.
     pub write_timeout: Duration,
+    /// Idle expiry of a SyncML session.
+    pub session_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
     /// io_uring registered memory per shard, in bytes (`None`: 128 KiB, or
@@ -209,6 +216,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(crate::sync_service::DEFAULT_SESSION_TIMEOUT_SECS),
             shutdown_grace: Duration::from_secs(10),
             io_memory: None,
             ring_depth: DEFAULT_RING_DEPTH,
@@ -254,6 +262,11 @@ impl Config {
             body_timeout: ms(args.body_timeout_ms, file.body_timeout_ms, d.body_timeout),
             idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, d.idle_timeout),
             write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, d.write_timeout),
+            session_timeout: args
+                .session_timeout_secs
+                .or(file.session_timeout_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(d.session_timeout),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, d.shutdown_grace),
             io_memory: args.io_memory.or(file.io_memory),
             ring_depth: args.ring_depth.or(file.ring_depth).unwrap_or(d.ring_depth),
@@ -288,6 +301,7 @@ impl Config {
             ("body_timeout_ms", self.body_timeout),
             ("idle_timeout_ms", self.idle_timeout),
             ("write_timeout_ms", self.write_timeout),
+            ("session_timeout_secs", self.session_timeout),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be positive"));

@@ -86,7 +86,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     use shardsync::engine::EngineConfig;
     use shardsync::store::embedded::EmbeddedBackend;
     use shardsync::store::StoreHandle;
-    use shardsync::sync_service::{EngineService, DEFAULT_SESSION_TIMEOUT_SECS};
+    use shardsync::sync_service::EngineService;
     use std::sync::Arc;
 
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
@@ -104,9 +104,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         max_msg_size: config.limits.max_body,
         ..EngineConfig::default()
     };
+    let session_timeout = config.session_timeout.as_secs();
     tracing::debug!(data_dir = %config.data_dir.display(), "embedded store open");
     let result = server::run(config, move |_ctx: ShardContext| {
-        EngineService::new(engine.clone(), store.clone(), DEFAULT_SESSION_TIMEOUT_SECS)
+        EngineService::new(engine.clone(), store.clone(), session_timeout)
     })
     .map_err(|e| e.to_string());
     admin.shutdown();
