@@ -123,6 +123,7 @@ impl ServerProcess {
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", std::env::var("SHARDSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

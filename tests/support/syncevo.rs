@@ -475,7 +475,9 @@ impl RunningSync<'_> {
             if let Ok(text) = fs::read_to_string(dir.join("status.ini")) {
                 report.fill_from_status_ini(&text, self.client.cfg.kind.source());
             }
-            if let Ok(log) = fs::read_to_string(dir.join("syncevolution-log.html")) {
+            // the log may hold bytes that are not UTF-8 (message dumps at high loglevels)
+            if let Ok(bytes) = fs::read(dir.join("syncevolution-log.html")) {
+                let log = String::from_utf8_lossy(&bytes);
                 report.syncml_version = log
                     .rmatch_indices("SyncML Version: ")
                     .next()
