@@ -7,6 +7,10 @@ use quick_xml::Reader;
 use std::hint::black_box;
 use std::time::Instant;
 
+/// The same allocator as the server binary (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../benches/common/messages.rs"]
 mod messages;
 
