@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "../benches/common/messages.rs"]
+mod messages;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +64,7 @@ proptest! {
     #[test]
     fn message_round_trip(m in common::gen::arb_message()) {
         let out = reencode(&m);
+        assert_well_formed(&out);
         let back = decode(&out).map_err(|e| TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&out))))?;
         prop_assert_eq!(back, m);
     }
@@ -398,4 +402,58 @@ fn worst_case_nesting_fits_a_small_stack() {
         })
         .unwrap();
     assert!(handle.join().unwrap());
+}
+
+#[test]
+fn doctype_comments_and_pretty_printing() {
+    let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+<!DOCTYPE SyncML PUBLIC \"-//SYNCML//DTD SyncML 1.1//EN\" \"http://www.syncml.org/docs/syncml_represent_v11_20020213.dtd\">\n\
+<SyncML xmlns=\"SYNCML:SYNCML1.1\">\n  <!-- header -->\n  <SyncHdr>\n    <VerDTD>1.1</VerDTD>\n    <?pi x?>\n\
+    <MsgID>1</MsgID>\n  </SyncHdr>\n  <SyncBody>\n    <Alert>\n      <CmdID>1</CmdID>\n      <Data>200</Data>\n\
+      <Item>\n        <Target><LocURI>./contacts</LocURI></Target>\n        <Meta>\n          <Anchor xmlns=\"syncml:metinf\">\n\
+            <Last></Last>\n            <Next>42</Next>\n          </Anchor>\n        </Meta>\n      </Item>\n    </Alert>\n\
+    <Final/>\n  </SyncBody>\n</SyncML>\n";
+    let m = decode(doc.as_bytes()).unwrap();
+    assert_eq!(m.version(), Some(Version::V1_1));
+    assert_eq!(m.hdr.msg_id, "1");
+    assert!(m.final_);
+    let Command::Alert(a) = &m.body[0] else { panic!() };
+    assert_eq!(a.data.as_deref(), Some("200"));
+    let anchor = a.items[0].meta.as_ref().unwrap().anchor.as_ref().unwrap();
+    assert_eq!((anchor.last.as_deref(), anchor.next.as_deref()), (Some(""), Some("42")));
+    assert_eq!(a.items[0].target.as_ref().unwrap().loc_uri, "./contacts");
+}
+
+/// The encoder's output passes a strict tokenizer (matching end tags, valid
+/// comments) to the end.
+fn assert_well_formed(xml: &[u8]) {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    r.config_mut().check_end_names = true;
+    r.config_mut().check_comments = true;
+    let mut depth = 0i32;
+    loop {
+        match r.read_event() {
+            Ok(quick_xml::events::Event::Start(_)) => depth += 1,
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => {
+                panic!("not well-formed at {}: {e}\n{}", r.error_position(), String::from_utf8_lossy(xml))
+            }
+        }
+    }
+    assert_eq!(depth, 0);
+}
+
+#[test]
+fn bench_messages_round_trip() {
+    for b in messages::all() {
+        let out = reencode(&b.msg);
+        assert_well_formed(&out);
+        assert_eq!(decode(&out).unwrap(), b.msg, "{}", b.name);
+    }
+    // The vCards are the advertised ~300 bytes.
+    let sizes: Vec<usize> = (0..100).map(|i| messages::vcard(i).len()).collect();
+    let avg = sizes.iter().sum::<usize>() / sizes.len();
+    assert!((250..=380).contains(&avg), "average vCard {avg} bytes");
 }

@@ -58,6 +58,11 @@ enum Tok<'a> {
 
 struct Parser<'a> {
     input: &'a [u8],
+    /// The whole input as text when it is valid UTF-8 (checked once, which is
+    /// much cheaper than checking every chunk); text chunks are then sliced
+    /// out of it. `None`: chunks are checked one by one, so an error can name
+    /// the element holding the bad bytes.
+    text_src: Option<&'a str>,
     reader: Reader<&'a [u8]>,
     /// Local names of the open elements, for depth limiting and error paths.
     stack: Vec<&'a [u8]>,
@@ -106,7 +111,14 @@ impl<'a> Parser<'a> {
         // Tolerance and speed: structure comes from our own element stack.
         cfg.check_end_names = false;
         cfg.expand_empty_elements = false;
-        Parser { input, reader, stack: Vec::with_capacity(16), cmd_depth: 0, in_filter: false }
+        Parser {
+            input,
+            text_src: std::str::from_utf8(input).ok(),
+            reader,
+            stack: Vec::with_capacity(16),
+            cmd_depth: 0,
+            in_filter: false,
+        }
     }
 
     // ----- errors -----------------------------------------------------------
@@ -143,6 +155,7 @@ impl<'a> Parser<'a> {
     /// The local name of a start tag, borrowed from the input: with a slice
     /// reader the tag name points into the input, so its offset gives an
     /// `'a` slice (`BytesStart` does not hand out its `'a` buffer).
+    #[inline(always)]
     fn local_name(&self, e: &BytesStart<'a>) -> Result<&'a [u8]> {
         let qname = e.name();
         let q = qname.as_ref();
@@ -163,6 +176,7 @@ impl<'a> Parser<'a> {
         })
     }
 
+    #[inline(always)]
     fn next(&mut self) -> Result<Tok<'a>> {
         loop {
             let ev = match self.reader.read_event() {
@@ -181,6 +195,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(always)]
     fn open(&mut self, name: &'a [u8]) -> Result<()> {
         self.stack.push(name);
         if self.stack.len() > MAX_DEPTH {
@@ -189,14 +204,16 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn close(&mut self) {
         self.stack.pop();
     }
 
     /// UTF-8 checks (and unescapes, for `escaped` text) one text chunk.
+    #[inline]
     fn chunk(&self, raw: Cow<'a, [u8]>, escaped: bool) -> Result<Cow<'a, str>> {
         let s: Cow<'a, str> = match raw {
-            Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| self.bad_utf8())?),
+            Cow::Borrowed(b) => Cow::Borrowed(self.str_of(b)?),
             Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|_| self.bad_utf8())?),
         };
         if escaped && s.as_bytes().contains(&b'&') {
@@ -206,8 +223,23 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `b` (a slice of the input) as text.
+    #[inline]
+    fn str_of(&self, b: &'a [u8]) -> Result<&'a str> {
+        if let Some(src) = self.text_src {
+            let at = (b.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+            if let Some(s) = at.checked_add(b.len()).and_then(|end| src.get(at..end)) {
+                if s.as_ptr() == b.as_ptr() {
+                    return Ok(s);
+                }
+            }
+        }
+        std::str::from_utf8(b).map_err(|_| self.bad_utf8())
+    }
+
     /// The next child of the open element, or `None` after its end tag.
     /// A returned non-empty child is open and must be consumed to its end.
+    #[inline]
     fn child(&mut self) -> Result<Option<(&'a [u8], bool)>> {
         loop {
             match self.next()? {
@@ -374,6 +406,7 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(());
         }
+        self.reserve_commands(&mut m.body);
         while let Some((n, e)) = self.child()? {
             match n {
                 b"Final" => m.final_ = self.flag(e)?,
@@ -443,7 +476,7 @@ impl<'a> Parser<'a> {
     }
 
     fn unknown(&mut self, name: &'a [u8], empty: bool) -> Result<UnknownCommand<'a>> {
-        let name = std::str::from_utf8(name).map_err(|_| self.bad_utf8())?;
+        let name = self.str_of(name)?;
         let mut u = UnknownCommand { name: Cow::Borrowed(name), cmd_id: Cow::Borrowed("") };
         if empty {
             return Ok(u);
@@ -455,6 +488,16 @@ impl<'a> Parser<'a> {
             }
         }
         Ok(u)
+    }
+
+    /// Growing a Vec of kilobyte-sized commands one doubling at a time copies
+    /// and touches about twice the final memory; SyncBody and Sync (the
+    /// long lists) start with a guess from the bytes left to parse (a
+    /// command rarely takes under ~200 bytes), capped at 128.
+    fn reserve_commands(&self, v: &mut Vec<Command<'a>>) {
+        let pos = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
+        let left = self.input.len().saturating_sub(pos);
+        v.reserve_exact((left / 200).clamp(4, 128));
     }
 
     fn enter_command(&mut self) -> Result<()> {
@@ -509,6 +552,7 @@ impl<'a> Parser<'a> {
             self.cmd_depth -= 1;
             return Ok(());
         }
+        self.reserve_commands(&mut c.commands);
         while let Some((n, e)) = self.child()? {
             if !self.sync_field(n, e, c)? {
                 self.command(n, e, &mut c.commands)?;
@@ -1059,7 +1103,6 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(());
         }
-        let start = out.len() - 1;
         let mut seen_type = false;
         // Flat form: values after a ParamName belong to that parameter.
         let mut in_param = false;
@@ -1116,7 +1159,6 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        debug_assert!(out.len() > start);
         Ok(())
     }
 
