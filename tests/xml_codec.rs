@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "../benches/common/messages.rs"]
+mod messages;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +64,7 @@ proptest! {
     #[test]
     fn message_round_trip(m in common::gen::arb_message()) {
         let out = reencode(&m);
+        assert_well_formed(&out);
         let back = decode(&out).map_err(|e| TestCaseError::fail(format!("{e}\n{}", String::from_utf8_lossy(&out))))?;
         prop_assert_eq!(back, m);
     }
@@ -418,4 +422,38 @@ fn doctype_comments_and_pretty_printing() {
     let anchor = a.items[0].meta.as_ref().unwrap().anchor.as_ref().unwrap();
     assert_eq!((anchor.last.as_deref(), anchor.next.as_deref()), (Some(""), Some("42")));
     assert_eq!(a.items[0].target.as_ref().unwrap().loc_uri, "./contacts");
+}
+
+/// The encoder's output passes a strict tokenizer (matching end tags, valid
+/// comments) to the end.
+fn assert_well_formed(xml: &[u8]) {
+    let mut r = quick_xml::Reader::from_reader(xml);
+    r.config_mut().check_end_names = true;
+    r.config_mut().check_comments = true;
+    let mut depth = 0i32;
+    loop {
+        match r.read_event() {
+            Ok(quick_xml::events::Event::Start(_)) => depth += 1,
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => {
+                panic!("not well-formed at {}: {e}\n{}", r.error_position(), String::from_utf8_lossy(xml))
+            }
+        }
+    }
+    assert_eq!(depth, 0);
+}
+
+#[test]
+fn bench_messages_round_trip() {
+    for b in messages::all() {
+        let out = reencode(&b.msg);
+        assert_well_formed(&out);
+        assert_eq!(decode(&out).unwrap(), b.msg, "{}", b.name);
+    }
+    // The vCards are the advertised ~300 bytes.
+    let sizes: Vec<usize> = (0..100).map(|i| messages::vcard(i).len()).collect();
+    let avg = sizes.iter().sum::<usize>() / sizes.len();
+    assert!((250..=380).contains(&avg), "average vCard {avg} bytes");
 }

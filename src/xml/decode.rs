@@ -1103,7 +1103,6 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(());
         }
-        let start = out.len() - 1;
         let mut seen_type = false;
         // Flat form: values after a ParamName belong to that parameter.
         let mut in_param = false;
@@ -1160,7 +1159,6 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        debug_assert!(out.len() > start);
         Ok(())
     }
 

@@ -16,6 +16,15 @@
 //! For incremental filling use [`encode_command`]:
 //! the size of a message is the size of the same message with an empty body
 //! plus the sizes of its commands (plus [`FINAL_LEN`] for `<Final/>`).
+//!
+//! Performance (benches/codec_xml.rs, examples/xml_ratio.rs): typed decode
+//! runs at about 0.65x a bare quick-xml event scan of the same bytes, encode
+//! at several GB/s. A decoded `Command` is over a kilobyte, so a big Sync
+//! (100 Adds) allocates ~250 KB; with glibc's default heap trimming
+//! (M_TRIM_THRESHOLD 128 KB) every such message then pays page faults on
+//! allocation and a trim on drop, which triples decode time. The server
+//! process should raise the trim threshold (`mallopt(M_TRIM_THRESHOLD, ..)`
+//! or `MALLOC_TRIM_THRESHOLD_`) or use an allocator that keeps memory.
 
 mod charset;
 mod decode;
