@@ -115,6 +115,16 @@ impl Session {
 /// A fresh nonce: 16 printable characters. Printable on purpose: some
 /// clients (the Synthesis engine in SyncEvolution) handle the decoded nonce
 /// as a C string, so a NUL byte in a binary nonce breaks their digest.
+/// The Status for the client's SyncHdr (always the first command of a reply).
+fn hdr_status<'r>(
+    r: &'r mut Reply,
+    msg: &SyncMl<'_>,
+    msg_id: &str,
+    code: u16,
+) -> &'r mut crate::model::Status<'static> {
+    r.status(msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), code)
+}
+
 fn new_nonce(entropy: u64, now: u64) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut x = entropy ^ now.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
@@ -201,14 +211,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         _ => Some(513),
     };
     if let Some(code) = version_error {
-        let st = r.status(
-            &msg_id,
-            "0",
-            "SyncHdr",
-            Some(&msg.hdr.target.loc_uri),
-            Some(&msg.hdr.source.loc_uri),
-            code,
-        );
+        let st = hdr_status(&mut r, msg, &msg_id, code);
         let text = if code == 505 { version.ver_dtd() } else { "SyncML/1.2 SyncML/1.1 SyncML/1.0" };
         st.items.push(Item { data: Some(Data::Text(t(text))), ..Default::default() });
         return finish(s, cfg, r, batch, true, Outcome::Aborted, &msg_id);
@@ -248,14 +251,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
                     batch.ops.push(WriteOp::PutDevice { user: user.clone(), device: dev });
                 }
                 tracing::info!(device = %s.device_id, code, attempts = s.auth_failures, "authentication failed");
-                let st = r.status(
-                    &msg_id,
-                    "0",
-                    "SyncHdr",
-                    Some(&msg.hdr.target.loc_uri),
-                    Some(&msg.hdr.source.loc_uri),
-                    code,
-                );
+                let st = hdr_status(&mut r, msg, &msg_id, code);
                 st.chal = hdr_chal;
                 // Every other command of the message gets the same status (digest §7.4).
                 for cmd in &msg.body {
@@ -275,14 +271,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         }
     }
     if !no_resp {
-        let st = r.status(
-            &msg_id,
-            "0",
-            "SyncHdr",
-            Some(&msg.hdr.target.loc_uri),
-            Some(&msg.hdr.source.loc_uri),
-            hdr_code,
-        );
+        let st = hdr_status(&mut r, msg, &msg_id, hdr_code);
         st.chal = hdr_chal;
     }
 
