@@ -40,7 +40,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use postgres::types::ToSql;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
@@ -637,6 +638,9 @@ impl Backend for PostgresBackend {
 
 /// Where an item's row stands, as far as this commit knows.
 struct ItemRow<'a> {
+    /// The row did not exist before this commit (its id was allocated here):
+    /// it can go in by COPY, with no conflict check.
+    fresh: bool,
     seq: i64,
     content_type: &'a str,
     data: &'a [u8],
@@ -861,14 +865,12 @@ impl<'a, 'c> Writer<'a, 'c> {
                 };
                 counter.max_seq += 1;
                 counter.dirty = true;
-                let row = ItemRow {
-                    seq: counter.max_seq,
-                    content_type,
-                    data,
-                    origin: origin_device,
-                    deleted: false,
-                };
-                self.p.items.insert((user.as_str(), c, sid), row);
+                let seq = counter.max_seq;
+                let key = (user.as_str(), c, sid);
+                // An allocated id is above every stored one: the row cannot exist yet.
+                let fresh = explicit.is_none() || self.p.items.get(&key).is_some_and(|r| r.fresh);
+                let row = ItemRow { fresh, seq, content_type, data, origin: origin_device, deleted: false };
+                self.p.items.insert(key, row);
                 if let Some(client_id) = map_client_id {
                     self.map_run(true)
                         .upsert
@@ -883,14 +885,18 @@ impl<'a, 'c> Writer<'a, 'c> {
                     let counter = self.counter(user, c)?;
                     counter.max_seq += 1;
                     counter.dirty = true;
+                    let seq = counter.max_seq;
+                    let key = (user.as_str(), c, sid);
+                    let fresh = self.p.items.get(&key).is_some_and(|r| r.fresh);
                     let row = ItemRow {
-                        seq: counter.max_seq,
+                        fresh,
+                        seq,
                         content_type: "",
                         data: &[],
                         origin: origin_device,
                         deleted: true,
                     };
-                    self.p.items.insert((user.as_str(), c, sid), row);
+                    self.p.items.insert(key, row);
                 }
                 // Other devices keep their mapping until the delete reaches them.
                 self.map_run(false).delete_to_sid.insert((user.as_str(), origin_device.as_str(), c, sid));
@@ -976,13 +982,46 @@ impl<'a, 'c> Writer<'a, 'c> {
                 &[&us, &ds, &infs, &nonces, &first, &last],
             )?;
         }
-        if !p.items.is_empty() {
-            let n = p.items.len();
-            let (mut us, mut cs, mut ids, mut seqs) =
-                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-            let (mut types, mut datas, mut origins, mut dels) =
-                (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-            for (&(u, c, sid), row) in &p.items {
+        for (&key, row) in &p.items {
+            self.deleted.insert(key, row.deleted);
+        }
+        if p.items.values().any(|r| r.fresh) {
+            // New rows: binary COPY, the cheapest way in (no conflict checks).
+            let sink = self.conn.client.copy_in(
+                "COPY items (user_name, coll, server_id, seq, content_type, data, origin_device, deleted) \
+                 FROM STDIN (FORMAT binary)",
+            )?;
+            let types = [
+                Type::TEXT,
+                Type::INT2,
+                Type::INT8,
+                Type::INT8,
+                Type::TEXT,
+                Type::BYTEA,
+                Type::TEXT,
+                Type::BOOL,
+            ];
+            let mut w = BinaryCopyInWriter::new(sink, &types);
+            for ((u, c, sid), row) in p.items.iter().filter(|(_, r)| r.fresh) {
+                w.write(&[u, c, sid, &row.seq, &row.content_type, &row.data, &row.origin, &row.deleted])?;
+            }
+            w.finish()?;
+        }
+        let old = p.items.iter().filter(|(_, r)| !r.fresh).count();
+        if old > 0 {
+            let (mut us, mut cs, mut ids, mut seqs) = (
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+            );
+            let (mut types, mut datas, mut origins, mut dels) = (
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+                Vec::with_capacity(old),
+            );
+            for (&(u, c, sid), row) in p.items.iter().filter(|(_, r)| !r.fresh) {
                 us.push(u);
                 cs.push(c);
                 ids.push(sid);
@@ -991,7 +1030,6 @@ impl<'a, 'c> Writer<'a, 'c> {
                 datas.push(row.data);
                 origins.push(row.origin);
                 dels.push(row.deleted);
-                self.deleted.insert((u, c, sid), row.deleted);
             }
             self.conn.execute(
                 "INSERT INTO items (user_name, coll, server_id, seq, content_type, data, origin_device, deleted)
