@@ -391,6 +391,21 @@ mod tests {
     }
 
     #[test]
+    fn store_url_from_file_or_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "store = \"postgres://a@db/x\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).unwrap().store.as_deref(), Some("postgres://a@db/x"));
+        let args =
+            ServeArgs { config: Some(path), store: Some("postgresql://b@db/y".into()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).unwrap().store.as_deref(), Some("postgresql://b@db/y"));
+        let args = ServeArgs { store: Some("mysql://nope".into()), ..Default::default() };
+        assert!(matches!(Config::resolve(&args), Err(ConfigError::Invalid(_))));
+        assert_eq!(Config::resolve(&ServeArgs::default()).unwrap().store, None);
+    }
+
+    #[test]
     fn unknown_file_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
