@@ -282,3 +282,87 @@ fn postgres_restart_mid_commit() {
     }
     threads.shutdown();
 }
+
+const NODE_URL_ENV: &str = "SHARDSYNC_PG_NODE_URL";
+const NODE_ID_ENV: &str = "SHARDSYNC_PG_NODE_ID";
+const NODE_BATCHES: u64 = 30;
+const NODE_COMMITTERS: u64 = 4;
+const NODE_ROWS: u64 = 5;
+
+/// The child side of `two_processes_no_skipped_change`: one "node" process
+/// with its own backend and store threads, committing concurrently.
+#[test]
+#[ignore = "run by two_processes_no_skipped_change in child processes"]
+fn node_child() {
+    let (Some(url), Some(node)) = (std::env::var_os(NODE_URL_ENV), std::env::var_os(NODE_ID_ENV)) else {
+        return;
+    };
+    let (url, node) = (url.into_string().unwrap(), node.into_string().unwrap());
+    let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open(&url).unwrap());
+    let (store, threads) = StoreHandle::start(backend, 1).unwrap();
+    std::thread::scope(|s| {
+        for k in 0..NODE_COMMITTERS {
+            let store = store.clone();
+            let node = node.clone();
+            s.spawn(move || {
+                for n in 0..NODE_BATCHES {
+                    let ops = (0..NODE_ROWS)
+                        .map(|i| {
+                            put("procs", Collection::Notes, None, &format!("{node}/{k}/{n}/{i}"), &node, None)
+                        })
+                        .collect();
+                    block_on(store.commit(WriteBatch { ops })).expect("commit");
+                }
+            });
+        }
+    });
+    threads.shutdown();
+}
+
+/// Two server processes on one database commit to one user's collection at
+/// once; a reader in this process never sees a gap in the change sequence.
+#[test]
+fn two_processes_no_skipped_change() {
+    if support_pg::skip() {
+        return;
+    }
+    let pg = support_pg::PgServer::start();
+    let url = migrated(&pg, "procs");
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = ["node-a", "node-b"]
+        .iter()
+        .map(|node| {
+            std::process::Command::new(&exe)
+                .args(["--exact", "node_child", "--ignored", "--test-threads=1"])
+                .env(NODE_URL_ENV, &url)
+                .env(NODE_ID_ENV, node)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reader = PostgresBackend::open(&url).unwrap();
+    let mut reads = 0;
+    let mut last_max = 0;
+    let mut running = true;
+    while running {
+        running = children.iter_mut().any(|c| c.try_wait().unwrap().is_none());
+        let s = snapshot(&reader, "procs", "reader", Collection::Notes);
+        let mut seqs: Vec<u64> = s.items.iter().map(|i| i.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=s.max_seq).collect::<Vec<_>>(), "gap in the change sequence");
+        assert!(s.max_seq >= last_max);
+        last_max = s.max_seq;
+        reads += 1;
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a node process failed");
+    }
+    let total = 2 * NODE_COMMITTERS * NODE_BATCHES * NODE_ROWS;
+    let s = snapshot(&reader, "procs", "reader", Collection::Notes);
+    let mut ids: Vec<u64> = s.items.iter().map(|i| i.server_id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=total).collect::<Vec<_>>());
+    assert_eq!(s.max_seq, total);
+    eprintln!("{reads} gap-free snapshots while two processes committed {total} items");
+}
