@@ -141,6 +141,11 @@ impl PgServer {
         panic!("PostgreSQL did not start: {}", server.log());
     }
 
+    /// The server's directory (data, WAL, log): grows as the server stores data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
