@@ -12,6 +12,9 @@
 //!   shards would be), each a different user, each submitting batches of N
 //!   `PutItem` rows through the `StoreHandle`; the writer group-commits
 //!   whatever is queued into one transaction (bulk `unnest` upserts).
+//! - `pg/handle_2writers/…`: the same with two writer threads
+//!   (`StoreHandle::start_with_writers`): one fills its next group while the
+//!   other waits for its WAL flush.
 //! - `pg/handle_mapped/…`: the same with a client-id mapping per item and a
 //!   session record per batch, as a real Sync message writes.
 //!
@@ -30,7 +33,7 @@ use futures_lite::future::block_on;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use shardsync::store::{
-    Backend, Collection, PostgresBackend, SessionRecord, StoreHandle, WriteBatch, WriteOp,
+    Backend, Collection, PostgresBackend, SessionRecord, StoreHandle, WriteBatch, WriteOp, WriterLimits,
 };
 
 fn vcard(n: u64) -> Vec<u8> {
@@ -113,9 +116,19 @@ fn raw_copy(c: &mut Criterion, env: &Env, rows: u64) {
     group.finish();
 }
 
-fn through_handle(c: &mut Criterion, env: &Env, name: &str, committers: u64, rows: u64, mapped: bool) {
+struct Case {
+    name: &'static str,
+    committers: u64,
+    rows: u64,
+    mapped: bool,
+    writers: usize,
+}
+
+fn through_handle(c: &mut Criterion, env: &Env, case: Case) {
+    let Case { name, committers, rows, mapped, writers } = case;
     let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open(&env.url).expect("open"));
-    let (store, threads) = StoreHandle::start(backend, 2).expect("start");
+    let (store, threads) =
+        StoreHandle::start_with_writers(backend, 2, writers, WriterLimits::default()).expect("start");
     let mut group = c.benchmark_group("pg");
     group.sample_size(10);
     group.throughput(Throughput::Elements(committers * rows));
@@ -155,11 +168,15 @@ fn benches(c: &mut Criterion) {
     }
     let env = env();
     raw_copy(c, &env, 2000);
-    through_handle(c, &env, "handle", 1, 1, false);
-    through_handle(c, &env, "handle", 64, 1, false);
-    through_handle(c, &env, "handle", 64, 25, false);
-    through_handle(c, &env, "handle", 16, 100, false);
-    through_handle(c, &env, "handle_mapped", 64, 25, true);
+    let case = |name, committers, rows, mapped, writers| Case { name, committers, rows, mapped, writers };
+    through_handle(c, &env, case("handle", 1, 1, false, 1));
+    through_handle(c, &env, case("handle", 64, 1, false, 1));
+    through_handle(c, &env, case("handle", 64, 25, false, 1));
+    through_handle(c, &env, case("handle", 16, 100, false, 1));
+    through_handle(c, &env, case("handle_2writers", 64, 1, false, 2));
+    through_handle(c, &env, case("handle_2writers", 64, 25, false, 2));
+    through_handle(c, &env, case("handle_2writers", 16, 100, false, 2));
+    through_handle(c, &env, case("handle_mapped", 64, 25, true, 1));
 }
 
 criterion_group! {

@@ -113,34 +113,37 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     use shardsync::engine::EngineConfig;
     use shardsync::store::embedded::EmbeddedBackend;
     use shardsync::store::postgres::{PostgresBackend, PostgresOptions};
-    use shardsync::store::{Backend, StoreHandle};
+    use shardsync::store::{Backend, StoreHandle, WriterLimits};
     use shardsync::sync_service::{EngineService, DEFAULT_SESSION_TIMEOUT_SECS};
     use std::sync::Arc;
 
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
     init_tracing(config.log_level.as_deref());
-    let (backend, readers): (Arc<dyn Backend>, usize) = match &config.store {
+    let (backend, readers, writers): (Arc<dyn Backend>, usize, usize) = match &config.store {
         Some(url) => {
             // Reads wait on network round trips: more reader threads, one
-            // pooled connection each, plus the writer's.
-            let readers = 4;
-            let options = PostgresOptions { max_idle: readers + 1, ..PostgresOptions::default() };
+            // pooled connection each; two writers, so that one fills its next
+            // group while the other waits for its WAL flush.
+            let (readers, writers) = (4, 2);
+            let options = PostgresOptions { max_idle: readers + writers, ..PostgresOptions::default() };
             let backend = PostgresBackend::connect_with(url, options).map_err(|e| e.to_string())?;
             // Refuse an out-of-date schema; the message names `shardsync migrate`.
             backend.check_schema().map_err(|e| e.to_string())?;
             tracing::info!(schema = shardsync::store::postgres::SCHEMA_VERSION, "PostgreSQL store open");
-            (Arc::new(backend), readers)
+            (Arc::new(backend), readers, writers)
         }
         None => {
             let backend = EmbeddedBackend::open(&config.data_dir).map_err(|e| e.to_string())?;
             tracing::info!(data_dir = %config.data_dir.display(), "embedded store open");
             // Reads are short redb transactions; two reader threads keep shards from
             // queueing behind one large snapshot.
-            (Arc::new(backend), 2)
+            // redb has one write transaction at a time: one writer.
+            (Arc::new(backend), 2, 1)
         }
     };
     let (store, threads) =
-        StoreHandle::start(backend, readers).map_err(|e| format!("cannot start store threads: {e}"))?;
+        StoreHandle::start_with_writers(backend, readers, writers, WriterLimits::default())
+            .map_err(|e| format!("cannot start store threads: {e}"))?;
     // The admin socket exists because the embedded store is locked while it
     // runs; `shardsync user --store URL` reaches PostgreSQL directly.
     let admin = match &config.store {

@@ -15,7 +15,7 @@ use futures_lite::future::block_on;
 use shardsync::store::postgres::{PgStoreError, SCHEMA_VERSION};
 use shardsync::store::{
     Backend, Collection, PostgresBackend, ReadRequest, ReadResponse, StoreError, StoreHandle, SyncState,
-    WriteBatch, WriteOp,
+    WriteBatch, WriteOp, WriterLimits,
 };
 use suite::{put, snapshot};
 
@@ -55,7 +55,8 @@ fn migrations_are_versioned_and_checked() {
     assert!(matches!(PostgresBackend::open(&bad), Err(PgStoreError::Connect(_))));
 }
 
-/// Two "nodes" (two backends with their own connections and store threads)
+/// Two "nodes" (two backends with their own connections and store threads,
+/// two writers each)
 /// on one database; committers on both write the same user's collections,
 /// touching two collections in opposite orders; a reader alternating between
 /// the nodes must never see a gap in the change sequence.
@@ -69,7 +70,8 @@ fn two_nodes_concurrent_writers_no_skipped_change() {
     let nodes: Vec<(StoreHandle, shardsync::store::StoreThreads)> = (0..2)
         .map(|_| {
             let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open(&url).unwrap());
-            StoreHandle::start(backend, 2).unwrap()
+            // Two writers per node, as `serve --store` runs: four concurrent group commits.
+            StoreHandle::start_with_writers(backend, 2, 2, WriterLimits::default()).unwrap()
         })
         .collect();
     let (committers, batches, rows) = (8u64, 12u64, 4u64);
