@@ -19,6 +19,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default io_uring registered memory per shard (bytes). Three rings per
 /// shard each register it, so a shard locks three times this much.
 pub const DEFAULT_IO_MEMORY: usize = 128 << 10;
+/// Smallest io memory glommio uses (it rounds smaller values up).
+pub const MIN_IO_MEMORY: usize = 64 << 10;
+/// Largest io memory accepted (it is allocated and locked per shard).
+pub const MAX_IO_MEMORY: usize = 1 << 30;
 /// Default io_uring ring depth.
 pub const DEFAULT_RING_DEPTH: usize = 128;
 
@@ -116,12 +120,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDSYNC_WRITE_TIMEOUT_MS", value_name = "MS")]
     pub write_timeout_ms: Option<u64>,
 
+    /// A SyncML session idle this long expires; its next message gets 404 [default: 900]
+    #[arg(long, env = "SHARDSYNC_SESSION_TIMEOUT_SECS", value_name = "SECS")]
+    pub session_timeout_secs: Option<u64>,
+
     /// On SIGINT/SIGTERM, how long in-flight requests may take to finish [default: 10000]
     #[arg(long, env = "SHARDSYNC_SHUTDOWN_GRACE_MS", value_name = "MS")]
     pub shutdown_grace_ms: Option<u64>,
 
     /// io_uring memory registered per shard (locked: 3x this per shard counts
-    /// against `ulimit -l`; minimum 65536) [default: 131072]
+    /// against `ulimit -l`; 65536..=1GiB) [default: 131072, lowered to fit `ulimit -l`]
     #[arg(long, env = "SHARDSYNC_IO_MEMORY", value_name = "BYTES", value_parser = parse_size)]
     pub io_memory: Option<usize>,
 
@@ -153,6 +161,7 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
+    session_timeout_secs: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     io_memory: Option<usize>,
     ring_depth: Option<usize>,
@@ -188,10 +197,13 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Time to write one response.
     pub write_timeout: Duration,
+    /// Idle expiry of a SyncML session.
+    pub session_timeout: Duration,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
-    /// io_uring registered memory per shard, in bytes.
-    pub io_memory: usize,
+    /// io_uring registered memory per shard, in bytes (`None`: 128 KiB, or
+    /// less so that every shard fits under RLIMIT_MEMLOCK).
+    pub io_memory: Option<usize>,
     /// io_uring ring depth.
     pub ring_depth: usize,
     /// Pin each shard to a CPU.
@@ -214,8 +226,9 @@ impl Default for Config {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(30),
+            session_timeout: Duration::from_secs(crate::sync_service::DEFAULT_SESSION_TIMEOUT_SECS),
             shutdown_grace: Duration::from_secs(10),
-            io_memory: DEFAULT_IO_MEMORY,
+            io_memory: None,
             ring_depth: DEFAULT_RING_DEPTH,
             pin: true,
         }
@@ -260,8 +273,13 @@ impl Config {
             body_timeout: ms(args.body_timeout_ms, file.body_timeout_ms, d.body_timeout),
             idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, d.idle_timeout),
             write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, d.write_timeout),
+            session_timeout: args
+                .session_timeout_secs
+                .or(file.session_timeout_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(d.session_timeout),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, d.shutdown_grace),
-            io_memory: args.io_memory.or(file.io_memory).unwrap_or(d.io_memory),
+            io_memory: args.io_memory.or(file.io_memory),
             ring_depth: args.ring_depth.or(file.ring_depth).unwrap_or(d.ring_depth),
             pin: args.pin.or(file.pin).unwrap_or(d.pin),
         };
@@ -281,6 +299,11 @@ impl Config {
         if self.limits.max_header_bytes < 256 {
             return bad("max_header_bytes must be at least 256".into());
         }
+        if let Some(m) = self.io_memory {
+            if !(MIN_IO_MEMORY..=MAX_IO_MEMORY).contains(&m) {
+                return bad(format!("io_memory must be {MIN_IO_MEMORY}..={MAX_IO_MEMORY} bytes, not {m}"));
+            }
+        }
         if self.ring_depth == 0 || self.ring_depth > 32768 {
             return bad(format!("ring_depth must be 1..=32768, not {}", self.ring_depth));
         }
@@ -289,6 +312,7 @@ impl Config {
             ("body_timeout_ms", self.body_timeout),
             ("idle_timeout_ms", self.idle_timeout),
             ("write_timeout_ms", self.write_timeout),
+            ("session_timeout_secs", self.session_timeout),
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be positive"));

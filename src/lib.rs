@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod convert;
 pub mod engine;
 pub mod http;
 pub mod model;

@@ -114,7 +114,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     use shardsync::store::embedded::EmbeddedBackend;
     use shardsync::store::postgres::{PostgresBackend, PostgresOptions};
     use shardsync::store::{Backend, StoreHandle, WriterLimits};
-    use shardsync::sync_service::{EngineService, DEFAULT_SESSION_TIMEOUT_SECS};
+    use shardsync::sync_service::EngineService;
     use std::sync::Arc;
 
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
@@ -161,8 +161,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         max_msg_size: config.limits.max_body,
         ..EngineConfig::default()
     };
+    let session_timeout = config.session_timeout.as_secs();
     let result = server::run(config, move |_ctx: ShardContext| {
-        EngineService::new(engine.clone(), store.clone(), DEFAULT_SESSION_TIMEOUT_SECS)
+        EngineService::new(engine.clone(), store.clone(), session_timeout)
     })
     .map_err(|e| e.to_string());
     if let Some(admin) = admin {
@@ -193,5 +194,10 @@ fn init_tracing(level: Option<&str>) {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -77,7 +77,13 @@ impl EngineService {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.sweep(now);
 
-        let existing = self.sessions.borrow_mut().remove(&key);
+        let existing = self.sessions.borrow_mut().remove(&key).filter(|s| {
+            let alive = s.last_activity() + self.session_timeout > now;
+            if !alive {
+                tracing::info!(session = %routing::token(key), device = %s.device_id(), "session expired");
+            }
+            alive
+        });
         let mut session = match existing {
             Some(s) => {
                 if let Some(reply) = s.resend(msg) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use support::compare::{self, NormItem};
 use support::items::{self, GenOptions};
 use support::server::{self, RefServer, RefServerOptions, ServerProcess};
-use support::syncevo::{ClientConfig, Encoding, Kind, SyncEvoClient, SyncMode, SyncReport};
+use support::syncevo::{Auth, ClientConfig, Encoding, Kind, SyncEvoClient, SyncMode, SyncReport};
 use support::{wait_until, Scratch};
 
 const USER: &str = "test";
@@ -102,15 +102,18 @@ impl Target {
             let bin = PathBuf::from(env!("CARGO_BIN_EXE_shardsync"));
             let data = Scratch::new(&format!("shardsync-{name}"));
             let data_dir = data.path().join("data");
+            // extra `serve` options for debugging, e.g. SHARDSYNC_TEST_SERVER_ARGS="--shards 1"
+            let extra = std::env::var("SHARDSYNC_TEST_SERVER_ARGS").unwrap_or_default();
+            let mut args: Vec<&str> = extra.split_whitespace().collect();
             if use_postgres() {
                 let (pg, url) = postgres_store(&bin);
-                let process = ServerProcess::start(&bin, &["--store", &url], &data_dir)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                args.extend(["--store", url.as_str()]);
+                let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
                 Server::Shardsync { process, _data: data, _pg: Some(pg) }
             } else {
                 server::add_user(&bin, &data_dir, USER, PASSWORD)
                     .unwrap_or_else(|e| panic!("creating the test user failed: {e}"));
-                let process = ServerProcess::start(&bin, &[], &data_dir).unwrap_or_else(|e| panic!("{e}"));
+                let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
                 Server::Shardsync { process, _data: data, _pg: None }
             }
         };
@@ -140,17 +143,27 @@ impl Target {
     /// What the server holds, as a fresh client of the same kind and settings receives it with a
     /// refresh-from-server into an empty directory.
     fn server_items(&self, like: &SyncEvoClient) -> (SyncEvoClient, Vec<(String, NormItem)>) {
+        let (verifier, items, _report) = self.server_items_report(like);
+        (verifier, items)
+    }
+
+    /// [`Target::server_items`] plus the verifier's session report.
+    fn server_items_report(
+        &self,
+        like: &SyncEvoClient,
+    ) -> (SyncEvoClient, Vec<(String, NormItem)>, SyncReport) {
         let base = like.config().clone();
         let verifier = self.client(base.kind, |c| {
             c.encoding = base.encoding;
             c.syncml_version = base.syncml_version;
             c.max_msg_size = base.max_msg_size;
             c.max_obj_size = base.max_obj_size;
+            c.loglevel = base.loglevel;
         });
         let r = verifier.sync(SyncMode::RefreshFromServer);
         self.check(&r, "verifier refresh-from-server");
         let items = compare::load_dir(base.kind, verifier.data_dir());
-        (verifier, items)
+        (verifier, items, r)
     }
 
     /// Asserts that the server holds exactly the items of `client`'s data dir.
@@ -182,18 +195,6 @@ impl Target {
         }
     }
 
-    /// A number that grows while the server stores items (bytes in its data dir, or item files).
-    fn storage_progress(&self) -> u64 {
-        match &self.server {
-            Server::Shardsync { _pg: Some(pg), .. } => dir_bytes(pg.dir()),
-            Server::Shardsync { process, .. } => dir_bytes(process.data_dir()),
-            Server::Reference(r) => ["addressbook", "calendar", "todo", "memo"]
-                .iter()
-                .map(|d| items::list_items(&r.db_dir(d)).len() as u64)
-                .sum(),
-        }
-    }
-
     fn kill9(&mut self) {
         match &mut self.server {
             Server::Shardsync { process, .. } => process.kill9(),
@@ -212,20 +213,6 @@ impl Target {
 
 fn device_id(test: &str, n: u32) -> String {
     format!("{test}-d{n}")
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            match e.metadata() {
-                Ok(m) if m.is_dir() => total += dir_bytes(&e.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }
 
 /// Expects the given change counters (local = applied to the client, remote = sent to the server).
@@ -252,6 +239,29 @@ fn contents(client: &SyncEvoClient, names: &[String]) -> Vec<(String, NormItem)>
         .collect()
 }
 
+/// Checks the protocol version and (when the client dumps its messages, loglevel 5) the wire
+/// encoding of both directions.
+#[track_caller]
+fn assert_wire(r: &SyncReport, cfg: &ClientConfig) {
+    if let Some(v) = cfg.syncml_version {
+        assert_eq!(
+            r.syncml_version.as_deref(),
+            Some(format!("SyncML/{v}").as_str()),
+            "protocol version\n{r}"
+        );
+    }
+    if cfg.loglevel >= 5 {
+        let ext = match cfg.encoding {
+            Encoding::Xml => ".xml",
+            Encoding::Wbxml => ".wbxml",
+        };
+        assert!(!r.message_dumps.is_empty(), "no message dumps at loglevel 5\n{r}");
+        let wrong: Vec<&String> = r.message_dumps.iter().filter(|n| !n.ends_with(ext)).collect();
+        assert!(wrong.is_empty(), "messages not in {ext}: {wrong:?}\n{r}");
+        assert!(r.message_dumps.iter().any(|n| n.contains("incoming")), "no server message dumped\n{r}");
+    }
+}
+
 /// First sync of `n` items, a two-way with adds/replaces/deletes on the client, and an unchanged
 /// two-way, each checked against the server's data.
 fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfig)) {
@@ -263,6 +273,7 @@ fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfi
     t.check(&r, "first sync");
     assert_mode(&r, "slow");
     assert_counts(&r, (0, 0, 0), (n as u64, 0, 0));
+    assert_wire(&r, a.config());
     t.assert_server_matches(&a);
 
     items::modify_item(a.data_dir(), &names[0], kind, 1);
@@ -273,62 +284,12 @@ fn basic_cycle(name: &str, kind: Kind, n: usize, tweak: impl Fn(&mut ClientConfi
     t.check(&r, "two-way with changes");
     assert_mode(&r, "two-way");
     assert_counts(&r, (0, 0, 0), (2, 2, 1));
+    assert_wire(&r, a.config());
     t.assert_server_matches(&a);
 
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "unchanged two-way");
     assert_counts(&r, (0, 0, 0), (0, 0, 0));
-}
-
-// ---------------------------------------------------------------------------------------------
-// the libcurl shim
-
-/// Without the shim, Debian's client dies with SIGSEGV on its first POST; with it, it gets to
-/// talk HTTP. Needs no SyncML server: a throwaway listener answers every request with a 500.
-#[test]
-fn curl_shim_prevents_the_client_crash() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    listener.set_nonblocking(true).expect("nonblocking");
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let answerer = std::thread::spawn(move || {
-        while !stop2.load(Ordering::SeqCst) {
-            match listener.accept() {
-                Ok((mut s, _)) => {
-                    s.set_nonblocking(false).ok();
-                    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                    let mut buf = [0u8; 65536];
-                    let _ = s.read(&mut buf);
-                    let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}/sync");
-    let mut cfg = ClientConfig::new(&url, USER, PASSWORD, "shim-check", Kind::Contacts);
-    cfg.retry_duration_s = 1;
-    cfg.retry_interval_s = 1;
-    cfg.timeout = Duration::from_secs(60);
-    let client = SyncEvoClient::new(cfg).expect("configure");
-    items::write_items(client.data_dir(), Kind::Contacts, "s", 0..1, GenOptions::default());
-
-    let without = client.spawn_sync_with(SyncMode::TwoWay, None).wait();
-    let with = client.sync(SyncMode::TwoWay);
-    stop.store(true, Ordering::SeqCst);
-    answerer.join().expect("answerer thread");
-
-    assert_eq!(
-        without.signal,
-        Some(libc::SIGSEGV),
-        "expected the unpatched client to crash:\n{}",
-        without.diagnostics()
-    );
-    assert_eq!(with.signal, None, "client crashed even with the shim:\n{}", with.diagnostics());
-    assert!(with.exit_code.is_some() && !with.timed_out, "{}", with.diagnostics());
-    assert_ne!(with.status, Some(200), "a 500 answer cannot be a successful sync:\n{}", with.diagnostics());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,6 +330,45 @@ fn notes_text() {
     basic_cycle("notes", Kind::Notes, 15, |_| {});
 }
 
+/// Two devices share one collection in different versions of its format: the server converts
+/// (vCard 2.1 <-> 3.0, vCalendar 1.0 <-> iCalendar 2.0) in both directions.
+fn cross_version(name: &str, old: Kind, new: Kind) {
+    let t = Target::start(name);
+    let a = t.client(old, |_| {});
+    let b = t.client(new, |_| {});
+    items::write_items(a.data_dir(), old, "a", 0..8, GenOptions::default());
+    t.check(&a.sync(SyncMode::TwoWay), "old-format device, first sync");
+    let r = b.sync(SyncMode::TwoWay);
+    t.check(&r, "new-format device, first sync");
+    assert_counts(&r, (8, 0, 0), (0, 0, 0));
+    compare::compare_dirs_across(old, a.data_dir(), new, b.data_dir()).unwrap_or_else(|d| panic!("{d}"));
+
+    let bnames = items::list_items(b.data_dir());
+    items::modify_item(b.data_dir(), &bnames[0], new, 1);
+    items::write_items(b.data_dir(), new, "b", 0..2, GenOptions::default());
+    items::delete_items(b.data_dir(), &bnames[1..2]);
+    t.check(&b.sync(SyncMode::TwoWay), "new-format device, changes");
+    let r = a.sync(SyncMode::TwoWay);
+    t.check(&r, "old-format device receives");
+    assert_counts(&r, (2, 1, 1), (0, 0, 0));
+    compare::compare_dirs_across(old, a.data_dir(), new, b.data_dir()).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
+fn contacts_vcard21_and_vcard30_devices() {
+    cross_version("x-vcard", Kind::Contacts21, Kind::Contacts);
+}
+
+#[test]
+fn calendar_vcal10_and_ical20_devices() {
+    cross_version("x-vcal", Kind::Calendar10, Kind::Calendar);
+}
+
+#[test]
+fn tasks_vcal10_and_ical20_devices() {
+    cross_version("x-todo", Kind::Tasks10, Kind::Tasks);
+}
+
 // ---------------------------------------------------------------------------------------------
 // encodings and protocol versions
 
@@ -377,6 +377,7 @@ fn contacts_xml_syncml12() {
     basic_cycle("xml12", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Xml;
         c.syncml_version = Some("1.2");
+        c.loglevel = 5;
     });
 }
 
@@ -385,6 +386,7 @@ fn contacts_wbxml_syncml12() {
     basic_cycle("wbxml12", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Wbxml;
         c.syncml_version = Some("1.2");
+        c.loglevel = 5;
     });
 }
 
@@ -393,6 +395,7 @@ fn contacts_xml_syncml11() {
     basic_cycle("xml11", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Xml;
         c.syncml_version = Some("1.1");
+        c.loglevel = 5;
     });
 }
 
@@ -401,6 +404,7 @@ fn contacts_wbxml_syncml11() {
     basic_cycle("wbxml11", Kind::Contacts, 10, |c| {
         c.encoding = Encoding::Wbxml;
         c.syncml_version = Some("1.1");
+        c.loglevel = 5;
     });
 }
 
@@ -622,28 +626,63 @@ fn wrong_password_is_rejected() {
 }
 
 #[test]
+fn basic_auth_client() {
+    // clientAuthType=basic: the first message carries syncml:auth-basic credentials
+    basic_cycle("basicauth", Kind::Contacts, 5, |c| c.auth = Auth::Basic);
+}
+
+#[test]
 fn max_msg_size_10240_with_500_contacts() {
+    let kind = Kind::Contacts;
     let t = Target::start("msg10k");
-    let a = t.client(Kind::Contacts, |c| c.max_msg_size = 10240);
-    items::write_items(a.data_dir(), Kind::Contacts, "a", 0..500, GenOptions::default());
+    // loglevel 5: the client dumps every message, so their sizes can be checked
+    let a = t.client(kind, |c| {
+        c.max_msg_size = 10240;
+        c.loglevel = 5;
+    });
+    items::write_items(a.data_dir(), kind, "a", 0..500, GenOptions::default());
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "slow sync at MaxMsgSize 10240");
     assert_counts(&r, (0, 0, 0), (500, 0, 0));
+    let sent = r.dump_sizes("outgoing");
+    assert!(sent.len() >= 15, "500 contacts in only {} client messages\n{r}", sent.len());
+    assert_replies_fit(&r, 10240);
+
     // the verifier announces 10240 as well, so the server's 500 Adds span many messages too
-    t.assert_server_matches(&a);
+    let (_verifier, server_items, vr) = t.server_items_report(&a);
+    let received = vr.dump_sizes("incoming");
+    assert!(received.len() >= 15, "500 contacts in only {} server messages\n{vr}", received.len());
+    assert_replies_fit(&vr, 10240);
+    let local = compare::load_dir(kind, a.data_dir());
+    compare::compare_sets(kind, "client", &local, "server", &server_items).unwrap_or_else(|d| panic!("{d}"));
+}
+
+/// Every message the server sent in this session fits the client's MaxMsgSize.
+#[track_caller]
+fn assert_replies_fit(r: &SyncReport, max: u64) {
+    let sizes = r.dump_sizes("incoming");
+    assert!(!sizes.is_empty(), "no server messages dumped\n{r}");
+    let too_big: Vec<&u64> = sizes.iter().filter(|s| **s > max).collect();
+    assert!(too_big.is_empty(), "server messages over MaxMsgSize {max}: {too_big:?}\n{r}");
 }
 
 #[test]
 fn contact_with_200kb_photo() {
     let kind = Kind::Contacts;
     let t = Target::start("photo");
-    let a = t.client(kind, |_| {});
+    // MaxMsgSize 150000 on both sides: the ~270 KB vCard must travel as a large object (MoreData
+    // chunks) from the client, and from the server to the verifier
+    let a = t.client(kind, |c| c.loglevel = 5);
     items::write_items(a.data_dir(), kind, "a", 0..3, GenOptions::default());
     items::write_items(a.data_dir(), kind, "p", 0..1, GenOptions { photo_bytes: Some(200 * 1024) });
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "sync with a 200 KB photo");
     assert_counts(&r, (0, 0, 0), (4, 0, 0));
-    t.assert_server_matches(&a);
+    let (_verifier, server_items, vr) = t.server_items_report(&a);
+    assert!(vr.dump_sizes("incoming").len() >= 2, "the photo cannot fit one server message\n{vr}");
+    assert_replies_fit(&vr, 150_000);
+    let local = compare::load_dir(kind, a.data_dir());
+    compare::compare_sets(kind, "client", &local, "server", &server_items).unwrap_or_else(|d| panic!("{d}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -661,13 +700,15 @@ fn crash_during_slow_sync_of_2000_contacts() {
         c.retry_interval_s = 2;
     });
     items::write_items(a.data_dir(), kind, "a", 0..2000, GenOptions::default());
+    let originals: Vec<String> =
+        (0..2000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
 
-    let baseline = t.storage_progress();
     let mut running = a.spawn_sync(SyncMode::TwoWay);
-    // kill once the server has started to store items (or after 20 s at the latest)
-    wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        !running.is_running() || t.storage_progress() > baseline + 4096.min(baseline.max(1))
+    // kill once the client has sent a few of its ~40 messages (init + Sync chunks)
+    let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        !running.is_running() || running.messages_started() >= 6
     });
+    assert!(reached, "the client did not get going within 60 s");
     let killed_mid_sync = running.is_running();
     t.kill9();
     let first = running.wait();
@@ -678,6 +719,9 @@ fn crash_during_slow_sync_of_2000_contacts() {
     t.restart();
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "sync after the crash");
-    assert_eq!(items::list_items(a.data_dir()).len(), 2000, "the client's own items changed\n{r}");
+    // the client still holds exactly its own 2,000 items (nothing duplicated back to it) ...
+    compare::compare_with(kind, &originals, a.data_dir())
+        .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
+    // ... and so does the server
     t.assert_server_matches(&a);
 }

@@ -399,3 +399,23 @@ fn worst_case_nesting_fits_a_small_stack() {
         .unwrap();
     assert!(handle.join().unwrap());
 }
+
+#[test]
+fn doctype_comments_and_pretty_printing() {
+    let doc = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+<!DOCTYPE SyncML PUBLIC \"-//SYNCML//DTD SyncML 1.1//EN\" \"http://www.syncml.org/docs/syncml_represent_v11_20020213.dtd\">\n\
+<SyncML xmlns=\"SYNCML:SYNCML1.1\">\n  <!-- header -->\n  <SyncHdr>\n    <VerDTD>1.1</VerDTD>\n    <?pi x?>\n\
+    <MsgID>1</MsgID>\n  </SyncHdr>\n  <SyncBody>\n    <Alert>\n      <CmdID>1</CmdID>\n      <Data>200</Data>\n\
+      <Item>\n        <Target><LocURI>./contacts</LocURI></Target>\n        <Meta>\n          <Anchor xmlns=\"syncml:metinf\">\n\
+            <Last></Last>\n            <Next>42</Next>\n          </Anchor>\n        </Meta>\n      </Item>\n    </Alert>\n\
+    <Final/>\n  </SyncBody>\n</SyncML>\n";
+    let m = decode(doc.as_bytes()).unwrap();
+    assert_eq!(m.version(), Some(Version::V1_1));
+    assert_eq!(m.hdr.msg_id, "1");
+    assert!(m.final_);
+    let Command::Alert(a) = &m.body[0] else { panic!() };
+    assert_eq!(a.data.as_deref(), Some("200"));
+    let anchor = a.items[0].meta.as_ref().unwrap().anchor.as_ref().unwrap();
+    assert_eq!((anchor.last.as_deref(), anchor.next.as_deref()), (Some(""), Some("42")));
+    assert_eq!(a.items[0].target.as_ref().unwrap().loc_uri, "./contacts");
+}

@@ -397,10 +397,18 @@ impl Session {
                 self.user_record = Some(u);
             }
             (ReadRequest::Device { .. }, ReadResponse::Device(d)) => {
-                self.device_record = Some(d.unwrap_or_else(|| DeviceRecord {
+                let d = d.unwrap_or_else(|| DeviceRecord {
                     device_id: self.device_id.clone(),
                     ..Default::default()
-                }));
+                });
+                // The DevInf stored from an earlier session stands until the
+                // client sends a new one (clients need not send it every time).
+                if !d.devinf_xml.is_empty() && self.caps == ClientCaps::default() {
+                    if let Some(devinf) = crate::codec::decode_devinf_xml(&d.devinf_xml) {
+                        self.caps = ClientCaps::from_devinf(&devinf);
+                    }
+                }
+                self.device_record = Some(d);
             }
             (ReadRequest::Datastore { collection, .. }, ReadResponse::Datastore(s)) => {
                 self.snapshots.insert(*collection, s);

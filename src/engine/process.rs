@@ -112,10 +112,22 @@ impl Session {
     }
 }
 
+/// A fresh nonce: 16 printable characters. Printable on purpose: some
+/// clients (the Synthesis engine in SyncEvolution) handle the decoded nonce
+/// as a C string, so a NUL byte in a binary nonce breaks their digest.
 fn new_nonce(entropy: u64, now: u64) -> Vec<u8> {
-    let mut v = entropy.to_le_bytes().to_vec();
-    v.extend_from_slice(&(now ^ entropy.rotate_left(17)).to_le_bytes()[..4]);
-    v
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = entropy ^ now.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    (0..16)
+        .map(|_| {
+            // splitmix64 steps spread the entropy over every character.
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ALPHABET[((z ^ (z >> 31)) % 64) as usize]
+        })
+        .collect()
 }
 
 fn chal(nonce: &[u8]) -> Meta<'static> {
@@ -648,7 +660,7 @@ fn handle_alert(
     }
     if mode == 201 {
         for item in ds.items.values().filter(|i| !i.deleted) {
-            ds.twins.entry(content::twin_key(&item.data)).or_default().push(item.server_id);
+            ds.twins.entry(twin_key_of(&item.content_type, &item.data)).or_default().push(item.server_id);
             if let Some(uid) = content::uid(&item.data) {
                 ds.uids.insert(uid, item.server_id);
             }
@@ -1036,7 +1048,7 @@ fn apply_item(
             }
             // Unmapped: a new item, unless a slow sync finds its twin.
             if ds.mode == 201 {
-                let key = content::twin_key(&data);
+                let key = twin_key_of(&content_type, &data);
                 let twin = ds.twins.get_mut(&key).and_then(|v| v.pop()).or_else(|| {
                     content::uid(&data)
                         .and_then(|u| ds.uids.get(&u).copied())
@@ -1048,7 +1060,8 @@ fn apply_item(
                         ds.map.insert(luid.to_string(), guid);
                         ds.rmap.insert(guid, luid.to_string());
                         ds.handled.insert(guid);
-                        let same = ds.items.get(&guid).is_some_and(|i| content::twin_key(&i.data) == key);
+                        let same =
+                            ds.items.get(&guid).is_some_and(|i| twin_key_of(&i.content_type, &i.data) == key);
                         if same {
                             batch.ops.push(WriteOp::SetMapping {
                                 user: user.clone(),
@@ -1218,12 +1231,65 @@ fn handle_map(
     }
 }
 
+/// The version of an item a client gets: converted to the client's preferred
+/// receive format (DevInf Rx-Pref) when the stored format is not among the
+/// formats its datastore receives. Without DevInf, or when a conversion is
+/// impossible, the item goes as stored.
+fn for_client(caps: &ClientCaps, client_uri: &str, content_type: &str, data: &[u8]) -> (String, Vec<u8>) {
+    use crate::convert::{convert, Format};
+    let as_stored = || (content_type.to_string(), data.to_vec());
+    let Some(ds) = caps.datastore(client_uri) else { return as_stored() };
+    let Some(from) = Format::from_type(content_type, None, Some(data)) else { return as_stored() };
+    let accepted: Vec<Format> = ds
+        .rx
+        .iter()
+        .filter_map(|(t, v)| Format::from_type(t, Some(v.as_str()).filter(|v| !v.is_empty()), None))
+        .collect();
+    if accepted.is_empty() || accepted.contains(&from) {
+        return as_stored();
+    }
+    let target = ds
+        .rx_pref
+        .as_ref()
+        .and_then(|(t, v)| Format::from_type(t, Some(v.as_str()).filter(|v| !v.is_empty()), None))
+        .into_iter()
+        .chain(accepted.iter().copied())
+        .find(|f| {
+            convert(b"", from, *f)
+                .map_or_else(|e| !matches!(e, crate::convert::ConvertError::Unsupported { .. }), |_| true)
+        });
+    let Some(target) = target else { return as_stored() };
+    match convert(data, from, target) {
+        Ok(out) => (target.content_type().0.to_string(), out.into_owned()),
+        Err(e) => {
+            tracing::warn!(error = %e, "item sent unconverted");
+            as_stored()
+        }
+    }
+}
+
+/// The twin-matching key of an item, computed on a common format (vCard 3.0,
+/// iCalendar 2.0) so a vCard 2.1 device's copy matches a stored 3.0 item.
+pub(super) fn twin_key_of(content_type: &str, data: &[u8]) -> u64 {
+    use crate::convert::{convert, Format};
+    let common = match Format::from_type(content_type, None, Some(data)) {
+        Some(Format::VCard21) => convert(data, Format::VCard21, Format::VCard30).ok(),
+        Some(Format::VCalendar10) => convert(data, Format::VCalendar10, Format::ICalendar20).ok(),
+        _ => None,
+    };
+    match common {
+        Some(c) => content::twin_key(&c),
+        None => content::twin_key(data),
+    }
+}
+
 /// Computes the server's changes for every datastore (package 4).
 fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatch) {
     let user = s.user.clone().unwrap_or_default();
     let device = s.device_id.clone();
     let mut queue = Vec::new();
-    for ds in &mut s.stores {
+    let caps = &s.caps;
+    for ds in s.stores.iter_mut() {
         if ds.queued {
             continue;
         }
@@ -1291,10 +1357,18 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
         ops.sort_by_key(|(seq, _)| *seq);
         let forced = std::mem::take(&mut ds.forced);
         ds.number_of_changes = ops.len() + forced.len();
-        for (_, kind) in ops {
-            queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
-        }
-        for kind in forced {
+        for kind in ops.into_iter().map(|(_, k)| k).chain(forced) {
+            let kind = match kind {
+                OutKind::Add { server_id, content_type, data } => {
+                    let (content_type, data) = for_client(caps, &ds.client_uri, &content_type, &data);
+                    OutKind::Add { server_id, content_type, data }
+                }
+                OutKind::Replace { server_id, client_id, content_type, data } => {
+                    let (content_type, data) = for_client(caps, &ds.client_uri, &content_type, &data);
+                    OutKind::Replace { server_id, client_id, content_type, data }
+                }
+                k => k,
+            };
             queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
         }
     }

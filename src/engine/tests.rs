@@ -884,3 +884,63 @@ mod replay {
         assert!(replayed >= 15, "replayed {replayed}");
     }
 }
+
+#[test]
+fn items_are_converted_to_the_format_the_device_receives() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Lefèvre", "+1 555 1")))]);
+    // b's DevInf says its address book receives vCard 2.1 only.
+    let mut b = Client::new("dev-b");
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>phone</DevTyp><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Rx-Pref><Tx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType><SyncType>2</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    h.send(&b.init(201).replace("<Alert>", &format!("{devinf}<Alert>")));
+    let r = h.send(&b.sync(&[], true));
+    let items = server_items(&r);
+    assert_eq!(items.len(), 1);
+    assert!(items[0].2.contains("VERSION:2.1"), "{}", items[0].2);
+    let add_type = r.body.iter().find_map(|c| match c {
+        Command::Sync(s) => s.commands.first().and_then(|ic| match ic {
+            Command::Add(a) => a.meta.as_ref().and_then(|m| m.type_.as_ref()).map(|t| t.to_string()),
+            _ => None,
+        }),
+        _ => None,
+    });
+    assert_eq!(add_type.as_deref(), Some("text/x-vcard"));
+    // The same contact sent back by b as vCard 2.1 in a slow sync is a twin, not a duplicate.
+    h.send(&b.plain("", true));
+    b.done();
+    b.last_anchor = None;
+    let v21 = items[0].2.clone();
+    let back = format!(
+        "<Add><CmdID>5</CmdID><Meta><Type xmlns='syncml:metinf'>text/x-vcard</Type></Meta><Item><Source><LocURI>b1</LocURI></Source><Data><![CDATA[{v21}]]></Data></Item></Add>"
+    );
+    let (_, _, items) = session(&mut h, &mut b, 201, &[back]);
+    assert!(items.is_empty(), "{items:?}");
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 1);
+}
+
+#[test]
+fn nonces_are_printable_and_devinf_outlives_the_session() {
+    let mut h = Harness::new();
+    for i in 0..200 {
+        let mut a = Client::new(&format!("dev-{i}"));
+        h.send(&a.init(200));
+        let nonce = h.device_nonce(&format!("dev-{i}"));
+        assert_eq!(nonce.len(), 16);
+        assert!(nonce.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/'), "{nonce:?}");
+    }
+    // A device that sent its DevInf once gets converted items in a later
+    // session without a Put.
+    let mut a = Client::new("dev-a");
+    session(&mut h, &mut a, 201, &[op("Add", 5, "a1", Some(&vcard("Lefèvre", "+1 555 1")))]);
+    let mut b = Client::new("dev-b");
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>phone</DevTyp><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Rx-Pref><Tx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    h.send(&b.init(201).replace("<Alert>", &format!("{devinf}<Alert>")));
+    h.send(&b.sync(&[], true));
+    h.send(&b.plain("", true));
+    b.done();
+    session(&mut h, &mut a, 200, &[op("Add", 6, "a2", Some(&vcard("Zoë", "+1 555 2")))]);
+    let (_, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert_eq!(items.len(), 1);
+    assert!(items[0].2.contains("VERSION:2.1"), "{}", items[0].2);
+}

@@ -63,9 +63,13 @@ impl RequestHead {
         std::str::from_utf8(&self.raw[self.target.clone()]).unwrap_or("")
     }
 
-    /// The path part of the target (before `?`).
+    /// The path part of the target (before `?`); for an absolute-form
+    /// target (`http://host/sync`, RFC 9112 §3.2.2) the path after the authority.
     pub fn path(&self) -> &str {
-        let t = self.target();
+        let mut t = self.target();
+        if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) {
+            t = rest.find('/').map_or("/", |i| &rest[i..]);
+        }
         t.split_once('?').map_or(t, |(p, _)| p)
     }
 
@@ -755,6 +759,15 @@ mod tests {
         assert!(!e10.expects_continue());
         let other = &requests(Limits::default(), b"POST / HTTP/1.1\r\nExpect: magic\r\n\r\n").unwrap()[0].0;
         assert!(other.has_unknown_expectation());
+    }
+
+    #[test]
+    fn absolute_form_target() {
+        let reqs =
+            requests(Limits::default(), b"GET http://example.com:8080/sync?s=1 HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(reqs[0].0.path(), "/sync");
+        let reqs = requests(Limits::default(), b"GET https://example.com HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(reqs[0].0.path(), "/");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::server::StopOnSignal;
 /// listen address gets a 200 with `body` as `application/vnd.syncml+xml`.
 pub fn run_ceiling(config: Config, body: Vec<u8>) -> Result<(), ServerError> {
     config.validate()?;
-    check_memlock(&config)?;
+    let io_memory = check_memlock(&config)?;
     let mut response = Vec::new();
     let ct = Some("application/vnd.syncml+xml");
     write_response(&mut response, 200, ct, &[], ConnectionHeader::Default, &body, false);
@@ -36,8 +36,7 @@ pub fn run_ceiling(config: Config, body: Vec<u8>) -> Result<(), ServerError> {
             (true, false) => Placement::Fixed(cpus[id % cpus.len()]),
             _ => Placement::Unbound,
         };
-        let builder =
-            LocalExecutorBuilder::new(placement).io_memory(config.io_memory).ring_depth(config.ring_depth);
+        let builder = LocalExecutorBuilder::new(placement).io_memory(io_memory).ring_depth(config.ring_depth);
         let (tx, rx) = mpsc::channel::<Result<SocketAddr, ServerError>>();
         let (stop2, response2) = (stop.clone(), response.clone());
         let thread = std::thread::spawn(move || {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::deadline::Deadline;
 use super::mesh::{Handoff, Outcome};
 use super::{PortKind, Shard};
 use crate::http::{
@@ -79,6 +80,7 @@ enum ReadEnd {
 
 struct Conn {
     stream: TcpStream,
+    deadline: Rc<Deadline>,
     reader: RequestReader,
     out: Vec<u8>,
     peer: Option<SocketAddr>,
@@ -92,6 +94,7 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
     let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
     let mut conn = Conn {
         stream,
+        deadline: shard.deadlines.register(),
         reader: RequestReader::new(shard.config.limits),
         out: Vec::with_capacity(4096),
         peer,
@@ -360,23 +363,22 @@ impl Conn {
 
     /// One read with the phase deadline; `stoppable` reads also end at shutdown.
     async fn read<S>(&mut self, shard: &Shard<S>, deadline: Instant, stoppable: bool) -> Result<(), ReadEnd> {
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             return Err(ReadEnd::TimedOut);
         }
-        self.stream.set_read_timeout(Some(deadline - now)).map_err(|_| ReadEnd::Failed)?;
+        // The shard's sweeper wakes us when the deadline passes (or at
+        // shutdown while idle); see `deadline.rs` for why not a timer per read.
+        self.deadline.arm(deadline, stoppable);
         let read = self.stream.read(self.reader.spare());
-        let result = if stoppable {
-            let stop = async {
-                let _ = shard.shutdown.acquire(1).await;
-                None
-            };
-            match futures_lite::future::or(async { Some(read.await) }, stop).await {
-                Some(r) => r,
-                None => return Err(ReadEnd::Stopped),
-            }
-        } else {
-            read.await
+        let expired = self.deadline.expired();
+        let result = futures_lite::future::or(async { Some(read.await) }, async {
+            expired.await;
+            None
+        })
+        .await;
+        self.deadline.disarm();
+        let Some(result) = result else {
+            return Err(if stoppable && shard.stopping() { ReadEnd::Stopped } else { ReadEnd::TimedOut });
         };
         match result {
             Ok(0) => Err(ReadEnd::Eof),

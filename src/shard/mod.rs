@@ -5,6 +5,7 @@
 
 mod ceiling;
 mod conn;
+mod deadline;
 mod mesh;
 
 pub use ceiling::run_ceiling;
@@ -27,8 +28,6 @@ use crate::service::SyncService;
 
 /// glommio refuses to start below this RLIMIT_MEMLOCK (bytes).
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
-/// glommio's smallest io memory (it rounds smaller values up to this).
-const GLOMMIO_MIN_IO_MEMORY: usize = 64 << 10;
 /// Rings per executor that register the io memory (main, latency, poll).
 const RINGS_PER_SHARD: usize = 3;
 /// How often a shard checks the stop flag.
@@ -44,10 +43,11 @@ pub enum ServerError {
     /// Locked memory (RLIMIT_MEMLOCK) is too low for io_uring.
     #[error(
         "locked memory limit is {have_kib} KiB but {need_kib} KiB are needed for {shards} shard(s): \
-         raise `ulimit -l` to at least {need_kib} (or set LimitMEMLOCK= in the systemd unit), \
-         or lower --io-memory (min 65536) or --shards"
+         raise `ulimit -l` to at least {need_kib} (or set LimitMEMLOCK= in the systemd unit){hint}"
     )]
     MemLock {
+        /// What else would help (empty when only raising the limit does).
+        hint: &'static str,
         /// The current soft limit in KiB.
         have_kib: u64,
         /// What the configuration needs in KiB.
@@ -158,8 +158,10 @@ pub(crate) struct Shard<S> {
     pub sync_path: String,
     pub topology: Arc<OnceLock<String>>,
     pub mesh: mesh::Mesh,
-    /// Closed at shutdown: wakes accept loops and idle connections.
+    /// Closed at shutdown: wakes the accept loops.
     pub shutdown: Semaphore,
+    /// Read deadlines of the connections (idle ones also end at shutdown).
+    pub deadlines: deadline::Deadlines,
     stopping: std::cell::Cell<bool>,
 }
 
@@ -182,7 +184,7 @@ where
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
     config.validate()?;
-    check_memlock(&config)?;
+    let io_memory = check_memlock(&config)?;
     probe_free(&config)?;
     let config = Arc::new(config);
     let factory = Arc::new(factory);
@@ -205,7 +207,7 @@ where
         };
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{id}"))
-            .io_memory(config.io_memory)
+            .io_memory(io_memory)
             .ring_depth(config.ring_depth)
             .preempt_timer(Duration::from_millis(100));
         let (tx, rx) = mpsc::channel();
@@ -357,8 +359,23 @@ where
         topology,
         mesh,
         shutdown: Semaphore::new(0),
+        deadlines: deadline::Deadlines::new(deadline::tick_for(
+            [config.header_timeout, config.body_timeout, config.idle_timeout]
+                .into_iter()
+                .min()
+                .unwrap_or_default(),
+        )),
         stopping: std::cell::Cell::new(false),
     });
+    let sweeper = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                Timer::new(shard.deadlines.tick()).await;
+                shard.deadlines.sweep(Instant::now(), shard.stopping());
+            }
+        })
+    };
     for (peer, rx) in receivers {
         glommio::spawn_local(receive_loop(shard.clone(), peer, rx)).detach();
     }
@@ -396,6 +413,7 @@ where
     while drained.load(Ordering::SeqCst) < n && Instant::now() < deadline {
         Timer::new(Duration::from_millis(10)).await;
     }
+    drop(sweeper);
     tracing::debug!(shard = id, "shard stopped");
     Ok(())
 }
@@ -444,19 +462,49 @@ async fn receive_loop<S: SyncService>(
     tracing::trace!(shard = shard.id, peer, "mesh channel closed");
 }
 
-/// Fails with a one-line fix when RLIMIT_MEMLOCK is below what glommio needs.
-fn check_memlock(config: &Config) -> Result<(), ServerError> {
-    let Some(have) = memlock_limit() else { return Ok(()) };
-    let per_ring = config.io_memory.max(GLOMMIO_MIN_IO_MEMORY).next_multiple_of(4096) as u64;
-    let need = (per_ring * (RINGS_PER_SHARD * config.shards) as u64).max(GLOMMIO_MIN_MEMLOCK);
-    if have < need {
-        return Err(ServerError::MemLock {
-            have_kib: have / 1024,
-            need_kib: need.div_ceil(1024),
-            shards: config.shards,
-        });
+/// Picks the io memory per shard and checks it against RLIMIT_MEMLOCK.
+///
+/// Each shard's three rings register the io memory, and glommio refuses to
+/// start below 512 KiB of RLIMIT_MEMLOCK. An explicitly configured size that
+/// does not fit is an error with a one-line fix; the default (128 KiB) is
+/// lowered to fit, down to glommio's 64 KiB minimum — past that glommio
+/// falls back to unregistered buffers, which network I/O does not need.
+fn check_memlock(config: &Config) -> Result<usize, ServerError> {
+    let default = crate::config::DEFAULT_IO_MEMORY;
+    let min = crate::config::MIN_IO_MEMORY;
+    let per_shard = |m: usize| (m.max(min).next_multiple_of(4096) * RINGS_PER_SHARD) as u64;
+    let Some(have) = memlock_limit() else { return Ok(config.io_memory.unwrap_or(default)) };
+    let err = |need: u64, hint| ServerError::MemLock {
+        hint,
+        have_kib: have / 1024,
+        need_kib: need.max(GLOMMIO_MIN_MEMLOCK).div_ceil(1024),
+        shards: config.shards,
+    };
+    if have < GLOMMIO_MIN_MEMLOCK {
+        return Err(err(GLOMMIO_MIN_MEMLOCK, ""));
     }
-    Ok(())
+    match config.io_memory {
+        Some(m) => {
+            let need = per_shard(m) * config.shards as u64;
+            if have < need {
+                return Err(err(need, ", or lower --io-memory (min 65536) or --shards"));
+            }
+            Ok(m)
+        }
+        None => {
+            let fit = (have / (RINGS_PER_SHARD * config.shards) as u64) as usize / 4096 * 4096;
+            if fit < min {
+                tracing::warn!(
+                    "`ulimit -l` ({} KiB) is below {} KiB for {} shards: io_uring buffers stay unregistered \
+                     (fine for network I/O); raise it to silence this",
+                    have / 1024,
+                    per_shard(min) * config.shards as u64 / 1024,
+                    config.shards
+                );
+            }
+            Ok(fit.clamp(min, default))
+        }
+    }
 }
 
 /// The soft RLIMIT_MEMLOCK in bytes; `None` when unlimited or unknown.
@@ -519,12 +567,16 @@ mod tests {
 
     #[test]
     fn memlock_need() {
-        let c = Config { shards: 2, io_memory: 128 << 10, ..Config::default() };
+        let c = Config { shards: 2, io_memory: Some(128 << 10), ..Config::default() };
         // 2 shards × 3 rings × 128 KiB = 768 KiB fits under 8 MiB.
         if memlock_limit().is_some_and(|l| l >= 8 << 20) {
-            assert!(check_memlock(&c).is_ok());
+            assert_eq!(check_memlock(&c).unwrap(), 128 << 10);
+            // The default shrinks to fit many shards.
+            let many = Config { shards: 32, ..Config::default() };
+            let m = check_memlock(&many).unwrap();
+            assert!((64 << 10..128 << 10).contains(&m) && (m * 3 * 32) as u64 <= memlock_limit().unwrap());
         }
-        let huge = Config { shards: 1024, io_memory: 1 << 30, ..Config::default() };
+        let huge = Config { shards: 1024, io_memory: Some(1 << 30), ..Config::default() };
         if memlock_limit().is_some() {
             let err = check_memlock(&huge).unwrap_err().to_string();
             assert!(err.contains("ulimit -l"), "{err}");

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::reader::{Event, Reader, Tag};
+use super::reader::{utf8, Event, Reader, Tag};
 use super::tokens::{devinf as di, metinf as mi, syncml as sm};
 use super::WbxmlError;
 use crate::model::*;
@@ -20,7 +20,7 @@ type Res<T> = Result<T, WbxmlError>;
 /// Decodes a SyncML document.
 pub(crate) fn syncml(input: &[u8]) -> Res<SyncMl<'_>> {
     let r = Reader::new(input)?;
-    let mut p = Parser { r, depth: 0 };
+    let mut p = Parser { r, depth: 0, in_filter: false };
     let root = p.root("SyncML", 0, sm::SYNC_ML)?;
     p.syncml(root)
 }
@@ -28,14 +28,28 @@ pub(crate) fn syncml(input: &[u8]) -> Res<SyncMl<'_>> {
 /// Decodes a DevInf document.
 pub(crate) fn devinf(input: &[u8]) -> Res<DevInf<'_>> {
     let r = Reader::new(input)?;
-    let mut p = Parser { r, depth: 0 };
+    let mut p = Parser { r, depth: 0, in_filter: false };
     let root = p.root("DevInf", 0, di::DEV_INF)?;
     p.devinf(root)
+}
+
+/// Appends `Command::$variant($ty::default())` to `$out` and parses the
+/// element `$c` into it with `$parse`.
+macro_rules! fill {
+    ($p:expr, $out:expr, $c:expr, $variant:ident, $ty:ident, $parse:ident) => {{
+        $out.push(Command::$variant($ty::default()));
+        match $out.last_mut() {
+            Some(Command::$variant(x)) => $p.$parse($c, x),
+            _ => Ok(()), // just pushed: unreachable
+        }
+    }};
 }
 
 struct Parser<'a> {
     r: Reader<'a>,
     depth: usize,
+    /// Inside a `Filter` (nested Filters are skipped).
+    in_filter: bool,
 }
 
 /// The token id of a tag if it is in `page` (and not a LITERAL), else 0,
@@ -153,7 +167,7 @@ impl<'a> Parser<'a> {
             let piece = match self.r.next()? {
                 Event::End => break,
                 Event::Str(s) => s,
-                Event::Opaque(b) => String::from_utf8_lossy(b),
+                Event::Opaque(b) => utf8(b),
                 Event::Start(c) => {
                     self.skip(c)?;
                     continue;
@@ -197,7 +211,7 @@ impl<'a> Parser<'a> {
                 sm::RESP_URI => h.resp_uri = p.opt_text(c)?,
                 sm::NO_RESP => h.no_resp = p.flag(c)?,
                 sm::CRED => h.cred = Some(p.cred(c)?),
-                sm::META => h.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, h.meta.insert(Meta::default()))?,
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -210,44 +224,56 @@ impl<'a> Parser<'a> {
             if id_in(&c, 0) == sm::FINAL {
                 m.final_ = p.flag(c)?;
             } else {
-                m.body.push(p.command(c)?);
+                p.command(c, &mut m.body)?;
             }
             Ok(())
         })
     }
 
-    /// Any element at command level: a known command or [`Command::Unknown`].
+    /// Any element at command level: a known command or [`Command::Unknown`],
+    /// appended to `out` and filled in place (a `Command` is over a
+    /// kilobyte: building it on the stack and moving it costs more than
+    /// parsing it).
     ///
     /// Only the containers recurse; every other command is parsed out of
-    /// line so this frame, which is on the recursion path, stays small
-    /// (a `Command` is over a kilobyte).
-    fn command(&mut self, c: Tag<'a>) -> Res<Command<'a>> {
-        Ok(match id_in(&c, 0) {
-            sm::SYNC => Command::Sync(self.sync(c)?),
-            sm::ATOMIC => Command::Atomic(self.container(c)?),
-            sm::SEQUENCE => Command::Sequence(self.container(c)?),
-            _ => return self.simple_command(c),
-        })
+    /// line so this frame, which is on the recursion path, stays small.
+    fn command(&mut self, c: Tag<'a>, out: &mut Vec<Command<'a>>) -> Res<()> {
+        match id_in(&c, 0) {
+            sm::SYNC => fill!(self, out, c, Sync, Sync, sync),
+            sm::ATOMIC => fill!(self, out, c, Atomic, Container, container),
+            sm::SEQUENCE => fill!(self, out, c, Sequence, Container, container),
+            _ => self.simple_command(c, out),
+        }
     }
 
     #[inline(never)]
-    fn simple_command(&mut self, c: Tag<'a>) -> Res<Command<'a>> {
-        Ok(match id_in(&c, 0) {
-            sm::ALERT => Command::Alert(self.alert(c)?),
-            sm::ADD => Command::Add(self.item_command(c)?),
-            sm::REPLACE => Command::Replace(self.item_command(c)?),
-            sm::DELETE => Command::Delete(self.item_command(c)?),
-            sm::COPY => Command::Copy(self.item_command(c)?),
-            sm::MOVE => Command::Move(self.item_command(c)?),
-            sm::STATUS => Command::Status(self.status(c)?),
-            sm::PUT => Command::Put(self.put_get(c)?),
-            sm::GET => Command::Get(self.put_get(c)?),
-            sm::RESULTS => Command::Results(self.results(c)?),
-            sm::MAP => Command::Map(self.map(c)?),
-            sm::EXEC => Command::Exec(self.exec(c)?),
-            sm::SEARCH => Command::Search(self.search(c)?),
-            _ => Command::Unknown(self.unknown(c)?),
-        })
+    fn simple_command(&mut self, c: Tag<'a>, out: &mut Vec<Command<'a>>) -> Res<()> {
+        match id_in(&c, 0) {
+            sm::ALERT => fill!(self, out, c, Alert, Alert, alert),
+            sm::ADD => fill!(self, out, c, Add, ItemCommand, item_command),
+            sm::REPLACE => fill!(self, out, c, Replace, ItemCommand, item_command),
+            sm::DELETE => fill!(self, out, c, Delete, ItemCommand, item_command),
+            sm::COPY => fill!(self, out, c, Copy, ItemCommand, item_command),
+            sm::MOVE => fill!(self, out, c, Move, ItemCommand, item_command),
+            sm::STATUS => fill!(self, out, c, Status, Status, status),
+            sm::PUT => fill!(self, out, c, Put, PutGet, put_get),
+            sm::GET => fill!(self, out, c, Get, PutGet, put_get),
+            sm::RESULTS => fill!(self, out, c, Results, Results, results),
+            sm::MAP => fill!(self, out, c, Map, Map, map),
+            sm::EXEC => fill!(self, out, c, Exec, Exec, exec),
+            sm::SEARCH => fill!(self, out, c, Search, Search, search),
+            _ => {
+                let u = self.unknown(c)?;
+                out.push(Command::Unknown(u));
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends an `Item` to `items` and parses into it in place.
+    fn push_item(&mut self, t: Tag<'a>, items: &mut Vec<Item<'a>>) -> Res<()> {
+        items.push(Item::default());
+        self.item(t, last_or_default(items))
     }
 
     #[inline(never)]
@@ -277,7 +303,15 @@ impl<'a> Parser<'a> {
             match id_in(&c, 0) {
                 sm::LOC_URI => l.loc_uri = p.text(c)?,
                 sm::LOC_NAME => l.loc_name = p.opt_text(c)?,
-                sm::FILTER => l.filter = Some(Box::new(p.filter(c)?)),
+                // As in the XML codec: a Filter inside a Filter's Field or
+                // Record item is meaningless and is skipped.
+                sm::FILTER if p.in_filter => p.skip(c)?,
+                sm::FILTER => {
+                    p.in_filter = true;
+                    let f = p.filter(c);
+                    p.in_filter = false;
+                    l.filter = Some(Box::new(f?));
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -289,7 +323,7 @@ impl<'a> Parser<'a> {
         let mut f = Filter::default();
         self.children(t, |p, c| {
             match id_in(&c, 0) {
-                sm::META => f.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, f.meta.insert(Meta::default()))?,
                 sm::FIELD => f.field = Some(p.wrapped_item(c)?),
                 sm::RECORD => f.record = Some(p.wrapped_item(c)?),
                 sm::FILTER_TYPE => f.filter_type = p.opt_text(c)?,
@@ -305,7 +339,10 @@ impl<'a> Parser<'a> {
         let mut item = Item::default();
         self.children(t, |p, c| {
             match id_in(&c, 0) {
-                sm::ITEM => item = p.item(c)?,
+                sm::ITEM => {
+                    item = Item::default(); // the last Item wins
+                    p.item(c, &mut item)?
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -317,7 +354,7 @@ impl<'a> Parser<'a> {
         let mut cr = Cred::default();
         self.children(t, |p, c| {
             match id_in(&c, 0) {
-                sm::META => cr.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, cr.meta.insert(Meta::default()))?,
                 sm::DATA => cr.data = p.data(c)?,
                 _ => p.skip(c)?,
             }
@@ -438,9 +475,13 @@ impl<'a> Parser<'a> {
             return Ok(Data::Anchor(a));
         }
         Ok(match (joined, single) {
-            (Some(buf), _) => match String::from_utf8(buf) {
-                Ok(s) => Data::Text(Cow::Owned(s)),
-                Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+            // Classified like a single OPAQUE: re-encoded, it becomes one.
+            (Some(buf), _) => match opaque_data(&buf) {
+                Data::DevInf(d) => Data::DevInf(Box::new(d.into_owned())),
+                _ => match String::from_utf8(buf) {
+                    Ok(s) => Data::Text(Cow::Owned(s)),
+                    Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
+                },
             },
             (None, Some(Data::Binary(Cow::Borrowed(b)))) => opaque_data(b),
             (None, Some(d)) => d,
@@ -448,27 +489,24 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn item(&mut self, t: Tag<'a>) -> Res<Item<'a>> {
-        let mut it = Item::default();
+    fn item(&mut self, t: Tag<'a>, it: &mut Item<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::TARGET => it.target = Some(p.location(c)?),
                 sm::SOURCE => it.source = Some(p.location(c)?),
                 sm::SOURCE_PARENT => it.source_parent = Some(p.location(c)?),
                 sm::TARGET_PARENT => it.target_parent = Some(p.location(c)?),
-                sm::META => it.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, it.meta.insert(Meta::default()))?,
                 sm::DATA => it.data = Some(p.data(c)?),
                 sm::MORE_DATA => it.more_data = p.flag(c)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(it)
+        })
     }
 
     #[inline(never)]
-    fn alert(&mut self, t: Tag<'a>) -> Res<Alert<'a>> {
-        let mut a = Alert::default();
+    fn alert(&mut self, t: Tag<'a>, a: &mut Alert<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => a.cmd_id = p.text(c)?,
@@ -476,17 +514,15 @@ impl<'a> Parser<'a> {
                 sm::CRED => a.cred = Some(p.cred(c)?),
                 sm::DATA => a.data = p.opt_text(c)?,
                 sm::CORRELATOR => a.correlator = p.opt_text(c)?,
-                sm::ITEM => a.items.push(p.item(c)?),
+                sm::ITEM => p.push_item(c, &mut a.items)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(a)
+        })
     }
 
     #[inline(never)]
-    fn item_command(&mut self, t: Tag<'a>) -> Res<ItemCommand<'a>> {
-        let mut ic = ItemCommand::default();
+    fn item_command(&mut self, t: Tag<'a>, ic: &mut ItemCommand<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => ic.cmd_id = p.text(c)?,
@@ -494,18 +530,16 @@ impl<'a> Parser<'a> {
                 sm::ARCHIVE => ic.archive = p.flag(c)?,
                 sm::SFT_DEL => ic.sft_del = p.flag(c)?,
                 sm::CRED => ic.cred = Some(p.cred(c)?),
-                sm::META => ic.meta = Some(p.meta(c)?),
-                sm::ITEM => ic.items.push(p.item(c)?),
+                sm::META => p.meta_into(c, ic.meta.insert(Meta::default()))?,
+                sm::ITEM => p.push_item(c, &mut ic.items)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(ic)
+        })
     }
 
     #[inline(never)]
-    fn sync(&mut self, t: Tag<'a>) -> Res<Sync<'a>> {
-        let mut s = Sync::default();
+    fn sync(&mut self, t: Tag<'a>, s: &mut Sync<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => s.cmd_id = p.text(c)?,
@@ -513,33 +547,29 @@ impl<'a> Parser<'a> {
                 sm::CRED => s.cred = Some(p.cred(c)?),
                 sm::TARGET => s.target = Some(p.location(c)?),
                 sm::SOURCE => s.source = Some(p.location(c)?),
-                sm::META => s.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, s.meta.insert(Meta::default()))?,
                 sm::NUMBER_OF_CHANGES => s.number_of_changes = p.opt_text(c)?,
-                _ => s.commands.push(p.command(c)?),
+                _ => p.command(c, &mut s.commands)?,
             }
             Ok(())
-        })?;
-        Ok(s)
+        })
     }
 
     #[inline(never)]
-    fn container(&mut self, t: Tag<'a>) -> Res<Container<'a>> {
-        let mut k = Container::default();
+    fn container(&mut self, t: Tag<'a>, k: &mut Container<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => k.cmd_id = p.text(c)?,
                 sm::NO_RESP => k.no_resp = p.flag(c)?,
-                sm::META => k.meta = Some(p.meta(c)?),
-                _ => k.commands.push(p.command(c)?),
+                sm::META => p.meta_into(c, k.meta.insert(Meta::default()))?,
+                _ => p.command(c, &mut k.commands)?,
             }
             Ok(())
-        })?;
-        Ok(k)
+        })
     }
 
     #[inline(never)]
-    fn status(&mut self, t: Tag<'a>) -> Res<Status<'a>> {
-        let mut s = Status::default();
+    fn status(&mut self, t: Tag<'a>, s: &mut Status<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => s.cmd_id = p.text(c)?,
@@ -551,67 +581,60 @@ impl<'a> Parser<'a> {
                 sm::CRED => s.cred = Some(p.cred(c)?),
                 sm::CHAL => s.chal = Some(p.chal(c)?),
                 sm::DATA => s.data = p.text(c)?,
-                sm::ITEM => s.items.push(p.item(c)?),
+                sm::ITEM => p.push_item(c, &mut s.items)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(s)
+        })
     }
 
     #[inline(never)]
-    fn put_get(&mut self, t: Tag<'a>) -> Res<PutGet<'a>> {
-        let mut pg = PutGet::default();
+    fn put_get(&mut self, t: Tag<'a>, pg: &mut PutGet<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => pg.cmd_id = p.text(c)?,
                 sm::NO_RESP => pg.no_resp = p.flag(c)?,
                 sm::LANG => pg.lang = p.opt_text(c)?,
                 sm::CRED => pg.cred = Some(p.cred(c)?),
-                sm::META => pg.meta = Some(p.meta(c)?),
-                sm::ITEM => pg.items.push(p.item(c)?),
+                sm::META => p.meta_into(c, pg.meta.insert(Meta::default()))?,
+                sm::ITEM => p.push_item(c, &mut pg.items)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(pg)
+        })
     }
 
     #[inline(never)]
-    fn results(&mut self, t: Tag<'a>) -> Res<Results<'a>> {
-        let mut r = Results::default();
+    fn results(&mut self, t: Tag<'a>, r: &mut Results<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => r.cmd_id = p.text(c)?,
                 sm::MSG_REF => r.msg_ref = p.opt_text(c)?,
                 sm::CMD_REF => r.cmd_ref = p.text(c)?,
-                sm::META => r.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, r.meta.insert(Meta::default()))?,
                 sm::TARGET_REF => r.target_ref = p.opt_text(c)?,
                 sm::SOURCE_REF => r.source_ref = p.opt_text(c)?,
-                sm::ITEM => r.items.push(p.item(c)?),
+                sm::ITEM => p.push_item(c, &mut r.items)?,
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(r)
+        })
     }
 
     #[inline(never)]
-    fn map(&mut self, t: Tag<'a>) -> Res<Map<'a>> {
-        let mut m = Map::default();
+    fn map(&mut self, t: Tag<'a>, m: &mut Map<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => m.cmd_id = p.text(c)?,
                 sm::TARGET => m.target = p.location(c)?,
                 sm::SOURCE => m.source = p.location(c)?,
                 sm::CRED => m.cred = Some(p.cred(c)?),
-                sm::META => m.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, m.meta.insert(Meta::default()))?,
                 sm::MAP_ITEM => m.map_items.push(p.map_item(c)?),
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(m)
+        })
     }
 
     fn map_item(&mut self, t: Tag<'a>) -> Res<MapItem<'a>> {
@@ -628,26 +651,26 @@ impl<'a> Parser<'a> {
     }
 
     #[inline(never)]
-    fn exec(&mut self, t: Tag<'a>) -> Res<Exec<'a>> {
-        let mut e = Exec::default();
+    fn exec(&mut self, t: Tag<'a>, e: &mut Exec<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => e.cmd_id = p.text(c)?,
                 sm::NO_RESP => e.no_resp = p.flag(c)?,
                 sm::CRED => e.cred = Some(p.cred(c)?),
-                sm::META => e.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, e.meta.insert(Meta::default()))?,
                 sm::CORRELATOR => e.correlator = p.opt_text(c)?,
-                sm::ITEM => e.item = p.item(c)?,
+                sm::ITEM => {
+                    e.item = Item::default(); // the last Item wins
+                    p.item(c, &mut e.item)?
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(e)
+        })
     }
 
     #[inline(never)]
-    fn search(&mut self, t: Tag<'a>) -> Res<Search<'a>> {
-        let mut s = Search::default();
+    fn search(&mut self, t: Tag<'a>, s: &mut Search<'a>) -> Res<()> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 sm::CMD_ID => s.cmd_id = p.text(c)?,
@@ -657,13 +680,12 @@ impl<'a> Parser<'a> {
                 sm::TARGET => s.target = Some(p.location(c)?),
                 sm::SOURCE => s.sources.push(p.location(c)?),
                 sm::LANG => s.lang = p.opt_text(c)?,
-                sm::META => s.meta = Some(p.meta(c)?),
+                sm::META => p.meta_into(c, s.meta.insert(Meta::default()))?,
                 sm::DATA => s.data = Some(p.data(c)?),
                 _ => p.skip(c)?,
             }
             Ok(())
-        })?;
-        Ok(s)
+        })
     }
 
     // ----- DevInf --------------------------------------------------------
@@ -818,32 +840,33 @@ impl<'a> Parser<'a> {
                     prop.prop_params.push(PropParam { param_name, ..PropParam::default() });
                     in_param = true;
                 }
-                di::VAL_ENUM
-                | di::DATA_TYPE
-                | di::DISPLAY_NAME
-                | di::MAX_SIZE
-                | di::MAX_OCCUR
-                | di::NO_TRUNCATE => {
+                // Same grouping as the XML codec: parameter values go to the
+                // latest parameter, sizes and flags always to the property
+                // (created if the sequence starts without a PropName).
+                di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME if in_param => {
                     let v = p.text(c)?;
-                    let Some(prop) = mine.last_mut().and_then(|cap| cap.properties.last_mut()) else {
-                        return Ok(()); // a property field outside any property
-                    };
-                    match (in_param, prop.prop_params.last_mut()) {
-                        (true, Some(pp)) => match id {
-                            di::VAL_ENUM => pp.val_enums.push(v),
-                            di::DATA_TYPE => pp.data_type = Some(v),
-                            di::DISPLAY_NAME => pp.display_name = Some(v),
-                            _ => {} // PropParam has no size/occurrence fields
-                        },
-                        _ => match id {
-                            di::VAL_ENUM => prop.val_enums.push(v),
-                            di::DATA_TYPE => prop.data_type = Some(v),
-                            di::DISPLAY_NAME => prop.display_name = Some(v),
-                            di::MAX_SIZE => prop.max_size = Some(v),
-                            di::MAX_OCCUR => prop.max_occur = Some(v),
-                            _ => prop.no_truncate = true,
-                        },
+                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
+                    let pp = last_or_default(&mut prop.prop_params);
+                    match id {
+                        di::VAL_ENUM => pp.val_enums.push(v),
+                        di::DATA_TYPE => pp.data_type = Some(v),
+                        _ => pp.display_name = Some(v),
                     }
+                }
+                di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME | di::MAX_SIZE | di::MAX_OCCUR => {
+                    let v = p.text(c)?;
+                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
+                    match id {
+                        di::VAL_ENUM => prop.val_enums.push(v),
+                        di::DATA_TYPE => prop.data_type = Some(v),
+                        di::DISPLAY_NAME => prop.display_name = Some(v),
+                        di::MAX_OCCUR => prop.max_occur = Some(v),
+                        _ => prop.max_size = Some(v),
+                    }
+                }
+                di::NO_TRUNCATE => {
+                    let on = p.flag(c)?;
+                    last_or_default(&mut last_or_default(&mut mine).properties).no_truncate = on;
                 }
                 _ => p.skip(c)?,
             }

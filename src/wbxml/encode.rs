@@ -71,6 +71,18 @@ pub(crate) fn devinf(d: &DevInf<'_>, out: &mut Vec<u8>) {
     w.devinf(d);
 }
 
+/// Writes a bare tag (no content) when `v` is its type's default, so that an
+/// element decoded from a bare tag goes out bare again: re-encoding never
+/// nests deeper than the input (the decoder's depth limit must hold for our
+/// own output).
+fn bare_if_default<T: Default + PartialEq>(w: &mut W<'_>, v: &T, (page, id): (u8, u8)) -> bool {
+    let bare = *v == T::default();
+    if bare {
+        w.bare(page, id);
+    }
+    bare
+}
+
 /// Token writer that tracks the current code page.
 struct W<'o> {
     out: &'o mut Vec<u8>,
@@ -184,6 +196,9 @@ impl W<'_> {
     }
 
     fn location(&mut self, id: u8, l: &Location<'_>) {
+        if bare_if_default(self, l, (0, id)) {
+            return;
+        }
         self.open(0, id);
         self.leaf(0, sm::LOC_URI, &l.loc_uri);
         self.opt(0, sm::LOC_NAME, &l.loc_name);
@@ -200,13 +215,18 @@ impl W<'_> {
     }
 
     fn filter(&mut self, f: &Filter<'_>) {
+        if bare_if_default(self, f, (0, sm::FILTER)) {
+            return;
+        }
         self.open(0, sm::FILTER);
         self.opt_meta(&f.meta);
         for (id, item) in [(sm::FIELD, &f.field), (sm::RECORD, &f.record)] {
             if let Some(item) = item {
-                self.open(0, id);
-                self.item(item);
-                self.end();
+                if !bare_if_default(self, item, (0, id)) {
+                    self.open(0, id);
+                    self.item(item);
+                    self.end();
+                }
             }
         }
         self.opt(0, sm::FILTER_TYPE, &f.filter_type);
@@ -215,6 +235,9 @@ impl W<'_> {
 
     fn opt_cred(&mut self, c: &Option<Cred<'_>>) {
         if let Some(c) = c {
+            if bare_if_default(self, c, (0, sm::CRED)) {
+                return;
+            }
             self.open(0, sm::CRED);
             self.opt_meta(&c.meta);
             self.data(&c.data);
@@ -249,7 +272,7 @@ impl W<'_> {
         for e in &m.emi {
             self.leaf(p, mi::EMI, e);
         }
-        if let Some(mem) = &m.mem {
+        if let Some(mem) = m.mem.as_ref().filter(|mem| !bare_if_default(self, *mem, (p, mi::MEM))) {
             self.open(p, mi::MEM);
             self.flag(p, mi::SHARED_MEM, mem.shared_mem);
             self.opt(p, mi::FREE_MEM, &mem.free_mem);
@@ -261,6 +284,9 @@ impl W<'_> {
     }
 
     fn anchor(&mut self, a: &Anchor<'_>) {
+        if bare_if_default(self, a, (mi::PAGE, mi::ANCHOR)) {
+            return;
+        }
         self.open(mi::PAGE, mi::ANCHOR);
         self.opt(mi::PAGE, mi::LAST, &a.last);
         self.opt(mi::PAGE, mi::NEXT, &a.next);
@@ -327,6 +353,9 @@ impl W<'_> {
     }
 
     fn alert(&mut self, a: &Alert<'_>) {
+        if bare_if_default(self, a, (0, sm::ALERT)) {
+            return;
+        }
         self.open(0, sm::ALERT);
         self.leaf(0, sm::CMD_ID, &a.cmd_id);
         self.flag(0, sm::NO_RESP, a.no_resp);
@@ -338,6 +367,9 @@ impl W<'_> {
     }
 
     fn item_command(&mut self, id: u8, ic: &ItemCommand<'_>) {
+        if bare_if_default(self, ic, (0, id)) {
+            return;
+        }
         self.open(0, id);
         self.leaf(0, sm::CMD_ID, &ic.cmd_id);
         self.flag(0, sm::NO_RESP, ic.no_resp);
@@ -350,6 +382,9 @@ impl W<'_> {
     }
 
     fn sync(&mut self, s: &Sync<'_>) {
+        if bare_if_default(self, s, (0, sm::SYNC)) {
+            return;
+        }
         self.open(0, sm::SYNC);
         self.leaf(0, sm::CMD_ID, &s.cmd_id);
         self.flag(0, sm::NO_RESP, s.no_resp);
@@ -365,6 +400,9 @@ impl W<'_> {
     }
 
     fn container(&mut self, id: u8, k: &Container<'_>) {
+        if bare_if_default(self, k, (0, id)) {
+            return;
+        }
         self.open(0, id);
         self.leaf(0, sm::CMD_ID, &k.cmd_id);
         self.flag(0, sm::NO_RESP, k.no_resp);
@@ -376,6 +414,9 @@ impl W<'_> {
     }
 
     fn status(&mut self, s: &Status<'_>) {
+        if bare_if_default(self, s, (0, sm::STATUS)) {
+            return;
+        }
         self.open(0, sm::STATUS);
         self.leaf(0, sm::CMD_ID, &s.cmd_id);
         self.opt(0, sm::MSG_REF, &s.msg_ref);
@@ -388,7 +429,7 @@ impl W<'_> {
             self.leaf(0, sm::SOURCE_REF, t);
         }
         self.opt_cred(&s.cred);
-        if let Some(m) = &s.chal {
+        if let Some(m) = s.chal.as_ref().filter(|m| !bare_if_default(self, *m, (0, sm::CHAL))) {
             self.open(0, sm::CHAL);
             self.meta(m);
             self.end();
@@ -399,6 +440,9 @@ impl W<'_> {
     }
 
     fn put_get(&mut self, id: u8, pg: &PutGet<'_>) {
+        if bare_if_default(self, pg, (0, id)) {
+            return;
+        }
         self.open(0, id);
         self.leaf(0, sm::CMD_ID, &pg.cmd_id);
         self.flag(0, sm::NO_RESP, pg.no_resp);
@@ -410,6 +454,9 @@ impl W<'_> {
     }
 
     fn results(&mut self, r: &Results<'_>) {
+        if bare_if_default(self, r, (0, sm::RESULTS)) {
+            return;
+        }
         self.open(0, sm::RESULTS);
         self.leaf(0, sm::CMD_ID, &r.cmd_id);
         self.opt(0, sm::MSG_REF, &r.msg_ref);
@@ -422,6 +469,9 @@ impl W<'_> {
     }
 
     fn map(&mut self, m: &Map<'_>) {
+        if bare_if_default(self, m, (0, sm::MAP)) {
+            return;
+        }
         self.open(0, sm::MAP);
         self.leaf(0, sm::CMD_ID, &m.cmd_id);
         self.location(sm::TARGET, &m.target);
@@ -429,6 +479,9 @@ impl W<'_> {
         self.opt_cred(&m.cred);
         self.opt_meta(&m.meta);
         for mi in &m.map_items {
+            if bare_if_default(self, mi, (0, sm::MAP_ITEM)) {
+                continue;
+            }
             self.open(0, sm::MAP_ITEM);
             self.location(sm::TARGET, &mi.target);
             self.location(sm::SOURCE, &mi.source);
@@ -438,6 +491,9 @@ impl W<'_> {
     }
 
     fn exec(&mut self, e: &Exec<'_>) {
+        if bare_if_default(self, e, (0, sm::EXEC)) {
+            return;
+        }
         self.open(0, sm::EXEC);
         self.leaf(0, sm::CMD_ID, &e.cmd_id);
         self.flag(0, sm::NO_RESP, e.no_resp);
@@ -449,6 +505,9 @@ impl W<'_> {
     }
 
     fn search(&mut self, s: &Search<'_>) {
+        if bare_if_default(self, s, (0, sm::SEARCH)) {
+            return;
+        }
         self.open(0, sm::SEARCH);
         self.leaf(0, sm::CMD_ID, &s.cmd_id);
         self.flag(0, sm::NO_RESP, s.no_resp);
@@ -482,16 +541,22 @@ impl W<'_> {
         self.flag(0, di::UTC, d.utc);
         self.flag(0, di::SUPPORT_LARGE_OBJS, d.support_large_objs);
         self.flag(0, di::SUPPORT_NUMBER_OF_CHANGES, d.support_number_of_changes);
+        let legacy = legacy_devinf(d);
         for ds in &d.data_stores {
-            self.data_store(ds);
+            self.data_store(ds, legacy);
         }
-        if !d.ct_caps.is_empty() {
-            if flat_ct_caps(d) {
-                self.flat_ct_cap(&d.ct_caps);
-            } else {
-                for c in &d.ct_caps {
-                    self.ct_cap(c);
-                }
+        if legacy {
+            // DevInf 1.0/1.1: one global, flat CTCap holding the global and
+            // every per-datastore CTCap, as the XML encoder writes it.
+            let caps: Vec<&CtCap<'_>> =
+                d.ct_caps.iter().chain(d.data_stores.iter().flat_map(|ds| ds.ct_caps.iter())).collect();
+            if !caps.is_empty() {
+                self.flat_ct_cap(&caps);
+            }
+        } else {
+            // Not in the 1.2 DTD, but keeps a model with global CTCaps lossless.
+            for c in &d.ct_caps {
+                self.ct_cap(c);
             }
         }
         for e in &d.exts {
@@ -512,7 +577,7 @@ impl W<'_> {
         self.end();
     }
 
-    fn data_store(&mut self, ds: &DataStore<'_>) {
+    fn data_store(&mut self, ds: &DataStore<'_>, legacy: bool) {
         self.open(0, di::DATA_STORE);
         self.leaf(0, di::SOURCE_REF, &ds.source_ref);
         self.opt(0, di::DISPLAY_NAME, &ds.display_name);
@@ -529,8 +594,10 @@ impl W<'_> {
         for v in &ds.tx {
             self.ctv(di::TX, v);
         }
-        for c in &ds.ct_caps {
-            self.ct_cap(c);
+        if !legacy {
+            for c in &ds.ct_caps {
+                self.ct_cap(c);
+            }
         }
         if let Some(m) = &ds.ds_mem {
             self.open(0, di::DS_MEM);
@@ -595,8 +662,9 @@ impl W<'_> {
         self.end();
     }
 
-    /// DevInf 1.0/1.1 global `CTCap`: one flat element for all types.
-    fn flat_ct_cap(&mut self, caps: &[CtCap<'_>]) {
+    /// DevInf 1.0/1.1 global `CTCap`: one flat element for all types; the
+    /// 1.2-only VerCT, FieldLevel, MaxOccur and NoTruncate have no 1.1 form.
+    fn flat_ct_cap(&mut self, caps: &[&CtCap<'_>]) {
         self.open(0, di::CT_CAP);
         for c in caps {
             self.leaf(0, di::CT_TYPE, &c.ct_type);
@@ -622,13 +690,7 @@ impl W<'_> {
     }
 }
 
-/// Whether the global CTCaps go out in the DevInf 1.0/1.1 flat form: only
-/// for a 1.0/1.1 document, and only when nothing 1.2-only would be lost.
-fn flat_ct_caps(d: &DevInf<'_>) -> bool {
+/// DevInf 1.0/1.1 documents use the flat global CTCap (like the XML codec).
+fn legacy_devinf(d: &DevInf<'_>) -> bool {
     matches!(d.ver_dtd.trim(), "1.0" | "1.1")
-        && d.ct_caps.iter().all(|c| {
-            c.ver_ct.is_none()
-                && !c.field_level
-                && c.properties.iter().all(|p| p.max_occur.is_none() && !p.no_truncate)
-        })
 }

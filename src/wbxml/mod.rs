@@ -21,10 +21,15 @@
 //! Meta `Type` values are written as they are (the engine chooses
 //! `application/vnd.syncml-devinf+wbxml` vs `+xml`).
 //!
+//! A DevInf whose `VerDTD` is 1.0/1.1 is written in the 1.1 form, as the XML
+//! codec writes it: one global, flat `CTCap` holding the global and all
+//! per-datastore CTCaps, without the 1.2-only VerCT, FieldLevel, MaxOccur
+//! and NoTruncate.
+//!
 //! Known, documented differences of `decode(encode(m))` from `m`:
 //! [`Data::Binary`] bytes that are valid UTF-8 come back as [`Data::Text`]
-//! (WBXML OPAQUE does not say which it was), and [`Command::Unknown`] is
-//! dropped.
+//! (WBXML OPAQUE does not say which it was), [`Command::Unknown`] is
+//! dropped, and a DevInf 1.0/1.1 comes back in the 1.1 shape just described.
 
 use thiserror::Error;
 

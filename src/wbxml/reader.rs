@@ -9,6 +9,15 @@ use std::borrow::Cow;
 use super::tokens::{charset, global, public_id, ATTRS, CONTENT};
 use super::WbxmlError;
 
+/// Borrowed UTF-8 text; invalid sequences (only then) are replaced in a copy.
+pub(crate) fn utf8(bytes: &[u8]) -> Cow<'_, str> {
+    // `from_utf8` is much faster than `from_utf8_lossy` on valid input.
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// Text encodings we decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Charset {
@@ -157,11 +166,11 @@ impl<'a> Reader<'a> {
     /// Converts document-charset bytes to text.
     fn text(&self, bytes: &'a [u8]) -> Cow<'a, str> {
         match self.charset {
-            Charset::Utf8 => String::from_utf8_lossy(bytes),
+            Charset::Utf8 => utf8(bytes),
             Charset::Latin1 => {
                 if bytes.is_ascii() {
                     // ASCII is the same in both: no copy needed.
-                    String::from_utf8_lossy(bytes)
+                    utf8(bytes)
                 } else {
                     Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect())
                 }

@@ -58,11 +58,18 @@ enum Tok<'a> {
 
 struct Parser<'a> {
     input: &'a [u8],
+    /// The whole input as text when it is valid UTF-8 (checked once, which is
+    /// much cheaper than checking every chunk); text chunks are then sliced
+    /// out of it. `None`: chunks are checked one by one, so an error can name
+    /// the element holding the bad bytes.
+    text_src: Option<&'a str>,
     reader: Reader<&'a [u8]>,
     /// Local names of the open elements, for depth limiting and error paths.
     stack: Vec<&'a [u8]>,
     /// Open Sync/Atomic/Sequence commands.
     cmd_depth: usize,
+    /// Inside a `Filter` (nested Filters are skipped).
+    in_filter: bool,
 }
 
 /// Appends a text chunk; the first chunk stays borrowed.
@@ -71,6 +78,19 @@ fn push_text<'a>(acc: &mut Option<Cow<'a, str>>, t: Cow<'a, str>) {
         None => *acc = Some(t),
         Some(prev) => prev.to_mut().push_str(&t),
     }
+}
+
+/// Appends a default element and returns it, so big structs are decoded in
+/// place instead of being moved through return values.
+fn push_default<T: Default>(v: &mut Vec<T>) -> &mut T {
+    v.push(T::default());
+    last(v)
+}
+
+/// Resets `x` to its default (a repeated element replaces the earlier one).
+fn reset<T: Default>(x: &mut T) -> &mut T {
+    *x = T::default();
+    x
 }
 
 /// The element at the end of `v`, created if `v` is empty.
@@ -91,7 +111,14 @@ impl<'a> Parser<'a> {
         // Tolerance and speed: structure comes from our own element stack.
         cfg.check_end_names = false;
         cfg.expand_empty_elements = false;
-        Parser { input, reader, stack: Vec::with_capacity(16), cmd_depth: 0 }
+        Parser {
+            input,
+            text_src: std::str::from_utf8(input).ok(),
+            reader,
+            stack: Vec::with_capacity(16),
+            cmd_depth: 0,
+            in_filter: false,
+        }
     }
 
     // ----- errors -----------------------------------------------------------
@@ -125,23 +152,21 @@ impl<'a> Parser<'a> {
 
     // ----- tokens -----------------------------------------------------------
 
-    /// The local name of a start tag, borrowed from the input. quick-xml's
-    /// `BytesStart` does not hand out its `'a` buffer, so the name is located
-    /// in the input from the reader position (the tag ends just before it).
-    fn local_name(&self, e: &BytesStart<'a>, empty: bool) -> Result<&'a [u8]> {
+    /// The local name of a start tag, borrowed from the input: with a slice
+    /// reader the tag name points into the input, so its offset gives an
+    /// `'a` slice (`BytesStart` does not hand out its `'a` buffer).
+    #[inline(always)]
+    fn local_name(&self, e: &BytesStart<'a>) -> Result<&'a [u8]> {
         let qname = e.name();
-        let qname = qname.as_ref();
-        let end = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
-        // `>` or `/>` closes the tag; the content precedes it.
-        let content_end = end.saturating_sub(if empty { 2 } else { 1 });
-        let start = content_end.saturating_sub(e.len());
-        let q = match self.input.get(start..start + qname.len()) {
-            Some(q) if q == qname => q,
+        let q = qname.as_ref();
+        let at = (q.as_ptr() as usize).wrapping_sub(self.input.as_ptr() as usize);
+        let q = match at.checked_add(q.len()).and_then(|end| self.input.get(at..end)) {
+            Some(s) if s.as_ptr() == q.as_ptr() => s,
             _ => {
                 return Err(XmlError::Syntax {
                     path: self.path(),
                     offset: self.reader.buffer_position(),
-                    message: "cannot locate tag name in input".into(),
+                    message: "tag name not found in the input".into(),
                 })
             }
         };
@@ -151,6 +176,7 @@ impl<'a> Parser<'a> {
         })
     }
 
+    #[inline(always)]
     fn next(&mut self) -> Result<Tok<'a>> {
         loop {
             let ev = match self.reader.read_event() {
@@ -158,8 +184,8 @@ impl<'a> Parser<'a> {
                 Err(e) => return Err(self.syntax(e)),
             };
             return Ok(match ev {
-                Event::Start(e) => Tok::Start(self.local_name(&e, false)?),
-                Event::Empty(e) => Tok::Empty(self.local_name(&e, true)?),
+                Event::Start(e) => Tok::Start(self.local_name(&e)?),
+                Event::Empty(e) => Tok::Empty(self.local_name(&e)?),
                 Event::End(_) => Tok::End,
                 Event::Text(t) => Tok::Text(t.into_inner()),
                 Event::CData(t) => Tok::CData(t.into_inner()),
@@ -169,6 +195,7 @@ impl<'a> Parser<'a> {
         }
     }
 
+    #[inline(always)]
     fn open(&mut self, name: &'a [u8]) -> Result<()> {
         self.stack.push(name);
         if self.stack.len() > MAX_DEPTH {
@@ -177,14 +204,16 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn close(&mut self) {
         self.stack.pop();
     }
 
     /// UTF-8 checks (and unescapes, for `escaped` text) one text chunk.
+    #[inline]
     fn chunk(&self, raw: Cow<'a, [u8]>, escaped: bool) -> Result<Cow<'a, str>> {
         let s: Cow<'a, str> = match raw {
-            Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).map_err(|_| self.bad_utf8())?),
+            Cow::Borrowed(b) => Cow::Borrowed(self.str_of(b)?),
             Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|_| self.bad_utf8())?),
         };
         if escaped && s.as_bytes().contains(&b'&') {
@@ -194,8 +223,23 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `b` (a slice of the input) as text.
+    #[inline]
+    fn str_of(&self, b: &'a [u8]) -> Result<&'a str> {
+        if let Some(src) = self.text_src {
+            let at = (b.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+            if let Some(s) = at.checked_add(b.len()).and_then(|end| src.get(at..end)) {
+                if s.as_ptr() == b.as_ptr() {
+                    return Ok(s);
+                }
+            }
+        }
+        std::str::from_utf8(b).map_err(|_| self.bad_utf8())
+    }
+
     /// The next child of the open element, or `None` after its end tag.
     /// A returned non-empty child is open and must be consumed to its end.
+    #[inline]
     fn child(&mut self) -> Result<Option<(&'a [u8], bool)>> {
         loop {
             match self.next()? {
@@ -246,9 +290,30 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(Cow::Borrowed(""));
         }
-        let mut acc = None;
+        // Fast path: one text chunk, then the end tag.
+        let first = match self.next()? {
+            Tok::Text(raw) => self.chunk(raw, true)?,
+            Tok::CData(raw) => self.chunk(raw, false)?,
+            Tok::End => {
+                self.close();
+                return Ok(Cow::Borrowed(""));
+            }
+            tok => return self.text_slow(None, tok),
+        };
+        match self.next()? {
+            Tok::End => {
+                self.close();
+                Ok(first)
+            }
+            tok => self.text_slow(Some(first), tok),
+        }
+    }
+
+    /// The general case of [`Parser::text`], starting with a pending token.
+    #[inline(never)]
+    fn text_slow(&mut self, mut acc: Option<Cow<'a, str>>, mut tok: Tok<'a>) -> Result<Text<'a>> {
         loop {
-            match self.next()? {
+            match tok {
                 Tok::Text(raw) => {
                     let t = self.chunk(raw, true)?;
                     push_text(&mut acc, t);
@@ -268,6 +333,7 @@ impl<'a> Parser<'a> {
                 }
                 Tok::Eof => return Err(self.truncated()),
             }
+            tok = self.next()?;
         }
     }
 
@@ -306,7 +372,7 @@ impl<'a> Parser<'a> {
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"SyncHdr" => m.hdr = self.hdr(e)?,
+                b"SyncHdr" => self.hdr(e, reset(&mut m.hdr))?,
                 b"SyncBody" => self.body(e, &mut m)?,
                 _ => self.skip(e)?,
             }
@@ -314,10 +380,9 @@ impl<'a> Parser<'a> {
         Ok(m)
     }
 
-    fn hdr(&mut self, empty: bool) -> Result<SyncHdr<'a>> {
-        let mut h = SyncHdr::default();
+    fn hdr(&mut self, empty: bool, h: &mut SyncHdr<'a>) -> Result<()> {
         if empty {
-            return Ok(h);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -325,72 +390,93 @@ impl<'a> Parser<'a> {
                 b"VerProto" => h.ver_proto = self.text(e)?,
                 b"SessionID" => h.session_id = self.text(e)?,
                 b"MsgID" => h.msg_id = self.text(e)?,
-                b"Target" => h.target = self.location(e)?,
-                b"Source" => h.source = self.location(e)?,
+                b"Target" => self.location(e, reset(&mut h.target))?,
+                b"Source" => self.location(e, reset(&mut h.source))?,
                 b"RespURI" => h.resp_uri = self.some_text(e)?,
                 b"NoResp" => h.no_resp = self.flag(e)?,
-                b"Cred" => h.cred = Some(self.cred(e)?),
-                b"Meta" => h.meta = Some(self.meta(e)?),
+                b"Cred" => self.cred(e, h.cred.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, h.meta.insert(Meta::default()))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(h)
+        Ok(())
     }
 
     fn body(&mut self, empty: bool, m: &mut SyncMl<'a>) -> Result<()> {
         if empty {
             return Ok(());
         }
+        self.reserve_commands(&mut m.body);
         while let Some((n, e)) = self.child()? {
             match n {
                 b"Final" => m.final_ = self.flag(e)?,
-                _ => {
-                    let c = self.command(n, e)?;
-                    m.body.push(c);
-                }
+                _ => self.command(n, e, &mut m.body)?,
             }
         }
         Ok(())
     }
 
-    /// Any element in a command position (SyncBody, Sync, Atomic, Sequence).
+    /// Any element in a command position (SyncBody, Sync, Atomic, Sequence),
+    /// decoded in place at the end of `out`.
     ///
     /// Only the nesting commands are handled in this (recursive) frame; the
     /// others go through [`Parser::flat_command`] so that the stack used per
-    /// nesting level stays small even in unoptimised builds (a `Command` is
-    /// over a kilobyte and every match arm would otherwise keep its own
-    /// temporaries here).
-    fn command(&mut self, name: &'a [u8], e: bool) -> Result<Command<'a>> {
+    /// nesting level stays small even in unoptimised builds.
+    fn command(&mut self, name: &'a [u8], e: bool, out: &mut Vec<Command<'a>>) -> Result<()> {
         match name {
-            b"Sync" => Ok(Command::Sync(self.sync(e)?)),
-            b"Atomic" => Ok(Command::Atomic(self.container(e)?)),
-            b"Sequence" => Ok(Command::Sequence(self.container(e)?)),
-            _ => self.flat_command(name, e),
+            b"Sync" => {
+                out.push(Command::Sync(Sync::default()));
+                if let Some(Command::Sync(c)) = out.last_mut() {
+                    self.sync(e, c)?;
+                }
+            }
+            b"Atomic" | b"Sequence" => {
+                let c = Container::default();
+                out.push(if name == b"Atomic" { Command::Atomic(c) } else { Command::Sequence(c) });
+                if let Some(Command::Atomic(c) | Command::Sequence(c)) = out.last_mut() {
+                    self.container(e, c)?;
+                }
+            }
+            _ => self.flat_command(name, e, out)?,
         }
+        Ok(())
     }
 
     #[inline(never)]
-    fn flat_command(&mut self, name: &'a [u8], e: bool) -> Result<Command<'a>> {
-        Ok(match name {
-            b"Alert" => Command::Alert(self.alert(e)?),
-            b"Add" => Command::Add(self.item_command(e)?),
-            b"Replace" => Command::Replace(self.item_command(e)?),
-            b"Delete" => Command::Delete(self.item_command(e)?),
-            b"Copy" => Command::Copy(self.item_command(e)?),
-            b"Move" => Command::Move(self.item_command(e)?),
-            b"Status" => Command::Status(self.status(e)?),
-            b"Put" => Command::Put(self.put_get(e)?),
-            b"Get" => Command::Get(self.put_get(e)?),
-            b"Results" => Command::Results(self.results(e)?),
-            b"Map" => Command::Map(self.map(e)?),
-            b"Exec" => Command::Exec(self.exec(e)?),
-            b"Search" => Command::Search(self.search(e)?),
-            _ => Command::Unknown(self.unknown(name, e)?),
-        })
+    fn flat_command(&mut self, name: &'a [u8], e: bool, out: &mut Vec<Command<'a>>) -> Result<()> {
+        // A `Command` is over a kilobyte: create it in the Vec, then fill it.
+        macro_rules! in_place {
+            ($variant:ident($ty:ident), $fill:ident) => {{
+                out.push(Command::$variant($ty::default()));
+                if let Some(Command::$variant(c)) = out.last_mut() {
+                    self.$fill(e, c)?;
+                }
+            }};
+        }
+        match name {
+            b"Alert" => in_place!(Alert(Alert), alert),
+            b"Add" => in_place!(Add(ItemCommand), item_command),
+            b"Replace" => in_place!(Replace(ItemCommand), item_command),
+            b"Delete" => in_place!(Delete(ItemCommand), item_command),
+            b"Copy" => in_place!(Copy(ItemCommand), item_command),
+            b"Move" => in_place!(Move(ItemCommand), item_command),
+            b"Status" => in_place!(Status(Status), status),
+            b"Put" => in_place!(Put(PutGet), put_get),
+            b"Get" => in_place!(Get(PutGet), put_get),
+            b"Results" => in_place!(Results(Results), results),
+            b"Map" => in_place!(Map(Map), map),
+            b"Exec" => in_place!(Exec(Exec), exec),
+            b"Search" => in_place!(Search(Search), search),
+            _ => {
+                let u = self.unknown(name, e)?;
+                out.push(Command::Unknown(u));
+            }
+        }
+        Ok(())
     }
 
     fn unknown(&mut self, name: &'a [u8], empty: bool) -> Result<UnknownCommand<'a>> {
-        let name = std::str::from_utf8(name).map_err(|_| self.bad_utf8())?;
+        let name = self.str_of(name)?;
         let mut u = UnknownCommand { name: Cow::Borrowed(name), cmd_id: Cow::Borrowed("") };
         if empty {
             return Ok(u);
@@ -404,6 +490,16 @@ impl<'a> Parser<'a> {
         Ok(u)
     }
 
+    /// Growing a Vec of kilobyte-sized commands one doubling at a time copies
+    /// and touches about twice the final memory; SyncBody and Sync (the
+    /// long lists) start with a guess from the bytes left to parse (a
+    /// command rarely takes under ~200 bytes), capped at 128.
+    fn reserve_commands(&self, v: &mut Vec<Command<'a>>) {
+        let pos = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
+        let left = self.input.len().saturating_sub(pos);
+        v.reserve_exact((left / 200).clamp(4, 128));
+    }
+
     fn enter_command(&mut self) -> Result<()> {
         self.cmd_depth += 1;
         if self.cmd_depth > MAX_COMMAND_DEPTH {
@@ -412,29 +508,27 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn alert(&mut self, empty: bool) -> Result<Alert<'a>> {
-        let mut c = Alert::default();
+    fn alert(&mut self, empty: bool, c: &mut Alert<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
                 b"NoResp" => c.no_resp = self.flag(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Data" => c.data = self.some_text(e)?,
                 b"Correlator" => c.correlator = self.some_text(e)?,
-                b"Item" => c.items.push(self.item(e)?),
+                b"Item" => self.item(e, push_default(&mut c.items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn item_command(&mut self, empty: bool) -> Result<ItemCommand<'a>> {
-        let mut c = ItemCommand::default();
+    fn item_command(&mut self, empty: bool, c: &mut ItemCommand<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -442,29 +536,30 @@ impl<'a> Parser<'a> {
                 b"NoResp" => c.no_resp = self.flag(e)?,
                 b"Archive" => c.archive = self.flag(e)?,
                 b"SftDel" => c.sft_del = self.flag(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Meta" => c.meta = Some(self.meta(e)?),
-                b"Item" => c.items.push(self.item(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
+                b"Item" => self.item(e, push_default(&mut c.items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn sync(&mut self, empty: bool) -> Result<Sync<'a>> {
-        let mut c = Sync::default();
-        if empty {
-            return Ok(c);
-        }
+    fn sync(&mut self, empty: bool, c: &mut Sync<'a>) -> Result<()> {
+        // Counted even when empty: re-encoded, an empty command gets content.
         self.enter_command()?;
+        if empty {
+            self.cmd_depth -= 1;
+            return Ok(());
+        }
+        self.reserve_commands(&mut c.commands);
         while let Some((n, e)) = self.child()? {
-            if !self.sync_field(n, e, &mut c)? {
-                let cmd = self.command(n, e)?;
-                c.commands.push(cmd);
+            if !self.sync_field(n, e, c)? {
+                self.command(n, e, &mut c.commands)?;
             }
         }
         self.cmd_depth -= 1;
-        Ok(c)
+        Ok(())
     }
 
     /// A non-command child of Sync; false if `n` is a command.
@@ -473,30 +568,30 @@ impl<'a> Parser<'a> {
         match n {
             b"CmdID" => c.cmd_id = self.text(e)?,
             b"NoResp" => c.no_resp = self.flag(e)?,
-            b"Cred" => c.cred = Some(self.cred(e)?),
-            b"Target" => c.target = Some(self.location(e)?),
-            b"Source" => c.source = Some(self.location(e)?),
-            b"Meta" => c.meta = Some(self.meta(e)?),
+            b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+            b"Target" => self.location(e, c.target.insert(Default::default()))?,
+            b"Source" => self.location(e, c.source.insert(Default::default()))?,
+            b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
             b"NumberOfChanges" => c.number_of_changes = self.some_text(e)?,
             _ => return Ok(false),
         }
         Ok(true)
     }
 
-    fn container(&mut self, empty: bool) -> Result<Container<'a>> {
-        let mut c = Container::default();
-        if empty {
-            return Ok(c);
-        }
+    fn container(&mut self, empty: bool, c: &mut Container<'a>) -> Result<()> {
+        // Counted even when empty: re-encoded, an empty command gets content.
         self.enter_command()?;
+        if empty {
+            self.cmd_depth -= 1;
+            return Ok(());
+        }
         while let Some((n, e)) = self.child()? {
-            if !self.container_field(n, e, &mut c)? {
-                let cmd = self.command(n, e)?;
-                c.commands.push(cmd);
+            if !self.container_field(n, e, c)? {
+                self.command(n, e, &mut c.commands)?;
             }
         }
         self.cmd_depth -= 1;
-        Ok(c)
+        Ok(())
     }
 
     /// A non-command child of Atomic/Sequence; false if `n` is a command.
@@ -505,16 +600,15 @@ impl<'a> Parser<'a> {
         match n {
             b"CmdID" => c.cmd_id = self.text(e)?,
             b"NoResp" => c.no_resp = self.flag(e)?,
-            b"Meta" => c.meta = Some(self.meta(e)?),
+            b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
             _ => return Ok(false),
         }
         Ok(true)
     }
 
-    fn status(&mut self, empty: bool) -> Result<Status<'a>> {
-        let mut c = Status::default();
+    fn status(&mut self, empty: bool, c: &mut Status<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -524,234 +618,224 @@ impl<'a> Parser<'a> {
                 b"Cmd" => c.cmd = self.text(e)?,
                 b"TargetRef" => c.target_refs.push(self.text(e)?),
                 b"SourceRef" => c.source_refs.push(self.text(e)?),
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Chal" => c.chal = Some(self.chal(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Chal" => self.chal(e, c.chal.insert(Default::default()))?,
                 b"Data" => c.data = self.text(e)?,
-                b"Item" => c.items.push(self.item(e)?),
+                b"Item" => self.item(e, push_default(&mut c.items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn put_get(&mut self, empty: bool) -> Result<PutGet<'a>> {
-        let mut c = PutGet::default();
+    fn put_get(&mut self, empty: bool, c: &mut PutGet<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
                 b"NoResp" => c.no_resp = self.flag(e)?,
                 b"Lang" => c.lang = self.some_text(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Meta" => c.meta = Some(self.meta(e)?),
-                b"Item" => c.items.push(self.item(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
+                b"Item" => self.item(e, push_default(&mut c.items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn results(&mut self, empty: bool) -> Result<Results<'a>> {
-        let mut c = Results::default();
+    fn results(&mut self, empty: bool, c: &mut Results<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
                 b"MsgRef" => c.msg_ref = self.some_text(e)?,
                 b"CmdRef" => c.cmd_ref = self.text(e)?,
-                b"Meta" => c.meta = Some(self.meta(e)?),
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"TargetRef" => c.target_ref = self.some_text(e)?,
                 b"SourceRef" => c.source_ref = self.some_text(e)?,
-                b"Item" => c.items.push(self.item(e)?),
+                b"Item" => self.item(e, push_default(&mut c.items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn map(&mut self, empty: bool) -> Result<Map<'a>> {
-        let mut c = Map::default();
+    fn map(&mut self, empty: bool, c: &mut Map<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
-                b"Target" => c.target = self.location(e)?,
-                b"Source" => c.source = self.location(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Meta" => c.meta = Some(self.meta(e)?),
-                b"MapItem" => c.map_items.push(self.map_item(e)?),
+                b"Target" => self.location(e, reset(&mut c.target))?,
+                b"Source" => self.location(e, reset(&mut c.source))?,
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
+                b"MapItem" => self.map_item(e, push_default(&mut c.map_items))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn map_item(&mut self, empty: bool) -> Result<MapItem<'a>> {
-        let mut c = MapItem::default();
+    fn map_item(&mut self, empty: bool, c: &mut MapItem<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Target" => c.target = self.location(e)?,
-                b"Source" => c.source = self.location(e)?,
+                b"Target" => self.location(e, reset(&mut c.target))?,
+                b"Source" => self.location(e, reset(&mut c.source))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn exec(&mut self, empty: bool) -> Result<Exec<'a>> {
-        let mut c = Exec::default();
+    fn exec(&mut self, empty: bool, c: &mut Exec<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
                 b"NoResp" => c.no_resp = self.flag(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Meta" => c.meta = Some(self.meta(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"Correlator" => c.correlator = self.some_text(e)?,
-                b"Item" => c.item = self.item(e)?,
+                b"Item" => self.item(e, reset(&mut c.item))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
-    fn search(&mut self, empty: bool) -> Result<Search<'a>> {
-        let mut c = Search::default();
+    fn search(&mut self, empty: bool, c: &mut Search<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"CmdID" => c.cmd_id = self.text(e)?,
                 b"NoResp" => c.no_resp = self.flag(e)?,
                 b"NoResults" => c.no_results = self.flag(e)?,
-                b"Cred" => c.cred = Some(self.cred(e)?),
-                b"Target" => c.target = Some(self.location(e)?),
-                b"Source" => c.sources.push(self.location(e)?),
+                b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
+                b"Target" => self.location(e, c.target.insert(Default::default()))?,
+                b"Source" => self.location(e, push_default(&mut c.sources))?,
                 b"Lang" => c.lang = self.some_text(e)?,
-                b"Meta" => c.meta = Some(self.meta(e)?),
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"Data" => c.data = Some(self.data(e)?),
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     // ----- common elements --------------------------------------------------
 
-    fn location(&mut self, empty: bool) -> Result<Location<'a>> {
-        let mut l = Location::default();
+    fn location(&mut self, empty: bool, l: &mut Location<'a>) -> Result<()> {
         if empty {
-            return Ok(l);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"LocURI" => l.loc_uri = self.text(e)?,
                 b"LocName" => l.loc_name = self.some_text(e)?,
-                b"Filter" => l.filter = Some(Box::new(self.filter(e)?)),
+                // A Filter inside a Filter's Field/Record item is meaningless
+                // and the only unbounded nesting below a command: skipped.
+                b"Filter" if self.in_filter => self.skip(e)?,
+                b"Filter" => {
+                    self.in_filter = true;
+                    let r = self.filter(e, l.filter.insert(Box::default()));
+                    self.in_filter = false;
+                    r?
+                }
                 _ => self.skip(e)?,
             }
         }
-        Ok(l)
+        Ok(())
     }
 
-    fn filter(&mut self, empty: bool) -> Result<Filter<'a>> {
-        let mut f = Filter::default();
+    fn filter(&mut self, empty: bool, f: &mut Filter<'a>) -> Result<()> {
         if empty {
-            return Ok(f);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Meta" => f.meta = Some(self.meta(e)?),
-                b"Field" => f.field = Some(self.item_wrapper(e)?),
-                b"Record" => f.record = Some(self.item_wrapper(e)?),
+                b"Meta" => self.meta_into(e, f.meta.insert(Meta::default()))?,
+                b"Field" => self.item_wrapper(e, f.field.insert(Default::default()))?,
+                b"Record" => self.item_wrapper(e, f.record.insert(Default::default()))?,
                 b"FilterType" => f.filter_type = self.some_text(e)?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(f)
+        Ok(())
     }
 
     /// `Field` / `Record`: a wrapper around one `Item`.
-    fn item_wrapper(&mut self, empty: bool) -> Result<Item<'a>> {
-        let mut it = Item::default();
+    fn item_wrapper(&mut self, empty: bool, it: &mut Item<'a>) -> Result<()> {
         if empty {
-            return Ok(it);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Item" => it = self.item(e)?,
+                b"Item" => self.item(e, reset(it))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(it)
+        Ok(())
     }
 
-    fn cred(&mut self, empty: bool) -> Result<Cred<'a>> {
-        let mut c = Cred::default();
+    fn cred(&mut self, empty: bool, c: &mut Cred<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Meta" => c.meta = Some(self.meta(e)?),
+                b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"Data" => c.data = self.data(e)?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     /// `Chal`: only its `Meta` is kept.
-    fn chal(&mut self, empty: bool) -> Result<Meta<'a>> {
-        let mut m = Meta::default();
+    fn chal(&mut self, empty: bool, m: &mut Meta<'a>) -> Result<()> {
         if empty {
-            return Ok(m);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Meta" => m = self.meta(e)?,
+                b"Meta" => self.meta_into(e, reset(m))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(m)
+        Ok(())
     }
 
-    fn item(&mut self, empty: bool) -> Result<Item<'a>> {
-        let mut it = Item::default();
+    fn item(&mut self, empty: bool, it: &mut Item<'a>) -> Result<()> {
         if empty {
-            return Ok(it);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"Target" => it.target = Some(self.location(e)?),
-                b"Source" => it.source = Some(self.location(e)?),
-                b"SourceParent" => it.source_parent = Some(self.location(e)?),
-                b"TargetParent" => it.target_parent = Some(self.location(e)?),
-                b"Meta" => it.meta = Some(self.meta(e)?),
+                b"Target" => self.location(e, it.target.insert(Default::default()))?,
+                b"Source" => self.location(e, it.source.insert(Default::default()))?,
+                b"SourceParent" => self.location(e, it.source_parent.insert(Default::default()))?,
+                b"TargetParent" => self.location(e, it.target_parent.insert(Default::default()))?,
+                b"Meta" => self.meta_into(e, it.meta.insert(Meta::default()))?,
                 b"Data" => it.data = Some(self.data(e)?),
                 b"MoreData" => it.more_data = self.flag(e)?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(it)
-    }
-
-    fn meta(&mut self, empty: bool) -> Result<Meta<'a>> {
-        let mut m = Meta::default();
-        self.meta_into(empty, &mut m)?;
-        Ok(m)
+        Ok(())
     }
 
     /// MetInf children, matched by local name whatever their namespace.
@@ -765,13 +849,13 @@ impl<'a> Parser<'a> {
                 b"Type" => m.type_ = self.some_text(e)?,
                 b"Mark" => m.mark = self.some_text(e)?,
                 b"Size" => m.size = self.some_text(e)?,
-                b"Anchor" => m.anchor = Some(self.anchor(e)?),
+                b"Anchor" => self.anchor(e, m.anchor.insert(Default::default()))?,
                 b"Version" => m.version = self.some_text(e)?,
                 b"NextNonce" => m.next_nonce = self.some_text(e)?,
                 b"MaxMsgSize" => m.max_msg_size = self.some_text(e)?,
                 b"MaxObjSize" => m.max_obj_size = self.some_text(e)?,
                 b"EMI" => m.emi.push(self.text(e)?),
-                b"Mem" => m.mem = Some(self.mem(e)?),
+                b"Mem" => self.mem(e, m.mem.insert(Default::default()))?,
                 b"FieldLevel" => m.field_level = self.flag(e)?,
                 // SyncML 1.0 senders may wrap the MetInf elements.
                 b"MetInf" => self.meta_into(e, m)?,
@@ -781,10 +865,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn anchor(&mut self, empty: bool) -> Result<Anchor<'a>> {
-        let mut a = Anchor::default();
+    fn anchor(&mut self, empty: bool, a: &mut Anchor<'a>) -> Result<()> {
         if empty {
-            return Ok(a);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -793,13 +876,12 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(a)
+        Ok(())
     }
 
-    fn mem(&mut self, empty: bool) -> Result<Mem<'a>> {
-        let mut m = Mem::default();
+    fn mem(&mut self, empty: bool, m: &mut Mem<'a>) -> Result<()> {
         if empty {
-            return Ok(m);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -809,7 +891,7 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(m)
+        Ok(())
     }
 
     /// `Data`: text/CDATA, or an embedded DevInf / MetInf Anchor element.
@@ -832,8 +914,16 @@ impl<'a> Parser<'a> {
                 Tok::Start(n) => {
                     self.open(n)?;
                     match n {
-                        b"DevInf" => embedded = Some(Data::DevInf(Box::new(self.devinf(false)?))),
-                        b"Anchor" => embedded = Some(Data::Anchor(self.anchor(false)?)),
+                        b"DevInf" => {
+                            let mut d = Box::<DevInf>::default();
+                            self.devinf(false, &mut d)?;
+                            embedded = Some(Data::DevInf(d));
+                        }
+                        b"Anchor" => {
+                            let mut a = Anchor::default();
+                            self.anchor(false, &mut a)?;
+                            embedded = Some(Data::Anchor(a));
+                        }
                         _ => self.skip(false)?,
                     }
                 }
@@ -875,13 +965,14 @@ impl<'a> Parser<'a> {
 
     fn devinf_root(mut self) -> Result<DevInf<'a>> {
         let empty = self.root("DevInf")?;
-        self.devinf(empty)
+        let mut d = DevInf::default();
+        self.devinf(empty, &mut d)?;
+        Ok(d)
     }
 
-    fn devinf(&mut self, empty: bool) -> Result<DevInf<'a>> {
-        let mut d = DevInf::default();
+    fn devinf(&mut self, empty: bool, d: &mut DevInf<'a>) -> Result<()> {
         if empty {
-            return Ok(d);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -897,45 +988,43 @@ impl<'a> Parser<'a> {
                 b"UTC" => d.utc = self.flag(e)?,
                 b"SupportLargeObjs" => d.support_large_objs = self.flag(e)?,
                 b"SupportNumberOfChanges" => d.support_number_of_changes = self.flag(e)?,
-                b"DataStore" => d.data_stores.push(self.data_store(e)?),
+                b"DataStore" => self.data_store(e, push_default(&mut d.data_stores))?,
                 b"CTCap" => self.ct_cap(e, &mut d.ct_caps)?,
-                b"Ext" => d.exts.push(self.ext(e)?),
+                b"Ext" => self.ext(e, push_default(&mut d.exts))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(d)
+        Ok(())
     }
 
-    fn data_store(&mut self, empty: bool) -> Result<DataStore<'a>> {
-        let mut s = DataStore::default();
+    fn data_store(&mut self, empty: bool, s: &mut DataStore<'a>) -> Result<()> {
         if empty {
-            return Ok(s);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
                 b"SourceRef" => s.source_ref = self.text(e)?,
                 b"DisplayName" => s.display_name = self.some_text(e)?,
                 b"MaxGUIDSize" => s.max_guid_size = self.some_text(e)?,
-                b"Rx-Pref" => s.rx_pref = Some(self.ctv(e)?),
-                b"Rx" => s.rx.push(self.ctv(e)?),
-                b"Tx-Pref" => s.tx_pref = Some(self.ctv(e)?),
-                b"Tx" => s.tx.push(self.ctv(e)?),
+                b"Rx-Pref" => self.ctv(e, s.rx_pref.insert(Default::default()))?,
+                b"Rx" => self.ctv(e, push_default(&mut s.rx))?,
+                b"Tx-Pref" => self.ctv(e, s.tx_pref.insert(Default::default()))?,
+                b"Tx" => self.ctv(e, push_default(&mut s.tx))?,
                 b"CTCap" => self.ct_cap(e, &mut s.ct_caps)?,
-                b"DSMem" => s.ds_mem = Some(self.ds_mem(e)?),
+                b"DSMem" => self.ds_mem(e, s.ds_mem.insert(Default::default()))?,
                 b"SupportHierarchicalSync" => s.support_hierarchical_sync = self.flag(e)?,
                 b"SyncCap" => self.sync_cap(e, &mut s.sync_cap)?,
-                b"Filter-Rx" => s.filter_rx.push(self.ctv(e)?),
-                b"FilterCap" => s.filter_caps.push(self.filter_cap(e)?),
+                b"Filter-Rx" => self.ctv(e, push_default(&mut s.filter_rx))?,
+                b"FilterCap" => self.filter_cap(e, push_default(&mut s.filter_caps))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(s)
+        Ok(())
     }
 
-    fn ctv(&mut self, empty: bool) -> Result<ContentTypeVersion<'a>> {
-        let mut c = ContentTypeVersion::default();
+    fn ctv(&mut self, empty: bool, c: &mut ContentTypeVersion<'a>) -> Result<()> {
         if empty {
-            return Ok(c);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -944,7 +1033,7 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(c)
+        Ok(())
     }
 
     fn sync_cap(&mut self, empty: bool, out: &mut Vec<Text<'a>>) -> Result<()> {
@@ -960,10 +1049,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn ds_mem(&mut self, empty: bool) -> Result<DsMem<'a>> {
-        let mut m = DsMem::default();
+    fn ds_mem(&mut self, empty: bool, m: &mut DsMem<'a>) -> Result<()> {
         if empty {
-            return Ok(m);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -973,13 +1061,12 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(m)
+        Ok(())
     }
 
-    fn filter_cap(&mut self, empty: bool) -> Result<FilterCap<'a>> {
-        let mut f = FilterCap::default();
+    fn filter_cap(&mut self, empty: bool, f: &mut FilterCap<'a>) -> Result<()> {
         if empty {
-            return Ok(f);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -990,13 +1077,12 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(f)
+        Ok(())
     }
 
-    fn ext(&mut self, empty: bool) -> Result<Ext<'a>> {
-        let mut x = Ext::default();
+    fn ext(&mut self, empty: bool, x: &mut Ext<'a>) -> Result<()> {
         if empty {
-            return Ok(x);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -1005,7 +1091,7 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(x)
+        Ok(())
     }
 
     /// One `CTCap` element, in either form: DevInf 1.2 (one content type,
@@ -1036,8 +1122,7 @@ impl<'a> Parser<'a> {
                 b"VerCT" => cap.ver_ct = self.some_text(e)?,
                 b"FieldLevel" => cap.field_level = self.flag(e)?,
                 b"Property" => {
-                    let p = self.property(e)?;
-                    cap.properties.push(p);
+                    self.property(e, push_default(&mut cap.properties))?;
                     in_param = false;
                 }
                 b"PropName" => {
@@ -1079,10 +1164,9 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn property(&mut self, empty: bool) -> Result<Property<'a>> {
-        let mut p = Property::default();
+    fn property(&mut self, empty: bool, p: &mut Property<'a>) -> Result<()> {
         if empty {
-            return Ok(p);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -1094,17 +1178,16 @@ impl<'a> Parser<'a> {
                 b"NoTruncate" => p.no_truncate = self.flag(e)?,
                 b"ValEnum" => p.val_enums.push(self.text(e)?),
                 b"DisplayName" => p.display_name = self.some_text(e)?,
-                b"PropParam" => p.prop_params.push(self.prop_param(e)?),
+                b"PropParam" => self.prop_param(e, push_default(&mut p.prop_params))?,
                 _ => self.skip(e)?,
             }
         }
-        Ok(p)
+        Ok(())
     }
 
-    fn prop_param(&mut self, empty: bool) -> Result<PropParam<'a>> {
-        let mut p = PropParam::default();
+    fn prop_param(&mut self, empty: bool, p: &mut PropParam<'a>) -> Result<()> {
         if empty {
-            return Ok(p);
+            return Ok(());
         }
         while let Some((n, e)) = self.child()? {
             match n {
@@ -1115,7 +1198,7 @@ impl<'a> Parser<'a> {
                 _ => self.skip(e)?,
             }
         }
-        Ok(p)
+        Ok(())
     }
 }
 

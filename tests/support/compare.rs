@@ -277,6 +277,68 @@ fn normalize_directory(content: &str, keep_uid: bool) -> NormItem {
     NormItem { lines }
 }
 
+/// Normalizes an item for comparison with the same item in the other version of its format
+/// (vCard 2.1 with 3.0, vCalendar 1.0 with iCalendar 2.0): on top of [`normalize`], the
+/// `VERSION` is dropped and values that the two versions spell differently are mapped to one
+/// spelling (vCalendar's `NEEDS ACTION` status, and priorities, which vCalendar 1.0 only knows
+/// as 1 high, 2 normal, 3 low).
+pub fn normalize_across(kind: Kind, content: &str) -> NormItem {
+    let item = normalize(kind, content);
+    let ical = matches!(kind, Kind::Calendar | Kind::Tasks);
+    let mut lines: Vec<String> = item
+        .lines
+        .into_iter()
+        .filter(|l| !(l.starts_with("VERSION:") || l.starts_with("VERSION;")))
+        .map(|l| {
+            let (head, value) = l.split_once(':').unwrap_or((&l, ""));
+            let prop = head.rsplit('/').next().unwrap_or(head).split(';').next().unwrap_or("");
+            match prop {
+                "STATUS" => format!("{head}:{}", value.replace(' ', "-")),
+                "PRIORITY" if ical => {
+                    let class = match value.parse::<u32>() {
+                        Ok(1..=4) => "1",
+                        Ok(5) => "2",
+                        Ok(6..=9) => "3",
+                        _ => value,
+                    };
+                    format!("{head}:{class}")
+                }
+                _ => l,
+            }
+        })
+        .collect();
+    lines.sort();
+    NormItem { lines }
+}
+
+/// Compares two data dirs holding the same items in different versions of a format.
+pub fn compare_dirs_across(
+    left_kind: Kind,
+    left: &Path,
+    right_kind: Kind,
+    right: &Path,
+) -> Result<(), String> {
+    let load = |kind: Kind, dir: &Path| -> Vec<(String, NormItem)> {
+        list_items(dir)
+            .into_iter()
+            .map(|name| {
+                let bytes = std::fs::read(dir.join(&name)).expect("read item");
+                let item = normalize_across(kind, &String::from_utf8_lossy(&bytes));
+                (name, item)
+            })
+            .collect()
+    };
+    let l = load(left_kind, left);
+    let r = load(right_kind, right);
+    compare_sets(
+        left_kind,
+        &format!("{} ({})", left.display(), left_kind.name()),
+        &l,
+        &format!("{} ({})", right.display(), right_kind.name()),
+        &r,
+    )
+}
+
 /// Reads and normalizes every item in a data dir.
 pub fn load_dir(kind: Kind, dir: &Path) -> Vec<(String, NormItem)> {
     list_items(dir)
@@ -298,6 +360,10 @@ pub fn compare_sets(
     right_label: &str,
     right: &[(String, NormItem)],
 ) -> Result<(), String> {
+    for (name, item) in left.iter().chain(right) {
+        // an item that normalizes to nothing would compare equal to any other
+        assert!(!item.lines.is_empty(), "{name}: item has no content after normalization");
+    }
     let mut counts: BTreeMap<&NormItem, i64> = BTreeMap::new();
     for (_, item) in left {
         *counts.entry(item).or_default() += 1;
@@ -322,35 +388,51 @@ pub fn compare_sets(
     );
     const MAX_SHOWN: usize = 8;
     for (name, item) in only_left.iter().take(MAX_SHOWN) {
-        let _ = writeln!(report, "\n< only in {left_label}: {name}: {}", item.label());
-        // closest item on the other side, by shared lines
-        let best = only_right
-            .iter()
-            .max_by_key(|(_, other)| other.lines.iter().filter(|l| item.lines.contains(l)).count());
-        match best {
-            Some((other_name, other)) => {
-                let _ = writeln!(report, "  closest in {right_label}: {other_name}");
-                for l in item.lines.iter().filter(|l| !other.lines.contains(l)) {
-                    let _ = writeln!(report, "  - {}", clip(l, 160));
-                }
-                for l in other.lines.iter().filter(|l| !item.lines.contains(l)) {
-                    let _ = writeln!(report, "  + {}", clip(l, 160));
-                }
-            }
-            None => {
-                for l in &item.lines {
-                    let _ = writeln!(report, "    {}", clip(l, 160));
-                }
-            }
-        }
+        describe(&mut report, '<', left_label, name, item, right_label, right);
     }
     for (name, item) in only_right.iter().take(MAX_SHOWN) {
-        let _ = writeln!(report, "\n> only in {right_label}: {name}: {}", item.label());
+        describe(&mut report, '>', right_label, name, item, left_label, left);
     }
     if only_left.len() > MAX_SHOWN || only_right.len() > MAX_SHOWN {
         let _ = writeln!(report, "\n(first {MAX_SHOWN} differences shown)");
     }
     Err(report)
+}
+
+/// One unmatched item: an extra copy of an item the other side has, or a line diff against the
+/// most similar item on the other side.
+fn describe(
+    report: &mut String,
+    mark: char,
+    label: &str,
+    name: &str,
+    item: &NormItem,
+    other_label: &str,
+    others: &[(String, NormItem)],
+) {
+    if others.iter().any(|(_, o)| o == item) {
+        let _ = writeln!(report, "\n{mark} extra copy in {label}: {name}: {} (duplicated)", item.label());
+        return;
+    }
+    let _ = writeln!(report, "\n{mark} only in {label}: {name}: {}", item.label());
+    let best = others.iter().max_by_key(|(_, o)| o.lines.iter().filter(|l| item.lines.contains(l)).count());
+    match best {
+        Some((other_name, other)) => {
+            let _ = writeln!(report, "  closest in {other_label}: {other_name}");
+            for l in item.lines.iter().filter(|l| !other.lines.contains(l)) {
+                let _ = writeln!(report, "  {mark} {}", clip(l, 160));
+            }
+            let back = if mark == '<' { '>' } else { '<' };
+            for l in other.lines.iter().filter(|l| !item.lines.contains(l)) {
+                let _ = writeln!(report, "  {back} {}", clip(l, 160));
+            }
+        }
+        None => {
+            for l in &item.lines {
+                let _ = writeln!(report, "    {}", clip(l, 160));
+            }
+        }
+    }
 }
 
 /// Compares the items of two data dirs as multisets (file names do not matter).
@@ -384,6 +466,23 @@ mod tests {
         let a = "BEGIN:VCARD\r\nVERSION:2.1\r\nNOTE;ENCODING=QUOTED-PRINTABLE;CHARSET=UTF-8:a=C3=BC=\r\nb\r\nTEL;CELL:1\r\nEND:VCARD\r\n";
         let b = "BEGIN:VCARD\r\nVERSION:2.1\r\nTEL;TYPE=CELL:1\r\nNOTE;CHARSET=UTF-8:aüb\r\nEND:VCARD\r\n";
         assert_eq!(normalize(Kind::Contacts21, a), normalize(Kind::Contacts21, b));
+    }
+
+    #[test]
+    fn generated_items_keep_their_content() {
+        use crate::support::items::{generate, GenOptions};
+        for kind in Kind::ALL {
+            let a = normalize(kind, &generate(kind, "t", 0, 0, GenOptions::default()));
+            let b = normalize(kind, &generate(kind, "t", 1, 0, GenOptions::default()));
+            let a2 = normalize(kind, &generate(kind, "t", 0, 2, GenOptions::default()));
+            assert_ne!(a, b, "{kind:?}: different items compare equal");
+            assert_ne!(a, a2, "{kind:?}: an edit is invisible");
+            let min = if kind == Kind::Notes { 1 } else { 5 };
+            assert!(a.lines.len() >= min, "{kind:?}: {:?}", a.lines);
+        }
+        let with_photo = GenOptions { photo_bytes: Some(1000) };
+        let p = normalize(Kind::Contacts, &generate(Kind::Contacts, "t", 0, 0, with_photo));
+        assert!(p.lines.iter().any(|l| l.starts_with("PHOTO;TYPE=JPEG:base64[1000]:")), "{:?}", p.lines);
     }
 
     #[test]

@@ -156,6 +156,7 @@ struct Person {
     given: &'static str,
     family: &'static str,
     middle: &'static str,
+    suffix: &'static str,
     org: &'static str,
     street: String,
     city: (&'static str, &'static str, &'static str),
@@ -166,11 +167,27 @@ struct Person {
     note: String,
 }
 
+/// Middle names and suffixes widen the name space: every (set, index) below 2,000 gets a full name
+/// of its own, so that no two generated contacts look like twins to a slow sync's matching.
+const MIDDLE: &[&str] = &["", "Maria", "J.", "Anne", "Luis", "K.", "Sofie", "Émile", "Björn", "Inés"];
+const SUFFIX: &[&str] = &["", "Jr.", "Sr.", "II", "III"];
+
+/// Set tags the scenarios use, each with a residue class of its own; other tags share class 9.
+const KNOWN_SETS: &[&str] = &["a", "b", "p", "r1", "r2", "r3", "junk", "s", "t"];
+
+/// Index into the 20,000 name combinations: set `tag` uses one residue class mod 10.
+fn name_slot(tag: &str, index: usize) -> usize {
+    let residue = KNOWN_SETS.iter().position(|t| *t == tag).unwrap_or(9);
+    (index * 10 + residue) % (GIVEN.len() * FAMILY.len() * MIDDLE.len() * SUFFIX.len())
+}
+
 fn person(tag: &str, index: usize, revision: u32) -> (Person, Rng) {
     let mut rng = Rng::new(seed_of(tag, index));
-    let given = *rng.pick(GIVEN);
-    let family = *rng.pick(FAMILY);
-    let middle = if rng.below(3) == 0 { "Maria" } else { "" };
+    let slot = name_slot(tag, index);
+    let given = GIVEN[slot % GIVEN.len()];
+    let family = FAMILY[(slot / GIVEN.len()) % FAMILY.len()];
+    let middle = MIDDLE[(slot / (GIVEN.len() * FAMILY.len())) % MIDDLE.len()];
+    let suffix = SUFFIX[(slot / (GIVEN.len() * FAMILY.len() * MIDDLE.len())) % SUFFIX.len()];
     let org = *rng.pick(ORGS);
     let street = format!("{} {}", rng.pick(STREETS), 1 + rng.below(200));
     let city = *rng.pick(CITIES);
@@ -186,17 +203,30 @@ fn person(tag: &str, index: usize, revision: u32) -> (Person, Rng) {
     let note = format!(
         "Contact #{index} ({tag}), revision {revision}.\nMet at the Café Ümlaut; prefers e-mail, not phone."
     );
-    (Person { given, family, middle, org, street, city, mobile, work, email, bday, note }, rng)
+    (Person { given, family, middle, suffix, org, street, city, mobile, work, email, bday, note }, rng)
+}
+
+impl Person {
+    fn full_name(&self) -> String {
+        let parts = [self.given, self.middle, self.family, self.suffix];
+        parts.iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(" ")
+    }
 }
 
 /// vCard 3.0 contact number `index` of the set `tag`; `revision` > 0 gives an edited version.
 pub fn vcard30(tag: &str, index: usize, revision: u32, opts: GenOptions) -> String {
     let (p, mut rng) = person(tag, index, revision);
-    let fn_ = [p.given, p.middle, p.family].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
+    let fn_ = p.full_name();
     let mut v = String::new();
     v.push_str("BEGIN:VCARD\r\nVERSION:3.0\r\n");
-    v.push_str(&fold(&format!("N:{};{};{};;", escape_text(p.family), escape_text(p.given), p.middle)));
-    v.push_str(&fold(&format!("FN:{}", escape_text(&fn_.join(" ")))));
+    v.push_str(&fold(&format!(
+        "N:{};{};{};;{}",
+        escape_text(p.family),
+        escape_text(p.given),
+        escape_text(p.middle),
+        p.suffix
+    )));
+    v.push_str(&fold(&format!("FN:{}", escape_text(&fn_))));
     v.push_str(&fold(&format!("ORG:{}", escape_text(p.org))));
     v.push_str(&fold(&format!("TEL;TYPE=CELL:{}", p.mobile)));
     v.push_str(&fold(&format!("TEL;TYPE=WORK:{}", p.work)));
@@ -220,11 +250,10 @@ pub fn vcard30(tag: &str, index: usize, revision: u32, opts: GenOptions) -> Stri
 /// vCard 2.1 contact (8-bit UTF-8 with CHARSET, quoted-printable for the multi-line note).
 pub fn vcard21(tag: &str, index: usize, revision: u32, opts: GenOptions) -> String {
     let (p, mut rng) = person(tag, index, revision);
-    let fn_ = [p.given, p.middle, p.family].iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>();
     let mut v = String::new();
     v.push_str("BEGIN:VCARD\r\nVERSION:2.1\r\n");
-    v.push_str(&format!("N;CHARSET=UTF-8:{};{};{};;\r\n", p.family, p.given, p.middle));
-    v.push_str(&format!("FN;CHARSET=UTF-8:{}\r\n", fn_.join(" ")));
+    v.push_str(&format!("N;CHARSET=UTF-8:{};{};{};;{}\r\n", p.family, p.given, p.middle, p.suffix));
+    v.push_str(&format!("FN;CHARSET=UTF-8:{}\r\n", p.full_name()));
     v.push_str(&format!("ORG;CHARSET=UTF-8:{}\r\n", p.org));
     v.push_str(&format!("TEL;CELL:{}\r\n", p.mobile));
     v.push_str(&format!("TEL;WORK:{}\r\n", p.work));
@@ -489,5 +518,27 @@ pub fn delete_items(dir: &Path, names: &[String]) {
     for name in names {
         let path = dir.join(name);
         fs::remove_file(&path).unwrap_or_else(|e| panic!("delete {}: {e}", path.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sets the scenarios use never share a full name (a slow sync would take two such
+    /// contacts for twins).
+    #[test]
+    fn generated_names_are_unique() {
+        let sets: &[(&str, usize)] =
+            &[("a", 2000), ("b", 10), ("p", 2), ("r1", 5), ("r2", 5), ("r3", 5), ("junk", 5), ("s", 2)];
+        let mut seen = std::collections::HashMap::new();
+        for (tag, n) in sets {
+            for i in 0..*n {
+                let name = person(tag, i, 0).0.full_name();
+                if let Some(prev) = seen.insert(name.clone(), format!("{tag}#{i}")) {
+                    panic!("{name}: {prev} and {tag}#{i}");
+                }
+            }
+        }
     }
 }

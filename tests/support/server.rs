@@ -106,7 +106,16 @@ impl ServerProcess {
         let log = self.log_path();
         let out = fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe. It takes the server down with the
+        // test process if the run is interrupted before the Drop guard could stop it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -114,6 +123,7 @@ impl ServerProcess {
             .arg(&self.data_dir)
             .args(&self.args)
             .env("RUST_LOG", std::env::var("SHARDSYNC_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -373,6 +373,7 @@ impl SyncEvoClient {
             stdout,
             stderr,
             started: Instant::now(),
+            log_scan: None,
         }
     }
 }
@@ -386,7 +387,12 @@ pub struct RunningSync<'a> {
     stdout: PathBuf,
     stderr: PathBuf,
     started: Instant,
+    /// Incremental scan of the session log: (session dir, bytes read, markers seen, carry-over).
+    log_scan: Option<(PathBuf, u64, usize, Vec<u8>)>,
 }
+
+/// Logged by the Synthesis engine once per outgoing SyncML message.
+const OUTGOING_MARKER: &[u8] = b"Started new outgoing message";
 
 impl RunningSync<'_> {
     pub fn pid(&self) -> u32 {
@@ -399,6 +405,39 @@ impl RunningSync<'_> {
             Some(child) => matches!(child.try_wait(), Ok(None)),
             None => false,
         }
+    }
+
+    /// How many SyncML messages the client has started to send in this session so far (counted
+    /// in the session log, which SyncEvolution writes as it goes).
+    /// The log is read incrementally, so polling it is cheap.
+    pub fn messages_started(&mut self) -> usize {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.log_scan.is_none() {
+            let after = self.client.session_dirs();
+            let Some(dir) = after.difference(&self.before).max() else { return 0 };
+            self.log_scan = Some((dir.clone(), 0, 0, Vec::new()));
+        }
+        let (dir, offset, count, carry) = self.log_scan.as_mut().expect("set above");
+        let Ok(mut file) = fs::File::open(dir.join("syncevolution-log.html")) else { return *count };
+        if file.seek(SeekFrom::Start(*offset)).is_err() {
+            return *count;
+        }
+        let mut fresh = Vec::new();
+        if file.read_to_end(&mut fresh).is_err() {
+            return *count;
+        }
+        *offset += fresh.len() as u64;
+        let mut buf = std::mem::take(carry);
+        buf.extend_from_slice(&fresh);
+        let mut i = 0;
+        while let Some(pos) = buf[i..].windows(OUTGOING_MARKER.len()).position(|w| w == OUTGOING_MARKER) {
+            *count += 1;
+            i += pos + OUTGOING_MARKER.len();
+        }
+        // keep a tail that may hold the start of a marker cut by this read
+        let keep_from = buf.len().saturating_sub(OUTGOING_MARKER.len() - 1).max(i);
+        *carry = buf[keep_from..].to_vec();
+        *count
     }
 
     /// Waits for the process (killing it at the client's timeout) and reads the session result.
@@ -436,6 +475,25 @@ impl RunningSync<'_> {
             if let Ok(text) = fs::read_to_string(dir.join("status.ini")) {
                 report.fill_from_status_ini(&text, self.client.cfg.kind.source());
             }
+            // the log may hold bytes that are not UTF-8 (message dumps at high loglevels)
+            if let Ok(bytes) = fs::read(dir.join("syncevolution-log.html")) {
+                let log = String::from_utf8_lossy(&bytes);
+                report.syncml_version = log
+                    .rmatch_indices("SyncML Version: ")
+                    .next()
+                    .and_then(|(i, m)| log[i + m.len()..].split(['<', '\n', ' ']).next())
+                    .map(str::to_owned);
+            }
+            let mut dumps: Vec<String> = fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.contains("_msg") && (n.ends_with(".xml") || n.ends_with(".wbxml")))
+                        .collect()
+                })
+                .unwrap_or_default();
+            dumps.sort();
+            report.message_dumps = dumps;
         }
         report
     }
@@ -482,6 +540,11 @@ pub struct SyncReport {
     pub session_dir: Option<PathBuf>,
     /// All `key = value` pairs of `status.ini`.
     pub raw: BTreeMap<String, String>,
+    /// Protocol the session used, from the session log (e.g. `SyncML/1.1`).
+    pub syncml_version: Option<String>,
+    /// Raw message dumps in the session dir (loglevel 5), e.g.
+    /// `syncevolution-log_msg001_001_outgoing.wbxml`.
+    pub message_dumps: Vec<String>,
 }
 
 impl Default for SyncReport {
@@ -511,6 +574,8 @@ impl Default for SyncReport {
             stderr: String::new(),
             session_dir: None,
             raw: BTreeMap::new(),
+            syncml_version: None,
+            message_dumps: Vec::new(),
         }
     }
 }
@@ -545,6 +610,17 @@ impl SyncReport {
         self.mode = self.raw.get(&format!("{p}mode")).cloned().unwrap_or_default();
         self.first = self.raw.get(&format!("{p}first")).is_some_and(|v| v == "true");
         self.source_status = self.raw.get(&format!("{p}status")).and_then(|v| v.parse().ok());
+    }
+
+    /// Sizes in bytes of the dumped messages in one direction (`"incoming"` = from the server,
+    /// `"outgoing"` = from the client); needs loglevel 5.
+    pub fn dump_sizes(&self, direction: &str) -> Vec<u64> {
+        let Some(dir) = &self.session_dir else { return Vec::new() };
+        self.message_dumps
+            .iter()
+            .filter(|n| n.contains(direction))
+            .filter_map(|n| fs::metadata(dir.join(n)).ok().map(|m| m.len()))
+            .collect()
     }
 
     /// Exit code 0, overall status 200 and datastore status 0.
@@ -590,7 +666,7 @@ impl fmt::Display for SyncReport {
             f,
             "requested={} exit={:?} signal={:?} timed_out={} status={:?} mode={} first={} \
              source_status={:?} local(+{} ~{} -{}) remote(+{} ~{} -{}) rejected(local {} remote {}) \
-             conflicts={} sent={}B received={}B elapsed={:.2}s",
+             conflicts={} sent={}B received={}B protocol={} elapsed={:.2}s",
             self.requested.as_syncevolution(),
             self.exit_code,
             self.signal,
@@ -610,6 +686,7 @@ impl fmt::Display for SyncReport {
             self.conflicts,
             self.bytes_sent,
             self.bytes_received,
+            self.syncml_version.as_deref().unwrap_or("?"),
             self.elapsed.as_secs_f64()
         )
     }

@@ -1,0 +1,9 @@
+//! The XML decoder never panics, whatever the input.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = shardsync::xml::decode(data);
+    let _ = shardsync::xml::decode_devinf(data);
+});
