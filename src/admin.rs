@@ -47,6 +47,10 @@ pub struct UserArgs {
     /// Data directory of the embedded store.
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR, env = "SHARDSYNC_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of the shared store; when given, the command runs on it
+    /// directly (no admin socket needed) and `--data-dir` is ignored.
+    #[arg(long, global = true, value_name = "URL", env = "SHARDSYNC_STORE")]
+    pub store: Option<String>,
 }
 
 /// A `shardsync user` subcommand.
@@ -161,7 +165,17 @@ pub enum AdminAnswer {
 /// Reads the password for `add` and `passwd` with [`read_password`].
 pub fn run_user_command(args: UserArgs) -> Result<String, AdminError> {
     let request = build_request(&args.command, read_password)?;
-    execute_on_data_dir(&args.data_dir, request)
+    match &args.store {
+        Some(url) => execute_on_postgres(url, request),
+        None => execute_on_data_dir(&args.data_dir, request),
+    }
+}
+
+/// Runs `request` directly on the PostgreSQL store at `url` (whose schema
+/// must be current); PostgreSQL takes care of concurrent servers.
+pub fn execute_on_postgres(url: &str, request: AdminRequest) -> Result<String, AdminError> {
+    let backend = crate::store::PostgresBackend::open(url).map_err(StoreError::from)?;
+    execute(&Access::Backend(&backend), request)
 }
 
 /// Builds the request for `command`; `password` is asked only when needed.

@@ -62,6 +62,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDSYNC_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Shared store: a PostgreSQL URL (`postgres://user@host:port/db`); unset,
+    /// the embedded store in --data-dir is used. The schema must be current
+    /// (`shardsync migrate --store URL`)
+    #[arg(long, env = "SHARDSYNC_STORE", value_name = "URL")]
+    pub store: Option<String>,
+
     /// Number of shards (one pinned thread each) [default: the number of cores available]
     #[arg(long, env = "SHARDSYNC_SHARDS", value_name = "N")]
     pub shards: Option<usize>,
@@ -143,6 +149,7 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     shards: Option<usize>,
     shard_port_base: Option<u16>,
     public_url: Option<String>,
@@ -168,6 +175,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for the embedded store.
     pub data_dir: PathBuf,
+    /// PostgreSQL URL of the shared store (`None`: the embedded store).
+    pub store: Option<String>,
     /// Number of shards (≥ 1).
     pub shards: usize,
     /// First per-shard port: `None` derives it from the listen port, `Some(0)` means ephemeral.
@@ -206,6 +215,7 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir: PathBuf::from("./data"),
+            store: None,
             shards: default_shards(),
             shard_port_base: None,
             public_url: None,
@@ -245,6 +255,7 @@ impl Config {
         let config = Config {
             listen: args.listen.or(file.listen).unwrap_or(d.listen),
             data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            store: args.store.clone().or(file.store),
             shards: args.shards.or(file.shards).unwrap_or(d.shards),
             shard_port_base: args.shard_port_base.or(file.shard_port_base),
             public_url: args.public_url.clone().or(file.public_url),
@@ -305,6 +316,11 @@ impl Config {
         ] {
             if d.is_zero() {
                 return bad(format!("{name} must be positive"));
+            }
+        }
+        if let Some(url) = &self.store {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return bad("store must be a postgres:// or postgresql:// URL".into());
             }
         }
         if let Some(url) = &self.public_url {
@@ -396,6 +412,21 @@ mod tests {
         assert_eq!(c.limits.max_body, 1000);
         assert_eq!(c.idle_timeout, Duration::from_millis(5));
         assert_eq!(c.header_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn store_url_from_file_or_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "store = \"postgres://a@db/x\"\n").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).unwrap().store.as_deref(), Some("postgres://a@db/x"));
+        let args =
+            ServeArgs { config: Some(path), store: Some("postgresql://b@db/y".into()), ..Default::default() };
+        assert_eq!(Config::resolve(&args).unwrap().store.as_deref(), Some("postgresql://b@db/y"));
+        let args = ServeArgs { store: Some("mysql://nope".into()), ..Default::default() };
+        assert!(matches!(Config::resolve(&args), Err(ConfigError::Invalid(_))));
+        assert_eq!(Config::resolve(&ServeArgs::default()).unwrap().store, None);
     }
 
     #[test]

@@ -36,9 +36,19 @@ enum Command {
     Serve(ServeArgs),
     /// Manage users: add, passwd, del, list (works while `serve` runs on the same data dir).
     User(shardsync::admin::UserArgs),
+    /// Create or upgrade the PostgreSQL schema (versioned migrations; safe to run again).
+    Migrate(MigrateArgs),
     /// Benchmark target for perf/wrk-serve.sh (not for production).
     #[command(hide = true)]
     BenchServer(BenchArgs),
+}
+
+/// Options of `migrate`.
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// PostgreSQL URL (`postgres://user@host:port/db`).
+    #[arg(long, env = "SHARDSYNC_STORE", value_name = "URL")]
+    store: String,
 }
 
 /// Options of the hidden `bench-server` subcommand.
@@ -75,6 +85,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.to_string()),
         },
+        Command::Migrate(args) => migrate(&args),
         Command::BenchServer(args) => bench_server(&args),
     };
     match result {
@@ -86,37 +97,84 @@ fn main() -> ExitCode {
     }
 }
 
-/// `serve`: the embedded store, its reader/writer threads, the admin socket,
-/// and one sync engine service per shard.
+/// `migrate`: brings the PostgreSQL schema up to date.
+fn migrate(args: &MigrateArgs) -> Result<(), String> {
+    use shardsync::store::postgres::SCHEMA_VERSION;
+    use shardsync::store::PostgresBackend;
+    let backend = PostgresBackend::connect(&args.store).map_err(|e| e.to_string())?;
+    let applied = backend.migrate().map_err(|e| e.to_string())?;
+    if applied.is_empty() {
+        println!("schema already at version {SCHEMA_VERSION}");
+    } else {
+        let list: Vec<String> = applied.iter().map(i32::to_string).collect();
+        println!("applied migration(s) {}; schema at version {SCHEMA_VERSION}", list.join(", "));
+    }
+    Ok(())
+}
+
+/// `serve`: the store (embedded, or PostgreSQL with `--store`), its
+/// reader/writer threads, the admin socket (embedded store only), and one
+/// sync engine service per shard.
 fn serve(args: &ServeArgs) -> Result<(), String> {
     use shardsync::engine::EngineConfig;
     use shardsync::store::embedded::EmbeddedBackend;
-    use shardsync::store::StoreHandle;
+    use shardsync::store::postgres::{PostgresBackend, PostgresOptions};
+    use shardsync::store::{Backend, StoreHandle, WriterLimits};
     use shardsync::sync_service::EngineService;
     use std::sync::Arc;
 
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
     init_tracing(config.log_level.as_deref());
-    let backend = EmbeddedBackend::open(&config.data_dir).map_err(|e| e.to_string())?;
-    // Reads are short redb transactions; two reader threads keep shards from
-    // queueing behind one large snapshot.
+    let (backend, readers, writers): (Arc<dyn Backend>, usize, usize) = match &config.store {
+        Some(url) => {
+            // Reads wait on network round trips: more reader threads, one
+            // pooled connection each; two writers, so that one fills its next
+            // group while the other waits for its WAL flush.
+            let (readers, writers) = (4, 2);
+            let options = PostgresOptions { max_idle: readers + writers, ..PostgresOptions::default() };
+            let backend = PostgresBackend::connect_with(url, options).map_err(|e| e.to_string())?;
+            // Refuse an out-of-date schema; the message names `shardsync migrate`.
+            backend.check_schema().map_err(|e| e.to_string())?;
+            tracing::info!(schema = shardsync::store::postgres::SCHEMA_VERSION, "PostgreSQL store open");
+            (Arc::new(backend), readers, writers)
+        }
+        None => {
+            let backend = EmbeddedBackend::open(&config.data_dir).map_err(|e| e.to_string())?;
+            tracing::info!(data_dir = %config.data_dir.display(), "embedded store open");
+            // Reads are short redb transactions; two reader threads keep shards from
+            // queueing behind one large snapshot.
+            // redb has one write transaction at a time: one writer.
+            (Arc::new(backend), 2, 1)
+        }
+    };
     let (store, threads) =
-        StoreHandle::start(Arc::new(backend), 2).map_err(|e| format!("cannot start store threads: {e}"))?;
-    let admin =
-        shardsync::admin::AdminServer::spawn(store.clone(), shardsync::admin::socket_path(&config.data_dir))
-            .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?;
+        StoreHandle::start_with_writers(backend, readers, writers, WriterLimits::default())
+            .map_err(|e| format!("cannot start store threads: {e}"))?;
+    // The admin socket exists because the embedded store is locked while it
+    // runs; `shardsync user --store URL` reaches PostgreSQL directly.
+    let admin = match &config.store {
+        Some(_) => None,
+        None => Some(
+            shardsync::admin::AdminServer::spawn(
+                store.clone(),
+                shardsync::admin::socket_path(&config.data_dir),
+            )
+            .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?,
+        ),
+    };
     let engine = EngineConfig {
         public_url: config.public_url.clone().unwrap_or_default(),
         max_msg_size: config.limits.max_body,
         ..EngineConfig::default()
     };
     let session_timeout = config.session_timeout.as_secs();
-    tracing::debug!(data_dir = %config.data_dir.display(), "embedded store open");
     let result = server::run(config, move |_ctx: ShardContext| {
         EngineService::new(engine.clone(), store.clone(), session_timeout)
     })
     .map_err(|e| e.to_string());
-    admin.shutdown();
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
     threads.shutdown();
     result
 }

@@ -7,9 +7,14 @@
 //! `SHARDSYNC_TEST_TARGET=refserver` selects SyncEvolution's own server, which is only there to
 //! validate the harness itself.
 //!
+//! With `SHARDSYNC_TEST_STORE=postgres` the server under test keeps its data in a private
+//! PostgreSQL started for each test (`serve --store postgres://…`, see `support_pg`) instead of
+//! the embedded store: the same scenarios on both stores.
+//!
 //! Run one scenario: `cargo test --release --test realclient -- contacts_vcard21 --nocapture`.
 
 mod support;
+mod support_pg;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,7 +32,8 @@ const PASSWORD: &str = "test";
 /// What the tests sync with.
 enum Server {
     /// `shardsync serve` with its data dir.
-    Shardsync { process: ServerProcess, _data: Scratch },
+    /// (Fields drop in order: the server stops before its PostgreSQL, if any.)
+    Shardsync { process: ServerProcess, _data: Scratch, _pg: Option<support_pg::PgServer> },
     /// SyncEvolution's own server (harness validation only).
     Reference(RefServer),
 }
@@ -41,6 +47,32 @@ struct Target {
 
 /// Devices the reference server accepts per test (it rejects unknown device ids).
 const REF_DEVICES: u32 = 12;
+
+/// `SHARDSYNC_TEST_STORE=postgres`: the server under test uses a private PostgreSQL.
+fn use_postgres() -> bool {
+    match std::env::var("SHARDSYNC_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("SHARDSYNC_TEST_STORE={other}: expected `embedded` (default) or `postgres`"),
+    }
+}
+
+/// A private PostgreSQL with a migrated database and the test user; its URL.
+fn postgres_store(bin: &std::path::Path) -> (support_pg::PgServer, String) {
+    use std::io::Write;
+    let pg = support_pg::PgServer::start();
+    let url = pg.create_db("realclient");
+    let status = std::process::Command::new(bin).args(["migrate", "--store", &url]).status().unwrap();
+    assert!(status.success(), "shardsync migrate failed");
+    let mut add = std::process::Command::new(bin)
+        .args(["user", "add", USER, "--store", &url])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(format!("{PASSWORD}\n").as_bytes()).unwrap();
+    assert!(add.wait().unwrap().success(), "creating the test user failed");
+    (pg, url)
+}
 
 fn use_reference_server() -> bool {
     match std::env::var("SHARDSYNC_TEST_TARGET").as_deref() {
@@ -70,13 +102,20 @@ impl Target {
             let bin = PathBuf::from(env!("CARGO_BIN_EXE_shardsync"));
             let data = Scratch::new(&format!("shardsync-{name}"));
             let data_dir = data.path().join("data");
-            server::add_user(&bin, &data_dir, USER, PASSWORD)
-                .unwrap_or_else(|e| panic!("creating the test user failed: {e}"));
             // extra `serve` options for debugging, e.g. SHARDSYNC_TEST_SERVER_ARGS="--shards 1"
             let extra = std::env::var("SHARDSYNC_TEST_SERVER_ARGS").unwrap_or_default();
-            let args: Vec<&str> = extra.split_whitespace().collect();
-            let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
-            Server::Shardsync { process, _data: data }
+            let mut args: Vec<&str> = extra.split_whitespace().collect();
+            if use_postgres() {
+                let (pg, url) = postgres_store(&bin);
+                args.extend(["--store", url.as_str()]);
+                let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
+                Server::Shardsync { process, _data: data, _pg: Some(pg) }
+            } else {
+                server::add_user(&bin, &data_dir, USER, PASSWORD)
+                    .unwrap_or_else(|e| panic!("creating the test user failed: {e}"));
+                let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
+                Server::Shardsync { process, _data: data, _pg: None }
+            }
         };
         Target { name: name.to_owned(), server, devices: AtomicU32::new(0) }
     }

@@ -72,6 +72,9 @@ if [ $# -gt 0 ]; then
 fi
 step "cargo test --release"
 cargo test --release
+# The same SyncEvolution scenarios with the server on PostgreSQL (a private server per test).
+step "SHARDSYNC_TEST_STORE=postgres cargo test --release --test realclient"
+SHARDSYNC_TEST_STORE=postgres cargo test --release --test realclient
 
 # --- 4. benches (smoke) --------------------------------------------------------------------------
 # Each criterion bench target once, briefly: proves the benches build and run. Real numbers come

@@ -3,6 +3,7 @@
 //! batches after a SIGKILL in the middle of a commit loop.
 
 mod suite;
+mod support_pg;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -270,5 +271,34 @@ fn concurrent_sessions_group_commit_without_gaps() {
     let stats = threads.stats();
     assert_eq!(stats.batches, sessions * batches);
     assert!(stats.commits < stats.batches, "no grouping: {stats:?}");
+    threads.shutdown();
+}
+
+/// The conformance suite on PostgreSQL (a private server started for this
+/// test), directly and through the StoreHandle's threads.
+#[test]
+fn postgres_backend_passes_the_suite() {
+    if support_pg::skip() {
+        return;
+    }
+    let pg = support_pg::PgServer::start();
+    let url = pg.create_db("suite");
+    let backend = shardsync::store::PostgresBackend::connect(&url).unwrap();
+    assert_eq!(backend.migrate().unwrap(), vec![shardsync::store::postgres::SCHEMA_VERSION]);
+    let backend: Arc<dyn Backend> = Arc::new(shardsync::store::PostgresBackend::open(&url).unwrap());
+    suite::run_suite(backend.clone(), "a-");
+    suite::run_suite(backend.clone(), "b-");
+    let (handle, threads) = StoreHandle::start(backend, 2).unwrap();
+    struct ViaHandle(StoreHandle);
+    impl Backend for ViaHandle {
+        fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
+            block_on(self.0.read(request.clone()))
+        }
+        fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<shardsync::store::CommitInfo>, StoreError> {
+            let futures: Vec<_> = batches.iter().map(|b| self.0.commit(b.clone())).collect();
+            futures.into_iter().map(block_on).collect()
+        }
+    }
+    suite::run_suite(Arc::new(ViaHandle(handle)), "h-");
     threads.shutdown();
 }

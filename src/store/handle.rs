@@ -2,7 +2,8 @@
 //!
 //! A backend is blocking, so it only ever runs on the store's own threads:
 //! `readers` reader threads share one read queue, and a single writer thread
-//! takes write batches from every shard. Requests travel over crossbeam
+//! (or a few, see [`StoreHandle::start_with_writers`]) takes write batches
+//! from every shard. Requests travel over crossbeam
 //! channels (sending never blocks: the queues are unbounded) and answers come
 //! back through one-shot channels whose receivers are plain futures, woken by
 //! a [`std::task::Waker`]; they work on glommio, on a `block_on` executor, or
@@ -116,7 +117,7 @@ pub struct StoreThreads {
     reads: Sender<ReadJob>,
     writes: Sender<WriteJob>,
     readers: Vec<JoinHandle<()>>,
-    writer: Option<JoinHandle<()>>,
+    writers: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
@@ -133,6 +134,24 @@ impl StoreHandle {
         readers: usize,
         limits: WriterLimits,
     ) -> std::io::Result<(StoreHandle, StoreThreads)> {
+        StoreHandle::start_with_writers(backend, readers, 1, limits)
+    }
+
+    /// Like [`StoreHandle::start_with`], with `writers` writer threads (at
+    /// least one) draining the same queue, each group-committing on its own.
+    ///
+    /// Only for backends whose transactions can overlap: on PostgreSQL one
+    /// writer fills its next group while another waits for its WAL flush
+    /// (commits touching one collection still serialize on its counter row,
+    /// in seq order). A session never has two batches in flight, so batch
+    /// order per session is kept. The embedded store allows one write
+    /// transaction at a time: use one writer there.
+    pub fn start_with_writers(
+        backend: Arc<dyn Backend>,
+        readers: usize,
+        writers: usize,
+        limits: WriterLimits,
+    ) -> std::io::Result<(StoreHandle, StoreThreads)> {
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
         let counters = Arc::new(Counters::default());
@@ -140,7 +159,7 @@ impl StoreHandle {
             reads: read_tx.clone(),
             writes: write_tx.clone(),
             readers: Vec::new(),
-            writer: None,
+            writers: Vec::new(),
             counters: counters.clone(),
         };
         // If spawning fails half-way, dropping `threads` stops what started.
@@ -153,13 +172,16 @@ impl StoreHandle {
                 .spawn(move || reader_loop(&*backend, &rx, &counters))?;
             threads.readers.push(handle);
         }
-        let writer_counters = counters.clone();
         let limits = WriterLimits { max_batches: limits.max_batches.max(1), max_bytes: limits.max_bytes };
-        threads.writer = Some(
-            std::thread::Builder::new()
-                .name("store-write".into())
-                .spawn(move || writer_loop(&*backend, &write_rx, &writer_counters, limits))?,
-        );
+        for i in 0..writers.max(1) {
+            let rx = write_rx.clone();
+            let backend = backend.clone();
+            let counters = counters.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("store-write-{i}"))
+                .spawn(move || writer_loop(&*backend, &rx, &counters, limits))?;
+            threads.writers.push(handle);
+        }
         Ok((StoreHandle { reads: read_tx, writes: write_tx, counters }, threads))
     }
 
@@ -200,11 +222,14 @@ impl StoreThreads {
         for _ in 0..self.readers.len() {
             let _ = self.reads.send(ReadJob::Stop);
         }
-        let _ = self.writes.send(WriteJob::Stop);
+        // Likewise one Stop per writer, queued behind every batch already sent.
+        for _ in 0..self.writers.len() {
+            let _ = self.writes.send(WriteJob::Stop);
+        }
         for handle in self.readers.drain(..) {
             let _ = handle.join();
         }
-        if let Some(handle) = self.writer.take() {
+        for handle in self.writers.drain(..) {
             let _ = handle.join();
         }
     }
@@ -412,6 +437,25 @@ mod tests {
         let max_group = backend.groups.lock().unwrap().iter().copied().max().unwrap();
         assert!(max_group > 1);
         drop(threads);
+    }
+
+    #[test]
+    fn several_writers_answer_every_batch_and_stop() {
+        let backend = Arc::new(FakeBackend::default());
+        let (store, threads) =
+            StoreHandle::start_with_writers(backend.clone(), 1, 3, WriterLimits::default()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..12 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        block_on(store.commit(batch(1))).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(backend.committed_ops.load(Ordering::SeqCst), 60);
+        threads.shutdown();
+        assert!(matches!(block_on(store.commit(batch(1))), Err(StoreError::Closed)));
     }
 
     #[test]

@@ -24,10 +24,12 @@ mod codec;
 pub mod embedded;
 pub mod handle;
 pub mod memory;
+pub mod postgres;
 
 pub use embedded::EmbeddedBackend;
 pub use handle::{StoreHandle, StoreStats, StoreThreads, WriterLimits};
 pub use memory::MemoryBackend;
+pub use postgres::{PgStoreError, PostgresBackend};
 
 /// A user's collection (what device datastores map to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -219,9 +219,9 @@ fn bare_elements_at_the_depth_limit_round_trip() {
     // SyncML, SyncBody, 61 Atomics, an Alert at depth 64 holding a bare
     // Cred and a bare Item: re-encoding must not nest any deeper.
     let mut doc = vec![0x02, 0xA4, 0x01, 0x6A, 0x00, 0x6D, 0x6B];
-    doc.extend(std::iter::repeat(0x48).take(61));
+    doc.extend(std::iter::repeat_n(0x48, 61));
     doc.extend_from_slice(&[0x46, 0x0E, 0x14, 0x01]);
-    doc.extend(std::iter::repeat(0x01).take(63));
+    doc.extend(std::iter::repeat_n(0x01, 63));
     let m = decode(&doc).expect("decodes at the limit");
     let mut out = Vec::new();
     encode(&m, &mut out);
