@@ -1,0 +1,3 @@
+//! The balancer: `shardsync balance` (DESIGN §6).
+
+pub mod select;
