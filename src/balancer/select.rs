@@ -486,7 +486,7 @@ mod tests {
         let s = Maglev::build(&ms, &MaglevConfig::default());
         let bound = BoundedLoad { factor_pct: 125 };
         // Skewed keys: 30% of requests share one key (a hot session).
-        let mut load = vec![0u64; 10];
+        let mut load = [0u64; 10];
         let mut total = 0;
         for (i, k) in keys().take(100_000).enumerate() {
             let k = if i % 10 < 3 { 42 } else { k };

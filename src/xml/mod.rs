@@ -17,7 +17,7 @@
 //! the size of a message is the size of the same message with an empty body
 //! plus the sizes of its commands (plus [`FINAL_LEN`] for `<Final/>`).
 
-mod charset;
+pub(crate) mod charset;
 mod decode;
 mod encode;
 
