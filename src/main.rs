@@ -30,6 +30,9 @@ enum Command {
     Serve(ServeArgs),
     /// Manage users: add, passwd, del, list (works while `serve` runs on the same data dir).
     User(shardsync::admin::UserArgs),
+    /// Run the balancer: consistent hashing of SyncML sessions over the shards of the
+    /// --backend nodes (learned from their GET /shards); GET /status, GET /health.
+    Balance(shardsync::balancer::BalanceArgs),
     /// Benchmark target for perf/wrk-serve.sh (not for production).
     #[command(hide = true)]
     BenchServer(BenchArgs),
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
         Command::BenchServer(args) => bench_server(&args),
+        Command::Balance(args) => balance(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +116,13 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     admin.shutdown();
     threads.shutdown();
     result
+}
+
+/// `balance`: the proxy in front of the cluster's shards.
+fn balance(args: &shardsync::balancer::BalanceArgs) -> Result<(), String> {
+    let config = shardsync::balancer::BalanceConfig::resolve(args).map_err(|e| e.to_string())?;
+    init_tracing(config.log_level.as_deref());
+    shardsync::balancer::run(config).map_err(|e| e.to_string())
 }
 
 fn bench_server(args: &BenchArgs) -> Result<(), String> {
