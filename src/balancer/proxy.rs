@@ -248,7 +248,9 @@ impl Conn {
                 let Some(k) = param("s").as_deref().and_then(crate::routing::parse_token) else {
                     return self.text(400, "want /route?s=<16 hex digits>", connection);
                 };
-                let owner = view.pick(k, false, |_| false).map(|m| view.members[m].id.clone());
+                // `new=1`: where a new session with this key would go (draining members excluded).
+                let owner =
+                    view.pick(k, param("new").is_some(), |_| false).map(|m| view.members[m].id.clone());
                 let all: Vec<&str> =
                     view.serving.candidates(k).map(|m| view.members[m].id.as_str()).collect();
                 let json =
