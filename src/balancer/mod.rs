@@ -132,6 +132,7 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
         let builder = LocalExecutorBuilder::new(Placement::Unbound)
             .name(&format!("balance-{id}"))
             .io_memory(config.io_memory)
+            .spin_before_park(config.spin_before_park)
             .preempt_timer(Duration::from_millis(100));
         let (config_w, stop_w, reports) = (config.clone(), stop.clone(), report_tx.clone());
         let bind_addr = listen;
