@@ -216,12 +216,10 @@ impl Cluster {
         let bports: Vec<u16> = (0..2).map(|_| free_ports(1)).collect();
         let public = format!("http://127.0.0.1:{}/sync", bports[0]);
         let mut nodes = Vec::new();
-        for i in 0..3 {
-            let data = dir.path().join(format!("node{i}"));
-            std::fs::create_dir_all(&data).unwrap();
+        let add_user = |where_: &[&str]| {
             let mut add = Command::new(BIN)
-                .args(["user", "add", "test", "--data-dir"])
-                .arg(&data)
+                .args(["user", "add", "test"])
+                .args(where_)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -229,6 +227,19 @@ impl Cluster {
                 .unwrap();
             add.stdin.take().unwrap().write_all(b"test\n").unwrap();
             assert!(add.wait().unwrap().success(), "user add");
+        };
+        if let Some(url) = shared_store() {
+            // One shared store: migrate it and add the user once.
+            let ok = Command::new(BIN).args(["migrate", "--store", &url]).status().unwrap().success();
+            assert!(ok, "shardsync migrate --store failed");
+            add_user(&["--store", &url]);
+        }
+        for i in 0..3 {
+            let data = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&data).unwrap();
+            if shared_store().is_none() {
+                add_user(&["--data-dir", &data.display().to_string()]);
+            }
             let base = free_ports(3);
             let mut args: Vec<String> = vec![
                 "serve".into(),
