@@ -396,11 +396,10 @@ fn upstream_request(head: &RequestHead, body: &[u8], peer: Option<SocketAddr>) -
     let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method(), head.target());
     let mut xff: Option<Vec<u8>> = None;
     for (name, value) in head.headers() {
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str()) {
+        if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             continue;
         }
-        if lower == "x-forwarded-for" {
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
             xff = Some(value.to_vec());
             continue;
         }
@@ -466,15 +465,15 @@ async fn exchange(
 ) -> Result<Upstream, (UpstreamError, bool)> {
     let deadline = Instant::now() + timeout;
     stream.write_all(request).await.map_err(|_| (UpstreamError::Io, false))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0u8; 16 << 10];
+    // Reads go straight into `buf` (no per-request scratch buffer).
+    let mut buf: Vec<u8> = Vec::new();
     // Head.
     let (status, headers, framing, keep_alive, head_len) = loop {
-        let n = read_some(stream, &mut chunk, deadline, !buf.is_empty()).await?;
+        let got = !buf.is_empty();
+        let n = read_into(stream, &mut buf, 8 << 10, deadline, got).await?;
         if n == 0 {
-            return Err((UpstreamError::Io, !buf.is_empty()));
+            return Err((UpstreamError::Io, got));
         }
-        buf.extend_from_slice(&chunk[..n]);
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut hs);
         match resp.parse(&buf) {
@@ -510,27 +509,36 @@ async fn exchange(
     match framing {
         Some(len) => {
             while body.len() < len {
-                let n = read_some(stream, &mut chunk, deadline, true).await?;
-                if n == 0 {
+                let want = (len - body.len()).min(1 << 20);
+                if read_into(stream, &mut body, want, deadline, true).await? == 0 {
                     return Err((UpstreamError::Io, true));
                 }
-                body.extend_from_slice(&chunk[..n]);
             }
             body.truncate(len);
             Ok(Upstream { status, headers, body, keep_alive })
         }
         None => {
             // No length: the body runs to the end of the connection.
-            loop {
-                let n = read_some(stream, &mut chunk, deadline, true).await?;
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
+            while read_into(stream, &mut body, 16 << 10, deadline, true).await? > 0 {}
             Ok(Upstream { status, headers, body, keep_alive: false })
         }
     }
+}
+
+/// Appends up to `want` bytes read before `deadline` to `buf`; errors carry
+/// whether response bytes had arrived.
+async fn read_into(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    deadline: Instant,
+    got: bool,
+) -> Result<usize, (UpstreamError, bool)> {
+    let start = buf.len();
+    buf.resize(start + want.max(1), 0);
+    let r = read_some(stream, &mut buf[start..], deadline, got).await;
+    buf.truncate(start + *r.as_ref().unwrap_or(&0));
+    r
 }
 
 /// One read before `deadline`; errors carry whether response bytes had arrived.
