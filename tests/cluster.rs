@@ -6,9 +6,12 @@
 //! session whose node dies restarts from message 1 on its new owner (the
 //! simulated client does that, like a real client after a failed sync). With
 //! `SHARDSYNC_CLUSTER_STORE=postgres://…` every node gets `--store URL` (the
-//! shared PostgreSQL store of branch `pg`): then sessions continue on the new
-//! owner and the test also checks every device's data on the server
-//! (nothing lost, nothing duplicated) with a final slow sync.
+//! shared PostgreSQL store of branch `pg`; the test migrates it and adds the
+//! user): then sessions must continue on the new owner without a restart.
+//! Either way every sync completes, every Add is acknowledged once, and a
+//! final slow sync by a fresh device reads the server's data back: with one
+//! store every item exactly once; with a store per node, no duplicates within
+//! a node and every item on some node.
 //!
 //! Run: `cargo test --release --test cluster -- --nocapture`.
 
