@@ -559,3 +559,28 @@ async fn read_some(
         Err(_) => Err((UpstreamError::Io, got)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Limits;
+
+    #[test]
+    fn upstream_request_reframes_and_forwards_for() {
+        let mut r = RequestReader::new(Limits::default());
+        let raw = b"POST /sync?s=00000000000000ff HTTP/1.1\r\nHost: b\r\nConnection: keep-alive\r\n\
+            Transfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Type: application/vnd.syncml+xml\r\n\
+            Expect: 100-continue\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        r.spare()[..raw.len()].copy_from_slice(raw);
+        r.commit(raw.len());
+        let head = r.poll_head().unwrap().unwrap();
+        let body = r.poll_body().unwrap().unwrap();
+        let peer: SocketAddr = "127.0.0.7:5000".parse().unwrap();
+        let out = String::from_utf8(upstream_request(&head, &body, Some(peer))).unwrap();
+        assert_eq!(
+            out,
+            "POST /sync?s=00000000000000ff HTTP/1.1\r\nHost: b\r\nContent-Type: application/vnd.syncml+xml\r\n\
+             X-Forwarded-For: 10.0.0.1, 127.0.0.7\r\nContent-Length: 3\r\n\r\nabc"
+        );
+    }
+}
