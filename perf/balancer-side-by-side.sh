@@ -110,15 +110,18 @@ bench() {
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="${reqs:-1}" 'BEGIN{printf "%.1f", t / hz * 1e6 / n}')
   P50=$p50; P99=$p99
-  printf '| %-17s | %7s | %7s | %7s | %7s | %7s | %6s | %6s |\n' "$name" "$rps" "$p50" "$p99" \
-    "$(awk -v a="$p50" -v b="$D50" 'BEGIN{printf "%+.3f", a-b}')" "$(awk -v a="$p99" -v b="$D99" 'BEGIN{printf "%+.3f", a-b}')" "$cpu" "$errs"
+  local add50="—" add99="—"
+  if [ -n "$D50" ]; then
+    add50=$(awk -v a="$p50" -v b="$D50" 'BEGIN{printf "%+.3f", a-b}'); add99=$(awk -v a="$p99" -v b="$D99" 'BEGIN{printf "%+.3f", a-b}')
+  fi
+  printf '| %-17s | %7s | %7s | %7s | %7s | %7s | %10s | %6s |\n' "$name" "$rps" "$p50" "$p99" "$add50" "$add99" "$cpu" "$errs"
 }
 
 echo "wrk -t1 -c$CONNS -d$DURATION --latency, $NODES backend nodes (1 shard each), 1 proxy thread, $(nproc) cpus"
 echo
 echo "| target            |   req/s | p50 ms  | p99 ms  | +p50 ms | +p99 ms | cpu us/req | errors |"
-echo "|-------------------|---------|---------|---------|---------|---------|--------|--------|"
-D50=0; D99=0
+echo "|-------------------|---------|---------|---------|---------|---------|------------|--------|"
+D50=""; D99=""
 bench "direct (1 node)" "$((BASE + 10))" "${pids[0]}"; D50=$P50; D99=$P99
 bench "haproxy" "$HA_PORT" "$HA_PID"
 bench "nginx" "$NG_PORT" "$NG_PID"
