@@ -403,6 +403,18 @@ mod tests {
         check_spread_and_moves::<Maglev>("maglev", &MaglevConfig::default(), false);
     }
 
+    /// Owners (ring, Maglev) of eight keys among `members(10)` at default settings.
+    const PINNED: &[(Option<&str>, Option<&str>)] = &[
+        (Some("10.0.1.0:8088"), Some("10.0.0.4:8085")),
+        (Some("10.0.0.5:8086"), Some("10.0.0.4:8085")),
+        (Some("10.0.1.2:8090"), Some("10.0.0.1:8082")),
+        (Some("10.0.1.0:8088"), Some("10.0.0.5:8086")),
+        (Some("10.0.0.3:8084"), Some("10.0.0.1:8082")),
+        (Some("10.0.0.1:8082"), Some("10.0.1.0:8088")),
+        (Some("10.0.0.5:8086"), Some("10.0.1.0:8088")),
+        (Some("10.0.0.2:8083"), Some("10.0.0.3:8084")),
+    ];
+
     #[test]
     fn order_independent_and_stable() {
         let ms = members(10);
@@ -426,8 +438,16 @@ mod tests {
         let ring = Ring::build(&ms, &RingConfig::default());
         let maglev = Maglev::build(&ms, &MaglevConfig::default());
         let k = crate::routing::session_key("sc-harness-capture-xml", "10");
-        let pinned = (ring.select(k).next(), maglev.select(k).next());
-        assert_eq!(pinned, (ring.select(k).next(), maglev.select(k).next()));
+        let owners: Vec<(Option<&str>, Option<&str>)> = (0..8u64)
+            .map(|i| {
+                let k = k.wrapping_add(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                (
+                    ring.select(k).next().map(|m| ms[m].id.as_str()),
+                    maglev.select(k).next().map(|m| ms[m].id.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(owners, PINNED);
     }
 
     #[test]
