@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod balancer;
 pub mod codec;
 pub mod config;
 pub mod convert;

@@ -38,6 +38,12 @@ enum Command {
     User(shardsync::admin::UserArgs),
     /// Create or upgrade the PostgreSQL schema (versioned migrations; safe to run again).
     Migrate(MigrateArgs),
+    /// Run the balancer: consistent hashing of SyncML sessions over the shards of the
+    /// --backend nodes (learned from their GET /shards); GET /status, GET /health.
+    Balance(shardsync::balancer::BalanceArgs),
+    /// Print the routing token (16 hex digits) of a SyncML message file: the key the
+    /// balancer routes it by when it carries no `?s=` token.
+    RouteKey(RouteKeyArgs),
     /// Benchmark target for perf/wrk-serve.sh (not for production).
     #[command(hide = true)]
     BenchServer(BenchArgs),
@@ -49,6 +55,13 @@ struct MigrateArgs {
     /// PostgreSQL URL (`postgres://user@host:port/db`).
     #[arg(long, env = "SHARDSYNC_STORE", value_name = "URL")]
     store: String,
+}
+
+/// Options of `route-key`.
+#[derive(Debug, clap::Args)]
+struct RouteKeyArgs {
+    /// The message (XML, or WBXML when the name ends in `.wbxml`).
+    file: PathBuf,
 }
 
 /// Options of the hidden `bench-server` subcommand.
@@ -87,6 +100,8 @@ fn main() -> ExitCode {
         },
         Command::Migrate(args) => migrate(&args),
         Command::BenchServer(args) => bench_server(&args),
+        Command::Balance(args) => balance(&args),
+        Command::RouteKey(args) => route_key(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -177,6 +192,23 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     threads.shutdown();
     result
+}
+
+/// `balance`: the proxy in front of the cluster's shards.
+fn balance(args: &shardsync::balancer::BalanceArgs) -> Result<(), String> {
+    let config = shardsync::balancer::BalanceConfig::resolve(args).map_err(|e| e.to_string())?;
+    init_tracing(config.log_level.as_deref());
+    shardsync::balancer::run(config).map_err(|e| e.to_string())
+}
+
+fn route_key(args: &RouteKeyArgs) -> Result<(), String> {
+    use shardsync::model::Encoding;
+    let body = std::fs::read(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let wbxml = args.file.extension().is_some_and(|e| e == "wbxml");
+    let encoding = if wbxml { Encoding::Wbxml } else { Encoding::Xml };
+    let ids = shardsync::balancer::key::scan(encoding, &body).map_err(|e| e.to_string())?;
+    println!("{}", shardsync::routing::token(ids.key()));
+    Ok(())
 }
 
 fn bench_server(args: &BenchArgs) -> Result<(), String> {

@@ -292,7 +292,7 @@ type StartReply = Result<(SocketAddr, SocketAddr), ServerError>;
 /// shared port) and SO_REUSEADDR (a restarted node can bind while
 /// connections of its previous run linger in TIME_WAIT; glommio's own
 /// `TcpListener::bind` sets only the former).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };

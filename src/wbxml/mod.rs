@@ -37,8 +37,8 @@ use crate::model::{DevInf, SyncMl};
 
 mod decode;
 mod encode;
-mod reader;
-mod tokens;
+pub(crate) mod reader;
+pub(crate) mod tokens;
 
 pub use decode::MAX_DEPTH;
 

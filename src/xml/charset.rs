@@ -21,7 +21,7 @@ enum Charset {
 /// Strips a UTF-8 BOM and converts a non-UTF-8 document to UTF-8.
 ///
 /// Returns the input itself (borrowed) for UTF-8 and pure-ASCII documents.
-pub(super) fn to_utf8(input: &[u8]) -> Result<Cow<'_, [u8]>, XmlError> {
+pub(crate) fn to_utf8(input: &[u8]) -> Result<Cow<'_, [u8]>, XmlError> {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     match declared_charset(input) {
         Charset::Utf8 => Ok(Cow::Borrowed(input)),

@@ -26,7 +26,7 @@
 //! process should raise the trim threshold (`mallopt(M_TRIM_THRESHOLD, ..)`
 //! or `MALLOC_TRIM_THRESHOLD_`) or use an allocator that keeps memory.
 
-mod charset;
+pub(crate) mod charset;
 mod decode;
 mod encode;
 

@@ -1,0 +1,331 @@
+//! `shardsync balance` options: command line, `SHARDSYNC_BALANCE_*`
+//! environment and a TOML file (same keys with `_`), with the precedence
+//! command line > environment > file > default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::select::{Algorithm, BoundedLoad, MaglevConfig, RingConfig, SelectorConfig};
+use crate::config::ConfigError;
+use crate::http::Limits;
+
+/// The options of `shardsync balance`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BalanceArgs {
+    /// Listen address (every worker accepts on it, SO_REUSEPORT) [default: 127.0.0.1:8000]
+    #[arg(long, env = "SHARDSYNC_BALANCE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A cluster node's shared address (its `GET /shards` lists the shards); repeat per node
+    #[arg(long = "backend", value_name = "HOST:PORT")]
+    pub backends: Vec<String>,
+    /// The balancer's public URL (nodes must be started with the same --public-url so
+    /// their RespURI points here); shown at /status
+    #[arg(long, env = "SHARDSYNC_BALANCE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// TOML file with any of these options (`backends = [..]`, `weights = {"h:p" = 2}`, `drain = [..]`)
+    #[arg(long, env = "SHARDSYNC_BALANCE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Selection algorithm [default: maglev]
+    #[arg(long, value_enum)]
+    pub algorithm: Option<Algorithm>,
+    /// Ring virtual nodes per unit of weight [default: 16384]
+    #[arg(long, value_name = "N")]
+    pub vnodes: Option<u32>,
+    /// Maglev table size, a prime ≫ 100 × members [default: 65537]
+    #[arg(long, value_name = "N")]
+    pub maglev_size: Option<usize>,
+    /// Bounded load: a member takes a request only while its in-flight requests are within
+    /// PCT% of the average (HAProxy hash-balance-factor); 0 = off [default: 0]
+    #[arg(long, value_name = "PCT")]
+    pub hash_balance_factor: Option<u32>,
+    /// Active health check interval [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub check_interval_ms: Option<u64>,
+    /// Consecutive failed checks that mark a member down [default: 3]
+    #[arg(long, value_name = "N")]
+    pub fall: Option<u32>,
+    /// Consecutive good checks that bring a member back up [default: 2]
+    #[arg(long, value_name = "N")]
+    pub rise: Option<u32>,
+    /// Weight of a member, `HOST:PORT=W` (repeatable) [default: 1]
+    #[arg(long = "weight", value_name = "HOST:PORT=W")]
+    pub weights: Vec<String>,
+    /// Start with this member draining (repeatable); see also POST /admin/drain
+    #[arg(long = "drain", value_name = "HOST:PORT")]
+    pub drain: Vec<String>,
+    /// Worker threads (glommio executors) [default: the number of cores available]
+    #[arg(long, env = "SHARDSYNC_BALANCE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Largest request body; larger ones get 413 [default: 4194304]
+    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_size)]
+    pub max_body: Option<usize>,
+    /// Largest request head [default: 16384]
+    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_size)]
+    pub max_header_bytes: Option<usize>,
+    /// Idle client keep-alive timeout [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Time for a whole request head, then for a whole body [default: 10000, body 30000]
+    #[arg(long, value_name = "MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Time allowed for a whole request body [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub body_timeout_ms: Option<u64>,
+    /// Connect timeout to a member [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Time a member has to answer a forwarded request [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub upstream_timeout_ms: Option<u64>,
+    /// io_uring memory per worker (min 65536) [default: 131072]
+    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_size)]
+    pub io_memory: Option<usize>,
+    /// A worker with nothing to do polls this long before it sleeps: lower latency
+    /// for CPU; leave 0 on shared machines [default: 0]
+    #[arg(long, value_name = "US")]
+    pub spin_us: Option<u64>,
+    /// Log filter (RUST_LOG when unset) [default: info]
+    #[arg(long, env = "SHARDSYNC_BALANCE_LOG_LEVEL", value_name = "L")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    backends: Option<Vec<String>>,
+    public_url: Option<String>,
+    algorithm: Option<Algorithm>,
+    vnodes: Option<u32>,
+    maglev_size: Option<usize>,
+    hash_balance_factor: Option<u32>,
+    check_interval_ms: Option<u64>,
+    fall: Option<u32>,
+    rise: Option<u32>,
+    weights: Option<BTreeMap<String, u32>>,
+    drain: Option<Vec<String>>,
+    threads: Option<usize>,
+    max_body: Option<usize>,
+    max_header_bytes: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
+    upstream_timeout_ms: Option<u64>,
+    io_memory: Option<usize>,
+    spin_us: Option<u64>,
+    log_level: Option<String>,
+}
+
+/// Active health checking (HAProxy's defaults: `inter 2s fall 3 rise 2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Time between two checks of a member.
+    pub interval: Duration,
+    /// Consecutive failures that mark a member down.
+    pub fall: u32,
+    /// Consecutive successes that mark a down member up.
+    pub rise: u32,
+    /// Connect and answer timeout of one check.
+    pub timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { interval: Duration::from_secs(2), fall: 3, rise: 2, timeout: Duration::from_secs(1) }
+    }
+}
+
+/// The resolved balancer configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Node addresses (`host:port` of each node's shared port).
+    pub backends: Vec<String>,
+    /// Public URL, if configured.
+    pub public_url: Option<String>,
+    /// Selection algorithm and sizes.
+    pub selector: SelectorConfig,
+    /// Bounded load (off by default).
+    pub bounded: BoundedLoad,
+    /// Health checking.
+    pub health: HealthConfig,
+    /// Configured member weights by member id.
+    pub weights: BTreeMap<String, u32>,
+    /// Members draining from the start.
+    pub drain: Vec<String>,
+    /// Worker threads.
+    pub threads: usize,
+    /// HTTP limits (as `serve`).
+    pub limits: Limits,
+    /// Idle keep-alive timeout.
+    pub idle_timeout: Duration,
+    /// Request head timeout.
+    pub header_timeout: Duration,
+    /// Request body timeout.
+    pub body_timeout: Duration,
+    /// Member connect timeout.
+    pub connect_timeout: Duration,
+    /// Member answer timeout.
+    pub upstream_timeout: Duration,
+    /// io_uring memory per worker.
+    pub io_memory: usize,
+    /// Polling before an idle worker parks.
+    pub spin_before_park: Duration,
+    /// Log filter.
+    pub log_level: Option<String>,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            backends: Vec::new(),
+            public_url: None,
+            selector: SelectorConfig::default(),
+            bounded: BoundedLoad::default(),
+            health: HealthConfig::default(),
+            weights: BTreeMap::new(),
+            drain: Vec::new(),
+            threads: crate::config::default_shards(),
+            limits: Limits::default(),
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(60),
+            io_memory: crate::config::DEFAULT_IO_MEMORY,
+            spin_before_park: Duration::ZERO,
+            log_level: None,
+        }
+    }
+}
+
+impl BalanceConfig {
+    /// Merges arguments, the config file and defaults, then validates.
+    pub fn resolve(args: &BalanceArgs) -> Result<BalanceConfig, ConfigError> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = BalanceConfig::default();
+        let ms =
+            |a: Option<u64>, f: Option<u64>, d: Duration| a.or(f).map(Duration::from_millis).unwrap_or(d);
+        let mut weights = file.weights.unwrap_or_default();
+        for w in &args.weights {
+            let (id, v) = w
+                .rsplit_once('=')
+                .and_then(|(id, v)| Some((id.to_string(), v.parse::<u32>().ok()?)))
+                .ok_or_else(|| ConfigError::Invalid(format!("--weight wants HOST:PORT=W, not {w:?}")))?;
+            weights.insert(id, v);
+        }
+        let mut drain = file.drain.unwrap_or_default();
+        drain.extend(args.drain.iter().cloned());
+        let backends =
+            if args.backends.is_empty() { file.backends.unwrap_or_default() } else { args.backends.clone() };
+        let c = BalanceConfig {
+            listen: args.listen.or(file.listen).unwrap_or(d.listen),
+            backends,
+            public_url: args.public_url.clone().or(file.public_url),
+            selector: SelectorConfig {
+                algorithm: args.algorithm.or(file.algorithm).unwrap_or_default(),
+                ring: RingConfig { vnodes: args.vnodes.or(file.vnodes).unwrap_or(d.selector.ring.vnodes) },
+                maglev: MaglevConfig {
+                    table_size: args.maglev_size.or(file.maglev_size).unwrap_or(d.selector.maglev.table_size),
+                },
+            },
+            bounded: BoundedLoad {
+                factor_pct: args.hash_balance_factor.or(file.hash_balance_factor).unwrap_or(0),
+            },
+            health: HealthConfig {
+                interval: ms(args.check_interval_ms, file.check_interval_ms, d.health.interval),
+                fall: args.fall.or(file.fall).unwrap_or(d.health.fall),
+                rise: args.rise.or(file.rise).unwrap_or(d.health.rise),
+                timeout: d.health.timeout,
+            },
+            weights,
+            drain,
+            threads: args.threads.or(file.threads).unwrap_or(d.threads),
+            limits: Limits {
+                max_body: args.max_body.or(file.max_body).unwrap_or(d.limits.max_body),
+                max_header_bytes: args
+                    .max_header_bytes
+                    .or(file.max_header_bytes)
+                    .unwrap_or(d.limits.max_header_bytes),
+                max_headers: d.limits.max_headers,
+            },
+            idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, d.idle_timeout),
+            header_timeout: ms(args.header_timeout_ms, file.header_timeout_ms, d.header_timeout),
+            body_timeout: ms(args.body_timeout_ms, file.body_timeout_ms, d.body_timeout),
+            connect_timeout: ms(args.connect_timeout_ms, file.connect_timeout_ms, d.connect_timeout),
+            upstream_timeout: ms(args.upstream_timeout_ms, file.upstream_timeout_ms, d.upstream_timeout),
+            io_memory: args.io_memory.or(file.io_memory).unwrap_or(d.io_memory),
+            spin_before_park: args
+                .spin_us
+                .or(file.spin_us)
+                .map(Duration::from_micros)
+                .unwrap_or(d.spin_before_park),
+            log_level: args.log_level.clone().or(file.log_level),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.backends.is_empty() {
+            return bad("at least one --backend HOST:PORT is needed".into());
+        }
+        if self.threads == 0 || self.threads > 1024 {
+            return bad(format!("threads must be 1..=1024, not {}", self.threads));
+        }
+        if self.selector.ring.vnodes == 0 || self.selector.maglev.table_size < 2 {
+            return bad("vnodes must be ≥ 1 and maglev_size ≥ 2".into());
+        }
+        if self.health.fall == 0 || self.health.rise == 0 || self.health.interval.is_zero() {
+            return bad("fall, rise and check_interval_ms must be positive".into());
+        }
+        if self.limits.max_body == 0 || self.limits.max_header_bytes < 256 {
+            return bad("max_body must be positive and max_header_bytes ≥ 256".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "backends = [\"127.0.0.1:9000\"]\nalgorithm = \"ring\"\nweights = { \"127.0.0.1:9001\" = 3 }\n",
+        )
+        .unwrap();
+        let args = BalanceArgs {
+            config: Some(path),
+            weights: vec!["127.0.0.1:9002=0".into()],
+            ..Default::default()
+        };
+        let c = BalanceConfig::resolve(&args).unwrap();
+        assert_eq!(c.backends, vec!["127.0.0.1:9000"]);
+        assert_eq!(c.selector.algorithm, Algorithm::Ring);
+        assert_eq!(c.weights.get("127.0.0.1:9001"), Some(&3));
+        assert_eq!(c.weights.get("127.0.0.1:9002"), Some(&0));
+        assert_eq!(c.health, HealthConfig::default());
+        assert!(BalanceConfig::resolve(&BalanceArgs::default()).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The balancer: `shardsync balance` (DESIGN §6).
+//!
+//! ```text
+//!  clients ──▶ worker 0..T (glommio, SO_REUSEPORT) ──pooled keep-alive──▶ shard ports of nodes
+//!                 ▲ Arc<View> (crossbeam channel)        │ Report (passive failures, admin)
+//!                 └──────────── control thread ◀─────────┘  (/shards discovery, /health checks)
+//! ```
+//!
+//! - [`key`]: the routing key of a request (URL token, else a SyncHdr scan).
+//! - [`select`]: consistent hashing (ring, Maglev) and bounded load; no health in it.
+//! - [`view`]: the immutable snapshot (members, health, weights, draining, selections).
+//! - `health` (the control thread) and `proxy` (the workers).
+//!
+//! Members are shards (`host:port` of each shard's own port, learned from
+//! each node's `GET /shards`), so a forwarded request lands on the shard
+//! that owns its session with no hand-over inside the node.
+
+pub mod config;
+mod health;
+pub mod key;
+mod proxy;
+pub mod select;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub use config::{BalanceArgs, BalanceConfig};
+
+/// Why the balancer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The listen address is taken or not bindable.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// A glommio executor (io_uring) could not be created.
+    #[error("cannot start balancer worker {worker}: {reason} (io_uring needed; check `ulimit -l`)")]
+    Runtime {
+        /// The worker.
+        worker: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Signal handling could not be set up.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+}
+
+/// A running balancer (see [`start`]).
+#[derive(Debug)]
+pub struct BalancerHandle {
+    listen: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BalancerHandle {
+    /// The actual listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// The flag that stops the balancer when set.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Waits until every thread has ended.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops and waits.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.join();
+    }
+}
+
+/// Starts the control thread and the workers; returns once they listen.
+/// The first routing view is published after one discovery round, so nodes
+/// that are up at start are members from the first request on.
+pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let mut view_txs = Vec::new();
+    let mut view_rxs = Vec::new();
+    for _ in 0..config.threads {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        view_txs.push(tx);
+        view_rxs.push(rx);
+    }
+    let mut control = health::Control::new(config.clone(), view_txs, report_rx);
+    control.initial();
+    let mut threads = Vec::new();
+    let stop_c = stop.clone();
+    threads.push(
+        std::thread::Builder::new()
+            .name("balance-control".into())
+            .spawn(move || control.run(stop_c))
+            .map_err(|e| BalanceError::Runtime { worker: 0, reason: e.to_string() })?,
+    );
+    let mut listen = config.listen;
+    for (id, rx) in view_rxs.into_iter().enumerate() {
+        // The control thread sent the first view already; take it here.
+        let first = match rx.try_iter().last() {
+            Some(v) => v,
+            None => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(BalanceError::Runtime { worker: id, reason: "no routing view".into() });
+            }
+        };
+        let (tx, started) = mpsc::channel::<Result<SocketAddr, BalanceError>>();
+        let builder = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("balance-{id}"))
+            .io_memory(config.io_memory)
+            .spin_before_park(config.spin_before_park)
+            .preempt_timer(Duration::from_millis(100));
+        let (config_w, stop_w, reports) = (config.clone(), stop.clone(), report_tx.clone());
+        let bind_addr = listen;
+        let thread = std::thread::Builder::new()
+            .name(format!("balance-{id}"))
+            .spawn(move || {
+                let ex = match builder.make() {
+                    Ok(ex) => ex,
+                    Err(e) => {
+                        let _ = tx.send(Err(BalanceError::Runtime { worker: id, reason: e.to_string() }));
+                        return;
+                    }
+                };
+                ex.run(async move {
+                    let listener = match crate::shard::listen(bind_addr) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ =
+                                tx.send(Err(BalanceError::Bind { addr: bind_addr, reason: e.to_string() }));
+                            return;
+                        }
+                    };
+                    let actual = listener.local_addr().unwrap_or(bind_addr);
+                    let _ = tx.send(Ok(actual));
+                    let worker = Rc::new(proxy::Worker::new(config_w, actual, rx, first, reports, stop_w));
+                    proxy::accept_loop(worker, listener).await;
+                    // Let in-flight requests finish briefly.
+                    glommio::timer::Timer::new(Duration::from_millis(200)).await;
+                });
+            })
+            .map_err(|e| BalanceError::Runtime { worker: id, reason: e.to_string() })?;
+        threads.push(thread);
+        match started.recv() {
+            Ok(Ok(addr)) => listen = addr,
+            Ok(Err(e)) => {
+                stop.store(true, Ordering::SeqCst);
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                stop.store(true, Ordering::SeqCst);
+                return Err(BalanceError::Runtime {
+                    worker: id,
+                    reason: "worker ended during start-up".into(),
+                });
+            }
+        }
+    }
+    Ok(BalancerHandle { listen, stop, threads })
+}
+
+/// Runs the balancer until SIGINT or SIGTERM.
+pub fn run(config: BalanceConfig) -> Result<(), BalanceError> {
+    let handle = start(config)?;
+    tracing::info!(listen = %handle.listen_addr(), "shardsync balancing");
+    let signals = crate::server::StopOnSignal::install(handle.stop_flag())
+        .map_err(|e| BalanceError::Signals(e.to_string()))?;
+    handle.join();
+    signals.finish();
+    Ok(())
+}
