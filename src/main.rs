@@ -150,12 +150,12 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             let backend = PostgresBackend::connect_with(url, options).map_err(|e| e.to_string())?;
             // Refuse an out-of-date schema; the message names `shardsync migrate`.
             backend.check_schema().map_err(|e| e.to_string())?;
-            tracing::info!(schema = shardsync::store::postgres::SCHEMA_VERSION, "PostgreSQL store open");
+            tracing::debug!(schema = shardsync::store::postgres::SCHEMA_VERSION, "PostgreSQL store open");
             (Arc::new(backend), readers, writers)
         }
         None => {
             let backend = EmbeddedBackend::open(&config.data_dir).map_err(|e| e.to_string())?;
-            tracing::info!(data_dir = %config.data_dir.display(), "embedded store open");
+            tracing::debug!(data_dir = %config.data_dir.display(), "embedded store open");
             // Reads are short redb transactions; two reader threads keep shards from
             // queueing behind one large snapshot.
             // redb has one write transaction at a time: one writer.
