@@ -6,8 +6,6 @@
 //! `cargo bench --bench codec_xml -- --quick` (or `--test`: run each once).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use shardsync::xml::{decode, encode};
 
 /// mimalloc: glibc's malloc returns freed memory to the OS at the end of
@@ -19,23 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "common/messages.rs"]
 mod messages;
 
-/// Reads every event and touches its bytes; no model building.
-fn raw_scan(input: &[u8]) -> usize {
-    let mut reader = Reader::from_reader(input);
-    reader.config_mut().trim_text(false);
-    reader.config_mut().check_end_names = false;
-    let mut n = 0usize;
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => n += e.local_name().as_ref().len(),
-            Ok(Event::Text(t)) => n += black_box(&*t).len(),
-            Ok(Event::CData(t)) => n += black_box(&*t).len(),
-            Ok(Event::Eof) | Err(_) => break,
-            Ok(_) => n += 1,
-        }
-    }
-    n
-}
+#[path = "common/raw_scan.rs"]
+mod raw;
+use raw::raw_scan;
 
 fn bench(c: &mut Criterion) {
     for m in messages::all() {

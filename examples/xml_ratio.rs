@@ -2,8 +2,6 @@
 //! 3000 interleaved runs of raw quick-xml scan / typed decode / encode on the
 //! benchmark messages. `cargo run --release --example xml_ratio`
 //! (criterion: `cargo bench --bench codec_xml`).
-use quick_xml::events::Event;
-use quick_xml::Reader;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -14,22 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../benches/common/messages.rs"]
 mod messages;
 
-fn raw_scan(input: &[u8]) -> usize {
-    let mut reader = Reader::from_reader(input);
-    reader.config_mut().trim_text(false);
-    reader.config_mut().check_end_names = false;
-    let mut n = 0usize;
-    loop {
-        match reader.read_event() {
-            Ok(Event::Start(e)) | Ok(Event::Empty(e)) => n += e.local_name().as_ref().len(),
-            Ok(Event::Text(t)) => n += black_box(&*t).len(),
-            Ok(Event::CData(t)) => n += black_box(&*t).len(),
-            Ok(Event::Eof) | Err(_) => break,
-            Ok(_) => n += 1,
-        }
-    }
-    n
-}
+#[path = "../benches/common/raw_scan.rs"]
+mod raw;
+use raw::raw_scan;
 
 fn main() {
     for m in messages::all() {
