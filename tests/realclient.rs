@@ -725,3 +725,45 @@ fn crash_during_slow_sync_of_2000_contacts() {
     // ... and so does the server
     t.assert_server_matches(&a);
 }
+
+/// kill -9 the server in the middle of a slow sync and start it again at once: the *same*
+/// session goes on. The client resends the message that got no answer; the restarted server
+/// continues the session from the state stored with the last committed message (or answers the
+/// resend from the stored reply), so the interrupted sync itself succeeds.
+#[test]
+fn session_survives_server_crash() {
+    let kind = Kind::Contacts;
+    if use_reference_server() {
+        eprintln!("skipped: the reference server does not keep sessions across a restart");
+        return;
+    }
+    let mut t = Target::start("survive");
+    let a = t.client(kind, |c| {
+        c.max_msg_size = 20_000;
+        c.retry_duration_s = 120;
+        c.retry_interval_s = 3;
+    });
+    items::write_items(a.data_dir(), kind, "a", 0..1000, GenOptions::default());
+    let originals: Vec<String> =
+        (0..1000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
+
+    let mut running = a.spawn_sync(SyncMode::TwoWay);
+    let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        !running.is_running() || running.messages_started() >= 6
+    });
+    assert!(reached, "the client did not get going within 60 s");
+    assert!(running.is_running(), "the slow sync finished before the server could be killed");
+    t.kill9();
+    t.restart();
+    let r = running.wait();
+    t.check(&r, "the session interrupted by the crash");
+    assert_mode(&r, "slow");
+    compare::compare_with(kind, &originals, a.data_dir())
+        .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
+    t.assert_server_matches(&a);
+    // and the next session is a normal two-way sync with nothing to do
+    let r = a.sync(SyncMode::TwoWay);
+    t.check(&r, "the sync after");
+    assert_mode(&r, "two-way");
+    assert_counts(&r, (0, 0, 0), (0, 0, 0));
+}
