@@ -101,7 +101,7 @@ impl EngineService {
         }
         match Session::from_record(&record) {
             Ok(s) => {
-                tracing::debug!(session = %routing::token(key), msg_id = record.last_msg_id, "session continued from the store");
+                tracing::info!(session = %routing::token(key), device = %s.device_id(), msg_id = record.last_msg_id, "session continued from the store");
                 Ok(Some(s))
             }
             Err(e) => {
@@ -190,6 +190,13 @@ impl EngineService {
                     tracing::info!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, "no such session");
                     return Ok(Err(ServiceError::UnknownSession(routing::token(key))));
                 }
+                tracing::info!(
+                    session = %routing::token(key),
+                    device = %msg.hdr.source.loc_uri.trim(),
+                    session_id = %msg.hdr.session_id.trim(),
+                    encoding = ?req.encoding,
+                    "session started"
+                );
                 Session::new(key, msg, req.encoding, now)
             }
         };
