@@ -580,7 +580,11 @@ fn cluster_failover_draining_and_two_balancers() {
     // Two real SyncEvolution clients (their own user), one through each balancer: slow syncs of
     // many small messages, so the kill lands in the middle of their sessions.
     let evo_originals: Vec<Vec<String>> = (0..EVO_CLIENTS)
-        .map(|e| (0..EVO_ITEMS).map(|i| items::generate(Kind::Contacts, &evo_tag(e), i, 0, GenOptions::default())).collect())
+        .map(|e| {
+            (0..EVO_ITEMS)
+                .map(|i| items::generate(Kind::Contacts, &evo_tag(e), i, 0, GenOptions::default()))
+                .collect()
+        })
         .collect();
     let evo: Vec<SyncEvoClient> = (0..EVO_CLIENTS)
         .map(|e| {
@@ -592,7 +596,13 @@ fn cluster_failover_draining_and_two_balancers() {
             cfg.retry_interval_s = 2;
             cfg.retry_duration_s = 60;
             let client = SyncEvoClient::new(cfg).unwrap_or_else(|e| panic!("{e}"));
-            items::write_items(client.data_dir(), Kind::Contacts, &evo_tag(e), 0..EVO_ITEMS, GenOptions::default());
+            items::write_items(
+                client.data_dir(),
+                Kind::Contacts,
+                &evo_tag(e),
+                0..EVO_ITEMS,
+                GenOptions::default(),
+            );
             client
         })
         .collect();

@@ -210,7 +210,9 @@ fn sessions_continue_and_resends_are_answered_on_any_node() {
     assert_eq!(post(a, &m2), (200, r2.clone()), "stale copy on A");
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let count = |db: &mut postgres::Client| -> i64 {
-        db.query_one("SELECT count(*) FROM items WHERE user_name = 'test' AND NOT deleted", &[]).unwrap().get(0)
+        db.query_one("SELECT count(*) FROM items WHERE user_name = 'test' AND NOT deleted", &[])
+            .unwrap()
+            .get(0)
     };
     assert_eq!(count(&mut db), 2, "an Add was applied twice");
 

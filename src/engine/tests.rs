@@ -17,6 +17,8 @@ pub(crate) struct Harness {
     /// Store every session with each message and continue it from the store
     /// on the next one (as another node would) instead of from memory.
     pub restore: bool,
+    /// Size of the last session record stored (restore mode).
+    pub last_record_len: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -32,6 +34,7 @@ impl Harness {
             sessions: HashMap::new(),
             now: 1_700_000_000,
             restore: true,
+            last_record_len: 0,
             _dir: dir,
         }
     }
@@ -80,7 +83,11 @@ impl Harness {
             ops.append(&mut step.writes.ops);
             match step.outcome {
                 Outcome::Aborted => ops.push(WriteOp::DeleteSession { key }),
-                _ => ops.push(WriteOp::PutSession(s.to_record(self.now + 900).expect("state encodes"))),
+                _ => {
+                    let rec = s.to_record(self.now + 900).expect("state encodes");
+                    self.last_record_len = rec.state.len();
+                    ops.push(WriteOp::PutSession(rec));
+                }
             }
             step.writes.ops = ops;
         }
@@ -969,4 +976,26 @@ fn nonces_are_printable_and_devinf_outlives_the_session() {
     let (_, _, items) = session(&mut h, &mut b, 200, &[]);
     assert_eq!(items.len(), 1);
     assert!(items[0].2.contains("VERSION:2.1"), "{}", items[0].2);
+}
+
+/// The stored session state leaves the collection's items out (they are
+/// reloaded from the store): its size does not grow with the collection.
+#[test]
+fn stored_state_does_not_carry_the_collection() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let adds: Vec<String> = (0..300)
+        .map(|i| op("Add", 10 + i, &format!("a{i}"), Some(&vcard(&format!("N{i}"), "+1 555 2"))))
+        .collect();
+    session(&mut h, &mut a, 201, &adds);
+    // A two-way session of the same device: message 1 loaded the 300-item snapshot.
+    h.send(&a.init(200));
+    let small = h.last_record_len;
+    assert!(small > 0 && small < 4096, "state after message 1: {small} bytes");
+    // While the server sends 300 items to a new device, the queue is in the state.
+    let mut b = Client::new("dev-b");
+    h.send(&b.init(201));
+    h.send(&b.sync(&[], true));
+    assert!(h.last_record_len > small, "queued items are part of the state");
+    eprintln!("session state: {small} bytes after message 1; {} while sending 300 items", h.last_record_len);
 }
