@@ -948,27 +948,26 @@ impl Session {
                 200 | 202 => {
                     let mut touched = std::collections::HashSet::new();
                     for n in 0..self.plan.changes {
-                        let pick = |rng: &mut Rng, items: &BTreeMap<String, Local>| {
-                            if items.is_empty() {
-                                None
-                            } else {
-                                let at = rng.below(items.len() as u64) as usize;
-                                items.keys().nth(at).cloned()
-                            }
+                        // A device edits and deletes only items it created: the
+                        // devices of one user then never conflict, so what each
+                        // receives is exactly what the others sent.
+                        let own: Vec<&String> = store
+                            .items
+                            .iter()
+                            .filter(|(luid, local)| local.index.is_some() && !touched.contains(*luid))
+                            .map(|(luid, _)| luid)
+                            .collect();
+                        let existing = if own.is_empty() {
+                            None
+                        } else {
+                            Some(own[dev.rng.below(own.len() as u64) as usize].clone())
                         };
-                        let existing = pick(&mut dev.rng, &store.items).filter(|l| !touched.contains(l));
                         match (n % 3, existing) {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
                                 let local = store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
-                                let index = match local.index {
-                                    Some(i) => i,
-                                    None => {
-                                        store.next_index += 1;
-                                        store.next_index - 1
-                                    }
-                                };
-                                let next = Local { index: Some(index), rev: local.rev + 1 };
+                                let next = Local { index: local.index, rev: local.rev + 1 };
+                                let index = local.index.unwrap_or(0);
                                 store.items.insert(luid.clone(), next);
                                 let data = data::item(kind, dev.seed, index, next.rev);
                                 queue.push_back(Change::Replace { luid, data });

@@ -316,7 +316,12 @@ fn run_phase(
                     if spec.sessions.is_some_and(|max| n >= max) {
                         break;
                     }
-                    let Ok(mut dev) = rx.try_recv() else { break };
+                    // Wait for a free device: others hold the rest and give them back.
+                    let dev = match spec.deadline {
+                        Some(d) => rx.recv_deadline(d).ok(),
+                        None => rx.recv().ok(),
+                    };
+                    let Some(mut dev) = dev else { break };
                     let outcome = run_session(cfg, spec.plan, &mut dev, &mut http, content_type, &mut stats);
                     if outcome == Outcome::Held && spec.hold_connections {
                         held.push(std::mem::replace(&mut http, HttpClient::new(timeout)));
