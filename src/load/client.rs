@@ -1134,3 +1134,163 @@ fn push_status(
         ..Default::default()
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClientConfig {
+        ClientConfig {
+            url: "http://127.0.0.1:1/sync".into(),
+            encoding: Encoding::Xml,
+            auth: AuthKind::Md5,
+            max_msg_size: 150_000,
+        }
+    }
+
+    fn decode(out: &Outgoing) -> SyncMl<'static> {
+        crate::codec::decode(Encoding::Xml, &out.body).expect("our message decodes").into_owned()
+    }
+
+    fn status(msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) -> Command<'static> {
+        Command::Status(Status {
+            cmd_id: t("1"),
+            msg_ref: Some(t(msg_ref.to_string())),
+            cmd_ref: t(cmd_ref),
+            cmd: t(cmd),
+            data: t(code.to_string()),
+            ..Default::default()
+        })
+    }
+
+    fn reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, resp_uri: Option<&str>) -> Vec<u8> {
+        let msg = SyncMl {
+            hdr: SyncHdr {
+                ver_dtd: t("1.2"),
+                ver_proto: t("SyncML/1.2"),
+                session_id: t("1"),
+                msg_id: t(msg_id.to_string()),
+                target: Location::uri(t("dev-0")),
+                source: Location::uri(t("http://127.0.0.1:1/sync")),
+                resp_uri: resp_uri.map(t),
+                ..Default::default()
+            },
+            body,
+            final_,
+        };
+        let mut out = Vec::new();
+        crate::codec::encode(Encoding::Xml, &msg, &mut out);
+        out
+    }
+
+    fn cmd_ids(m: &SyncMl<'_>, name: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for c in &m.body {
+            if c.name() == name {
+                ids.push(c.cmd_id().to_string());
+            }
+            if let Command::Sync(s) = c {
+                ids.extend(s.commands.iter().filter(|x| x.name() == name).map(|x| x.cmd_id().to_string()));
+            }
+        }
+        ids
+    }
+
+    /// Message 1, the server's answer with a challenge nonce and RespURI, then
+    /// a package-3 reply with a failed Add and a missing Sync status: both
+    /// are counted by kind.
+    #[test]
+    fn checks_statuses_and_follows_resp_uri() {
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 3, 1);
+        let plan = Plan { alert: 201, changes: 0, hold: false };
+        let mut s = Session::new(&cfg(), plan, &mut dev);
+        let m1 = s.start(&mut dev);
+        let msg = decode(&m1);
+        let cred = msg.hdr.cred.as_ref().expect("credentials in message 1");
+        let expected = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("alice", "secret"), b"");
+        assert_eq!(cred.data.as_text(), Some(expected.as_str()));
+        assert_eq!(cmd_ids(&msg, "Put").len(), 1, "DevInf on the first session");
+        let alert = cmd_ids(&msg, "Alert");
+        assert_eq!(alert.len(), 1);
+
+        let mut hdr_ok = status(1, "0", "SyncHdr", 212);
+        if let Command::Status(st) = &mut hdr_ok {
+            st.chal = Some(Meta { next_nonce: Some(t(B64.encode(b"N0NCE"))), ..Default::default() });
+        }
+        let server_alert = Command::Alert(Alert {
+            cmd_id: t("4"),
+            data: Some(t("201")),
+            items: vec![Item {
+                target: Some(Location::uri(t("./contacts"))),
+                source: Some(Location::uri(t("addressbook"))),
+                meta: Some(Meta { anchor: Some(Anchor { last: None, next: Some(t("S1")) }), ..Default::default() }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let r1 = reply(
+            1,
+            vec![hdr_ok, status(1, "1", "Put", 200), status(1, &alert[0], "Alert", 200), server_alert],
+            true,
+            Some("http://127.0.0.1:1/sync?s=abc"),
+        );
+        let Next::Send(m2) = s.on_reply(&mut dev, &r1) else { panic!("package 3 follows: {:?}", s.errors()) };
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
+        assert_eq!(dev.nonce, b"N0NCE", "the challenge's nonce is kept for the next session");
+        assert_eq!(m2.url, "http://127.0.0.1:1/sync?s=abc", "RespURI followed");
+        let msg2 = decode(&m2);
+        assert_eq!(msg2.hdr.target.loc_uri, "http://127.0.0.1:1/sync?s=abc");
+        assert!(msg2.hdr.cred.is_none(), "no credentials once authenticated");
+        assert!(msg2.final_);
+        let adds = cmd_ids(&msg2, "Add");
+        assert_eq!(adds.len(), 3, "slow sync sends every item");
+        assert_eq!(s.sent.add, 3);
+
+        // The server fails one Add and forgets the Sync's status.
+        let r2 = reply(
+            2,
+            vec![
+                status(2, "0", "SyncHdr", 200),
+                status(2, &adds[0], "Add", 201),
+                status(2, &adds[1], "Add", 500),
+                status(2, &adds[2], "Add", 201),
+            ],
+            true,
+            None,
+        );
+        let Next::Send(m3) = s.on_reply(&mut dev, &r2) else { panic!("map package follows") };
+        let mut errors = s.errors().to_vec();
+        errors.sort();
+        assert_eq!(errors, vec!["missing_status_Sync".to_string(), "status_Add_500".to_string()]);
+        assert_eq!(m3.url, "http://127.0.0.1:1/sync?s=abc", "RespURI kept");
+        let r3 = reply(3, vec![status(3, "0", "SyncHdr", 200)], false, None);
+        assert!(matches!(s.on_reply(&mut dev, &r3), Next::Failed), "a non-final last package is a flow error");
+        assert!(s.errors().iter().any(|e| e == "flow_final_package_not_final"));
+        assert!(dev.stores[0].last_anchor.is_none(), "no anchor after a failed session");
+    }
+
+    /// A 401 with a challenge is retried once with the new nonce; a second 401 fails the session.
+    #[test]
+    fn auth_retry_then_failure() {
+        let mut dev = Device::new("dev-0", "alice", "wrong", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 200, changes: 0, hold: false }, &mut dev);
+        let _ = s.start(&mut dev);
+        let mut denied = status(1, "0", "SyncHdr", 401);
+        if let Command::Status(st) = &mut denied {
+            st.chal = Some(Meta { next_nonce: Some(t(B64.encode(b"fresh"))), ..Default::default() });
+        }
+        let Next::Send(retry) = s.on_reply(&mut dev, &reply(1, vec![denied.clone()], true, None)) else {
+            panic!("one retry")
+        };
+        let msg = decode(&retry);
+        assert_eq!(msg.hdr.msg_id, "2");
+        let expected = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("alice", "wrong"), b"fresh");
+        assert_eq!(msg.hdr.cred.as_ref().and_then(|c| c.data.as_text()), Some(expected.as_str()));
+        assert_eq!(s.auth_retries, 1);
+        if let Command::Status(st) = &mut denied {
+            st.msg_ref = Some(t("2"));
+        }
+        assert!(matches!(s.on_reply(&mut dev, &reply(2, vec![denied], true, None)), Next::Failed));
+        assert_eq!(s.errors(), ["auth_401".to_string()]);
+    }
+}
