@@ -16,12 +16,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let secs: f64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5.0);
     let rows: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
-    client.batch_execute("DROP TABLE IF EXISTS items_raw; CREATE TABLE items_raw (LIKE items INCLUDING ALL)")?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS items_raw; CREATE TABLE items_raw (LIKE items INCLUDING ALL)")?;
     let cards: Vec<Vec<u8>> = (0..rows as u64)
         .map(|i| shardsync::load::data::item(shardsync::load::data::DataKind::Contacts, 1, i, 0).into_bytes())
         .collect();
     let bytes: usize = cards.iter().map(Vec::len).sum();
-    let types = [Type::TEXT, Type::INT2, Type::INT8, Type::INT8, Type::TEXT, Type::BYTEA, Type::TEXT, Type::BOOL];
+    let types =
+        [Type::TEXT, Type::INT2, Type::INT8, Type::INT8, Type::TEXT, Type::BYTEA, Type::TEXT, Type::BOOL];
     let (mut done, mut next_id) = (0u64, 1i64);
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs_f64(secs) {
@@ -32,7 +34,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let mut w = BinaryCopyInWriter::new(sink, &types);
         for card in &cards {
-            w.write(&[&"raw", &0i16, &next_id, &next_id, &"text/vcard", &card.as_slice(), &"copy-device", &false])?;
+            w.write(&[
+                &"raw",
+                &0i16,
+                &next_id,
+                &next_id,
+                &"text/vcard",
+                &card.as_slice(),
+                &"copy-device",
+                &false,
+            ])?;
             next_id += 1;
         }
         w.finish()?;

@@ -26,8 +26,9 @@ fn load(url: &str, args: &[&str]) -> (Value, bool, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let line = stdout.lines().last().unwrap_or("");
-    let json: Value = serde_json::from_str(line)
-        .unwrap_or_else(|e| panic!("load printed no JSON ({e}): {args:?}\nstdout: {stdout}\nstderr: {stderr}"));
+    let json: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("load printed no JSON ({e}): {args:?}\nstdout: {stdout}\nstderr: {stderr}")
+    });
     (json, out.status.success(), stderr)
 }
 
@@ -64,8 +65,19 @@ fn scenarios(server: &ServerProcess, encoding: &str, auth: &str) {
     let tag = format!("{encoding}-{auth}");
     let base = |devices: &str, users: &str| -> Vec<String> {
         [
-            "--encoding", encoding, "--auth", auth, "--datastores", STORES, "--create-users", "--data-dir", &dir,
-            "--device-prefix", devices, "--user-prefix", users,
+            "--encoding",
+            encoding,
+            "--auth",
+            auth,
+            "--datastores",
+            STORES,
+            "--create-users",
+            "--data-dir",
+            &dir,
+            "--device-prefix",
+            devices,
+            "--user-prefix",
+            users,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -106,8 +118,20 @@ fn scenarios(server: &ServerProcess, encoding: &str, auth: &str) {
     let users = format!("chg-{tag}-u");
     let j = run(
         &[
-            "--scenario", "two-way-changes", "--devices", "4", "--user-count", "2", "--items", "10", "--changes",
-            "7", "--sessions", "8", "--concurrency", "1",
+            "--scenario",
+            "two-way-changes",
+            "--devices",
+            "4",
+            "--user-count",
+            "2",
+            "--items",
+            "10",
+            "--changes",
+            "7",
+            "--sessions",
+            "8",
+            "--concurrency",
+            "1",
         ],
         &format!("chg-{tag}-"),
         &users,
@@ -192,8 +216,20 @@ fn hold_idle_keeps_sessions_open() {
     let j = load_ok(
         &server.sync_url(),
         &[
-            "--scenario", "hold-idle", "--devices", "40", "--user-count", "2", "--create-users", "--data-dir", &dir,
-            "--hold-secs", "0", "--hold-connections", "--concurrency", "4",
+            "--scenario",
+            "hold-idle",
+            "--devices",
+            "40",
+            "--user-count",
+            "2",
+            "--create-users",
+            "--data-dir",
+            &dir,
+            "--hold-secs",
+            "0",
+            "--hold-connections",
+            "--concurrency",
+            "4",
         ],
         &|| server.log_tail(),
     );
@@ -206,7 +242,8 @@ fn hold_idle_keeps_sessions_open() {
 /// every item once.
 #[test]
 fn against_syncevolution_server() {
-    let devices: Vec<String> = (0..2).flat_map(|i| [format!("ref-slow-{i}"), format!("ref-empty-{i}")]).collect();
+    let devices: Vec<String> =
+        (0..2).flat_map(|i| [format!("ref-slow-{i}"), format!("ref-empty-{i}")]).collect();
     let opts = RefServerOptions { device_ids: devices, ..RefServerOptions::default() };
     let server = RefServer::start(opts).unwrap_or_else(|e| panic!("{e}"));
     let users = Scratch::new("load-users");
@@ -218,8 +255,22 @@ fn against_syncevolution_server() {
     let j = load_ok(
         &url,
         &[
-            "--scenario", "slow-sync", "--devices", "2", "--device-prefix", "ref-slow-", "--users", &users_file,
-            "--items", "20", "--concurrency", "1", "--encoding", "xml", "--auth", "md5",
+            "--scenario",
+            "slow-sync",
+            "--devices",
+            "2",
+            "--device-prefix",
+            "ref-slow-",
+            "--users",
+            &users_file,
+            "--items",
+            "20",
+            "--concurrency",
+            "1",
+            "--encoding",
+            "xml",
+            "--auth",
+            "md5",
         ],
         &log,
     );
@@ -233,8 +284,24 @@ fn against_syncevolution_server() {
     let j = load_ok(
         &url,
         &[
-            "--scenario", "empty-two-way", "--devices", "2", "--device-prefix", "ref-empty-", "--users", &users_file,
-            "--items", "5", "--sessions", "4", "--concurrency", "1", "--encoding", "wbxml", "--auth", "basic",
+            "--scenario",
+            "empty-two-way",
+            "--devices",
+            "2",
+            "--device-prefix",
+            "ref-empty-",
+            "--users",
+            &users_file,
+            "--items",
+            "5",
+            "--sessions",
+            "4",
+            "--concurrency",
+            "1",
+            "--encoding",
+            "wbxml",
+            "--auth",
+            "basic",
         ],
         &log,
     );

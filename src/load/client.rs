@@ -110,7 +110,8 @@ impl Device {
         let seed = seed ^ xxhash_rust::xxh64::xxh64(id.as_bytes(), 0);
         let mut stores = Vec::new();
         for &kind in kinds {
-            let mut s = Store { kind, last_anchor: None, items: BTreeMap::new(), next_luid: 0, next_index: 0 };
+            let mut s =
+                Store { kind, last_anchor: None, items: BTreeMap::new(), next_luid: 0, next_index: 0 };
             for _ in 0..items {
                 let luid = s.new_luid();
                 let index = s.next_index;
@@ -454,7 +455,11 @@ impl Session {
             session_id: t(self.session_id.clone()),
             msg_id: t(self.msg_id.to_string()),
             target: Location::uri(t(self.target_uri.clone())),
-            source: Location { loc_uri: t(dev.id.clone()), loc_name: Some(t(dev.user.clone())), filter: None },
+            source: Location {
+                loc_uri: t(dev.id.clone()),
+                loc_name: Some(t(dev.user.clone())),
+                filter: None,
+            },
             resp_uri: None,
             no_resp: false,
             cred: (!self.authenticated).then(|| self.cred(dev)),
@@ -477,7 +482,10 @@ impl Session {
             let cmd_id = self.next_cmd(Some(SentKind::Put));
             body.push(Command::Put(PutGet {
                 cmd_id,
-                meta: Some(Meta { type_: Some(t("application/vnd.syncml-devinf+xml")), ..Default::default() }),
+                meta: Some(Meta {
+                    type_: Some(t("application/vnd.syncml-devinf+xml")),
+                    ..Default::default()
+                }),
                 items: vec![Item {
                     source: Some(Location::uri(t("./devinf12"))),
                     data: Some(Data::DevInf(Box::new(dev.devinf()))),
@@ -582,11 +590,11 @@ impl Session {
         // Statuses for the server's header and commands go into our next message.
         let mut responses: Vec<Command<'static>> = Vec::new();
         let answer = |responses: &mut Vec<Command<'static>>,
-                          cmd_ref: &str,
-                          cmd: &str,
-                          target: Option<&str>,
-                          source: Option<&str>,
-                          code: u16| {
+                      cmd_ref: &str,
+                      cmd: &str,
+                      target: Option<&str>,
+                      source: Option<&str>,
+                      code: u16| {
             responses.push(Command::Status(Status {
                 cmd_id: t(""),
                 msg_ref: Some(t(server_msg.clone())),
@@ -641,7 +649,14 @@ impl Session {
                         let item = a.items.first();
                         let target = item.and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.to_string());
                         let source = item.and_then(|i| i.source.as_ref()).map(|l| l.loc_uri.to_string());
-                        answer(&mut responses, &a.cmd_id, "Alert", target.as_deref(), source.as_deref(), status);
+                        answer(
+                            &mut responses,
+                            &a.cmd_id,
+                            "Alert",
+                            target.as_deref(),
+                            source.as_deref(),
+                            status,
+                        );
                         if (200..=210).contains(&code) {
                             let next = item
                                 .and_then(|i| i.meta.as_ref())
@@ -663,9 +678,17 @@ impl Session {
                     }
                 }
                 Command::Get(g) => {
-                    let uri = g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.trim().to_string());
+                    let uri =
+                        g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.trim().to_string());
                     let is_devinf = uri.as_deref().is_some_and(|u| u.starts_with("./devinf"));
-                    answer(&mut responses, &g.cmd_id, "Get", uri.as_deref(), None, if is_devinf { 200 } else { 404 });
+                    answer(
+                        &mut responses,
+                        &g.cmd_id,
+                        "Get",
+                        uri.as_deref(),
+                        None,
+                        if is_devinf { 200 } else { 404 },
+                    );
                     if is_devinf {
                         results.push(Command::Results(Results {
                             cmd_id: t(""),
@@ -793,7 +816,15 @@ impl Session {
                 let item = ic.items.first();
                 let target = item.and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.to_string());
                 let source = item.and_then(|i| i.source.as_ref()).map(|l| l.loc_uri.to_string());
-                push_status(responses, server_msg, &ic.cmd_id, name, target.as_deref(), source.as_deref(), code);
+                push_status(
+                    responses,
+                    server_msg,
+                    &ic.cmd_id,
+                    name,
+                    target.as_deref(),
+                    source.as_deref(),
+                    code,
+                );
             }
         }
         responses.len() - before
@@ -846,7 +877,9 @@ impl Session {
             _ => {
                 // A Replace of an item the device never mapped: the server lost a Map.
                 self.error("replace_unknown_item");
-                let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()) else { return 404 };
+                let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()) else {
+                    return 404;
+                };
                 let luid = store.new_luid();
                 store.items.insert(luid.clone(), Local { index: None, rev: 0 });
                 self.stores[i].maps.push((guid, luid));
@@ -965,7 +998,8 @@ impl Session {
                         match (n % 3, existing) {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
-                                let local = store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
+                                let local =
+                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
                                 let next = Local { index: local.index, rev: local.rev + 1 };
                                 let index = local.index.unwrap_or(0);
                                 store.items.insert(luid.clone(), next);
@@ -1084,7 +1118,8 @@ impl Session {
             while room >= 120 {
                 let Some((guid, luid)) = self.stores[i].maps.pop() else { break };
                 room -= 40 + guid.len() + luid.len();
-                map.map_items.push(MapItem { target: Location::uri(t(guid)), source: Location::uri(t(luid)) });
+                map.map_items
+                    .push(MapItem { target: Location::uri(t(guid)), source: Location::uri(t(luid)) });
             }
             body.push(Command::Map(map));
         }
@@ -1223,7 +1258,10 @@ mod tests {
             items: vec![Item {
                 target: Some(Location::uri(t("./contacts"))),
                 source: Some(Location::uri(t("addressbook"))),
-                meta: Some(Meta { anchor: Some(Anchor { last: None, next: Some(t("S1")) }), ..Default::default() }),
+                meta: Some(Meta {
+                    anchor: Some(Anchor { last: None, next: Some(t("S1")) }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -1264,7 +1302,10 @@ mod tests {
         assert_eq!(errors, vec!["missing_status_Sync".to_string(), "status_Add_500".to_string()]);
         assert_eq!(m3.url, "http://127.0.0.1:1/sync?s=abc", "RespURI kept");
         let r3 = reply(3, vec![status(3, "0", "SyncHdr", 200)], false, None);
-        assert!(matches!(s.on_reply(&mut dev, &r3), Next::Failed), "a non-final last package is a flow error");
+        assert!(
+            matches!(s.on_reply(&mut dev, &r3), Next::Failed),
+            "a non-final last package is a flow error"
+        );
         assert!(s.errors().iter().any(|e| e == "flow_final_package_not_final"));
         assert!(dev.stores[0].last_anchor.is_none(), "no anchor after a failed session");
     }

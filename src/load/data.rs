@@ -124,25 +124,59 @@ const FIRST: &[&str] = &[
     "Yusuf", "Zoe", "Amir", "Bianca", "Carlos", "Daria", "Emil", "Fatima",
 ];
 const LAST: &[&str] = &[
-    "Schmidt", "Meyer", "Nguyen", "Garcia", "Rossi", "Kowalski", "Johansson", "Dubois", "Silva", "Okafor",
-    "Tanaka", "Novak", "Andersen", "Moreau", "Fischer", "Kaya", "Murphy", "Costa", "Weber", "Jansen",
-    "Horvat", "Lindqvist", "Petrov", "Santos",
+    "Schmidt",
+    "Meyer",
+    "Nguyen",
+    "Garcia",
+    "Rossi",
+    "Kowalski",
+    "Johansson",
+    "Dubois",
+    "Silva",
+    "Okafor",
+    "Tanaka",
+    "Novak",
+    "Andersen",
+    "Moreau",
+    "Fischer",
+    "Kaya",
+    "Murphy",
+    "Costa",
+    "Weber",
+    "Jansen",
+    "Horvat",
+    "Lindqvist",
+    "Petrov",
+    "Santos",
 ];
-const CITIES: &[&str] = &[
-    "Berlin", "Lisboa", "Praha", "Wien", "Oslo", "Lyon", "Gent", "Kraków", "Porto", "Zürich", "Bologna",
-];
+const CITIES: &[&str] =
+    &["Berlin", "Lisboa", "Praha", "Wien", "Oslo", "Lyon", "Gent", "Kraków", "Porto", "Zürich", "Bologna"];
 const STREETS: &[&str] = &["Hauptstraße", "Rua Augusta", "Long Lane", "Via Roma", "Kungsgatan", "Rue Verte"];
-const ORGS: &[&str] = &[
-    "Acme GmbH", "Northwind Traders", "Blue Harbor Ltd", "Initech", "Globex SA", "Umbrella Labs", "Hooli",
-];
+const ORGS: &[&str] =
+    &["Acme GmbH", "Northwind Traders", "Blue Harbor Ltd", "Initech", "Globex SA", "Umbrella Labs", "Hooli"];
 const TITLES: &[&str] = &["Engineer", "Sales Manager", "Accountant", "Designer", "Nurse", "Teacher", "CTO"];
 const SUBJECTS: &[&str] = &[
-    "Team meeting", "Dentist", "Project review", "Lunch with", "Call", "Workshop", "Flight to", "Birthday of",
-    "Quarterly planning", "Yoga class",
+    "Team meeting",
+    "Dentist",
+    "Project review",
+    "Lunch with",
+    "Call",
+    "Workshop",
+    "Flight to",
+    "Birthday of",
+    "Quarterly planning",
+    "Yoga class",
 ];
 const TASKS: &[&str] = &[
-    "Renew passport", "Send invoice to", "Buy groceries", "Book hotel in", "Prepare slides for",
-    "Call back", "Pay rent", "Water the plants", "Review contract with",
+    "Renew passport",
+    "Send invoice to",
+    "Buy groceries",
+    "Book hotel in",
+    "Prepare slides for",
+    "Call back",
+    "Pay rent",
+    "Water the plants",
+    "Review contract with",
 ];
 const SYLLABLES: &[&str] =
     &["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "da", "fe", "gu", "hi", "jo", "be", "po", "ze"];
@@ -293,7 +327,10 @@ fn event(rng: &mut Rng, tag: &str, seed: u64, index: u64, rev: u32) -> String {
     if rng.chance(30) {
         push_folded(
             &mut v,
-            &format!("DESCRIPTION:Agenda: item one\\nitem two\\nrevision {rev}\\nbring the {} report", rng.pick(ORGS)),
+            &format!(
+                "DESCRIPTION:Agenda: item one\\nitem two\\nrevision {rev}\\nbring the {} report",
+                rng.pick(ORGS)
+            ),
         );
     }
     if rng.chance(15) {

@@ -127,7 +127,12 @@ impl HttpClient {
                     stream.set_nodelay(true).map_err(fail)?;
                     stream.set_read_timeout(Some(self.timeout)).map_err(fail)?;
                     stream.set_write_timeout(Some(self.timeout)).map_err(fail)?;
-                    return Ok(Conn { authority: authority.to_string(), stream, buf: Vec::new(), used: false });
+                    return Ok(Conn {
+                        authority: authority.to_string(),
+                        stream,
+                        buf: Vec::new(),
+                        used: false,
+                    });
                 }
                 Err(e) => last = Some(e),
             }
@@ -200,11 +205,9 @@ fn exchange(conn: &mut Conn, request: &[u8]) -> Result<(Response, bool), (HttpEr
                 for h in resp.headers.iter() {
                     let value = String::from_utf8_lossy(h.value);
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        length = Some(
-                            value.trim().parse::<usize>().map_err(|_| {
-                                (HttpError::BadResponse(format!("Content-Length {value:?}")), true)
-                            })?,
-                        );
+                        length = Some(value.trim().parse::<usize>().map_err(|_| {
+                            (HttpError::BadResponse(format!("Content-Length {value:?}")), true)
+                        })?);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         chunked = value.to_ascii_lowercase().contains("chunked");
                     } else if h.name.eq_ignore_ascii_case("connection") {
@@ -230,12 +233,13 @@ fn exchange(conn: &mut Conn, request: &[u8]) -> Result<(Response, bool), (HttpEr
         buf.extend_from_slice(&chunk[..n]);
     };
     let mut rest = buf.split_off(head_len);
-    let mut read_more = |rest: &mut Vec<u8>, stream: &mut TcpStream, wire: &mut usize| -> Result<bool, HttpError> {
-        let n = stream.read(&mut chunk).map_err(io_error)?;
-        *wire += n;
-        rest.extend_from_slice(&chunk[..n]);
-        Ok(n > 0)
-    };
+    let mut read_more =
+        |rest: &mut Vec<u8>, stream: &mut TcpStream, wire: &mut usize| -> Result<bool, HttpError> {
+            let n = stream.read(&mut chunk).map_err(io_error)?;
+            *wire += n;
+            rest.extend_from_slice(&chunk[..n]);
+            Ok(n > 0)
+        };
     let body = if chunked {
         let mut body = Vec::new();
         let mut pos = 0;
@@ -292,7 +296,14 @@ mod tests {
     #[test]
     fn urls() {
         let u = parse_url("http://127.0.0.1:8080/sync?s=00ff").unwrap();
-        assert_eq!(u, Url { authority: "127.0.0.1:8080".into(), host: "127.0.0.1:8080".into(), path: "/sync?s=00ff".into() });
+        assert_eq!(
+            u,
+            Url {
+                authority: "127.0.0.1:8080".into(),
+                host: "127.0.0.1:8080".into(),
+                path: "/sync?s=00ff".into()
+            }
+        );
         let u = parse_url("http://example.org?x=1").unwrap();
         assert_eq!((u.authority.as_str(), u.path.as_str()), ("example.org:80", "/?x=1"));
         assert_eq!(parse_url("http://[::1]:9/a").unwrap().authority, "[::1]:9");
@@ -310,7 +321,8 @@ mod tests {
             let mut buf = [0u8; 4096];
             for reply in [
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_string(),
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n".to_string(),
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                    .to_string(),
             ] {
                 loop {
                     let n = s.read(&mut buf).unwrap();

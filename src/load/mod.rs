@@ -237,7 +237,8 @@ fn create_users(args: &LoadArgs, users: &[(String, String)]) -> Result<(), LoadE
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some((user, password)) = users.get(i) else { break };
-                let request = admin::build_request(&UserCommand::Add { name: user.clone() }, || Ok(password.clone()));
+                let request =
+                    admin::build_request(&UserCommand::Add { name: user.clone() }, || Ok(password.clone()));
                 let result = request.and_then(|req| match (&args.store, &args.data_dir) {
                     (Some(url), _) => admin::execute_on_postgres(url, req),
                     (None, Some(dir)) => admin::execute_on_data_dir(dir, req),
@@ -248,7 +249,10 @@ fn create_users(args: &LoadArgs, users: &[(String, String)]) -> Result<(), LoadE
                     Err(AdminError::Remote(m)) if m.contains("already exists") => {}
                     Err(e) => {
                         if let Ok(mut f) = failure.lock() {
-                            f.get_or_insert(LoadError::CreateUser { user: user.clone(), message: e.to_string() });
+                            f.get_or_insert(LoadError::CreateUser {
+                                user: user.clone(),
+                                message: e.to_string(),
+                            });
                         }
                         break;
                     }
@@ -482,7 +486,9 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let users = users_of(args)?;
     if args.create_users {
         if args.users.is_some() {
-            return Err(LoadError::Usage("--create-users creates generated users, not a --users list".into()));
+            return Err(LoadError::Usage(
+                "--create-users creates generated users, not a --users list".into(),
+            ));
         }
         create_users(args, &users)?;
     }
@@ -516,7 +522,8 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         let progress = Arc::new(Progress::default());
         let stop = Arc::new(AtomicBool::new(false));
         let every = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
-        let handle = show.then(|| progress_thread(progress.clone(), stop.clone(), phase, every, tty)).flatten();
+        let handle =
+            show.then(|| progress_thread(progress.clone(), stop.clone(), phase, every, tty)).flatten();
         let result = f(&progress);
         stop.store(true, Ordering::Relaxed);
         if let Some(h) = handle {
@@ -528,7 +535,8 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     // Set-up: the scenarios that start from synced devices get a first slow
     // sync, then (when devices share a user) one two-way round so that each
     // device holds what the others sent.
-    let needs_setup = matches!(args.scenario, Scenario::EmptyTwoWay | Scenario::TwoWayChanges | Scenario::Refresh);
+    let needs_setup =
+        matches!(args.scenario, Scenario::EmptyTwoWay | Scenario::TwoWayChanges | Scenario::Refresh);
     let shared_users = users.len() < args.devices;
     let setup = if needs_setup {
         let t0 = Instant::now();
@@ -538,10 +546,15 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             rounds.push(Plan { alert: 200, changes: 0, hold: false });
         }
         for plan in rounds {
-            let spec =
-                PhaseSpec { plan, sessions: Some(args.devices as u64), deadline: None, hold_connections: false };
+            let spec = PhaseSpec {
+                plan,
+                sessions: Some(args.devices as u64),
+                deadline: None,
+                hold_connections: false,
+            };
             with_progress("setup", &mut |p| {
-                let (d, s, _) = run_phase(&cfg, std::mem::take(&mut devices), args.concurrency, spec, timeout, p)?;
+                let (d, s, _) =
+                    run_phase(&cfg, std::mem::take(&mut devices), args.concurrency, spec, timeout, p)?;
                 devices = d;
                 stats.merge(&s);
                 Ok(())
@@ -566,7 +579,9 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         (None, None) => Some(args.devices as u64),
     };
     if args.scenario == Scenario::HoldIdle && sessions.is_some_and(|n| n > args.devices as u64) {
-        return Err(LoadError::Usage("hold-idle holds one session per device: --sessions ≤ --devices".into()));
+        return Err(LoadError::Usage(
+            "hold-idle holds one session per device: --sessions ≤ --devices".into(),
+        ));
     }
     let spec = PhaseSpec {
         plan,
