@@ -17,13 +17,13 @@
 # PostgreSQL slow-sync items/s >= 0.4x raw COPY rows/s; empty two-way
 # sessions/s >= 0.3x (fixed-answer req/s / messages per session).
 #
-# Environment: SHARDS (2), SLOW_DEVICES (8: 1,000-contact slow syncs per
+# Environment: SHARDS (2), SLOW_DEVICES (16: 1,000-contact slow syncs per
 # encoding on shardsync), EMPTY_SECS (8), CONCURRENCY (32), SKIP_SE=1 (no
 # SyncEvolution server), SKIP_PG=1 (no PostgreSQL part).
 source "$(dirname "$0")/lib.sh"
 
 SHARDS=${SHARDS:-2}
-SLOW_DEVICES=${SLOW_DEVICES:-8}
+SLOW_DEVICES=${SLOW_DEVICES:-16}
 EMPTY_SECS=${EMPTY_SECS:-8}
 CONCURRENCY=${CONCURRENCY:-32}
 ITEMS=1000
@@ -56,6 +56,9 @@ measure() {
 # ---- 1. shardsync serve, embedded store
 start_serve compare-embedded --shards "$SHARDS" --data-dir "$WORK/data"
 DATA_ARGS=(--create-users --data-dir "$WORK/data")
+# Warm-up (not measured): the store file grows and the allocator fills its pools once.
+load --url "$SERVE_URL" --scenario slow-sync --encoding wbxml --devices 4 --items "$ITEMS" --concurrency 4 \
+  --device-prefix warm- --user-prefix warm- "${DATA_ARGS[@]}" >/dev/null
 for enc in wbxml xml; do
   measure "shardsync slow-sync 1000 $enc" "$SERVE_PID" cpu_ticks --url "$SERVE_URL" --scenario slow-sync \
     --encoding "$enc" --devices "$SLOW_DEVICES" --items "$ITEMS" --concurrency 4 --device-prefix "slow-$enc-" \
@@ -142,6 +145,8 @@ if [ "${SKIP_PG:-0}" != 1 ]; then
   COPY_RPS=$(jget "$COPY" .rows_per_s)
   row "postgres raw binary COPY (1000 rows/txn)" "-" "$(printf '%.0f' "$COPY_RPS")" "-" "-"
   start_serve compare-pg --shards "$SHARDS" --store "$PG_URL"
+  load --url "$SERVE_URL" --scenario slow-sync --encoding wbxml --devices 4 --items "$ITEMS" --concurrency 4 \
+    --device-prefix pg-warm- --user-prefix pg-warm- --create-users --store "$PG_URL" >/dev/null
   measure "shardsync+postgres slow-sync 1000 wbxml" "$SERVE_PID" cpu_ticks --url "$SERVE_URL" --scenario slow-sync \
     --encoding wbxml --devices "$SLOW_DEVICES" --items "$ITEMS" --concurrency 8 --device-prefix pg-slow- \
     --user-prefix pg-slow- --create-users --store "$PG_URL"

@@ -135,5 +135,8 @@ for k in sys.argv[2].strip(".").split("."): v=v[k]
 print(v)' "$1" "$2"; }
 
 # ticks_ms TICKS [N]: CPU milliseconds (per N).
-ticks_ms() { awk -v t="$1" -v n="${2:-1}" -v hz="$HZ" 'BEGIN{printf "%.3g", t / hz * 1000 / n}'; }
+ticks_ms() {
+  awk -v t="$1" -v n="${2:-1}" -v hz="$HZ" 'BEGIN{ v = t / hz * 1000 / n;
+    if (v >= 100) printf "%.0f", v; else if (v >= 1) printf "%.1f", v; else printf "%.3g", v }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b == 0) print "n/a"; else printf "%.3f", a / b }'; }
