@@ -578,9 +578,11 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         (None, Some(n)) => Some(n),
         (None, None) => Some(args.devices as u64),
     };
-    if args.scenario == Scenario::HoldIdle && sessions.is_some_and(|n| n > args.devices as u64) {
+    if args.scenario == Scenario::HoldIdle
+        && (args.duration.is_some() || sessions.is_some_and(|n| n > args.devices as u64))
+    {
         return Err(LoadError::Usage(
-            "hold-idle holds one session per device: --sessions ≤ --devices".into(),
+            "hold-idle holds one session per device: use --sessions ≤ --devices, not --duration".into(),
         ));
     }
     let spec = PhaseSpec {
