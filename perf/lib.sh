@@ -66,7 +66,7 @@ wait_health() {
 start_serve() {
   local name=$1; shift
   SERVE_PORT=$(free_port)
-  "$BIN" serve --listen "127.0.0.1:$SERVE_PORT" --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
+  "$BIN" serve --listen "127.0.0.1:$SERVE_PORT" --shard-port-base 0 --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
   SERVE_PID=$!
   PIDS+=("$SERVE_PID")
   SERVE_URL="http://127.0.0.1:$SERVE_PORT/sync"
