@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Profiles `shardsync serve` under a `shardsync load` run:
-#   1. perf record -g (call graphs, DWARF-less frame pointers are absent in
-#      release builds, so --call-graph dwarf) on the server's PID during a
-#      mixed load → folded stacks → flamegraph SVG (inferno, `cargo install
+#   1. perf record with call graphs on the server's PID during the load
+#      (--call-graph dwarf: release builds have no frame pointers, but they
+#      carry debug info) → folded stacks → flamegraph SVG (inferno, `cargo install
 #      inferno` when missing);
 #   2. perf stat on the server's PID during the same load again.
 # Prints the load's figures, the perf stat table, the top functions, and the
