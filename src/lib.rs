@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod http;
+pub mod load;
 pub mod model;
 pub mod routing;
 pub mod server;
