@@ -27,6 +27,9 @@ use crate::service::{SyncRequest, SyncService};
 /// destroy the response before the client reads it).
 const LINGER: Duration = Duration::from_millis(1000);
 
+/// Reply buffer capacity an idle connection may keep (larger ones are freed after the write).
+const OUT_KEEP: usize = 16 << 10;
+
 const UNSUPPORTED_TYPE: &str =
     "content type must be application/vnd.syncml+xml or application/vnd.syncml+wbxml";
 
@@ -96,7 +99,7 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
         stream,
         deadline: shard.deadlines.register(),
         reader: RequestReader::new(shard.config.limits),
-        out: Vec::with_capacity(4096),
+        out: Vec::new(),
         peer,
         kind,
     };
@@ -358,6 +361,10 @@ impl Conn {
         }
         let r = self.stream.write_all(&self.out).await;
         self.out.clear();
+        if self.out.capacity() > OUT_KEEP {
+            // A big reply's buffer is not kept by an idle connection.
+            self.out = Vec::new();
+        }
         r
     }
 
