@@ -734,18 +734,12 @@ fn crash_during_slow_sync_of_2000_contacts() {
     t.assert_server_matches(&a);
 }
 
-/// kill -9 the server in the middle of a slow sync and start it again at once: the *same*
-/// session goes on. The client resends the message that got no answer; the restarted server
-/// continues the session from the state stored with the last committed message (or answers the
-/// resend from the stored reply), so the interrupted sync itself succeeds.
-#[test]
-fn session_survives_server_crash() {
+/// A 1,000-contact slow sync interrupted by `interrupt` after the client's sixth message; the
+/// client resends what got no answer (every 3 s, for up to 2 minutes). The interrupted session
+/// itself must succeed, and client and server then hold exactly the client's items.
+fn slow_sync_survives(name: &str, what: &str, interrupt: impl FnOnce(&mut Target)) {
     let kind = Kind::Contacts;
-    if use_reference_server() {
-        eprintln!("skipped: the reference server does not keep sessions across a restart");
-        return;
-    }
-    let mut t = Target::start("survive");
+    let mut t = Target::start(name);
     let a = t.client(kind, |c| {
         c.max_msg_size = 20_000;
         c.retry_duration_s = 120;
@@ -754,26 +748,40 @@ fn session_survives_server_crash() {
     items::write_items(a.data_dir(), kind, "a", 0..1000, GenOptions::default());
     let originals: Vec<String> =
         (0..1000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
-
     let mut running = a.spawn_sync(SyncMode::TwoWay);
     let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
         !running.is_running() || running.messages_started() >= 6
     });
     assert!(reached, "the client did not get going within 60 s");
-    assert!(running.is_running(), "the slow sync finished before the server could be killed");
-    t.kill9();
-    t.restart();
+    assert!(running.is_running(), "the slow sync finished before the {what}");
+    interrupt(&mut t);
     let r = running.wait();
-    t.check(&r, "the session interrupted by the crash");
+    t.check(&r, &format!("the session interrupted by the {what}"));
     assert_mode(&r, "slow");
     compare::compare_with(kind, &originals, a.data_dir())
-        .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
+        .unwrap_or_else(|d| panic!("after the {what}, the client's items changed\n{r}\n{d}"));
     t.assert_server_matches(&a);
     // and the next session is a normal two-way sync with nothing to do
     let r = a.sync(SyncMode::TwoWay);
     t.check(&r, "the sync after");
     assert_mode(&r, "two-way");
     assert_counts(&r, (0, 0, 0), (0, 0, 0));
+}
+
+/// kill -9 the server in the middle of a slow sync and start it again at once: the *same*
+/// session goes on. The client resends the message that got no answer; the restarted server
+/// continues the session from the state stored with the last committed message (or answers the
+/// resend from the stored reply), so the interrupted sync itself succeeds.
+#[test]
+fn session_survives_server_crash() {
+    if use_reference_server() {
+        eprintln!("skipped: the reference server does not keep sessions across a restart");
+        return;
+    }
+    slow_sync_survives("survive", "server crash", |t| {
+        t.kill9();
+        t.restart();
+    });
 }
 
 /// PostgreSQL restarts in the middle of a slow sync (only with `SHARDSYNC_TEST_STORE=postgres`):
@@ -785,30 +793,10 @@ fn postgres_restart_mid_sync() {
         eprintln!("skipped: needs SHARDSYNC_TEST_STORE=postgres");
         return;
     }
-    let kind = Kind::Contacts;
-    let t = Target::start("pgrestart");
-    let a = t.client(kind, |c| {
-        c.max_msg_size = 20_000;
-        c.retry_duration_s = 120;
-        c.retry_interval_s = 3;
+    slow_sync_survives("pgrestart", "PostgreSQL restart", |t| {
+        let pg = t.postgres().expect("a private PostgreSQL");
+        pg.stop();
+        std::thread::sleep(Duration::from_millis(1500));
+        pg.start_again();
     });
-    items::write_items(a.data_dir(), kind, "a", 0..1000, GenOptions::default());
-    let originals: Vec<String> =
-        (0..1000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
-    let mut running = a.spawn_sync(SyncMode::TwoWay);
-    let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
-        !running.is_running() || running.messages_started() >= 6
-    });
-    assert!(reached, "the client did not get going within 60 s");
-    assert!(running.is_running(), "the slow sync finished before PostgreSQL could be restarted");
-    let pg = t.postgres().expect("a private PostgreSQL");
-    pg.stop();
-    std::thread::sleep(Duration::from_millis(1500));
-    pg.start_again();
-    let r = running.wait();
-    t.check(&r, "the session interrupted by the PostgreSQL restart");
-    assert_mode(&r, "slow");
-    compare::compare_with(kind, &originals, a.data_dir())
-        .unwrap_or_else(|d| panic!("after the restart, the client's items changed\n{r}\n{d}"));
-    t.assert_server_matches(&a);
 }
