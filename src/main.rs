@@ -36,6 +36,10 @@ enum Command {
     Serve(ServeArgs),
     /// Manage users: add, passwd, del, list (works while `serve` runs on the same data dir).
     User(shardsync::admin::UserArgs),
+    /// Manage a user's devices: list, forget (its next sync is slow); works while `serve` runs.
+    Device(shardsync::admin::DeviceArgs),
+    /// Show the active SyncML sessions of a running node (through its admin socket).
+    Session(shardsync::admin::SessionArgs),
     /// Create or upgrade the PostgreSQL schema (versioned migrations; safe to run again).
     Migrate(MigrateArgs),
     /// Run the balancer: consistent hashing of SyncML sessions over the shards of the
@@ -98,6 +102,8 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.to_string()),
         },
+        Command::Device(args) => print_admin(shardsync::admin::run_device_command(args)),
+        Command::Session(args) => print_admin(shardsync::admin::run_session_command(args)),
         Command::Migrate(args) => migrate(&args),
         Command::BenchServer(args) => bench_server(&args),
         Command::Balance(args) => balance(&args),
@@ -110,6 +116,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints an admin command's output.
+fn print_admin(result: Result<String, shardsync::admin::AdminError>) -> Result<(), String> {
+    let out = result.map_err(|e| e.to_string())?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    Ok(())
 }
 
 /// `migrate`: brings the PostgreSQL schema up to date.
@@ -165,31 +180,27 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let (store, threads) =
         StoreHandle::start_with_writers(backend, readers, writers, WriterLimits::default())
             .map_err(|e| format!("cannot start store threads: {e}"))?;
-    // The admin socket exists because the embedded store is locked while it
-    // runs; `shardsync user --store URL` reaches PostgreSQL directly.
-    let admin = match &config.store {
-        Some(_) => None,
-        None => Some(
-            shardsync::admin::AdminServer::spawn(
-                store.clone(),
-                shardsync::admin::socket_path(&config.data_dir),
-            )
-            .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?,
-        ),
-    };
+    let metrics = shardsync::metrics::NodeMetrics::new(config.shards).with_source(Arc::new(store.clone()));
+    let (ops, directory) = server::NodeOps::new(&config, metrics);
+    // The admin socket: user commands while the embedded store is locked, and
+    // `shardsync session list` (the node's active sessions) with either store.
+    let admin = shardsync::admin::AdminServer::spawn_with_sessions(
+        store.clone(),
+        shardsync::admin::socket_path(&config.data_dir),
+        Some(directory),
+    )
+    .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?;
     let engine = EngineConfig {
         public_url: config.public_url.clone().unwrap_or_default(),
         max_msg_size: config.limits.max_body,
         ..EngineConfig::default()
     };
     let session_timeout = config.session_timeout.as_secs();
-    let result = server::run(config, move |_ctx: ShardContext| {
-        EngineService::new(engine.clone(), store.clone(), session_timeout)
+    let result = server::run_with(config, ops, move |ctx: ShardContext| {
+        EngineService::with_ops(engine.clone(), store.clone(), session_timeout, ctx.sessions.clone())
     })
     .map_err(|e| e.to_string());
-    if let Some(admin) = admin {
-        admin.shutdown();
-    }
+    admin.shutdown();
     threads.shutdown();
     result
 }

@@ -14,8 +14,10 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::{EngineConfig, Outcome, Session};
+use crate::metrics::FailReason;
 use crate::routing;
 use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
+use crate::sessions::{ActiveSessions, SessionEnd};
 use crate::store::StoreHandle;
 
 /// Default idle expiry of a session.
@@ -28,12 +30,27 @@ pub struct EngineService {
     sessions: RefCell<HashMap<u64, Session>>,
     session_timeout: u64,
     last_sweep: Cell<u64>,
+    /// Metrics, limits, the active-session table and the session log.
+    ops: Rc<ActiveSessions>,
 }
 
 impl EngineService {
     /// A service using `store`, with sessions expiring after `session_timeout` idle seconds.
     pub fn new(cfg: EngineConfig, store: StoreHandle, session_timeout: u64) -> EngineService {
+        let limits = std::sync::Arc::new(crate::limits::Limits::new(Default::default()));
+        let ops = Rc::new(ActiveSessions::new(0, Default::default(), limits));
+        EngineService::with_ops(cfg, store, session_timeout, ops)
+    }
+
+    /// Like [`EngineService::new`], reporting to the shard's `ops` (metrics, limits, sessions).
+    pub fn with_ops(
+        cfg: EngineConfig,
+        store: StoreHandle,
+        session_timeout: u64,
+        ops: Rc<ActiveSessions>,
+    ) -> EngineService {
         EngineService {
+            ops,
             cfg: Rc::new(cfg),
             store,
             sessions: RefCell::new(HashMap::new()),
@@ -57,6 +74,7 @@ impl EngineService {
             let keep = s.last_activity() + timeout > now;
             if !keep {
                 tracing::info!(session = %routing::token(*key), device = %s.device_id(), "session expired");
+                self.ops.ended(*key, &s.report(), SessionEnd::Failed(FailReason::Expired));
             }
             keep
         });
@@ -75,12 +93,16 @@ impl EngineService {
             }
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let arrived = std::time::Instant::now();
         self.sweep(now);
+        let authenticated = self.sessions.borrow().get(&key).is_some_and(|s| s.user().is_some());
+        self.ops.check_backoff(authenticated, msg, req.peer)?;
 
         let existing = self.sessions.borrow_mut().remove(&key).filter(|s| {
             let alive = s.last_activity() + self.session_timeout > now;
             if !alive {
                 tracing::info!(session = %routing::token(key), device = %s.device_id(), "session expired");
+                self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Expired));
             }
             alive
         });
@@ -94,6 +116,7 @@ impl EngineService {
                 }
                 if s.is_restart(msg) {
                     tracing::info!(session = %routing::token(key), "client restarted the session");
+                    self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Restarted));
                     Session::new(key, msg, req.encoding, now)
                 } else {
                     s
@@ -108,6 +131,7 @@ impl EngineService {
             }
         };
 
+        let before = session.report();
         // Load what the engine needs; a few rounds at most (auth, then datastores).
         for _ in 0..4 {
             let reads = session.pending_reads(&self.cfg, msg);
@@ -117,6 +141,7 @@ impl EngineService {
             for read in reads {
                 let resp = self.store.read(read.clone()).await.map_err(|e| {
                     tracing::error!(error = %e, "store read failed");
+                    self.ops.ended(key, &session.report(), SessionEnd::Failed(FailReason::Store));
                     ServiceError::Unavailable(e.to_string())
                 })?;
                 session.provide(&read, resp);
@@ -124,6 +149,11 @@ impl EngineService {
         }
 
         let step = session.handle(&self.cfg, msg, now, rand::random::<u64>());
+        let after = session.report();
+        if let Some(busy) = self.ops.admit(key, &before, &after, msg, req.encoding) {
+            // Over the user's session cap: nothing of this message is written.
+            return Ok(SyncResponse { body: busy });
+        }
         if !step.writes.ops.is_empty() {
             match self.store.commit(step.writes).await {
                 Ok(info) => session.committed(&info),
@@ -132,31 +162,24 @@ impl EngineService {
                     // continue consistently. The client's retry starts over.
                     session.commit_failed();
                     tracing::error!(error = %e, session = %routing::token(key), "commit failed");
+                    self.ops.ended(key, &after, SessionEnd::Failed(FailReason::Store));
                     return Err(ServiceError::Unavailable(e.to_string()));
                 }
             }
         }
+        tracing::debug!(session = %routing::token(key), datastores = %step.summary, "message handled");
         match step.outcome {
             Outcome::Continue => {
                 self.sessions.borrow_mut().insert(key, session);
             }
             Outcome::Complete => {
-                tracing::info!(
-                    user = session.user().unwrap_or("-"),
-                    device = %session.device_id(),
-                    session_id = %session.session_id(),
-                    duration_s = now.saturating_sub(session.started_at()),
-                    result = "ok",
-                    datastores = %step.summary,
-                    "session finished"
-                );
                 // Kept until expiry so a resend of the last message is answered.
                 self.sessions.borrow_mut().insert(key, session);
             }
-            Outcome::Aborted => {
-                tracing::info!(device = %session.device_id(), result = "aborted", "session finished");
-            }
+            Outcome::Aborted => {}
         }
+        // Metrics, the session log line at the end, the auth failure delay.
+        self.ops.step_done(key, &before, &after, step.outcome, msg, req.peer, arrived).await;
         Ok(SyncResponse { body: step.reply })
     }
 }

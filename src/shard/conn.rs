@@ -20,7 +20,26 @@ use crate::http::{
 use crate::model::{Encoding, SyncMl};
 use crate::routing;
 use crate::server::{self, DecodeError};
-use crate::service::{SyncRequest, SyncService};
+use crate::service::{ServiceError, SyncRequest, SyncService};
+
+/// The client's address: the peer, or the last X-Forwarded-For entry when
+/// the peer is a trusted proxy (the balancer appends the address it saw).
+fn client_addr(
+    head: &RequestHead,
+    peer: Option<SocketAddr>,
+    trusted: &[std::net::IpAddr],
+) -> Option<SocketAddr> {
+    let p = peer?;
+    if !trusted.contains(&p.ip()) {
+        return Some(p);
+    }
+    let forwarded = head
+        .header("x-forwarded-for")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
+    Some(forwarded.map_or(p, |ip| SocketAddr::new(ip, 0)))
+}
 
 /// After an error response, how long unread request bytes are drained before
 /// closing (closing with unread data makes the kernel send RST, which can
@@ -36,6 +55,7 @@ enum Route {
     Sync(Encoding),
     Health,
     Shards,
+    Metrics,
     Reject { status: u16, reason: &'static str, allow: Option<&'static str> },
 }
 
@@ -45,11 +65,13 @@ fn route(head: &RequestHead, sync_path: &str) -> Route {
     }
     let method = head.method();
     match head.path() {
-        path @ ("/health" | "/shards") => {
+        path @ ("/health" | "/shards" | "/metrics") => {
             if method != "GET" && method != "HEAD" {
                 Route::Reject { status: 405, reason: "method not allowed", allow: Some("GET, HEAD") }
             } else if path == "/health" {
                 Route::Health
+            } else if path == "/metrics" {
+                Route::Metrics
             } else {
                 Route::Shards
             }
@@ -85,6 +107,8 @@ struct Conn {
     out: Vec<u8>,
     peer: Option<SocketAddr>,
     kind: PortKind,
+    /// The shard's metrics (for statuses of responses that end the connection).
+    metrics: Option<std::sync::Arc<crate::metrics::ShardMetrics>>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -99,6 +123,7 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
         out: Vec::with_capacity(4096),
         peer,
         kind,
+        metrics: Some(shard.metrics.clone()),
     };
     conn.run(&shard).await;
 }
@@ -224,6 +249,12 @@ impl Conn {
                     write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
                     200
                 }
+                Route::Metrics => {
+                    let text = shard.node_metrics.render();
+                    let ct = Some(crate::metrics::CONTENT_TYPE);
+                    write_response(&mut self.out, 200, ct, &[], connection, text.as_bytes(), head_only);
+                    200
+                }
                 Route::Shards => match shard.topology.get() {
                     Some(json) => {
                         let ct = Some("application/json");
@@ -236,6 +267,8 @@ impl Conn {
                     }
                 },
                 Route::Sync(encoding) => {
+                    let answer_started = Instant::now();
+                    let client = client_addr(&head, self.peer, &cfg.trusted_proxies);
                     let token = routing::token_from_target(head.target());
                     // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
                     let routed = self.kind == PortKind::Shared && shard.shards > 1;
@@ -250,19 +283,26 @@ impl Conn {
                         }
                     }
                     let outcome = if owner == shard.id {
-                        serve_local(shard, &body, decoded, encoding, token, self.peer).await
+                        serve_local(shard, &body, decoded, encoding, token, client).await
                     } else {
                         drop(decoded);
-                        let job =
-                            Handoff { body, encoding, token: token.map(str::to_owned), peer: self.peer };
-                        shard.mesh.call(owner, job).await
+                        let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
+                        shard.metrics.handoffs_sent.inc();
+                        shard.metrics.handoffs_waiting.add(1);
+                        let outcome = shard.mesh.call(owner, job).await;
+                        shard.metrics.handoffs_waiting.add(-1);
+                        outcome
                     };
+                    if matches!(outcome, Outcome::Reply(_)) {
+                        shard.metrics.message(encoding, answer_started.elapsed());
+                    }
                     // Shutdown may have begun while the service worked: then say close.
                     keep_alive = keep_alive && !shard.stopping();
                     let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
                     self.write_outcome(outcome, encoding, connection)
                 }
             };
+            shard.metrics.http_status(status);
             tracing::debug!(
                 shard = shard.id,
                 peer = ?self.peer,
@@ -288,6 +328,21 @@ impl Conn {
                 let ct = Some(encoding.content_type());
                 write_response(&mut self.out, 200, ct, &[], connection, &body, false);
                 200
+            }
+            Outcome::Service(ServiceError::Backoff(secs)) => {
+                let retry = secs.to_string();
+                let ct = Some("text/plain; charset=utf-8");
+                let line = format!("{}\n", ServiceError::Backoff(secs));
+                write_response(
+                    &mut self.out,
+                    429,
+                    ct,
+                    &[("Retry-After", &retry)],
+                    connection,
+                    line.as_bytes(),
+                    false,
+                );
+                429
             }
             Outcome::Service(e) => {
                 let status = e.http_status();
@@ -328,6 +383,9 @@ impl Conn {
 
     /// Answers an error that ends the connection, then closes it.
     async fn fail(&mut self, status: u16, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.http_status(status);
+        }
         tracing::debug!(peer = ?self.peer, status, reason, "closing connection after error");
         self.write_text(status, reason, None, ConnectionHeader::Close, false);
         if self.flush().await.is_ok() {
