@@ -22,6 +22,7 @@ pub mod sessions;
 pub mod shard;
 pub mod store;
 pub mod sync_service;
+pub mod tls;
 pub mod users;
 pub mod wbxml;
 pub mod xml;

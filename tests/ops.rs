@@ -376,7 +376,8 @@ fn session_log_line_at_every_end_and_no_secrets() {
     let nonce = next_nonce(&replies[0].body).to_string();
     let raw_nonce = {
         use base64::Engine as _;
-        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&nonce).expect("b64")).expect("text")
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&nonce).expect("b64"))
+            .expect("text")
     };
     // Aborted: three wrong passwords in one session.
     for id in 1..=3 {

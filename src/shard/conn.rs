@@ -4,7 +4,7 @@
 //! (head, body, idle) rather than one read, so a client that trickles one
 //! byte per second holds only its own task, and only until the deadline.
 
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::deadline::Deadline;
+use super::io::Io;
 use super::mesh::{Handoff, Outcome};
 use super::{PortKind, Shard};
 use crate::http::{
@@ -101,7 +102,7 @@ enum ReadEnd {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Io,
     deadline: Rc<Deadline>,
     reader: RequestReader,
     out: Vec<u8>,
@@ -116,6 +117,16 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
+    let stream = match &shard.tls {
+        None => Io::Plain(stream),
+        Some(acceptor) => match super::io::accept_tls(acceptor, stream, shard.config.header_timeout).await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(shard = shard.id, peer = ?peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
     let mut conn = Conn {
         stream,
         deadline: shard.deadlines.register(),
@@ -315,7 +326,7 @@ impl Conn {
             );
             if !keep_alive {
                 let _ = self.flush().await;
-                let _ = self.stream.shutdown(Shutdown::Write).await;
+                let _ = self.stream.shutdown_write().await;
                 return;
             }
             idle_since = Instant::now();
@@ -395,7 +406,7 @@ impl Conn {
 
     /// Half-closes, then drains what the client still sends for a short while.
     async fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write).await;
+        let _ = self.stream.shutdown_write().await;
         let deadline = Instant::now() + LINGER;
         let mut scratch = vec![0u8; 16 << 10];
         loop {
@@ -414,7 +425,11 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.out).await;
+        let mut r = self.stream.write_all(&self.out).await;
+        if r.is_ok() {
+            // TLS buffers records: push them out.
+            r = self.stream.flush().await;
+        }
         self.out.clear();
         r
     }

@@ -6,6 +6,7 @@
 mod ceiling;
 mod conn;
 mod deadline;
+pub mod io;
 mod mesh;
 
 pub use ceiling::run_ceiling;
@@ -81,6 +82,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
@@ -173,6 +177,8 @@ pub(crate) struct Shard<S> {
     pub metrics: Arc<ShardMetrics>,
     /// The whole node's metrics (for `GET /metrics`).
     pub node_metrics: Arc<NodeMetrics>,
+    /// TLS acceptor when the node serves HTTPS.
+    pub tls: Option<crate::tls::Acceptor>,
     stopping: std::cell::Cell<bool>,
 }
 
@@ -216,6 +222,10 @@ where
         });
     }
     let NodeOps { metrics: node_metrics, limits, inboxes } = ops;
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
     let mut inboxes = inboxes.into_iter();
     let io_memory = check_memlock(&config)?;
     probe_free(&config)?;
@@ -248,6 +258,7 @@ where
             return Err(ServerError::Runtime { shard: id, reason: "no admin inbox".into() });
         };
         let setup = ShardSetup {
+            tls: tls.clone(),
             inbox,
             node_metrics: node_metrics.clone(),
             limits: limits.clone(),
@@ -315,6 +326,7 @@ where
 }
 
 struct ShardSetup {
+    tls: Option<crate::tls::Acceptor>,
     inbox: SessionInbox,
     node_metrics: Arc<NodeMetrics>,
     limits: Arc<crate::limits::Limits>,
@@ -360,8 +372,20 @@ where
     S: SyncService,
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
-    let ShardSetup { inbox, node_metrics, limits, id, shared, own, config, stop, drained, topology, ends } =
-        setup;
+    let ShardSetup {
+        tls,
+        inbox,
+        node_metrics,
+        limits,
+        id,
+        shared,
+        own,
+        config,
+        stop,
+        drained,
+        topology,
+        ends,
+    } = setup;
     let bind = |addr: SocketAddr| listen(addr).map_err(|e| ServerError::Bind { addr, reason: e.to_string() });
     let listeners = bind(shared).and_then(|s| Ok((s, bind(own)?))).and_then(|(s, o)| {
         let sa = s.local_addr().map_err(|e| ServerError::Bind { addr: shared, reason: e.to_string() })?;
@@ -409,6 +433,7 @@ where
         }
     });
     let shard = Rc::new(Shard {
+        tls,
         metrics,
         node_metrics,
         id,
