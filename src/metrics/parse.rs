@@ -234,7 +234,7 @@ pub fn parse(text: &str) -> Result<Scrape, ParseError> {
             return Err(err(format!("duplicate sample {name_part}{labels:?}")));
         }
         let kind = scrape.types.get(family).map(String::as_str);
-        if kind == Some("counter") && !(value >= 0.0) {
+        if kind == Some("counter") && (value.is_nan() || value < 0.0) {
             return Err(err(format!("counter {name_part} is negative or NaN")));
         }
         if kind == Some("histogram") && name_part == family {
