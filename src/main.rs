@@ -28,7 +28,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the SyncML server: POST /sync, GET /health, GET /shards.
+    /// Run the SyncML server: POST /sync, GET /health, GET /shards, GET /metrics.
     ///
     /// Every option can also be set with a SHARDSYNC_* environment variable or
     /// in the TOML file given by --config; precedence: command line >
@@ -43,7 +43,7 @@ enum Command {
     /// Create or upgrade the PostgreSQL schema (versioned migrations; safe to run again).
     Migrate(MigrateArgs),
     /// Run the balancer: consistent hashing of SyncML sessions over the shards of the
-    /// --backend nodes (learned from their GET /shards); GET /status, GET /health.
+    /// --backend nodes (learned from their GET /shards); GET /status, GET /health, GET /metrics.
     Balance(shardsync::balancer::BalanceArgs),
     /// Print the routing token (16 hex digits) of a SyncML message file: the key the
     /// balancer routes it by when it carries no `?s=` token.
