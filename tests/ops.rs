@@ -604,6 +604,23 @@ fn device_list_forget_and_session_list_on_postgres() {
     // The admin socket of a PostgreSQL node answers `session list` too.
     let list = server.admin(&["session", "list"]).expect("session list");
     assert!(list.lines().any(|l| l.contains("\tdev-1\t")), "{list}");
+    // A session whose commit fails (PostgreSQL stopped) ends with a "failed" log line.
+    let r1 =
+        server.post("/sync", &message("dev-3", "1", 1, Some(("test", PASSWORD)), &alert(201, "1"), true));
+    assert_eq!(r1.hdr_status(), 212);
+    pg.stop();
+    let r2 =
+        server.post(&r1.resp_path(), &message("dev-3", "1", 2, None, &sync(&[("Add", "z1", "lost")]), true));
+    assert_eq!(r2.status, 503, "{}", r2.body);
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("session finished") && l.contains("device=dev-3 "))
+        .unwrap_or_else(|| panic!("no session line for dev-3:\n{log}"));
+    assert!(line.contains("result=\"failed\"") && line.contains("reason=\"store\""), "{line}");
+    let s = server.scrape();
+    assert_eq!(s.value("shardsync_sessions_failed_total", &[("reason", "store")]), Some(1.0));
+    assert_eq!(s.sum("shardsync_store_commit_failures_total", &[]), 1.0);
     drop(server);
     let _ = Path::new(&url);
 }
