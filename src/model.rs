@@ -17,7 +17,19 @@ use std::borrow::Cow;
 pub type Text<'a> = Cow<'a, str>;
 
 /// The SyncML protocol version of a message (from `VerDTD`/`VerProto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum Version {
     /// SyncML 1.0 (`SYNCML:SYNCML1.0`).
     V1_0,
@@ -1145,7 +1157,7 @@ fn owned_items(items: Vec<Item<'_>>) -> Vec<Item<'static>> {
 }
 
 /// The two wire encodings of SyncML.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Encoding {
     /// `application/vnd.syncml+xml`.
     Xml,

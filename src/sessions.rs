@@ -315,7 +315,7 @@ impl ActiveSessions {
                 let result = match r {
                     FailReason::Expired => "expired",
                     FailReason::Auth | FailReason::Protocol | FailReason::Restarted => "aborted",
-                    FailReason::Store | FailReason::Limit => "failed",
+                    FailReason::Limit => "failed",
                 };
                 (result, r.as_str())
             }

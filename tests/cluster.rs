@@ -1,19 +1,18 @@
-//! The cluster behind the balancer: three `shardsync serve` nodes (two shards
-//! each) on loopback, two `shardsync balance` instances in front, 50
-//! simulated SyncML devices, and a node killed with SIGKILL in the middle.
+//! The cluster behind the balancer: the test's own PostgreSQL as the shared
+//! store, three `shardsync serve` nodes (two shards each) on loopback, two
+//! `shardsync balance` instances in front, 50 simulated SyncML devices and
+//! two real SyncEvolution clients syncing at once, and a node killed with
+//! SIGKILL in the middle: the node that holds a SyncEvolution session.
 //!
-//! Store: by default each node has its own embedded store (data dir), so a
-//! session whose node dies restarts from message 1 on its new owner (the
-//! simulated client does that, like a real client after a failed sync). With
-//! `SHARDSYNC_CLUSTER_STORE=postgres://…` every node gets `--store URL` (the
-//! shared PostgreSQL store of branch `pg`; the test migrates it and adds the
-//! user): then sessions must continue on the new owner without a restart.
-//! Either way every sync completes, every Add is acknowledged once, and a
-//! final slow sync by a fresh device reads the server's data back: with one
-//! store every item exactly once; with a store per node, no duplicates within
-//! a node and every item on some node.
+//! Sessions continue on the new owner from the store (no sync restarts from
+//! message 1; a client may resend a message), every sync completes, every
+//! Add is acknowledged once, and the server's data read back by fresh devices
+//! holds every item exactly once.
 //!
 //! Run: `cargo test --release --test cluster -- --nocapture`.
+
+mod support;
+mod support_pg;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,14 +23,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shardsync::model::{Command as Cmd, SyncMl};
+use support::compare;
+use support::items::{self, GenOptions};
+use support::syncevo::{ClientConfig, Kind, SyncEvoClient, SyncMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shardsync");
 const DEVICES: usize = 50;
 const SESSIONS_PER_DEVICE: usize = 3;
 const ITEMS_PER_SESSION: usize = 4;
+const EVO_CLIENTS: usize = 2;
+const EVO_ITEMS: usize = 300;
+const EVO_USER: &str = "evo";
+const EVO_PASSWORD: &str = "evo-secret";
 
-fn shared_store() -> Option<String> {
-    std::env::var("SHARDSYNC_CLUSTER_STORE").ok().filter(|s| !s.is_empty())
+fn evo_device(e: usize) -> String {
+    format!("cluster-evo-{e}")
+}
+
+fn evo_tag(e: usize) -> String {
+    format!("evo{e}")
 }
 
 /// `n` consecutive free loopback ports (probed by binding; retried on collision).
@@ -68,7 +78,8 @@ impl Proc {
         let err = out.try_clone().unwrap();
         let child = Command::new(BIN)
             .args(&self.args)
-            .env("RUST_LOG", "warn")
+            // "session started" lines tell which node holds a session.
+            .env("RUST_LOG", "warn,shardsync::sync_service=info")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -210,6 +221,8 @@ struct Cluster {
     _dir: tempfile::TempDir,
     nodes: Vec<Node>,
     balancers: Vec<(Proc, u16)>,
+    // Last: dropped after the nodes that use it.
+    _pg: support_pg::PgServer,
 }
 
 impl Cluster {
@@ -218,30 +231,24 @@ impl Cluster {
         let bports: Vec<u16> = (0..2).map(|_| free_ports(1)).collect();
         let public = format!("http://127.0.0.1:{}/sync", bports[0]);
         let mut nodes = Vec::new();
-        let add_user = |where_: &[&str]| {
+        let pg = support_pg::PgServer::start();
+        let url = pg.create_db("cluster");
+        let ok = Command::new(BIN).args(["migrate", "--store", &url]).status().unwrap().success();
+        assert!(ok, "shardsync migrate --store failed");
+        for (user, password) in [("test", "test"), (EVO_USER, EVO_PASSWORD)] {
             let mut add = Command::new(BIN)
-                .args(["user", "add", "test"])
-                .args(where_)
+                .args(["user", "add", user, "--store", &url])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            add.stdin.take().unwrap().write_all(b"test\n").unwrap();
+            add.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
             assert!(add.wait().unwrap().success(), "user add");
-        };
-        if let Some(url) = shared_store() {
-            // One shared store: migrate it and add the user once.
-            let ok = Command::new(BIN).args(["migrate", "--store", &url]).status().unwrap().success();
-            assert!(ok, "shardsync migrate --store failed");
-            add_user(&["--store", &url]);
         }
         for i in 0..3 {
             let data = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&data).unwrap();
-            if shared_store().is_none() {
-                add_user(&["--data-dir", &data.display().to_string()]);
-            }
             let base = free_ports(3);
             let mut args: Vec<String> = vec![
                 "serve".into(),
@@ -258,9 +265,7 @@ impl Cluster {
                 "--pin".into(),
                 "false".into(),
             ];
-            if let Some(url) = shared_store() {
-                args.extend(["--store".into(), url]);
-            }
+            args.extend(["--store".into(), url.clone()]);
             let proc = Proc::spawn(&args, &dir.path().join(format!("node{i}.log")));
             nodes.push(Node { proc, port: base, shard_base: base + 1 });
         }
@@ -291,7 +296,7 @@ impl Cluster {
             });
             balancers.push((proc, port));
         }
-        Cluster { _dir: dir, nodes, balancers }
+        Cluster { _dir: dir, nodes, balancers, _pg: pg }
     }
 
     fn members_of(&self, node: usize) -> Vec<String> {
@@ -572,7 +577,38 @@ fn cluster_failover_draining_and_two_balancers() {
     }
     wait_until("undrained", Duration::from_secs(5), || routes(b0, &toks[..50], true) == r0[..50]);
 
-    // 50 devices, half through each balancer; kill -9 node 1 once a third have started.
+    // Two real SyncEvolution clients (their own user), one through each balancer: slow syncs of
+    // many small messages, so the kill lands in the middle of their sessions.
+    let evo_originals: Vec<Vec<String>> = (0..EVO_CLIENTS)
+        .map(|e| {
+            (0..EVO_ITEMS)
+                .map(|i| items::generate(Kind::Contacts, &evo_tag(e), i, 0, GenOptions::default()))
+                .collect()
+        })
+        .collect();
+    let evo: Vec<SyncEvoClient> = (0..EVO_CLIENTS)
+        .map(|e| {
+            let url = format!("http://127.0.0.1:{}/sync", [b0, b1][e % 2]);
+            let mut cfg = ClientConfig::new(&url, EVO_USER, EVO_PASSWORD, &evo_device(e), Kind::Contacts);
+            cfg.max_msg_size = 8_000;
+            // Resend a message that got no answer after 2 s, for up to a minute: the
+            // balancer meanwhile notices the dead node and routes to the new owner.
+            cfg.retry_interval_s = 2;
+            cfg.retry_duration_s = 60;
+            let client = SyncEvoClient::new(cfg).unwrap_or_else(|e| panic!("{e}"));
+            items::write_items(
+                client.data_dir(),
+                Kind::Contacts,
+                &evo_tag(e),
+                0..EVO_ITEMS,
+                GenOptions::default(),
+            );
+            client
+        })
+        .collect();
+    let mut running: Vec<_> = evo.iter().map(|c| c.spawn_sync(SyncMode::TwoWay)).collect();
+
+    // 50 devices, half through each balancer.
     let started = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let threads: Vec<_> = (0..DEVICES)
@@ -582,10 +618,22 @@ fn cluster_failover_draining_and_two_balancers() {
             std::thread::spawn(move || run_device(port, d, started))
         })
         .collect();
-    wait_until("devices started", Duration::from_secs(60), || {
+    // Kill -9 the node holding SyncEvolution client 0's session once it is a few messages in
+    // and a third of the simulated sessions have started.
+    wait_until("devices and clients started", Duration::from_secs(60), || {
         started.load(Ordering::SeqCst) >= DEVICES + DEVICES / 3
+            && running.iter_mut().all(|r| !r.is_running() || r.messages_started() >= 4)
     });
-    c.nodes[1].proc.kill9();
+    assert!(running[0].is_running(), "SyncEvolution client 0 finished before the kill");
+    let victim = (0..3)
+        .find(|&n| {
+            std::fs::read_to_string(&c.nodes[n].proc.log)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("session started") && l.contains(&format!("device={}", evo_device(0))))
+        })
+        .expect("a node logged SyncEvolution client 0's session");
+    c.nodes[victim].proc.kill9();
     let killed_at = t0.elapsed();
     let reports: Vec<DeviceReport> = threads.into_iter().map(|t| t.join().expect("device thread")).collect();
     let sessions: usize = reports.iter().map(|r| r.sessions).sum();
@@ -593,15 +641,28 @@ fn cluster_failover_draining_and_two_balancers() {
     let resends: usize = reports.iter().map(|r| r.resends).sum();
     let items: usize = reports.iter().map(|r| r.items_acked).sum();
     eprintln!(
-        "cluster: {DEVICES} devices, {sessions} sessions completed in {:?} (node 1 killed at {killed_at:?}); \
+        "cluster: {DEVICES} devices, {sessions} sessions completed in {:?} (node {victim} killed at {killed_at:?}); \
          {restarts} sessions restarted, {resends} messages resent, {items} items acknowledged",
         t0.elapsed()
     );
     assert_eq!(sessions, DEVICES * SESSIONS_PER_DEVICE, "every sync completes");
     assert_eq!(items, DEVICES * SESSIONS_PER_DEVICE * ITEMS_PER_SESSION, "every item acknowledged once");
-    if shared_store().is_some() {
-        assert_eq!(restarts, 0, "with a shared store sessions continue on the new owner");
+    assert_eq!(restarts, 0, "with the shared store sessions continue on the new owner");
+
+    // The SyncEvolution sessions themselves succeed, across the failover.
+    for (e, r) in running.into_iter().enumerate() {
+        let report = r.wait();
+        eprintln!("cluster: SyncEvolution client {e}: {}", report.mode);
+        assert!(report.ok(), "SyncEvolution client {e}'s sync failed\n{}", report.diagnostics());
     }
+
+    // Client 0's session went on on another node, from the store.
+    let continued = (0..3).filter(|&n| n != victim).any(|n| {
+        std::fs::read_to_string(&c.nodes[n].proc.log).unwrap_or_default().lines().any(|l| {
+            l.contains("session continued from the store") && l.contains(&format!("device={}", evo_device(0)))
+        })
+    });
+    assert!(continued, "no surviving node continued SyncEvolution client 0's session");
 
     // Nothing lost, nothing duplicated: every item added is on the server once.
     let expected: std::collections::BTreeSet<String> = (0..DEVICES)
@@ -610,34 +671,36 @@ fn cluster_failover_draining_and_two_balancers() {
                 .flat_map(move |r| (0..ITEMS_PER_SESSION).map(move |i| format!("cluster-dev-{d}-r{r}-i{i}")))
         })
         .collect();
-    // Items found on the surviving nodes (embedded stores), until node 1 is back.
-    let mut union = std::collections::BTreeSet::new();
-    if shared_store().is_some() {
-        // One store: a slow sync through the balancer returns each item exactly once.
-        let mut names = server_names(b0, "cluster-check");
-        let all = names.len();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), all, "duplicated items on the server");
-        assert_eq!(names.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "items lost");
-    } else {
-        // A store per node: a session restarted after the kill wrote its items to its
-        // new node too. Each surviving node holds every item at most once, and the
-        // nodes together hold every item (node 1's share is read after its restart below).
-        for n in [0usize, 2] {
-            let mut names = server_names(c.nodes[n].port, &format!("cluster-check-{n}"));
-            let all = names.len();
-            names.sort();
-            names.dedup();
-            assert_eq!(names.len(), all, "node {n} holds duplicated items");
-            union.extend(names);
-        }
+    // A slow sync through the balancer returns each item exactly once.
+    let mut names = server_names(b0, "cluster-check");
+    let all = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), all, "duplicated items on the server");
+    assert_eq!(names.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "items lost");
+    // Each SyncEvolution client holds exactly its own items, and the server exactly theirs.
+    for (e, client) in evo.iter().enumerate() {
+        compare::compare_with(Kind::Contacts, &evo_originals[e], client.data_dir())
+            .unwrap_or_else(|d| panic!("SyncEvolution client {e}'s items changed\n{d}"));
     }
+    let mut cfg = ClientConfig::new(
+        &format!("http://127.0.0.1:{b1}/sync"),
+        EVO_USER,
+        EVO_PASSWORD,
+        &evo_device(EVO_CLIENTS),
+        Kind::Contacts,
+    );
+    cfg.max_msg_size = 100_000;
+    let verifier = SyncEvoClient::new(cfg).unwrap_or_else(|e| panic!("{e}"));
+    verifier.sync(SyncMode::RefreshFromServer).assert_ok("verifier refresh-from-server");
+    let all_evo: Vec<String> = evo_originals.concat();
+    compare::compare_with(Kind::Contacts, &all_evo, verifier.data_dir())
+        .unwrap_or_else(|d| panic!("the server's SyncEvolution items differ\n{d}"));
 
-    // Node 1 is down on both balancers (passively or by checks): its keys moved, others stayed.
-    let dead = c.members_of(1);
+    // The victim is down on both balancers (passively or by checks): its keys moved, others stayed.
+    let dead = c.members_of(victim);
     for b in [b0, b1] {
-        wait_until("node 1 down", Duration::from_secs(15), || {
+        wait_until("victim down", Duration::from_secs(15), || {
             healthy(b).iter().filter(|(id, up)| dead.contains(id) && !up).count() == 2
         });
     }
@@ -649,28 +712,22 @@ fn cluster_failover_draining_and_two_balancers() {
     assert!(moved_others as f64 <= 0.01 * toks.len() as f64, "{moved_others} keys of live members moved");
 
     // Restart it: after `rise` good checks only its share moves back.
-    c.nodes[1].proc.start();
+    c.nodes[victim].proc.start();
     for b in [b0, b1] {
-        wait_until("node 1 up again", Duration::from_secs(30), || healthy(b).iter().all(|(_, up)| *up));
-    }
-    if shared_store().is_none() {
-        let mut names = server_names(c.nodes[1].port, "cluster-check-1");
-        let all = names.len();
-        names.sort();
-        names.dedup();
-        assert_eq!(names.len(), all, "node 1 holds duplicated items");
-        union.extend(names);
-        assert_eq!(union, expected, "items lost");
+        wait_until("victim up again", Duration::from_secs(30), || healthy(b).iter().all(|(_, up)| *up));
     }
     let r_back = routes(b0, &toks, false);
     assert_eq!(r_back, r0, "the same members give the same routing");
     let moved_back = r_down.iter().zip(&r_back).filter(|(a, b)| a != b).count();
     eprintln!(
-        "cluster: node 1 owned {owned_by_dead}/{} probe keys; {moved_others} others moved when it died; \
+        "cluster: node {victim} owned {owned_by_dead}/{} probe keys; {moved_others} others moved when it died; \
          {moved_back} moved back on restart",
         toks.len()
     );
     assert!(moved_back as f64 <= owned_by_dead as f64 + 0.01 * toks.len() as f64);
+    // Sessions work again everywhere, also on the restarted node.
+    let after = run_device(b0, DEVICES + 1, Arc::new(AtomicUsize::new(0)));
+    assert_eq!((after.sessions, after.restarts), (SESSIONS_PER_DEVICE, 0));
 
     // /status shows requests on every live member.
     let status = get_json(b0, "/status");

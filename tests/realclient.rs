@@ -33,7 +33,7 @@ const PASSWORD: &str = "test";
 enum Server {
     /// `shardsync serve` with its data dir.
     /// (Fields drop in order: the server stops before its PostgreSQL, if any.)
-    Shardsync { process: ServerProcess, _data: Scratch, _pg: Option<support_pg::PgServer> },
+    Shardsync { process: ServerProcess, _data: Scratch, pg: Option<support_pg::PgServer> },
     /// SyncEvolution's own server (harness validation only).
     Reference(RefServer),
 }
@@ -109,12 +109,12 @@ impl Target {
                 let (pg, url) = postgres_store(&bin);
                 args.extend(["--store", url.as_str()]);
                 let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
-                Server::Shardsync { process, _data: data, _pg: Some(pg) }
+                Server::Shardsync { process, _data: data, pg: Some(pg) }
             } else {
                 server::add_user(&bin, &data_dir, USER, PASSWORD)
                     .unwrap_or_else(|e| panic!("creating the test user failed: {e}"));
                 let process = ServerProcess::start(&bin, &args, &data_dir).unwrap_or_else(|e| panic!("{e}"));
-                Server::Shardsync { process, _data: data, _pg: None }
+                Server::Shardsync { process, _data: data, pg: None }
             }
         };
         Target { name: name.to_owned(), server, devices: AtomicU32::new(0) }
@@ -192,6 +192,14 @@ impl Target {
         match &self.server {
             Server::Shardsync { process, .. } => process.log_tail(),
             Server::Reference(r) => r.log_tail(),
+        }
+    }
+
+    /// The private PostgreSQL of a run with `SHARDSYNC_TEST_STORE=postgres`.
+    fn postgres(&self) -> Option<&support_pg::PgServer> {
+        match &self.server {
+            Server::Shardsync { pg, .. } => pg.as_ref(),
+            Server::Reference(_) => None,
         }
     }
 
@@ -723,5 +731,84 @@ fn crash_during_slow_sync_of_2000_contacts() {
     compare::compare_with(kind, &originals, a.data_dir())
         .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
     // ... and so does the server
+    t.assert_server_matches(&a);
+}
+
+/// kill -9 the server in the middle of a slow sync and start it again at once: the *same*
+/// session goes on. The client resends the message that got no answer; the restarted server
+/// continues the session from the state stored with the last committed message (or answers the
+/// resend from the stored reply), so the interrupted sync itself succeeds.
+#[test]
+fn session_survives_server_crash() {
+    let kind = Kind::Contacts;
+    if use_reference_server() {
+        eprintln!("skipped: the reference server does not keep sessions across a restart");
+        return;
+    }
+    let mut t = Target::start("survive");
+    let a = t.client(kind, |c| {
+        c.max_msg_size = 20_000;
+        c.retry_duration_s = 120;
+        c.retry_interval_s = 3;
+    });
+    items::write_items(a.data_dir(), kind, "a", 0..1000, GenOptions::default());
+    let originals: Vec<String> =
+        (0..1000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
+
+    let mut running = a.spawn_sync(SyncMode::TwoWay);
+    let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        !running.is_running() || running.messages_started() >= 6
+    });
+    assert!(reached, "the client did not get going within 60 s");
+    assert!(running.is_running(), "the slow sync finished before the server could be killed");
+    t.kill9();
+    t.restart();
+    let r = running.wait();
+    t.check(&r, "the session interrupted by the crash");
+    assert_mode(&r, "slow");
+    compare::compare_with(kind, &originals, a.data_dir())
+        .unwrap_or_else(|d| panic!("after the crash, the client's items changed\n{r}\n{d}"));
+    t.assert_server_matches(&a);
+    // and the next session is a normal two-way sync with nothing to do
+    let r = a.sync(SyncMode::TwoWay);
+    t.check(&r, "the sync after");
+    assert_mode(&r, "two-way");
+    assert_counts(&r, (0, 0, 0), (0, 0, 0));
+}
+
+/// PostgreSQL restarts in the middle of a slow sync (only with `SHARDSYNC_TEST_STORE=postgres`):
+/// messages in flight get HTTP 503 with nothing half-written, the server reconnects by itself,
+/// and the client's resend continues the same session, which succeeds.
+#[test]
+fn postgres_restart_mid_sync() {
+    if !use_postgres() || use_reference_server() {
+        eprintln!("skipped: needs SHARDSYNC_TEST_STORE=postgres");
+        return;
+    }
+    let kind = Kind::Contacts;
+    let t = Target::start("pgrestart");
+    let a = t.client(kind, |c| {
+        c.max_msg_size = 20_000;
+        c.retry_duration_s = 120;
+        c.retry_interval_s = 3;
+    });
+    items::write_items(a.data_dir(), kind, "a", 0..1000, GenOptions::default());
+    let originals: Vec<String> =
+        (0..1000).map(|i| items::generate(kind, "a", i, 0, GenOptions::default())).collect();
+    let mut running = a.spawn_sync(SyncMode::TwoWay);
+    let reached = wait_until(Duration::from_secs(60), Duration::from_millis(10), || {
+        !running.is_running() || running.messages_started() >= 6
+    });
+    assert!(reached, "the client did not get going within 60 s");
+    assert!(running.is_running(), "the slow sync finished before PostgreSQL could be restarted");
+    let pg = t.postgres().expect("a private PostgreSQL");
+    pg.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.start_again();
+    let r = running.wait();
+    t.check(&r, "the session interrupted by the PostgreSQL restart");
+    assert_mode(&r, "slow");
+    compare::compare_with(kind, &originals, a.data_dir())
+        .unwrap_or_else(|d| panic!("after the restart, the client's items changed\n{r}\n{d}"));
     t.assert_server_matches(&a);
 }

@@ -122,3 +122,126 @@ fn serve_on_postgres_end_to_end() {
     assert_eq!(devices, 1, "answer was: {body}");
     drop(server);
 }
+
+/// A later message of the session `init_message` opened.
+fn next_message(device: &str, msg_id: u32, body: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD>\
+         <VerProto>SyncML/1.2</VerProto><SessionID>1</SessionID><MsgID>{msg_id}</MsgID>\
+         <Target><LocURI>http://127.0.0.1/sync</LocURI></Target><Source><LocURI>{device}</LocURI></Source>\
+         </SyncHdr><SyncBody>{body}</SyncBody></SyncML>"
+    )
+}
+
+fn start_node(url: &str, dir: &std::path::Path, name: &str) -> (Server, u16) {
+    let port = free_port();
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Server(serve(url, port).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(port, "GET", "/health", "").map(|r| r.0) != Some(200) {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(Instant::now() < deadline, "{name} did not come up:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port)
+}
+
+/// Two nodes on one database: a session goes back and forth between them.
+/// Resends get the stored reply byte for byte on either node, a node whose
+/// cached copy of the session is stale notices (nothing applied twice), and
+/// a message whose predecessors are missing is refused.
+#[test]
+fn sessions_continue_and_resends_are_answered_on_any_node() {
+    if support_pg::skip() {
+        return;
+    }
+    let pg = support_pg::PgServer::start();
+    let url = pg.create_db("handover");
+    let out = Command::new(BIN).args(["migrate", "--store", &url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut add = Command::new(BIN)
+        .args(["user", "add", "test", "--store", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin.take().unwrap().write_all(b"test\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let dir = tempfile::tempdir().unwrap();
+    let (_a, a) = start_node(&url, dir.path(), "a");
+    let (_b, b) = start_node(&url, dir.path(), "b");
+    let dev = "handover-phone";
+    let post = |port: u16, body: &str| http(port, "POST", "/sync", body).expect("answer");
+
+    // Message 1 on A; its resend on B gets the same bytes.
+    let (s1, r1) = post(a, &init_message(dev));
+    assert_eq!(s1, 200, "{r1}");
+    assert!(r1.contains("<Data>212</Data>") || r1.contains("<Data>200</Data>"), "{r1}");
+    assert_eq!(post(b, &init_message(dev)), (200, r1.clone()), "resend on the other node");
+
+    // Message 2 (two Adds) on B.
+    let adds: String = (1..=2)
+        .map(|i| {
+            format!(
+                "<Add><CmdID>{}</CmdID><Meta><Type xmlns='syncml:metinf'>text/vcard</Type></Meta><Item>\
+                 <Source><LocURI>L{i}</LocURI></Source><Data>BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Person {i}\r\n\
+                 N:{i};Person;;;\r\nEND:VCARD\r\n</Data></Item></Add>",
+                10 + i
+            )
+        })
+        .collect();
+    let m2 = next_message(
+        dev,
+        2,
+        &format!(
+            "<Status><CmdID>1</CmdID><MsgRef>1</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd>\
+             <TargetRef>{dev}</TargetRef><SourceRef>http://127.0.0.1/sync</SourceRef><Data>200</Data></Status>\
+             <Sync><CmdID>2</CmdID><Target><LocURI>addressbook</LocURI></Target>\
+             <Source><LocURI>./addressbook</LocURI></Source>{adds}</Sync><Final/>"
+        ),
+    );
+    let (s2, r2) = post(b, &m2);
+    assert_eq!(s2, 200, "{r2}");
+    assert_eq!(r2.matches("<Cmd>Add</Cmd>").count(), 2, "{r2}");
+
+    // The same message 2 on A, whose cached copy still stands at message 1:
+    // the store refuses its commit, A reloads and answers the stored reply.
+    assert_eq!(post(a, &m2), (200, r2.clone()), "stale copy on A");
+    let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let count = |db: &mut postgres::Client| -> i64 {
+        db.query_one("SELECT count(*) FROM items WHERE user_name = 'test' AND NOT deleted", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(count(&mut db), 2, "an Add was applied twice");
+
+    // A message whose predecessor no node answered: refused, nothing written.
+    let (s4, _) = post(b, &next_message(dev, 4, "<Final/>"));
+    assert_eq!(s4, 404);
+
+    // Message 3 (closing the session) on A goes on from B's state.
+    let m3 = next_message(
+        dev,
+        3,
+        "<Status><CmdID>1</CmdID><MsgRef>2</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd>\
+         <TargetRef>x</TargetRef><SourceRef>y</SourceRef><Data>200</Data></Status><Final/>",
+    );
+    let (s3, r3) = post(a, &m3);
+    assert_eq!(s3, 200, "{r3}");
+    let anchors: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sync_states WHERE user_name = 'test' AND device_id = $1 AND client_anchor = 'A1'",
+            &[&dev],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(anchors, 1, "the session did not complete: {r3}");
+    assert_eq!(count(&mut db), 2);
+    let continued = ["a", "b"]
+        .iter()
+        .map(|n| std::fs::read_to_string(dir.path().join(format!("{n}.log"))).unwrap_or_default())
+        .filter(|log| log.contains("session continued from the store"))
+        .count();
+    assert_eq!(continued, 2, "both nodes continued the session from the store");
+}

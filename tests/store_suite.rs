@@ -30,21 +30,10 @@ fn embedded_backend_passes_the_suite() {
 /// the queues and the group-committing writer).
 #[test]
 fn suite_through_store_handle() {
-    struct ViaHandle(StoreHandle);
-    impl Backend for ViaHandle {
-        fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
-            block_on(self.0.read(request.clone()))
-        }
-        fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<shardsync::store::CommitInfo>, StoreError> {
-            // Submit all at once so they may share one transaction.
-            let futures: Vec<_> = batches.iter().map(|b| self.0.commit(b.clone())).collect();
-            futures.into_iter().map(block_on).collect()
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend::open(dir.path()).unwrap());
     let (handle, threads) = StoreHandle::start(backend, 2).unwrap();
-    suite::run_suite(Arc::new(ViaHandle(handle.clone())), "h-");
+    suite::run_suite(Arc::new(suite::ViaHandle(handle.clone())), "h-");
     assert!(threads.stats().commits > 0);
     threads.shutdown();
     assert!(matches!(block_on(handle.read(ReadRequest::ListUsers)), Err(StoreError::Closed)));
@@ -289,16 +278,6 @@ fn postgres_backend_passes_the_suite() {
     suite::run_suite(backend.clone(), "a-");
     suite::run_suite(backend.clone(), "b-");
     let (handle, threads) = StoreHandle::start(backend, 2).unwrap();
-    struct ViaHandle(StoreHandle);
-    impl Backend for ViaHandle {
-        fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
-            block_on(self.0.read(request.clone()))
-        }
-        fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<shardsync::store::CommitInfo>, StoreError> {
-            let futures: Vec<_> = batches.iter().map(|b| self.0.commit(b.clone())).collect();
-            futures.into_iter().map(block_on).collect()
-        }
-    }
-    suite::run_suite(Arc::new(ViaHandle(handle)), "h-");
+    suite::run_suite(Arc::new(suite::ViaHandle(handle)), "h-");
     threads.shutdown();
 }

@@ -7,7 +7,7 @@ use crate::model::{ContentTypeVersion, DataStore, DevInf, Version};
 use crate::store::Collection;
 
 /// What the engine uses from a client's DevInf.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClientCaps {
     /// The client can receive chunked large objects.
     pub large_objects: bool,
@@ -20,7 +20,7 @@ pub struct ClientCaps {
 }
 
 /// One client datastore's capabilities.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClientDatastore {
     /// `SourceRef` (as the client names the datastore).
     pub source_ref: String,

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use crate::model::{Encoding, SyncMl, Version};
 use crate::store::{
     Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
-    UserRecord, WriteBatch,
+    SessionRecord, UserRecord, WriteBatch,
 };
 
 pub use devinf::ClientCaps;
@@ -115,6 +115,17 @@ impl EngineConfig {
     }
 }
 
+/// Why a session's state could not be stored or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Serializing the state failed.
+    #[error("session state could not be encoded: {0}")]
+    Encode(String),
+    /// A stored state does not decode (or does not belong to its record).
+    #[error("stored session state is unusable: {0}")]
+    Corrupt(String),
+}
+
 /// What the session's last message left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -140,7 +151,7 @@ pub struct Step {
 }
 
 /// Where the session is in the package flow (digest §2.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 enum Phase {
     /// Receiving the client's initialization package (1).
     Init,
@@ -155,7 +166,7 @@ enum Phase {
 }
 
 /// One server operation queued for the client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct OutOp {
     collection: Collection,
     kind: OutKind,
@@ -163,7 +174,7 @@ struct OutOp {
     offset: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 enum OutKind {
     Add { server_id: u64, content_type: String, data: Vec<u8> },
     Replace { server_id: u64, client_id: String, content_type: String, data: Vec<u8> },
@@ -171,10 +182,10 @@ enum OutKind {
 }
 
 /// A large object being received in chunks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct IncomingChunk {
     collection: Collection,
-    cmd: &'static str,
+    cmd: String,
     client_id: String,
     content_type: String,
     declared_size: usize,
@@ -182,7 +193,7 @@ struct IncomingChunk {
 }
 
 /// The per-datastore part of a session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct DsSession {
     collection: Collection,
     /// The client's datastore URI (Alert Source).
@@ -195,18 +206,29 @@ struct DsSession {
     server_next: String,
     /// Change sequence the device had reached before this session.
     prev_seq: u64,
-    /// Snapshot of the collection.
+    /// Snapshot of the collection. Not part of the stored session state:
+    /// reloaded from the store when a session is continued elsewhere.
+    #[rkyv(with = rkyv::with::Skip)]
     items: HashMap<u64, ItemRecord>,
+    /// `items`, `map`, `rmap`, `twins` and `uids` are in memory (false right
+    /// after a session was restored from its stored state).
+    #[rkyv(with = rkyv::with::Skip)]
+    loaded: bool,
     max_seq: u64,
-    /// client id → server id.
+    /// client id → server id (mirrors the store's mappings after each commit,
+    /// so a restored session reloads it from there).
+    #[rkyv(with = rkyv::with::Skip)]
     map: HashMap<String, u64>,
     /// server id → client id.
+    #[rkyv(with = rkyv::with::Skip)]
     rmap: HashMap<u64, String>,
     /// Server items the client's changes of this session already covered.
     handled: HashSet<u64>,
     /// Twin index for slow syncs: content key → unmatched server ids.
+    #[rkyv(with = rkyv::with::Skip)]
     twins: HashMap<u64, Vec<u64>>,
     /// UID index for slow syncs.
+    #[rkyv(with = rkyv::with::Skip)]
     uids: HashMap<String, u64>,
     /// Ops forced by conflict resolution (sent in package 4).
     forced: Vec<OutKind>,
@@ -224,7 +246,7 @@ struct DsSession {
 }
 
 /// Per-datastore counters for the session log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Counts {
     from_client_add: u32,
     from_client_replace: u32,
@@ -237,7 +259,7 @@ struct Counts {
 }
 
 /// A SyncML session's state.
-#[derive(Debug)]
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Session {
     key: u64,
     device_id: String,
@@ -254,6 +276,8 @@ pub struct Session {
     /// The URI the client addressed first (the server's identity in replies).
     server_uri: String,
     last_msg_in: u64,
+    /// Stored beside the state in [`SessionRecord::last_reply`], not in it.
+    #[rkyv(with = rkyv::with::Skip)]
     last_reply: Vec<u8>,
     out_msg_id: u64,
     client_max_msg: usize,
@@ -261,10 +285,14 @@ pub struct Session {
     caps: ClientCaps,
     phase: Phase,
     stores: Vec<DsSession>,
+    /// Reads handed over for the current message; consumed by it.
+    #[rkyv(with = rkyv::with::Skip)]
     snapshots: HashMap<Collection, DatastoreSnapshot>,
     incoming: Option<IncomingChunk>,
     queue: VecDeque<OutOp>,
     /// Adds written in the current step: (collection, client id), in op order.
+    /// Empty between messages (the commit's ids land in the store's mappings).
+    #[rkyv(with = rkyv::with::Skip)]
     pending_new: Vec<(Collection, String)>,
     /// Server commands sent: (msg id, cmd id) → (collection, server id).
     sent: HashMap<(u64, u64), (Collection, Option<u64>)>,
@@ -359,9 +387,60 @@ impl Session {
         }
     }
 
+    /// The MsgID of the last client message answered (0 before the first).
+    pub fn last_msg_in(&self) -> u64 {
+        self.last_msg_in
+    }
+
+    /// The session as a store record: its state (rkyv) and its last reply,
+    /// to be committed with the writes of the message just handled.
+    pub fn to_record(&self, expires_at: u64) -> Result<SessionRecord, StateError> {
+        let state =
+            rkyv::to_bytes::<rkyv::rancor::Error>(self).map_err(|e| StateError::Encode(e.to_string()))?;
+        Ok(SessionRecord {
+            key: self.key,
+            state: state.into_vec(),
+            last_msg_id: self.last_msg_in,
+            last_reply: self.last_reply.clone(),
+            expires_at,
+        })
+    }
+
+    /// A session continued from its stored record (on any shard or node).
+    ///
+    /// What the state leaves out (item snapshots, mappings, twin indexes) is
+    /// listed by the next [`Session::pending_reads`] and refilled by
+    /// [`Session::provide`] from the store.
+    pub fn from_record(record: &SessionRecord) -> Result<Session, StateError> {
+        // rkyv wants its buffer aligned; a stored blob is not.
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(record.state.len());
+        aligned.extend_from_slice(&record.state);
+        let mut s = rkyv::from_bytes::<Session, rkyv::rancor::Error>(&aligned)
+            .map_err(|e| StateError::Corrupt(e.to_string()))?;
+        if s.key != record.key || s.last_msg_in != record.last_msg_id {
+            return Err(StateError::Corrupt(format!(
+                "record of key {:016x} / MsgID {} holds key {:016x} / MsgID {}",
+                record.key, record.last_msg_id, s.key, s.last_msg_in
+            )));
+        }
+        s.last_reply = record.last_reply.clone();
+        Ok(s)
+    }
+
     /// The reads needed before [`Session::handle`] can process `msg`.
     pub fn pending_reads(&self, cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<ReadRequest> {
         let mut out = Vec::new();
+        if let (Some(user), true) = (&self.user, self.authenticated) {
+            // A restored session: its datastores come back from the store first.
+            for ds in self.stores.iter().filter(|d| !d.loaded && !self.snapshots.contains_key(&d.collection))
+            {
+                out.push(ReadRequest::Datastore {
+                    user: user.clone(),
+                    device_id: self.device_id.clone(),
+                    collection: ds.collection,
+                });
+            }
+        }
         let user = match (&self.user, self.authenticated) {
             (Some(u), true) => Some(u.clone()),
             _ => process::claimed_user(msg),
@@ -412,7 +491,12 @@ impl Session {
                 self.device_record = Some(d);
             }
             (ReadRequest::Datastore { collection, .. }, ReadResponse::Datastore(s)) => {
-                self.snapshots.insert(*collection, s);
+                match self.stores.iter_mut().find(|d| d.collection == *collection && !d.loaded) {
+                    Some(ds) => process::reload_datastore(ds, s),
+                    None => {
+                        self.snapshots.insert(*collection, s);
+                    }
+                }
             }
             _ => {}
         }

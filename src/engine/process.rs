@@ -611,6 +611,7 @@ fn handle_alert(
         server_next: server_next.clone(),
         prev_seq,
         items: snap.items.into_iter().map(|i| (i.server_id, i)).collect(),
+        loaded: true,
         max_seq: snap.max_seq,
         map: HashMap::new(),
         rmap: HashMap::new(),
@@ -648,12 +649,7 @@ fn handle_alert(
         });
     }
     if mode == 201 {
-        for item in ds.items.values().filter(|i| !i.deleted) {
-            ds.twins.entry(twin_key_of(&item.content_type, &item.data)).or_default().push(item.server_id);
-            if let Some(uid) = content::uid(&item.data) {
-                ds.uids.insert(uid, item.server_id);
-            }
-        }
+        index_twins(&mut ds);
     }
     // The server's Alert: effective code, swapped URIs, the server's anchors.
     let id = r.cmd_id();
@@ -905,7 +901,7 @@ fn item_command(
                     Some(sz) => {
                         s.incoming = Some(IncomingChunk {
                             collection,
-                            cmd: name,
+                            cmd: name.to_string(),
                             client_id: luid.clone(),
                             content_type: content_type.clone(),
                             declared_size: sz as usize,
@@ -1288,7 +1284,10 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
             202 | 203 => {}
             201 | 205 => {
                 for item in ds.items.values() {
+                    // Newer than the session's snapshot (only after a
+                    // restore): left for the next sync, see `reload_datastore`.
                     if item.deleted
+                        || item.seq > ds.max_seq
                         || ds.rmap.contains_key(&item.server_id)
                         || ds.handled.contains(&item.server_id)
                     {
@@ -1591,4 +1590,42 @@ fn complete(s: &mut Session, batch: &mut WriteBatch) {
             "datastore sync complete"
         );
     }
+}
+
+/// Builds the slow-sync twin and UID indexes over the server items that no
+/// client item has claimed yet.
+fn index_twins(ds: &mut DsSession) {
+    ds.twins.clear();
+    ds.uids.clear();
+    for item in ds.items.values() {
+        if item.deleted || ds.rmap.contains_key(&item.server_id) || ds.handled.contains(&item.server_id) {
+            continue;
+        }
+        ds.twins.entry(twin_key_of(&item.content_type, &item.data)).or_default().push(item.server_id);
+        if let Some(uid) = content::uid(&item.data) {
+            ds.uids.insert(uid, item.server_id);
+        }
+    }
+}
+
+/// Refills what a restored session keeps only in memory (items, mappings,
+/// twin indexes) from a fresh snapshot of the store.
+///
+/// The snapshot may be newer than the one the session started with. Items
+/// the session itself wrote are mapped or `handled`, so they are not sent
+/// back; changes other devices made since are newer than `max_seq`: they
+/// count as conflicts where the client touches them, and are otherwise left
+/// for the device's next sync (its `seq_reached` stays at `max_seq`).
+pub(super) fn reload_datastore(ds: &mut DsSession, snap: crate::store::DatastoreSnapshot) {
+    ds.items = snap.items.into_iter().map(|i| (i.server_id, i)).collect();
+    ds.map.clear();
+    ds.rmap.clear();
+    for (luid, guid) in snap.mappings {
+        ds.rmap.insert(guid, luid.clone());
+        ds.map.insert(luid, guid);
+    }
+    if ds.mode == 201 {
+        index_twins(ds);
+    }
+    ds.loaded = true;
 }

@@ -162,8 +162,6 @@ pub enum FailReason {
     Protocol,
     /// It was idle longer than the session timeout.
     Expired,
-    /// A store commit or read failed.
-    Store,
     /// The client started over (MsgID went back) before it completed.
     Restarted,
     /// The user already had the maximum number of concurrent sessions.
@@ -172,11 +170,10 @@ pub enum FailReason {
 
 impl FailReason {
     /// Every reason, in label order.
-    pub const ALL: [FailReason; 6] = [
+    pub const ALL: [FailReason; 5] = [
         FailReason::Auth,
         FailReason::Protocol,
         FailReason::Expired,
-        FailReason::Store,
         FailReason::Restarted,
         FailReason::Limit,
     ];
@@ -187,7 +184,6 @@ impl FailReason {
             FailReason::Auth => "auth",
             FailReason::Protocol => "protocol",
             FailReason::Expired => "expired",
-            FailReason::Store => "store",
             FailReason::Restarted => "restarted",
             FailReason::Limit => "limit",
         }
@@ -244,7 +240,7 @@ pub struct ShardMetrics {
     /// Sessions that ended normally (or were suspended).
     pub sessions_completed: Counter,
     /// Sessions that ended otherwise, by [`FailReason`].
-    sessions_failed: [Counter; 6],
+    sessions_failed: [Counter; 5],
     /// Sessions held by the shard right now.
     pub sessions_active: Gauge,
     /// SyncML messages received, by encoding (xml, wbxml).

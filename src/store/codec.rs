@@ -195,6 +195,16 @@ pub(crate) fn dec_session(b: &[u8]) -> Result<SessionRecord, StoreError> {
     })
 }
 
+/// `(last_msg_id, expires_at)` of an encoded session, without copying its blobs.
+pub(crate) fn dec_session_meta(b: &[u8]) -> Result<(u64, u64), StoreError> {
+    let mut d = Dec::new(b, "session")?;
+    d.u64()?;
+    d.bytes()?;
+    let last = d.u64()?;
+    d.bytes()?;
+    Ok((last, d.u64()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, DatabaseError, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::codec::{
-    dec_device, dec_item, dec_item_seq, dec_session, dec_state, dec_user, enc_device, enc_item_fields,
-    enc_session, enc_state, enc_user,
+    dec_device, dec_item, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user, enc_device,
+    enc_item_fields, enc_session, enc_state, enc_user,
 };
 use super::{
     Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ReadRequest, ReadResponse, StoreError,
@@ -336,6 +336,16 @@ impl<'t> Writer<'t> {
 
     fn apply_batch(&mut self, batch: &WriteBatch) -> Result<CommitInfo, StoreError> {
         let mut info = CommitInfo::default();
+        if let Some((key, last)) = batch.expected_session() {
+            let stored = match self.sessions.get(key).map_err(be)? {
+                Some(v) => Some(dec_session_meta(v.value())?.0),
+                None => None,
+            };
+            if stored != Some(last) {
+                info.session_conflict = true;
+                return Ok(info);
+            }
+        }
         for op in &batch.ops {
             self.apply(op, &mut info)?;
         }
@@ -448,6 +458,14 @@ impl<'t> Writer<'t> {
                 self.sessions.remove(*key).map_err(be)?;
             }
             WriteOp::ForgetDevice { user, device_id } => self.forget_device(user, device_id)?,
+            WriteOp::PurgeSessions { expired_before } => {
+                // A record that does not decode is dropped too: it can never be continued.
+                self.sessions
+                    .retain(|_, v| dec_session_meta(v).is_ok_and(|(_, exp)| exp >= *expired_before))
+                    .map_err(be)?;
+            }
+            // Checked by `apply_batch` before anything of the batch is applied.
+            WriteOp::ExpectSession { .. } => {}
         }
         Ok(())
     }

@@ -394,8 +394,12 @@ fn writer_loop(
         }
         match result {
             Ok(infos) if infos.len() == batches.len() => {
-                for (reply, info) in replies.drain(..).zip(infos) {
-                    let _ = reply.send(Ok(info));
+                for ((reply, info), batch) in replies.drain(..).zip(infos).zip(&batches) {
+                    let answer = match batch.expected_session() {
+                        Some((key, _)) if info.session_conflict => Err(StoreError::SessionConflict(key)),
+                        _ => Ok(info),
+                    };
+                    let _ = reply.send(answer);
                 }
             }
             Ok(infos) => {
@@ -423,6 +427,7 @@ fn copy_error(err: &StoreError) -> StoreError {
         StoreError::Backend(m) => StoreError::Backend(m.clone()),
         StoreError::Closed => StoreError::Closed,
         StoreError::Locked(m) => StoreError::Locked(m.clone()),
+        StoreError::SessionConflict(k) => StoreError::SessionConflict(*k),
     }
 }
 
@@ -460,7 +465,10 @@ mod tests {
             self.groups.lock().map_err(|_| StoreError::Closed)?.push(batches.len());
             let ops: usize = batches.iter().map(|b| b.ops.len()).sum();
             self.committed_ops.fetch_add(ops as u64, Ordering::SeqCst);
-            Ok(batches.iter().map(|b| CommitInfo { new_server_ids: vec![b.ops.len() as u64] }).collect())
+            Ok(batches
+                .iter()
+                .map(|b| CommitInfo { new_server_ids: vec![b.ops.len() as u64], ..Default::default() })
+                .collect())
         }
     }
 

@@ -102,6 +102,12 @@ impl Backend for MemoryBackend {
 impl State {
     fn apply_batch(&mut self, batch: &WriteBatch) -> CommitInfo {
         let mut info = CommitInfo::default();
+        if let Some((key, last)) = batch.expected_session() {
+            if self.sessions.get(&key).map(|s| s.last_msg_id) != Some(last) {
+                info.session_conflict = true;
+                return info;
+            }
+        }
         for op in &batch.ops {
             self.apply(op, &mut info);
         }
@@ -209,6 +215,11 @@ impl State {
             WriteOp::DeleteSession { key } => {
                 self.sessions.remove(key);
             }
+            WriteOp::PurgeSessions { expired_before } => {
+                self.sessions.retain(|_, s| s.expires_at >= *expired_before);
+            }
+            // Checked by `apply_batch` before anything of the batch is applied.
+            WriteOp::ExpectSession { .. } => {}
         }
     }
 }

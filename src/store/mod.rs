@@ -32,7 +32,21 @@ pub use memory::MemoryBackend;
 pub use postgres::{PgStoreError, PostgresBackend};
 
 /// A user's collection (what device datastores map to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum Collection {
     /// Contacts (vCard).
     Contacts,
@@ -66,7 +80,9 @@ impl Collection {
 }
 
 /// Credentials kept for a user; never the clear password.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct UserRecord {
     /// User name.
     pub name: String,
@@ -77,7 +93,18 @@ pub struct UserRecord {
 }
 
 /// What the server keeps about one device of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    Default,
+    Serialize,
+    Deserialize,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct DeviceRecord {
     /// Device id (`SyncHdr/Source/LocURI`).
     pub device_id: String,
@@ -332,6 +359,23 @@ pub enum WriteOp {
         /// Device id.
         device_id: String,
     },
+    /// Forget every session that expired before this time (seconds since the Unix epoch).
+    PurgeSessions {
+        /// Sessions with `expires_at` below this go.
+        expired_before: u64,
+    },
+    /// A precondition, valid only as the first op of a batch: the batch is
+    /// applied only if the stored session `key` exists and last answered
+    /// `last_msg_id`. Otherwise nothing of the batch is written and its
+    /// [`CommitInfo::session_conflict`] is set (other batches of the same
+    /// group commit are not affected). This is how a node notices that its
+    /// cached copy of a session is stale: another node went on with it.
+    ExpectSession {
+        /// Session key.
+        key: u64,
+        /// The MsgID the stored session must have answered last.
+        last_msg_id: u64,
+    },
 }
 
 /// The writes of one engine step; committed atomically.
@@ -346,6 +390,8 @@ pub struct WriteBatch {
 pub struct CommitInfo {
     /// Server ids allocated for `PutItem { server_id: None }` ops, in op order.
     pub new_server_ids: Vec<u64>,
+    /// The batch's [`WriteOp::ExpectSession`] did not hold: nothing of it was written.
+    pub session_conflict: bool,
 }
 
 /// Store failures.
@@ -360,6 +406,20 @@ pub enum StoreError {
     /// The data directory is in use by another process.
     #[error("store is locked by another process: {0}")]
     Locked(String),
+    /// A batch's [`WriteOp::ExpectSession`] did not hold: the session moved on
+    /// elsewhere. Nothing of the batch was written.
+    #[error("session {0:016x} was continued elsewhere")]
+    SessionConflict(u64),
+}
+
+impl WriteBatch {
+    /// The `(key, last_msg_id)` of the batch's leading [`WriteOp::ExpectSession`], if any.
+    pub fn expected_session(&self) -> Option<(u64, u64)> {
+        match self.ops.first() {
+            Some(WriteOp::ExpectSession { key, last_msg_id }) => Some((*key, *last_msg_id)),
+            _ => None,
+        }
+    }
 }
 
 /// A blocking storage backend, used only on the store's own threads.

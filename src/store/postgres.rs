@@ -758,12 +758,19 @@ impl<'a, 'c> Writer<'a, 'c> {
     }
 
     fn commit(mut self, batches: &'a [WriteBatch]) -> Result<Vec<CommitInfo>, Fail> {
-        self.prefetch(batches)?;
+        let accepted = self.check_sessions(batches)?;
+        let live: Vec<&'a WriteBatch> =
+            batches.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(b, _)| b).collect();
+        self.prefetch(&live)?;
         let mut infos = Vec::with_capacity(batches.len());
-        for batch in batches {
+        for (batch, ok) in batches.iter().zip(accepted) {
             let mut info = CommitInfo::default();
-            for op in &batch.ops {
-                self.apply(op, &mut info)?;
+            if ok {
+                for op in &batch.ops {
+                    self.apply(op, &mut info)?;
+                }
+            } else {
+                info.session_conflict = true;
             }
             infos.push(info);
         }
@@ -771,9 +778,53 @@ impl<'a, 'c> Writer<'a, 'c> {
         Ok(infos)
     }
 
+    /// Evaluates every batch's `ExpectSession` against the stored sessions,
+    /// locking those rows (sorted, before any other lock of the group, so
+    /// two nodes continuing one session serialize here and the second sees
+    /// the first's MsgID).
+    fn check_sessions(&mut self, batches: &'a [WriteBatch]) -> Result<Vec<bool>, Fail> {
+        let expected: Vec<Option<(i64, i64)>> = batches
+            .iter()
+            .map(|b| b.expected_session().map(|(k, m)| Ok::<_, Fail>((session_key(k), to_i64(m, "MsgID")?))))
+            .map(Option::transpose)
+            .collect::<Result<_, _>>()?;
+        let keys: BTreeSet<i64> = expected.iter().flatten().map(|e| e.0).collect();
+        if keys.is_empty() {
+            return Ok(vec![true; batches.len()]);
+        }
+        let keys: Vec<i64> = keys.into_iter().collect();
+        let rows = self.conn.query(
+            "SELECT session_key, last_msg_id FROM sessions WHERE session_key = ANY($1::int8[])
+             ORDER BY session_key FOR UPDATE",
+            &[&keys],
+        )?;
+        let mut stored = HashMap::new();
+        for r in &rows {
+            stored.insert(r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?);
+        }
+        // Within the group, a batch that passes moves the session on: a
+        // second batch expecting the old MsgID must fail like it would after.
+        let mut accepted = Vec::with_capacity(batches.len());
+        for (batch, exp) in batches.iter().zip(&expected) {
+            let ok = match exp {
+                None => true,
+                Some((key, last)) => stored.get(key) == Some(last),
+            };
+            if ok {
+                for op in &batch.ops {
+                    if let WriteOp::PutSession(s) = op {
+                        stored.insert(session_key(s.key), to_i64(s.last_msg_id, "MsgID")?);
+                    }
+                }
+            }
+            accepted.push(ok);
+        }
+        Ok(accepted)
+    }
+
     /// Locks every counter the group needs (sorted, in one statement) and
     /// loads the liveness of every item it deletes.
-    fn prefetch(&mut self, batches: &'a [WriteBatch]) -> Result<(), Fail> {
+    fn prefetch(&mut self, batches: &[&'a WriteBatch]) -> Result<(), Fail> {
         let mut colls = BTreeSet::new();
         let mut deletes = BTreeSet::new();
         for op in batches.iter().flat_map(|b| &b.ops) {
@@ -976,6 +1027,14 @@ impl<'a, 'c> Writer<'a, 'c> {
             WriteOp::DeleteSession { key } => {
                 self.p.sessions.insert(session_key(*key), None);
             }
+            WriteOp::PurgeSessions { expired_before } => {
+                // Pending session rows of this group are live ones (their
+                // expiry is in the future), so deleting right away is safe.
+                let before = to_i64(*expired_before, "expiry")?;
+                self.conn.execute("DELETE FROM sessions WHERE expires_at < $1", &[&before])?;
+            }
+            // Checked by `check_sessions` before anything of the group is applied.
+            WriteOp::ExpectSession { .. } => {}
             WriteOp::ForgetDevice { user, device_id } => self.forget_device(user, device_id)?,
         }
         Ok(())

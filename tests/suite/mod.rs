@@ -9,10 +9,36 @@
 
 use std::sync::Arc;
 
+use futures_lite::future::block_on;
 use shardsync::store::{
     Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
-    ReadResponse, SessionRecord, SyncState, UserRecord, WriteBatch, WriteOp,
+    ReadResponse, SessionRecord, StoreError, StoreHandle, SyncState, UserRecord, WriteBatch, WriteOp,
 };
+
+/// A [`StoreHandle`] seen as a [`Backend`]: the suite through the store's
+/// threads (queues, group-committing writer). A batch the handle answers
+/// with [`StoreError::SessionConflict`] reads as a `session_conflict` info,
+/// which is what the backend said.
+pub struct ViaHandle(pub StoreHandle);
+
+impl Backend for ViaHandle {
+    fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
+        block_on(self.0.read(request.clone()))
+    }
+    fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+        // Submit all at once so they may share one transaction.
+        let futures: Vec<_> = batches.iter().map(|b| self.0.commit(b.clone())).collect();
+        futures
+            .into_iter()
+            .map(|f| match block_on(f) {
+                Err(StoreError::SessionConflict(_)) => {
+                    Ok(CommitInfo { session_conflict: true, ..Default::default() })
+                }
+                other => other,
+            })
+            .collect()
+    }
+}
 
 /// Runs every check against `backend`, with user names starting with `prefix`.
 pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
@@ -25,6 +51,8 @@ pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
     explicit_server_ids(b, &format!("{prefix}explicit"));
     delete_user(b, &format!("{prefix}del"));
     sessions(b, prefix);
+    session_guard(b, &format!("{prefix}guard"));
+    purge_sessions(b, &format!("{prefix}purge"));
     group_commit_infos(b, &format!("{prefix}group"));
     list_and_forget_devices(b, &format!("{prefix}forget"));
 }
@@ -493,6 +521,83 @@ fn sessions(b: &dyn Backend, prefix: &str) {
     assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(Some(s2)));
     commit1(b, vec![WriteOp::DeleteSession { key }]);
     assert_eq!(b.read(&req).unwrap(), ReadResponse::Session(None));
+}
+
+/// A session key of its own for each check (keys are global, not per user).
+fn key_of(prefix: &str) -> u64 {
+    prefix.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn session_rec(key: u64, last_msg_id: u64, expires_at: u64) -> SessionRecord {
+    SessionRecord {
+        key,
+        state: vec![last_msg_id as u8; 40],
+        last_msg_id,
+        last_reply: vec![7; 10],
+        expires_at,
+    }
+}
+
+/// `ExpectSession` makes its batch all-or-nothing on the stored MsgID,
+/// without failing the other batches of the group.
+fn session_guard(b: &dyn Backend, u: &str) {
+    let c = Collection::Contacts;
+    let (k, absent) = (key_of(u), key_of(&format!("{u}-absent")));
+    commit1(b, vec![WriteOp::PutSession(session_rec(k, 3, u64::MAX / 2))]);
+    let expect = |key, last_msg_id| WriteOp::ExpectSession { key, last_msg_id };
+    let batches = vec![
+        batch(vec![
+            expect(k, 3),
+            put(u, c, None, "x", "d", Some("X")),
+            WriteOp::PutSession(session_rec(k, 4, u64::MAX / 2)),
+        ]),
+        // A second node with the same stale copy: the first one moved the session on.
+        batch(vec![
+            expect(k, 3),
+            put(u, c, None, "y", "d", Some("Y")),
+            WriteOp::PutSession(session_rec(k, 5, u64::MAX / 2)),
+        ]),
+        batch(vec![put(u, c, None, "z", "d", None)]),
+        batch(vec![expect(absent, 1), put(u, c, None, "w", "d", None)]),
+    ];
+    let infos = b.commit(&batches).expect("group commit");
+    let conflicts: Vec<bool> = infos.iter().map(|i| i.session_conflict).collect();
+    assert_eq!(conflicts, vec![false, true, false, true]);
+    assert_eq!(infos[0].new_server_ids.len(), 1);
+    assert!(infos[1].new_server_ids.is_empty());
+    let s = snapshot(b, u, "d", c);
+    let mut data: Vec<&[u8]> = s.items.iter().map(|i| i.data.as_slice()).collect();
+    data.sort();
+    assert_eq!(data, vec![b"x".as_slice(), b"z".as_slice()]);
+    assert_eq!(s.mappings.len(), 1);
+    assert_eq!(
+        b.read(&ReadRequest::Session { key: k }).unwrap(),
+        ReadResponse::Session(Some(session_rec(k, 4, u64::MAX / 2)))
+    );
+    assert_eq!(b.read(&ReadRequest::Session { key: absent }).unwrap(), ReadResponse::Session(None));
+    // The next message of the node that won goes on.
+    let info = commit1(b, vec![expect(k, 4), WriteOp::PutSession(session_rec(k, 5, u64::MAX / 2))]);
+    assert!(!info.session_conflict);
+    commit1(b, vec![WriteOp::DeleteSession { key: k }]);
+}
+
+/// `PurgeSessions` drops expired sessions only.
+fn purge_sessions(b: &dyn Backend, u: &str) {
+    let (old, live) = (key_of(&format!("{u}-old")), key_of(&format!("{u}-live")));
+    commit1(
+        b,
+        vec![
+            WriteOp::PutSession(session_rec(old, 1, 1_000)),
+            WriteOp::PutSession(session_rec(live, 1, 3_000)),
+        ],
+    );
+    commit1(b, vec![WriteOp::PurgeSessions { expired_before: 2_000 }]);
+    assert_eq!(b.read(&ReadRequest::Session { key: old }).unwrap(), ReadResponse::Session(None));
+    assert_eq!(
+        b.read(&ReadRequest::Session { key: live }).unwrap(),
+        ReadResponse::Session(Some(session_rec(live, 1, 3_000)))
+    );
+    commit1(b, vec![WriteOp::DeleteSession { key: live }]);
 }
 
 fn group_commit_infos(b: &dyn Backend, u: &str) {

@@ -107,6 +107,11 @@ impl ServerProcess {
         let out = fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(&self.bin);
+        // Shard ports default to the listen port + 1.., which tests running
+        // side by side may hold: ephemeral ones unless a test asks.
+        if !self.args.iter().any(|a| a.starts_with("--shard-port-base")) {
+            cmd.env("SHARDSYNC_SHARD_PORT_BASE", "0");
+        }
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe. It takes the server down with the
         // test process if the run is interrupted before the Drop guard could stop it.
         unsafe {
