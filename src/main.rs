@@ -184,12 +184,22 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let (ops, directory) = server::NodeOps::new(&config, metrics);
     // The admin socket: user commands while the embedded store is locked, and
     // `shardsync session list` (the node's active sessions) with either store.
-    let admin = shardsync::admin::AdminServer::spawn_with_sessions(
-        store.clone(),
-        shardsync::admin::socket_path(&config.data_dir),
-        Some(directory),
-    )
-    .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?;
+    // On PostgreSQL the socket only serves `session list`: a node without its
+    // own existing data dir (or whose socket another node holds) runs without it.
+    let socket = shardsync::admin::socket_path(&config.data_dir);
+    let admin = if config.store.is_some() && !config.data_dir.is_dir() {
+        tracing::info!(data_dir = %config.data_dir.display(), "no admin socket: the data dir does not exist");
+        None
+    } else {
+        match shardsync::admin::AdminServer::spawn_with_sessions(store.clone(), &socket, Some(directory)) {
+            Ok(a) => Some(a),
+            Err(e) if config.store.is_some() => {
+                tracing::warn!(socket = %socket.display(), error = %e, "no admin socket (session list unavailable)");
+                None
+            }
+            Err(e) => return Err(format!("cannot open the admin socket {}: {e}", socket.display())),
+        }
+    };
     let engine = EngineConfig {
         public_url: config.public_url.clone().unwrap_or_default(),
         max_msg_size: config.limits.max_body,
@@ -200,7 +210,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         EngineService::with_ops(engine.clone(), store.clone(), session_timeout, ctx.sessions.clone())
     })
     .map_err(|e| e.to_string());
-    admin.shutdown();
+    if let Some(admin) = admin {
+        admin.shutdown();
+    }
     threads.shutdown();
     result
 }

@@ -70,6 +70,8 @@ fn start(extra: &[&str], store: Option<&str>) -> Server {
     }
     let (ok, _, err) = run(&add, &format!("{PASSWORD}\n"));
     assert!(ok, "user add: {err}");
+    // A node on PostgreSQL opens its admin socket in an existing data dir.
+    std::fs::create_dir_all(&data).expect("data dir");
     let log = dir.path().join("serve.log");
     let port = free_port();
     let mut cmd = Command::new(BIN);
