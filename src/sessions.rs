@@ -50,6 +50,8 @@ pub struct SessionInfo {
 #[derive(Debug)]
 struct Entry {
     info: SessionInfo,
+    /// What the session did up to its last message (for the log line at expiry).
+    report: SessionReport,
     /// The user whose session slot this session holds.
     slot: Option<String>,
 }
@@ -61,12 +63,40 @@ pub struct ActiveSessions {
     map: RefCell<HashMap<u64, Entry>>,
     metrics: Arc<ShardMetrics>,
     limits: Arc<Limits>,
+    /// Idle seconds after which [`ActiveSessions::expire_idle`] ends a session (0: never).
+    idle_timeout: u64,
 }
 
 impl ActiveSessions {
     /// An empty table of shard `shard`.
     pub fn new(shard: usize, metrics: Arc<ShardMetrics>, limits: Arc<Limits>) -> ActiveSessions {
-        ActiveSessions { shard, map: RefCell::new(HashMap::new()), metrics, limits }
+        ActiveSessions { shard, map: RefCell::new(HashMap::new()), metrics, limits, idle_timeout: 0 }
+    }
+
+    /// Sessions idle this long are ended by [`ActiveSessions::expire_idle`].
+    pub fn with_idle_timeout(mut self, secs: u64) -> ActiveSessions {
+        self.idle_timeout = secs;
+        self
+    }
+
+    /// Ends the sessions idle past the timeout (logged and counted as
+    /// expired, slots freed), so the table, `sessions_active` and the
+    /// per-user slots stay true on a shard that gets no traffic. The
+    /// engine's own cache expires its copy later; that finds nothing to end.
+    pub fn expire_idle(&self, now: u64) {
+        if self.idle_timeout == 0 {
+            return;
+        }
+        let idle: Vec<(u64, SessionReport)> = self
+            .map
+            .borrow()
+            .iter()
+            .filter(|(_, e)| e.info.last_activity.saturating_add(self.idle_timeout) <= now)
+            .map(|(k, e)| (*k, e.report.clone()))
+            .collect();
+        for (key, report) in idle {
+            self.ended(key, &report, SessionEnd::Failed(FailReason::Expired));
+        }
     }
 
     /// The shard's metrics.
@@ -85,17 +115,18 @@ impl ActiveSessions {
     }
 
     /// Records a new session (counted as started) or updates one.
-    pub fn upsert(&self, key: u64, mut info: SessionInfo) {
+    pub fn upsert(&self, key: u64, mut info: SessionInfo, report: &SessionReport) {
         info.shard = self.shard;
         let mut map = self.map.borrow_mut();
         match map.get_mut(&key) {
             Some(e) => {
                 info.messages = e.info.messages + 1;
                 e.info = info;
+                e.report = report.clone();
             }
             None => {
                 info.messages = 1;
-                map.insert(key, Entry { info, slot: None });
+                map.insert(key, Entry { info, report: report.clone(), slot: None });
                 self.metrics.sessions_started.inc();
             }
         }
@@ -235,7 +266,7 @@ impl ActiveSessions {
         msg: &SyncMl<'_>,
         encoding: Encoding,
     ) -> Option<Vec<u8>> {
-        self.upsert(key, info(key, after));
+        self.upsert(key, info(key, after), after);
         let user = match (&before.user, &after.user) {
             (None, Some(u)) => u,
             _ => return None,

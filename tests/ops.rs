@@ -544,6 +544,35 @@ fn session_cap_per_user_and_session_list() {
     assert!(server.log_text().contains("session refused: user at the concurrent session cap"));
 }
 
+#[test]
+fn an_abandoned_session_expires_without_traffic_and_frees_its_slot() {
+    let server = start(&["--max-sessions-per-user", "1", "--session-timeout-secs", "1"], None);
+    let a1 =
+        server.post("/sync", &message("dev-gone", "1", 1, Some(("test", PASSWORD)), &alert(201, "g"), true));
+    assert_eq!(a1.hdr_status(), 212);
+    assert_eq!(server.scrape().value("shardsync_sessions_active", &[]), Some(1.0));
+    // No request at all while it idles past the timeout: its shard ends it by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.scrape().value("shardsync_sessions_active", &[]) != Some(0.0) {
+        assert!(Instant::now() < deadline, "the idle session was not expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = server.scrape();
+    assert_eq!(s.value("shardsync_sessions_failed_total", &[("reason", "expired")]), Some(1.0));
+    assert_eq!(server.admin(&["session", "list"]).expect("list").lines().count(), 1, "only the header");
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("session finished") && l.contains("device=dev-gone "))
+        .expect("log line");
+    assert!(line.contains("result=\"expired\"") && line.contains("sync_types=notes:201"), "{line}");
+    // The slot is free: another device of the user gets in.
+    let b1 =
+        server.post("/sync", &message("dev-new", "1", 1, Some(("test", PASSWORD)), &alert(201, "n"), true));
+    assert_eq!(b1.hdr_status(), 212, "{}", b1.body);
+    assert_eq!(log.matches("session finished").count(), 1);
+}
+
 fn device_rows(out: &str) -> Vec<Vec<String>> {
     out.lines().skip(1).map(|l| l.split('\t').map(str::to_owned).collect()).collect()
 }

@@ -417,7 +417,9 @@ where
         return Ok(());
     };
     let metrics = node_metrics.shard(id);
-    let sessions = Rc::new(ActiveSessions::new(id, metrics.clone(), limits));
+    let sessions = Rc::new(
+        ActiveSessions::new(id, metrics.clone(), limits).with_idle_timeout(config.session_timeout.as_secs()),
+    );
     let service = factory(ShardContext {
         shard: id,
         shards: n,
@@ -426,10 +428,20 @@ where
         sessions: sessions.clone(),
     });
     // Admin queries (`shardsync session list`) are answered from this task.
+    // Idle sessions are ended here too (about once a second), traffic or not.
     let admin_task = glommio::spawn_local(async move {
+        let mut polls = 0u32;
         loop {
             Timer::new(crate::sessions::POLL).await;
             sessions.answer(&inbox);
+            polls = polls.wrapping_add(1);
+            if polls % 10 == 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                sessions.expire_idle(now);
+            }
         }
     });
     let shard = Rc::new(Shard {
