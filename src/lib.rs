@@ -13,6 +13,7 @@ pub mod convert;
 pub mod engine;
 pub mod http;
 pub mod limits;
+pub mod load;
 pub mod metrics;
 pub mod model;
 pub mod routing;

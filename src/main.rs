@@ -48,6 +48,9 @@ enum Command {
     /// Print the routing token (16 hex digits) of a SyncML message file: the key the
     /// balancer routes it by when it carries no `?s=` token.
     RouteKey(RouteKeyArgs),
+    /// Play many SyncML devices against a SyncML server (ours or another) and report
+    /// sessions/s, items/s, per-message latency and errors by kind.
+    Load(shardsync::load::LoadArgs),
     /// Benchmark target for perf/wrk-serve.sh (not for production).
     #[command(hide = true)]
     BenchServer(BenchArgs),
@@ -108,6 +111,10 @@ fn main() -> ExitCode {
         Command::BenchServer(args) => bench_server(&args),
         Command::Balance(args) => balance(&args),
         Command::RouteKey(args) => route_key(&args),
+        Command::Load(args) => {
+            init_tracing(None);
+            shardsync::load::run_command(&args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -115,6 +115,11 @@ impl EngineConfig {
     }
 }
 
+/// Leads every stored session state: the layout's version. Bump it whenever
+/// a type inside [`Session`] changes, so that nodes of another build refuse
+/// the record (the client's session then starts over) instead of misreading it.
+const STATE_TAG: &[u8] = b"ssync-session-v1";
+
 /// Why a session's state could not be stored or restored.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -395,11 +400,14 @@ impl Session {
     /// The session as a store record: its state (rkyv) and its last reply,
     /// to be committed with the writes of the message just handled.
     pub fn to_record(&self, expires_at: u64) -> Result<SessionRecord, StateError> {
-        let state =
+        let archived =
             rkyv::to_bytes::<rkyv::rancor::Error>(self).map_err(|e| StateError::Encode(e.to_string()))?;
+        let mut state = Vec::with_capacity(STATE_TAG.len() + archived.len());
+        state.extend_from_slice(STATE_TAG);
+        state.extend_from_slice(&archived);
         Ok(SessionRecord {
             key: self.key,
-            state: state.into_vec(),
+            state,
             last_msg_id: self.last_msg_in,
             last_reply: self.last_reply.clone(),
             expires_at,
@@ -412,9 +420,13 @@ impl Session {
     /// listed by the next [`Session::pending_reads`] and refilled by
     /// [`Session::provide`] from the store.
     pub fn from_record(record: &SessionRecord) -> Result<Session, StateError> {
+        let Some(archived) = record.state.strip_prefix(STATE_TAG) else {
+            // Another build's layout (e.g. during a rolling upgrade): not ours to read.
+            return Err(StateError::Corrupt("unknown session state format".into()));
+        };
         // rkyv wants its buffer aligned; a stored blob is not.
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(record.state.len());
-        aligned.extend_from_slice(&record.state);
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archived.len());
+        aligned.extend_from_slice(archived);
         let mut s = rkyv::from_bytes::<Session, rkyv::rancor::Error>(&aligned)
             .map_err(|e| StateError::Corrupt(e.to_string()))?;
         if s.key != record.key || s.last_msg_in != record.last_msg_id {

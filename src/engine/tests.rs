@@ -999,3 +999,20 @@ fn stored_state_does_not_carry_the_collection() {
     assert!(h.last_record_len > small, "queued items are part of the state");
     eprintln!("session state: {small} bytes after message 1; {} while sending 300 items", h.last_record_len);
 }
+
+/// A stored state of another layout version (or none) is refused, not misread.
+#[test]
+fn foreign_session_state_is_refused() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    h.send(&a.init(201));
+    let key = crate::routing::session_key("dev-a", &a.session.to_string());
+    let Ok(ReadResponse::Session(Some(mut rec))) = h.backend.read(&ReadRequest::Session { key }) else {
+        panic!("no stored session");
+    };
+    assert!(Session::from_record(&rec).is_ok());
+    rec.state[..super::STATE_TAG.len()].copy_from_slice(b"ssync-session-v0");
+    assert!(matches!(Session::from_record(&rec), Err(StateError::Corrupt(_))));
+    rec.state.truncate(10);
+    assert!(matches!(Session::from_record(&rec), Err(StateError::Corrupt(_))));
+}

@@ -5,8 +5,11 @@ use std::ops::Range;
 
 use super::{HttpError, Limits};
 
-/// Smallest read the framer offers the socket.
+/// Smallest read the framer offers the socket while a request arrives.
 const READ_CHUNK: usize = 16 << 10;
+/// The read offered to an idle connection: a typical request head and small
+/// body fit in it, and an idle keep-alive connection holds no more.
+const IDLE_READ_CHUNK: usize = 4 << 10;
 /// Largest single read the framer offers while a big body arrives.
 const MAX_READ_CHUNK: usize = 256 << 10;
 /// A buffer grown past this for a big body is given back after the request.
@@ -171,14 +174,21 @@ impl RequestReader {
 
     /// Space to read socket bytes into; report how many arrived with [`commit`](Self::commit).
     pub fn spare(&mut self) -> &mut [u8] {
+        let idle = matches!(self.state, State::Head) && self.start == self.end;
         let want = match &self.state {
             State::Length(len) => len.saturating_sub(self.buffered()).clamp(READ_CHUNK, MAX_READ_CHUNK),
+            _ if idle => IDLE_READ_CHUNK,
             _ => READ_CHUNK,
         };
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
             self.scan = 0;
+            if idle && self.buf.len() > IDLE_READ_CHUNK {
+                // Waiting for the next request: keep a small buffer only
+                // (idle keep-alive connections are most of a server's connections).
+                self.buf = Vec::new();
+            }
         }
         if self.buf.len() - self.end < want {
             if self.start > 0 {
@@ -795,5 +805,8 @@ mod tests {
         r.poll_head().unwrap().unwrap();
         assert_eq!(r.poll_body().unwrap().unwrap().len(), 1 << 20);
         assert!(r.buf.len() <= SHRINK_ABOVE);
+        // Waiting for the next request, the connection holds a small buffer only.
+        assert_eq!(r.spare().len(), IDLE_READ_CHUNK);
+        assert!(r.buf.capacity() <= IDLE_READ_CHUNK);
     }
 }

@@ -47,6 +47,9 @@ fn client_addr(
 /// destroy the response before the client reads it).
 const LINGER: Duration = Duration::from_millis(1000);
 
+/// Reply buffer capacity an idle connection may keep (larger ones are freed after the write).
+const OUT_KEEP: usize = 16 << 10;
+
 const UNSUPPORTED_TYPE: &str =
     "content type must be application/vnd.syncml+xml or application/vnd.syncml+wbxml";
 
@@ -131,7 +134,7 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
         stream,
         deadline: shard.deadlines.register(),
         reader: RequestReader::new(shard.config.limits),
-        out: Vec::with_capacity(4096),
+        out: Vec::new(),
         peer,
         kind,
         metrics: Some(shard.metrics.clone()),
@@ -431,6 +434,10 @@ impl Conn {
             r = self.stream.flush().await;
         }
         self.out.clear();
+        if self.out.capacity() > OUT_KEEP {
+            // A big reply's buffer is not kept by an idle connection.
+            self.out = Vec::new();
+        }
         r
     }
 

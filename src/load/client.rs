@@ -1,0 +1,1337 @@
+//! A sans-IO SyncML client session: builds each message of a DS 1.2 client
+//! with the crate's model and encoders, and checks every reply: the Status of
+//! each command it sent, the server's Alerts and anchors, the package flow
+//! (1–2 init, 3–4 sync, 5–6 map), multi-message packages (Alert 222) and
+//! MaxMsgSize both ways, auth (basic, or md5 with the server's nonce) and
+//! RespURI.
+//!
+//! The caller moves bytes: [`Session::start`] gives the first message, each
+//! reply goes to [`Session::on_reply`], which gives the next message or says
+//! the session is over. A [`Device`] is the client's state that outlives a
+//! session: its items per datastore, anchors and nonce, like a phone's.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use super::data::{self, DataKind, Rng};
+use crate::engine::auth;
+use crate::model::{
+    Alert, Anchor, Command, ContentTypeVersion, Cred, Data, DataStore, DevInf, Encoding, Item, ItemCommand,
+    Location, Map, MapItem, Meta, PutGet, Results, Status, Sync, SyncHdr, SyncMl, Text,
+};
+
+/// How the client authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// `syncml:auth-basic`.
+    Basic,
+    /// `syncml:auth-md5` with the nonce the server gave last.
+    Md5,
+}
+
+/// Settings shared by every session of a run.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server's SyncML URL (the first message of a session goes here).
+    pub url: String,
+    /// Wire encoding.
+    pub encoding: Encoding,
+    /// Auth scheme.
+    pub auth: AuthKind,
+    /// The MaxMsgSize the client announces (and the largest reply it accepts).
+    pub max_msg_size: usize,
+}
+
+/// One item as the device holds it: which generated item, at which revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Local {
+    /// Index into the device's generated item stream (`None`: received from the server).
+    index: Option<u64>,
+    /// Revision (bumped by each local Replace).
+    rev: u32,
+}
+
+/// One datastore of a device.
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// What it holds.
+    pub kind: DataKind,
+    /// The anchor of the last successful sync.
+    pub last_anchor: Option<String>,
+    items: BTreeMap<String, Local>,
+    next_luid: u64,
+    next_index: u64,
+}
+
+impl Store {
+    /// Number of items the device holds.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True if the device holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn new_luid(&mut self) -> String {
+        self.next_luid += 1;
+        format!("L{}", self.next_luid)
+    }
+}
+
+/// A simulated device: its identity, credentials and replica.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Device id (`SyncHdr/Source/LocURI`).
+    pub id: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// The server's last nonce for md5 (raw bytes).
+    pub nonce: Vec<u8>,
+    /// Datastores.
+    pub stores: Vec<Store>,
+    /// Sessions started (the next SessionID).
+    pub sessions: u64,
+    /// Whether the server has our DevInf (sent with the first session).
+    pub devinf_sent: bool,
+    seed: u64,
+    rng: Rng,
+}
+
+impl Device {
+    /// A device with `items` generated items in each of `kinds`.
+    pub fn new(id: &str, user: &str, password: &str, kinds: &[DataKind], items: usize, seed: u64) -> Device {
+        let seed = seed ^ xxhash_rust::xxh64::xxh64(id.as_bytes(), 0);
+        let mut stores = Vec::new();
+        for &kind in kinds {
+            let mut s =
+                Store { kind, last_anchor: None, items: BTreeMap::new(), next_luid: 0, next_index: 0 };
+            for _ in 0..items {
+                let luid = s.new_luid();
+                let index = s.next_index;
+                s.next_index += 1;
+                s.items.insert(luid, Local { index: Some(index), rev: 0 });
+            }
+            stores.push(s);
+        }
+        Device {
+            id: id.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            nonce: Vec::new(),
+            stores,
+            sessions: 0,
+            devinf_sent: false,
+            seed,
+            rng: Rng::new(seed),
+        }
+    }
+
+    fn devinf(&self) -> DevInf<'static> {
+        let stores = self
+            .stores
+            .iter()
+            .map(|s| {
+                let ct = ContentTypeVersion {
+                    ct_type: t(s.kind.content_type()),
+                    ver_ct: Some(t(s.kind.content_version())),
+                };
+                DataStore {
+                    source_ref: t(s.kind.local_uri()),
+                    display_name: Some(t(s.kind.name())),
+                    max_guid_size: Some(t("64")),
+                    rx_pref: Some(ct.clone()),
+                    tx_pref: Some(ct),
+                    sync_cap: (1..=7).map(|n| t(n.to_string())).collect(),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        DevInf {
+            ver_dtd: t("1.2"),
+            man: Some(t("shardsync")),
+            model: Some(t("load generator")),
+            sw_v: Some(t(env!("CARGO_PKG_VERSION"))),
+            dev_id: t(self.id.clone()),
+            dev_typ: t("phone"),
+            utc: true,
+            support_number_of_changes: true,
+            data_stores: stores,
+            ..Default::default()
+        }
+    }
+}
+
+/// What a session does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The sync type the client alerts (200 two-way, 201 slow, 203/205 refresh, ...).
+    pub alert: u16,
+    /// Local changes to send per datastore in a two-way or one-way sync.
+    pub changes: usize,
+    /// Stop after the server answered message 1 (the session stays open on the server).
+    pub hold: bool,
+}
+
+/// Item counts by operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    /// Adds.
+    pub add: u64,
+    /// Replaces.
+    pub replace: u64,
+    /// Deletes.
+    pub delete: u64,
+}
+
+impl OpCounts {
+    /// All operations.
+    pub fn total(&self) -> u64 {
+        self.add + self.replace + self.delete
+    }
+
+    /// Adds `other` to these counts.
+    pub fn merge(&mut self, other: &OpCounts) {
+        self.add += other.add;
+        self.replace += other.replace;
+        self.delete += other.delete;
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Where to POST it (the URL, or the server's RespURI).
+    pub url: String,
+    /// The encoded message.
+    pub body: Vec<u8>,
+}
+
+/// What the session does after a reply.
+#[derive(Debug)]
+pub enum Next {
+    /// Send this message.
+    Send(Outgoing),
+    /// The session completed (check [`Session::errors`] for what went wrong on the way).
+    Done,
+    /// Hold plan: message 1 was answered; the session is left open.
+    Held,
+    /// The session cannot go on (the last error says why).
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitInit,
+    SendingSync,
+    AwaitServerSync,
+    SendingMap,
+    AwaitEnd,
+    Over,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SentKind {
+    Alert,
+    Put,
+    Sync,
+    Add,
+    Replace,
+    Delete,
+    Map,
+}
+
+impl SentKind {
+    fn name(self) -> &'static str {
+        match self {
+            SentKind::Alert => "Alert",
+            SentKind::Put => "Put",
+            SentKind::Sync => "Sync",
+            SentKind::Add => "Add",
+            SentKind::Replace => "Replace",
+            SentKind::Delete => "Delete",
+            SentKind::Map => "Map",
+        }
+    }
+
+    /// The codes that mean success for this command.
+    fn ok(self, code: u16) -> bool {
+        match self {
+            SentKind::Add => matches!(code, 200 | 201),
+            SentKind::Replace => matches!(code, 200 | 201),
+            // 211: the item was already gone on the server (deleted by another device).
+            SentKind::Delete => matches!(code, 200 | 211),
+            _ => code == 200,
+        }
+    }
+}
+
+/// One change the client sends.
+#[derive(Debug, Clone)]
+enum Change {
+    Add { luid: String, data: String },
+    Replace { luid: String, data: String },
+    Delete { luid: String },
+}
+
+impl Change {
+    fn size(&self) -> usize {
+        match self {
+            Change::Add { data, .. } | Change::Replace { data, .. } => data.len() + 220,
+            Change::Delete { .. } => 160,
+        }
+    }
+}
+
+/// A datastore in this session.
+#[derive(Debug)]
+struct DsRun {
+    store: usize,
+    next_anchor: String,
+    /// The sync type the server alerted (0 until it did).
+    mode: u16,
+    queue: VecDeque<Change>,
+    total_changes: usize,
+    sync_sent: bool,
+    maps: Vec<(String, String)>,
+}
+
+/// One SyncML session of a device.
+#[derive(Debug)]
+pub struct Session {
+    cfg: ClientConfig,
+    plan: Plan,
+    session_id: String,
+    msg_id: u32,
+    cmd_id: u32,
+    url: String,
+    target_uri: String,
+    phase: Phase,
+    stores: Vec<DsRun>,
+    authenticated: bool,
+    auth_attempts: u32,
+    server_max_msg: usize,
+    responses: Vec<Command<'static>>,
+    expected: HashMap<(u32, u32), SentKind>,
+    errors: Vec<String>,
+    /// Items sent (acknowledged or not).
+    pub sent: OpCounts,
+    /// Items received from the server.
+    pub received: OpCounts,
+    /// Messages the server rejected auth on and the client retried with its new nonce.
+    pub auth_retries: u64,
+}
+
+fn t(s: impl Into<String>) -> Text<'static> {
+    Cow::Owned(s.into())
+}
+
+fn code_of(s: &Status<'_>) -> u16 {
+    s.data.trim().parse().unwrap_or(0)
+}
+
+fn num(s: &str) -> Option<u32> {
+    s.trim().parse().ok()
+}
+
+impl Session {
+    /// A session of `dev` following `plan`.
+    pub fn new(cfg: &ClientConfig, plan: Plan, dev: &mut Device) -> Session {
+        dev.sessions += 1;
+        let stores = (0..dev.stores.len())
+            .map(|store| DsRun {
+                store,
+                next_anchor: format!("{}-{}", dev.sessions, store),
+                mode: 0,
+                queue: VecDeque::new(),
+                total_changes: 0,
+                sync_sent: false,
+                maps: Vec::new(),
+            })
+            .collect();
+        Session {
+            cfg: cfg.clone(),
+            plan,
+            session_id: dev.sessions.to_string(),
+            msg_id: 0,
+            cmd_id: 0,
+            url: cfg.url.clone(),
+            target_uri: cfg.url.clone(),
+            phase: Phase::AwaitInit,
+            stores,
+            authenticated: false,
+            auth_attempts: 0,
+            server_max_msg: 0,
+            responses: Vec::new(),
+            expected: HashMap::new(),
+            errors: Vec::new(),
+            sent: OpCounts::default(),
+            received: OpCounts::default(),
+            auth_retries: 0,
+        }
+    }
+
+    /// The errors so far, by kind (e.g. `status_Add_500`, `auth_401`, `decode`).
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// Records an error the I/O side saw (HTTP status, connection loss).
+    pub fn fail(&mut self, kind: impl Into<String>) {
+        self.errors.push(kind.into());
+        self.phase = Phase::Over;
+    }
+
+    fn error(&mut self, kind: impl Into<String>) {
+        self.errors.push(kind.into());
+    }
+
+    /// Message 1: credentials, DevInf on a device's first session, one Alert per datastore.
+    pub fn start(&mut self, dev: &mut Device) -> Outgoing {
+        self.init_message(dev)
+    }
+
+    fn next_cmd(&mut self, kind: Option<SentKind>) -> Text<'static> {
+        self.cmd_id += 1;
+        if let Some(kind) = kind {
+            self.expected.insert((self.msg_id, self.cmd_id), kind);
+        }
+        t(self.cmd_id.to_string())
+    }
+
+    /// The statuses for the server's last message, numbered as this message's first commands.
+    fn take_responses(&mut self) -> Vec<Command<'static>> {
+        let mut body = std::mem::take(&mut self.responses);
+        for cmd in &mut body {
+            let id = self.next_cmd(None);
+            match cmd {
+                Command::Status(s) => s.cmd_id = id,
+                Command::Results(r) => r.cmd_id = id,
+                _ => {}
+            }
+        }
+        body
+    }
+
+    fn begin_message(&mut self) {
+        self.msg_id += 1;
+        self.cmd_id = 0;
+    }
+
+    fn cred(&self, dev: &Device) -> Cred<'static> {
+        match self.cfg.auth {
+            AuthKind::Basic => Cred {
+                meta: Some(Meta {
+                    type_: Some(t(auth::AUTH_BASIC)),
+                    format: Some(t("b64")),
+                    ..Default::default()
+                }),
+                data: Data::Text(t(B64.encode(format!("{}:{}", dev.user, dev.password)))),
+            },
+            AuthKind::Md5 => {
+                let inner = auth::md5_user_pass_b64(&dev.user, &dev.password);
+                Cred {
+                    meta: Some(Meta {
+                        type_: Some(t(auth::AUTH_MD5)),
+                        format: Some(t("b64")),
+                        ..Default::default()
+                    }),
+                    data: Data::Text(t(auth::md5_cred_from_digest(&inner, &dev.nonce))),
+                }
+            }
+        }
+    }
+
+    fn finish_message(&mut self, dev: &Device, body: Vec<Command<'static>>, final_: bool) -> Outgoing {
+        let hdr = SyncHdr {
+            ver_dtd: t("1.2"),
+            ver_proto: t("SyncML/1.2"),
+            session_id: t(self.session_id.clone()),
+            msg_id: t(self.msg_id.to_string()),
+            target: Location::uri(t(self.target_uri.clone())),
+            source: Location {
+                loc_uri: t(dev.id.clone()),
+                loc_name: Some(t(dev.user.clone())),
+                filter: None,
+            },
+            resp_uri: None,
+            no_resp: false,
+            cred: (!self.authenticated).then(|| self.cred(dev)),
+            meta: Some(Meta {
+                max_msg_size: Some(t(self.cfg.max_msg_size.to_string())),
+                max_obj_size: Some(t((4 * 1024 * 1024).to_string())),
+                ..Default::default()
+            }),
+        };
+        let msg = SyncMl { hdr, body, final_ };
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode(self.cfg.encoding, &msg, &mut out);
+        Outgoing { url: self.url.clone(), body: out }
+    }
+
+    fn init_message(&mut self, dev: &mut Device) -> Outgoing {
+        self.begin_message();
+        let mut body = self.take_responses();
+        if !dev.devinf_sent {
+            let cmd_id = self.next_cmd(Some(SentKind::Put));
+            body.push(Command::Put(PutGet {
+                cmd_id,
+                meta: Some(Meta {
+                    type_: Some(t("application/vnd.syncml-devinf+xml")),
+                    ..Default::default()
+                }),
+                items: vec![Item {
+                    source: Some(Location::uri(t("./devinf12"))),
+                    data: Some(Data::DevInf(Box::new(dev.devinf()))),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }));
+        }
+        for i in 0..self.stores.len() {
+            let store = &dev.stores[self.stores[i].store];
+            let (kind, last) = (store.kind, store.last_anchor.clone());
+            let next = self.stores[i].next_anchor.clone();
+            let cmd_id = self.next_cmd(Some(SentKind::Alert));
+            body.push(Command::Alert(Alert {
+                cmd_id,
+                data: Some(t(self.plan.alert.to_string())),
+                items: vec![Item {
+                    target: Some(Location::uri(t(kind.server_uri()))),
+                    source: Some(Location::uri(t(kind.local_uri()))),
+                    meta: Some(Meta {
+                        type_: Some(t(kind.content_type())),
+                        anchor: Some(Anchor { last: last.map(t), next: Some(t(next)) }),
+                        max_obj_size: None,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }));
+        }
+        self.finish_message(dev, body, true)
+    }
+
+    /// Processes a reply body; returns what to do next.
+    pub fn on_reply(&mut self, dev: &mut Device, body: &[u8]) -> Next {
+        if self.phase == Phase::Over {
+            return Next::Failed;
+        }
+        if body.len() > self.cfg.max_msg_size {
+            self.error("reply_exceeds_max_msg_size");
+        }
+        let msg = match crate::codec::decode(self.cfg.encoding, body) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(device = %dev.id, error = %e, "undecodable reply");
+                self.fail("decode");
+                return Next::Failed;
+            }
+        };
+        if msg.hdr.session_id.trim() != self.session_id {
+            self.error("reply_session_id");
+        }
+        if let Some(uri) = msg.hdr.resp_uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            self.url = uri.to_string();
+            self.target_uri = uri.to_string();
+        }
+        if let Some(max) = msg.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()).and_then(num) {
+            self.server_max_msg = max as usize;
+        }
+        let server_msg = msg.hdr.msg_id.trim().to_string();
+        let sent_msg = self.msg_id;
+
+        // The SyncHdr status first: it decides whether anything else counts.
+        let hdr_status = msg.body.iter().find_map(|c| match c {
+            Command::Status(s) if s.cmd_ref.trim() == "0" => Some(s),
+            _ => None,
+        });
+        match hdr_status {
+            Some(st) => {
+                if let Some(nonce) = st.chal.as_ref().and_then(|m| m.next_nonce.as_deref()) {
+                    match B64.decode(nonce.trim()) {
+                        Ok(n) => dev.nonce = n,
+                        Err(_) => self.error("bad_nonce"),
+                    }
+                }
+                let code = code_of(st);
+                match code {
+                    200 | 212 => self.authenticated = true,
+                    401 | 407 if !self.authenticated => {
+                        self.auth_attempts += 1;
+                        // One retry, with the nonce of the challenge (a real client's move
+                        // when its stored nonce was stale or it had none).
+                        if self.auth_attempts == 1 && self.phase == Phase::AwaitInit {
+                            self.auth_retries += 1;
+                            self.expected.clear();
+                            self.responses.clear();
+                            return Next::Send(self.init_message(dev));
+                        }
+                        self.fail(format!("auth_{code}"));
+                        return Next::Failed;
+                    }
+                    _ => {
+                        self.fail(format!("status_SyncHdr_{code}"));
+                        return Next::Failed;
+                    }
+                }
+            }
+            None if msg.hdr.no_resp => {}
+            None => self.error("missing_status_SyncHdr"),
+        }
+
+        // Statuses for the server's header and commands go into our next message.
+        let mut responses: Vec<Command<'static>> = Vec::new();
+        let answer = |responses: &mut Vec<Command<'static>>,
+                      cmd_ref: &str,
+                      cmd: &str,
+                      target: Option<&str>,
+                      source: Option<&str>,
+                      code: u16| {
+            responses.push(Command::Status(Status {
+                cmd_id: t(""),
+                msg_ref: Some(t(server_msg.clone())),
+                cmd_ref: t(cmd_ref.trim()),
+                cmd: t(cmd),
+                target_refs: target.map(|s| vec![t(s.trim())]).unwrap_or_default(),
+                source_refs: source.map(|s| vec![t(s.trim())]).unwrap_or_default(),
+                data: t(code.to_string()),
+                ..Default::default()
+            }));
+        };
+        if !msg.hdr.no_resp {
+            answer(
+                &mut responses,
+                "0",
+                "SyncHdr",
+                Some(&msg.hdr.target.loc_uri),
+                Some(&msg.hdr.source.loc_uri),
+                200,
+            );
+        }
+        let mut results: Vec<Command<'static>> = Vec::new();
+        for cmd in &msg.body {
+            let respond = !msg.hdr.no_resp;
+            match cmd {
+                Command::Status(st) => {
+                    if st.cmd_ref.trim() == "0" {
+                        continue;
+                    }
+                    let msg_ref = st.msg_ref.as_deref().and_then(num).unwrap_or(sent_msg);
+                    let Some(cmd_ref) = num(&st.cmd_ref) else {
+                        self.error("bad_status");
+                        continue;
+                    };
+                    let code = code_of(st);
+                    match self.expected.remove(&(msg_ref, cmd_ref)) {
+                        Some(kind) if kind.ok(code) => {}
+                        Some(kind) => self.error(format!("status_{}_{code}", kind.name())),
+                        None => self.error("unexpected_status"),
+                    }
+                }
+                Command::Alert(a) => {
+                    let code = a.data.as_deref().and_then(num).unwrap_or(0) as u16;
+                    let mut status = 200;
+                    if (200..=210).contains(&code) {
+                        status = self.server_alert(dev, a, code);
+                    } else if code != 222 {
+                        self.error(format!("unexpected_alert_{code}"));
+                        status = 406;
+                    }
+                    if respond && !a.no_resp {
+                        let item = a.items.first();
+                        let target = item.and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.to_string());
+                        let source = item.and_then(|i| i.source.as_ref()).map(|l| l.loc_uri.to_string());
+                        answer(
+                            &mut responses,
+                            &a.cmd_id,
+                            "Alert",
+                            target.as_deref(),
+                            source.as_deref(),
+                            status,
+                        );
+                        if (200..=210).contains(&code) {
+                            let next = item
+                                .and_then(|i| i.meta.as_ref())
+                                .and_then(|m| m.anchor.as_ref())
+                                .and_then(|x| x.next.clone())
+                                .map(|n| t(n.into_owned()));
+                            if let (Some(Command::Status(s)), Some(next)) = (responses.last_mut(), next) {
+                                s.items.push(Item {
+                                    data: Some(Data::Anchor(Anchor { last: None, next: Some(next) })),
+                                    ..Default::default()
+                                });
+                            }
+                        }
+                    }
+                }
+                Command::Put(p) => {
+                    if respond && !p.no_resp {
+                        answer(&mut responses, &p.cmd_id, "Put", None, Some("./devinf12"), 200);
+                    }
+                }
+                Command::Get(g) => {
+                    let uri =
+                        g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.trim().to_string());
+                    let is_devinf = uri.as_deref().is_some_and(|u| u.starts_with("./devinf"));
+                    answer(
+                        &mut responses,
+                        &g.cmd_id,
+                        "Get",
+                        uri.as_deref(),
+                        None,
+                        if is_devinf { 200 } else { 404 },
+                    );
+                    if is_devinf {
+                        results.push(Command::Results(Results {
+                            cmd_id: t(""),
+                            msg_ref: Some(t(server_msg.clone())),
+                            cmd_ref: t(g.cmd_id.trim()),
+                            meta: Some(Meta {
+                                type_: Some(t("application/vnd.syncml-devinf+xml")),
+                                ..Default::default()
+                            }),
+                            items: vec![Item {
+                                source: Some(Location::uri(t("./devinf12"))),
+                                data: Some(Data::DevInf(Box::new(dev.devinf()))),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }));
+                        dev.devinf_sent = true;
+                    } else {
+                        self.error("unexpected_get");
+                    }
+                }
+                Command::Results(r) => {
+                    answer(&mut responses, &r.cmd_id, "Results", None, None, 200);
+                }
+                Command::Sync(s) => {
+                    let st = self.server_sync(dev, s, &mut responses, &server_msg, respond);
+                    if respond && !s.no_resp {
+                        let target = s.target.as_ref().map(|l| l.loc_uri.to_string());
+                        let source = s.source.as_ref().map(|l| l.loc_uri.to_string());
+                        // The Sync's own status goes before its items' statuses.
+                        let at = responses.len() - st;
+                        let mut tmp = Vec::new();
+                        answer(&mut tmp, &s.cmd_id, "Sync", target.as_deref(), source.as_deref(), 200);
+                        responses.splice(at..at, tmp);
+                    }
+                }
+                other => {
+                    self.error(format!("unexpected_{}", other.name()));
+                    if respond {
+                        answer(&mut responses, other.cmd_id(), other.name(), None, None, 406);
+                    }
+                }
+            }
+        }
+        responses.extend(results);
+        // Every command of our last message must have its status in this reply.
+        let missing: Vec<SentKind> =
+            self.expected.iter().filter(|((m, _), _)| *m == sent_msg).map(|(_, k)| *k).collect();
+        for kind in missing {
+            self.error(format!("missing_status_{}", kind.name()));
+        }
+        self.expected.retain(|(m, _), _| *m != sent_msg);
+        self.responses = responses;
+        self.advance(dev, msg.final_)
+    }
+
+    /// The server's Alert for one of our datastores; returns the status to answer.
+    fn server_alert(&mut self, dev: &mut Device, a: &Alert<'_>, code: u16) -> u16 {
+        let Some(item) = a.items.first() else {
+            self.error("alert_without_item");
+            return 400;
+        };
+        let ours = item.target.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
+        let theirs = item.source.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
+        let found = self.stores.iter().position(|d| {
+            let kind = dev.stores[d.store].kind;
+            ours == kind.local_uri() || theirs == kind.server_uri()
+        });
+        let Some(i) = found else {
+            self.error("alert_unknown_datastore");
+            return 404;
+        };
+        if self.stores[i].mode != 0 {
+            self.error("alert_twice");
+        }
+        let has_next = item.meta.as_ref().and_then(|m| m.anchor.as_ref()).is_some_and(|x| x.next.is_some());
+        if !has_next {
+            self.error("alert_without_anchor");
+        }
+        // The server answers our sync type, or the type it maps it to when the
+        // anchors do not match: a mismatch after a completed sync is an error.
+        let expected = self.plan.alert;
+        if code != expected {
+            self.error(format!("alert_{}_got_{code}", self.plan.alert));
+        }
+        self.stores[i].mode = code;
+        200
+    }
+
+    /// Applies the server's Sync; pushes one status per item command; returns how many.
+    fn server_sync(
+        &mut self,
+        dev: &mut Device,
+        s: &Sync<'_>,
+        responses: &mut Vec<Command<'static>>,
+        server_msg: &str,
+        respond: bool,
+    ) -> usize {
+        let ours = s.target.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
+        let theirs = s.source.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
+        let found = self.stores.iter().position(|d| {
+            let kind = dev.stores[d.store].kind;
+            ours == kind.local_uri() || theirs == kind.server_uri()
+        });
+        let Some(i) = found else {
+            self.error("sync_unknown_datastore");
+            return 0;
+        };
+        let si = self.stores[i].store;
+        let before = responses.len();
+        for cmd in &s.commands {
+            let (name, ic, code) = match cmd {
+                Command::Add(ic) => ("Add", ic, self.apply_add(dev, si, i, ic)),
+                Command::Replace(ic) => ("Replace", ic, self.apply_replace(dev, si, i, ic)),
+                Command::Delete(ic) => ("Delete", ic, self.apply_delete(dev, si, ic)),
+                other => {
+                    self.error(format!("unexpected_in_sync_{}", other.name()));
+                    if respond {
+                        push_status(responses, server_msg, other.cmd_id(), other.name(), None, None, 406);
+                    }
+                    continue;
+                }
+            };
+            if respond && !ic.no_resp {
+                let item = ic.items.first();
+                let target = item.and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.to_string());
+                let source = item.and_then(|i| i.source.as_ref()).map(|l| l.loc_uri.to_string());
+                push_status(
+                    responses,
+                    server_msg,
+                    &ic.cmd_id,
+                    name,
+                    target.as_deref(),
+                    source.as_deref(),
+                    code,
+                );
+            }
+        }
+        responses.len() - before
+    }
+
+    fn check_item<'i>(&mut self, ic: &'i ItemCommand<'_>) -> Option<&'i Item<'i>> {
+        let Some(item) = ic.items.first() else {
+            self.error("item_command_without_item");
+            return None;
+        };
+        if ic.items.len() > 1 {
+            self.error("item_command_with_several_items");
+        }
+        if item.more_data {
+            // Items here are far below MaxMsgSize; a chunked one is a server flaw.
+            self.error("unexpected_large_object");
+            return None;
+        }
+        Some(item)
+    }
+
+    fn apply_add(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
+        let Some(item) = self.check_item(ic) else { return 400 };
+        let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()).filter(|g| !g.is_empty())
+        else {
+            self.error("add_without_source");
+            return 400;
+        };
+        if item.data.as_ref().and_then(Data::as_bytes).is_none_or(|d| d.is_empty()) {
+            self.error("add_without_data");
+            return 400;
+        }
+        let store = &mut dev.stores[si];
+        let luid = store.new_luid();
+        store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+        self.stores[i].maps.push((guid, luid));
+        self.received.add += 1;
+        201
+    }
+
+    fn apply_replace(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
+        let Some(item) = self.check_item(ic) else { return 400 };
+        self.received.replace += 1;
+        let store = &mut dev.stores[si];
+        match item.target.as_ref().map(|l| l.loc_uri.trim().to_string()) {
+            Some(luid) if store.items.contains_key(&luid) => {
+                store.items.insert(luid, Local { index: None, rev: 0 });
+                200
+            }
+            _ => {
+                // A Replace of an item the device never mapped: the server lost a Map.
+                self.error("replace_unknown_item");
+                let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()) else {
+                    return 404;
+                };
+                let luid = store.new_luid();
+                store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+                self.stores[i].maps.push((guid, luid));
+                201
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, dev: &mut Device, si: usize, ic: &ItemCommand<'_>) -> u16 {
+        let Some(item) = self.check_item(ic) else { return 400 };
+        self.received.delete += 1;
+        let luid = item.target.as_ref().map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+        if dev.stores[si].items.remove(&luid).is_some() {
+            200
+        } else {
+            self.error("delete_unknown_item");
+            211
+        }
+    }
+
+    /// The package flow after a reply was processed.
+    fn advance(&mut self, dev: &mut Device, server_final: bool) -> Next {
+        match self.phase {
+            Phase::AwaitInit => {
+                if !server_final {
+                    return Next::Send(self.continue_message(dev));
+                }
+                if let Some(d) = self.stores.iter().find(|d| d.mode == 0) {
+                    let kind = dev.stores[d.store].kind;
+                    self.fail(format!("no_server_alert_{}", kind.name()));
+                    return Next::Failed;
+                }
+                if self.plan.hold {
+                    self.phase = Phase::Over;
+                    return Next::Held;
+                }
+                self.plan_changes(dev);
+                Next::Send(self.sync_message(dev))
+            }
+            Phase::SendingSync => Next::Send(self.sync_message(dev)),
+            Phase::AwaitServerSync => {
+                if server_final {
+                    Next::Send(self.map_message(dev))
+                } else {
+                    Next::Send(self.continue_message(dev))
+                }
+            }
+            Phase::SendingMap => Next::Send(self.map_message(dev)),
+            Phase::AwaitEnd => {
+                self.phase = Phase::Over;
+                if !server_final {
+                    self.error("flow_final_package_not_final");
+                    return Next::Failed;
+                }
+                for d in &self.stores {
+                    dev.stores[d.store].last_anchor = Some(d.next_anchor.clone());
+                }
+                Next::Done
+            }
+            Phase::Over => Next::Failed,
+        }
+    }
+
+    /// Statuses and an Alert 222: "send your next message".
+    fn continue_message(&mut self, dev: &Device) -> Outgoing {
+        self.begin_message();
+        let mut body = self.take_responses();
+        let cmd_id = self.next_cmd(Some(SentKind::Alert));
+        body.push(Command::Alert(Alert {
+            cmd_id,
+            data: Some(t("222")),
+            items: vec![Item {
+                target: Some(Location::uri(t(self.target_uri.clone()))),
+                source: Some(Location::uri(t(dev.id.clone()))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        self.finish_message(dev, body, false)
+    }
+
+    /// Queues what each datastore sends in package 3, for the mode the server alerted.
+    fn plan_changes(&mut self, dev: &mut Device) {
+        for d in &mut self.stores {
+            let store = &mut dev.stores[d.store];
+            let kind = store.kind;
+            let mut queue = VecDeque::new();
+            match d.mode {
+                // Slow sync and refresh from client: every item.
+                201 | 203 => {
+                    for (luid, local) in &store.items {
+                        let data = data::item(kind, dev.seed, local.index.unwrap_or(0), local.rev);
+                        queue.push_back(Change::Add { luid: luid.clone(), data });
+                    }
+                }
+                // Refresh from server: the device drops its items and takes the server's.
+                205 => store.items.clear(),
+                // Two-way and one-way from client: this session's local changes.
+                200 | 202 => {
+                    let mut touched = std::collections::HashSet::new();
+                    for n in 0..self.plan.changes {
+                        // A device edits and deletes only items it created: the
+                        // devices of one user then never conflict, so what each
+                        // receives is exactly what the others sent.
+                        let own: Vec<&String> = store
+                            .items
+                            .iter()
+                            .filter(|(luid, local)| local.index.is_some() && !touched.contains(*luid))
+                            .map(|(luid, _)| luid)
+                            .collect();
+                        let existing = if own.is_empty() {
+                            None
+                        } else {
+                            Some(own[dev.rng.below(own.len() as u64) as usize].clone())
+                        };
+                        match (n % 3, existing) {
+                            (1, Some(luid)) => {
+                                touched.insert(luid.clone());
+                                let local =
+                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
+                                let next = Local { index: local.index, rev: local.rev + 1 };
+                                let index = local.index.unwrap_or(0);
+                                store.items.insert(luid.clone(), next);
+                                let data = data::item(kind, dev.seed, index, next.rev);
+                                queue.push_back(Change::Replace { luid, data });
+                            }
+                            (2, Some(luid)) => {
+                                touched.insert(luid.clone());
+                                store.items.remove(&luid);
+                                queue.push_back(Change::Delete { luid });
+                            }
+                            _ => {
+                                let luid = store.new_luid();
+                                let index = store.next_index;
+                                store.next_index += 1;
+                                touched.insert(luid.clone());
+                                store.items.insert(luid.clone(), Local { index: Some(index), rev: 0 });
+                                let data = data::item(kind, dev.seed, index, 0);
+                                queue.push_back(Change::Add { luid, data });
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            d.total_changes = queue.len();
+            d.queue = queue;
+        }
+    }
+
+    fn budget(&self) -> usize {
+        let limit = match self.server_max_msg {
+            0 => self.cfg.max_msg_size,
+            s => s.min(self.cfg.max_msg_size),
+        };
+        // Room for the header and the statuses of the last reply.
+        let statuses = self.responses.len() * 160;
+        limit.saturating_sub(1500 + statuses).max(limit / 4)
+    }
+
+    /// The next message of package 3: statuses and as many changes as fit.
+    fn sync_message(&mut self, dev: &mut Device) -> Outgoing {
+        self.begin_message();
+        let mut body = self.take_responses();
+        let mut room = self.budget();
+        let mut packed_any = false;
+        for i in 0..self.stores.len() {
+            if self.stores[i].sync_sent && self.stores[i].queue.is_empty() {
+                continue;
+            }
+            let kind = dev.stores[self.stores[i].store].kind;
+            let sync_id = self.next_cmd(Some(SentKind::Sync));
+            let mut sync = Sync {
+                cmd_id: sync_id,
+                target: Some(Location::uri(t(kind.server_uri()))),
+                source: Some(Location::uri(t(kind.local_uri()))),
+                number_of_changes: (!self.stores[i].sync_sent)
+                    .then(|| t(self.stores[i].total_changes.to_string())),
+                ..Default::default()
+            };
+            while let Some(change) = self.stores[i].queue.front() {
+                if packed_any && change.size() > room {
+                    break;
+                }
+                room = room.saturating_sub(change.size());
+                packed_any = true;
+                let Some(change) = self.stores[i].queue.pop_front() else { break };
+                let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
+                let cmd = match change {
+                    Change::Add { luid, data } => {
+                        self.sent.add += 1;
+                        let cmd_id = self.next_cmd(Some(SentKind::Add));
+                        Command::Add(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                    }
+                    Change::Replace { luid, data } => {
+                        self.sent.replace += 1;
+                        let cmd_id = self.next_cmd(Some(SentKind::Replace));
+                        Command::Replace(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                    }
+                    Change::Delete { luid } => {
+                        self.sent.delete += 1;
+                        let cmd_id = self.next_cmd(Some(SentKind::Delete));
+                        Command::Delete(item_cmd(cmd_id, None, Some(luid), None, None))
+                    }
+                };
+                sync.commands.push(cmd);
+            }
+            self.stores[i].sync_sent = true;
+            body.push(Command::Sync(sync));
+            if !self.stores[i].queue.is_empty() {
+                break;
+            }
+        }
+        let done = self.stores.iter().all(|d| d.sync_sent && d.queue.is_empty());
+        self.phase = if done { Phase::AwaitServerSync } else { Phase::SendingSync };
+        self.finish_message(dev, body, done)
+    }
+
+    /// The next message of package 5: statuses and the Map of the server's Adds.
+    fn map_message(&mut self, dev: &mut Device) -> Outgoing {
+        self.begin_message();
+        let mut body = self.take_responses();
+        let mut room = self.budget();
+        for i in 0..self.stores.len() {
+            if self.stores[i].maps.is_empty() || room < 200 {
+                continue;
+            }
+            let kind = dev.stores[self.stores[i].store].kind;
+            let cmd_id = self.next_cmd(Some(SentKind::Map));
+            let mut map = Map {
+                cmd_id,
+                target: Location::uri(t(kind.server_uri())),
+                source: Location::uri(t(kind.local_uri())),
+                ..Default::default()
+            };
+            while room >= 120 {
+                let Some((guid, luid)) = self.stores[i].maps.pop() else { break };
+                room -= 40 + guid.len() + luid.len();
+                map.map_items
+                    .push(MapItem { target: Location::uri(t(guid)), source: Location::uri(t(luid)) });
+            }
+            body.push(Command::Map(map));
+        }
+        let done = self.stores.iter().all(|d| d.maps.is_empty());
+        self.phase = if done { Phase::AwaitEnd } else { Phase::SendingMap };
+        self.finish_message(dev, body, done)
+    }
+}
+
+fn item_cmd(
+    cmd_id: Text<'static>,
+    meta: Option<Meta<'static>>,
+    source: Option<String>,
+    target: Option<String>,
+    data: Option<String>,
+) -> ItemCommand<'static> {
+    ItemCommand {
+        cmd_id,
+        meta,
+        items: vec![Item {
+            source: source.map(|s| Location::uri(t(s))),
+            target: target.map(|s| Location::uri(t(s))),
+            data: data.map(|d| Data::Text(t(d))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn push_status(
+    responses: &mut Vec<Command<'static>>,
+    msg_ref: &str,
+    cmd_ref: &str,
+    cmd: &str,
+    target: Option<&str>,
+    source: Option<&str>,
+    code: u16,
+) {
+    responses.push(Command::Status(Status {
+        cmd_id: t(""),
+        msg_ref: Some(t(msg_ref)),
+        cmd_ref: t(cmd_ref.trim()),
+        cmd: t(cmd),
+        target_refs: target.map(|s| vec![t(s.trim())]).unwrap_or_default(),
+        source_refs: source.map(|s| vec![t(s.trim())]).unwrap_or_default(),
+        data: t(code.to_string()),
+        ..Default::default()
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ClientConfig {
+        ClientConfig {
+            url: "http://127.0.0.1:1/sync".into(),
+            encoding: Encoding::Xml,
+            auth: AuthKind::Md5,
+            max_msg_size: 150_000,
+        }
+    }
+
+    fn decode(out: &Outgoing) -> SyncMl<'static> {
+        crate::codec::decode(Encoding::Xml, &out.body).expect("our message decodes").into_owned()
+    }
+
+    fn status(msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) -> Command<'static> {
+        Command::Status(Status {
+            cmd_id: t("1"),
+            msg_ref: Some(t(msg_ref.to_string())),
+            cmd_ref: t(cmd_ref),
+            cmd: t(cmd),
+            data: t(code.to_string()),
+            ..Default::default()
+        })
+    }
+
+    fn reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, resp_uri: Option<&str>) -> Vec<u8> {
+        let msg = SyncMl {
+            hdr: SyncHdr {
+                ver_dtd: t("1.2"),
+                ver_proto: t("SyncML/1.2"),
+                session_id: t("1"),
+                msg_id: t(msg_id.to_string()),
+                target: Location::uri(t("dev-0")),
+                source: Location::uri(t("http://127.0.0.1:1/sync")),
+                resp_uri: resp_uri.map(t),
+                ..Default::default()
+            },
+            body,
+            final_,
+        };
+        let mut out = Vec::new();
+        crate::codec::encode(Encoding::Xml, &msg, &mut out);
+        out
+    }
+
+    fn cmd_ids(m: &SyncMl<'_>, name: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for c in &m.body {
+            if c.name() == name {
+                ids.push(c.cmd_id().to_string());
+            }
+            if let Command::Sync(s) = c {
+                ids.extend(s.commands.iter().filter(|x| x.name() == name).map(|x| x.cmd_id().to_string()));
+            }
+        }
+        ids
+    }
+
+    /// Message 1, the server's answer with a challenge nonce and RespURI, then
+    /// a package-3 reply with a failed Add and a missing Sync status: both
+    /// are counted by kind.
+    #[test]
+    fn checks_statuses_and_follows_resp_uri() {
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 3, 1);
+        let plan = Plan { alert: 201, changes: 0, hold: false };
+        let mut s = Session::new(&cfg(), plan, &mut dev);
+        let m1 = s.start(&mut dev);
+        let msg = decode(&m1);
+        let cred = msg.hdr.cred.as_ref().expect("credentials in message 1");
+        let expected = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("alice", "secret"), b"");
+        assert_eq!(cred.data.as_text(), Some(expected.as_str()));
+        assert_eq!(cmd_ids(&msg, "Put").len(), 1, "DevInf on the first session");
+        let alert = cmd_ids(&msg, "Alert");
+        assert_eq!(alert.len(), 1);
+
+        let mut hdr_ok = status(1, "0", "SyncHdr", 212);
+        if let Command::Status(st) = &mut hdr_ok {
+            st.chal = Some(Meta { next_nonce: Some(t(B64.encode(b"N0NCE"))), ..Default::default() });
+        }
+        let server_alert = Command::Alert(Alert {
+            cmd_id: t("4"),
+            data: Some(t("201")),
+            items: vec![Item {
+                target: Some(Location::uri(t("./contacts"))),
+                source: Some(Location::uri(t("addressbook"))),
+                meta: Some(Meta {
+                    anchor: Some(Anchor { last: None, next: Some(t("S1")) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let r1 = reply(
+            1,
+            vec![hdr_ok, status(1, "1", "Put", 200), status(1, &alert[0], "Alert", 200), server_alert],
+            true,
+            Some("http://127.0.0.1:1/sync?s=abc"),
+        );
+        let Next::Send(m2) = s.on_reply(&mut dev, &r1) else { panic!("package 3 follows: {:?}", s.errors()) };
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
+        assert_eq!(dev.nonce, b"N0NCE", "the challenge's nonce is kept for the next session");
+        assert_eq!(m2.url, "http://127.0.0.1:1/sync?s=abc", "RespURI followed");
+        let msg2 = decode(&m2);
+        assert_eq!(msg2.hdr.target.loc_uri, "http://127.0.0.1:1/sync?s=abc");
+        assert!(msg2.hdr.cred.is_none(), "no credentials once authenticated");
+        assert!(msg2.final_);
+        let adds = cmd_ids(&msg2, "Add");
+        assert_eq!(adds.len(), 3, "slow sync sends every item");
+        assert_eq!(s.sent.add, 3);
+
+        // The server fails one Add and forgets the Sync's status.
+        let r2 = reply(
+            2,
+            vec![
+                status(2, "0", "SyncHdr", 200),
+                status(2, &adds[0], "Add", 201),
+                status(2, &adds[1], "Add", 500),
+                status(2, &adds[2], "Add", 201),
+            ],
+            true,
+            None,
+        );
+        let Next::Send(m3) = s.on_reply(&mut dev, &r2) else { panic!("map package follows") };
+        let mut errors = s.errors().to_vec();
+        errors.sort();
+        assert_eq!(errors, vec!["missing_status_Sync".to_string(), "status_Add_500".to_string()]);
+        assert_eq!(m3.url, "http://127.0.0.1:1/sync?s=abc", "RespURI kept");
+        let r3 = reply(3, vec![status(3, "0", "SyncHdr", 200)], false, None);
+        assert!(
+            matches!(s.on_reply(&mut dev, &r3), Next::Failed),
+            "a non-final last package is a flow error"
+        );
+        assert!(s.errors().iter().any(|e| e == "flow_final_package_not_final"));
+        assert!(dev.stores[0].last_anchor.is_none(), "no anchor after a failed session");
+    }
+
+    /// A 401 with a challenge is retried once with the new nonce; a second 401 fails the session.
+    #[test]
+    fn auth_retry_then_failure() {
+        let mut dev = Device::new("dev-0", "alice", "wrong", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 200, changes: 0, hold: false }, &mut dev);
+        let _ = s.start(&mut dev);
+        let mut denied = status(1, "0", "SyncHdr", 401);
+        if let Command::Status(st) = &mut denied {
+            st.chal = Some(Meta { next_nonce: Some(t(B64.encode(b"fresh"))), ..Default::default() });
+        }
+        let Next::Send(retry) = s.on_reply(&mut dev, &reply(1, vec![denied.clone()], true, None)) else {
+            panic!("one retry")
+        };
+        let msg = decode(&retry);
+        assert_eq!(msg.hdr.msg_id, "2");
+        let expected = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("alice", "wrong"), b"fresh");
+        assert_eq!(msg.hdr.cred.as_ref().and_then(|c| c.data.as_text()), Some(expected.as_str()));
+        assert_eq!(s.auth_retries, 1);
+        if let Command::Status(st) = &mut denied {
+            st.msg_ref = Some(t("2"));
+        }
+        assert!(matches!(s.on_reply(&mut dev, &reply(2, vec![denied], true, None)), Next::Failed));
+        assert_eq!(s.errors(), ["auth_401".to_string()]);
+    }
+}
