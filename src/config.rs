@@ -167,7 +167,7 @@ pub struct ServeArgs {
     pub auth_fail_delay_ms: Option<u64>,
 
     /// Concurrent authenticated sessions per user on this node; more get SyncML
-    /// status 503; 0 = no cap [default: 32]
+    /// status 503; 0 = no cap (load tools open many per user; the deploy example sets 32) [default: 0]
     #[arg(long, env = "SHARDSYNC_MAX_SESSIONS_PER_USER", value_name = "N")]
     pub max_sessions_per_user: Option<u32>,
 

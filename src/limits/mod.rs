@@ -53,7 +53,7 @@ impl Default for LimitsConfig {
             auth_backoff_base: Duration::from_secs(1),
             auth_backoff_max: Duration::from_secs(300),
             auth_failure_window: Duration::from_secs(900),
-            max_sessions_per_user: 32,
+            max_sessions_per_user: 0,
             auth_fail_delay: Duration::from_millis(200),
         }
     }
