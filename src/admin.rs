@@ -20,9 +20,10 @@ use std::time::Duration;
 use futures_lite::future::block_on;
 use serde::{Deserialize, Serialize};
 
+use crate::sessions::{SessionDirectory, SessionInfo};
 use crate::store::{
-    Backend, EmbeddedBackend, ReadRequest, ReadResponse, StoreError, StoreHandle, UserRecord, WriteBatch,
-    WriteOp,
+    Backend, DeviceSummary, EmbeddedBackend, ReadRequest, ReadResponse, StoreError, StoreHandle, UserRecord,
+    WriteBatch, WriteOp,
 };
 use crate::users::UserError;
 
@@ -34,6 +35,12 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 
 /// Longest request or answer line accepted on the admin socket.
 const MAX_LINE: u64 = 64 * 1024;
+
+/// Longest answer line read from the admin socket (device and session lists).
+const MAX_ANSWER: u64 = 64 << 20;
+
+/// How long the admin socket waits for the shards' session tables.
+const SESSION_LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long either side of the admin socket waits for the other.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -75,6 +82,74 @@ pub enum UserCommand {
     List,
 }
 
+/// Manage devices: `shardsync device list USER`, `shardsync device forget USER DEVICE`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct DeviceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: DeviceCommand,
+    /// Data directory of the embedded store.
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR, env = "SHARDSYNC_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL of the shared store; when given, the command runs on it directly.
+    #[arg(long, global = true, value_name = "URL", env = "SHARDSYNC_STORE")]
+    pub store: Option<String>,
+}
+
+/// A `shardsync device` subcommand.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// List a user's devices: first and last contact, datastores with their last sync type, mappings.
+    List {
+        /// User name.
+        user: String,
+    },
+    /// Forget a device (its record, sync states and mappings): its next sync is a slow sync.
+    Forget {
+        /// User name.
+        user: String,
+        /// Device id (as `device list` prints it).
+        device: String,
+    },
+}
+
+/// Active sessions of a running node: `shardsync session list`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SessionArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: SessionCommand,
+    /// Data directory of the running `serve` (its admin socket is `DIR/admin.sock`).
+    #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_DATA_DIR, env = "SHARDSYNC_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// A `shardsync session` subcommand.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum SessionCommand {
+    /// List the node's active SyncML sessions (token, shard, user, device, datastores, messages, times).
+    List,
+}
+
+/// Runs a parsed `shardsync device …` command and returns the text to print.
+pub fn run_device_command(args: DeviceArgs) -> Result<String, AdminError> {
+    let request = match args.command {
+        DeviceCommand::List { user } => AdminRequest::Devices { user },
+        DeviceCommand::Forget { user, device } => AdminRequest::Forget { user, device },
+    };
+    match &args.store {
+        Some(url) => execute_on_postgres(url, request),
+        None => execute_on_data_dir(&args.data_dir, request),
+    }
+}
+
+/// Runs a parsed `shardsync session …` command through the running server's admin socket.
+pub fn run_session_command(args: SessionArgs) -> Result<String, AdminError> {
+    match args.command {
+        SessionCommand::List => send_request(&socket_path(&args.data_dir), &AdminRequest::Sessions),
+    }
+}
+
 /// Why an admin command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -90,6 +165,14 @@ pub enum AdminError {
     /// `passwd` or `del` of a user that does not exist.
     #[error("no such user: {0}")]
     NotFound(String),
+    /// `device forget` of a device the user does not have.
+    #[error("user {user} has no device {device}")]
+    NoDevice {
+        /// User name.
+        user: String,
+        /// Device id.
+        device: String,
+    },
     /// The password could not be read, or the two entries differ.
     #[error("password: {0}")]
     Password(String),
@@ -127,6 +210,20 @@ pub enum AdminRequest {
     },
     /// List user names.
     List,
+    /// List a user's devices.
+    Devices {
+        /// User name.
+        user: String,
+    },
+    /// Forget a device: its record, sync states and mappings.
+    Forget {
+        /// User name.
+        user: String,
+        /// Device id.
+        device: String,
+    },
+    /// List the node's active sessions (answered by the running server only).
+    Sessions,
 }
 
 impl AdminRequest {
@@ -137,6 +234,9 @@ impl AdminRequest {
             AdminRequest::Passwd { .. } => "passwd",
             AdminRequest::Del { .. } => "del",
             AdminRequest::List => "list",
+            AdminRequest::Devices { .. } => "devices",
+            AdminRequest::Forget { .. } => "forget",
+            AdminRequest::Sessions => "sessions",
         }
     }
 
@@ -145,7 +245,8 @@ impl AdminRequest {
         match self {
             AdminRequest::Add { user } | AdminRequest::Passwd { user } => &user.name,
             AdminRequest::Del { name } => name,
-            AdminRequest::List => "",
+            AdminRequest::Devices { user } | AdminRequest::Forget { user, .. } => user,
+            AdminRequest::List | AdminRequest::Sessions => "",
         }
     }
 }
@@ -287,6 +388,13 @@ impl Access<'_> {
         }
     }
 
+    fn devices(&self, user: &str) -> Result<Vec<DeviceSummary>, StoreError> {
+        match self.read(ReadRequest::ListDevices { user: user.into() })? {
+            ReadResponse::Devices(d) => Ok(d),
+            other => Err(StoreError::Backend(format!("unexpected answer to a device list: {other:?}"))),
+        }
+    }
+
     fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
         match self.read(ReadRequest::User { name: name.into() })? {
             ReadResponse::User(u) => Ok(u.is_some()),
@@ -329,7 +437,81 @@ fn execute(store: &Access<'_>, request: AdminRequest) -> Result<String, AdminErr
             }
             other => Err(StoreError::Backend(format!("unexpected answer to a user list: {other:?}")).into()),
         },
+        AdminRequest::Devices { user } => {
+            if !store.user_exists(&user)? {
+                return Err(AdminError::NotFound(user));
+            }
+            Ok(format_devices(&store.devices(&user)?))
+        }
+        AdminRequest::Forget { user, device } => {
+            if !store.user_exists(&user)? {
+                return Err(AdminError::NotFound(user));
+            }
+            if !store.devices(&user)?.iter().any(|d| d.device.device_id == device) {
+                return Err(AdminError::NoDevice { user, device });
+            }
+            let msg = format!("device {device} of {user} forgotten; its next sync is a slow sync");
+            store.commit(WriteOp::ForgetDevice { user, device_id: device })?;
+            Ok(msg)
+        }
+        AdminRequest::Sessions => Err(AdminError::Remote(
+            "session list needs a running server: it is answered on the admin socket only".into(),
+        )),
     }
+}
+
+/// Seconds since the Unix epoch as `2026-11-25T12:00:00Z` (`-` for 0).
+fn time_text(secs: u64) -> String {
+    if secs == 0 {
+        return "-".into();
+    }
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map_or_else(|| secs.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
+/// One line per device (tab-separated): id, first seen, last seen,
+/// datastores with their last sync type, mappings; with a header line.
+pub fn format_devices(devices: &[DeviceSummary]) -> String {
+    let mut out = String::from("DEVICE\tFIRST_SEEN\tLAST_SEEN\tDATASTORES\tMAPPINGS");
+    for d in devices {
+        let stores: Vec<String> =
+            d.states.iter().map(|(c, s)| format!("{}:{}", c.as_str(), s.last_sync_type)).collect();
+        let stores = if stores.is_empty() { "-".to_string() } else { stores.join(",") };
+        out.push_str(&format!(
+            "\n{}\t{}\t{}\t{}\t{}",
+            d.device.device_id,
+            time_text(d.device.first_seen),
+            time_text(d.device.last_seen),
+            stores,
+            d.mappings
+        ));
+    }
+    out
+}
+
+/// One line per session (tab-separated), oldest first, with a header line.
+pub fn format_sessions(sessions: &[SessionInfo]) -> String {
+    let mut out =
+        String::from("TOKEN\tSHARD\tUSER\tDEVICE\tSESSION_ID\tDATASTORES\tMESSAGES\tSTARTED\tLAST_ACTIVITY");
+    for s in sessions {
+        let user = if s.user.is_empty() { "-" } else { s.user.as_str() };
+        let stores = if s.datastores.is_empty() { "-" } else { s.datastores.as_str() };
+        out.push_str(&format!(
+            "\n{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            s.token,
+            s.shard,
+            user,
+            s.device,
+            s.session_id,
+            stores,
+            s.messages,
+            time_text(s.started_at),
+            time_text(s.last_activity)
+        ));
+    }
+    out
 }
 
 /// Sends one request to a running server's admin socket.
@@ -342,7 +524,7 @@ pub fn send_request(socket: &Path, request: &AdminRequest) -> Result<String, Adm
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(|e| fail(e.to_string()))?;
     let mut answer = String::new();
-    BufReader::new(stream).take(MAX_LINE).read_line(&mut answer).map_err(|e| fail(e.to_string()))?;
+    BufReader::new(stream).take(MAX_ANSWER).read_line(&mut answer).map_err(|e| fail(e.to_string()))?;
     match serde_json::from_str::<AdminAnswer>(answer.trim_end()) {
         Ok(AdminAnswer::Ok(text)) => Ok(text),
         Ok(AdminAnswer::Error(message)) => Err(AdminError::Remote(message)),
@@ -365,7 +547,30 @@ impl AdminServer {
     ///
     /// Call it only while holding the store (so no other server uses the path).
     pub fn spawn(store: StoreHandle, socket_path: impl Into<PathBuf>) -> std::io::Result<AdminServer> {
+        AdminServer::spawn_with_sessions(store, socket_path, None)
+    }
+
+    /// Like [`AdminServer::spawn`]; `sessions` answers `session list`. The
+    /// socket's directory is created (0700) if missing; a socket another
+    /// running server answers on is an error, never taken over.
+    pub fn spawn_with_sessions(
+        store: StoreHandle,
+        socket_path: impl Into<PathBuf>,
+        sessions: Option<SessionDirectory>,
+    ) -> std::io::Result<AdminServer> {
         let path = socket_path.into();
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+        if UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is served by another running server: give each node its own --data-dir",
+                    path.display()
+                ),
+            ));
+        }
         let listener = bind_private(&path)?;
         // Non-blocking accept polled with a short sleep lets shutdown stop the thread.
         listener.set_nonblocking(true)?;
@@ -373,7 +578,7 @@ impl AdminServer {
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name("admin-socket".into())
-            .spawn(move || serve(&listener, &store, &thread_stop))?;
+            .spawn(move || serve(&listener, &store, sessions.as_ref(), &thread_stop))?;
         Ok(AdminServer { path, stop, thread: Some(thread) })
     }
 
@@ -433,11 +638,16 @@ fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
     result
 }
 
-fn serve(listener: &UnixListener, store: &StoreHandle, stop: &AtomicBool) {
+fn serve(
+    listener: &UnixListener,
+    store: &StoreHandle,
+    sessions: Option<&SessionDirectory>,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(e) = serve_connection(stream, store) {
+                if let Err(e) = serve_connection(stream, store, sessions) {
                     tracing::warn!("admin socket connection failed: {e}");
                 }
             }
@@ -452,7 +662,11 @@ fn serve(listener: &UnixListener, store: &StoreHandle, stop: &AtomicBool) {
     }
 }
 
-fn serve_connection(stream: UnixStream, store: &StoreHandle) -> std::io::Result<()> {
+fn serve_connection(
+    stream: UnixStream,
+    store: &StoreHandle,
+    sessions: Option<&SessionDirectory>,
+) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -467,9 +681,15 @@ fn serve_connection(stream: UnixStream, store: &StoreHandle) -> std::io::Result<
             Ok(request) => {
                 // Never log the record: its MD5 digest is password-equivalent for auth-md5.
                 tracing::info!(op = request.op(), user = request.user_name(), "admin request");
-                match execute(&Access::Handle(store), request) {
-                    Ok(text) => AdminAnswer::Ok(text),
-                    Err(e) => AdminAnswer::Error(e.to_string()),
+                match (&request, sessions) {
+                    (AdminRequest::Sessions, Some(dir)) => match dir.list(SESSION_LIST_TIMEOUT) {
+                        Ok(list) => AdminAnswer::Ok(format_sessions(&list)),
+                        Err(e) => AdminAnswer::Error(format!("session list: {e}")),
+                    },
+                    _ => match execute(&Access::Handle(store), request) {
+                        Ok(text) => AdminAnswer::Ok(text),
+                        Err(e) => AdminAnswer::Error(e.to_string()),
+                    },
                 }
             }
             Err(e) => AdminAnswer::Error(format!("bad admin request: {e}")),

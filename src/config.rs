@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::http::Limits;
+use crate::limits::LimitsConfig;
 
 /// Default shared listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -141,6 +142,47 @@ pub struct ServeArgs {
     /// [default: true]
     #[arg(long, env = "SHARDSYNC_PIN", value_name = "BOOL")]
     pub pin: Option<bool>,
+
+    /// Failed authentications per user name and per client address allowed
+    /// (within the failure window) before the back-off starts [default: 5]
+    #[arg(long, env = "SHARDSYNC_AUTH_FREE_FAILURES", value_name = "N")]
+    pub auth_free_failures: Option<u32>,
+
+    /// First back-off after the free failures; doubles with each further failure
+    /// (HTTP 429 with Retry-After meanwhile) [default: 1000]
+    #[arg(long, env = "SHARDSYNC_AUTH_BACKOFF_BASE_MS", value_name = "MS")]
+    pub auth_backoff_base_ms: Option<u64>,
+
+    /// Longest back-off [default: 300]
+    #[arg(long, env = "SHARDSYNC_AUTH_BACKOFF_MAX_SECS", value_name = "SECS")]
+    pub auth_backoff_max_secs: Option<u64>,
+
+    /// A key's failures are forgotten this long after its last one [default: 900]
+    #[arg(long, env = "SHARDSYNC_AUTH_FAILURE_WINDOW_SECS", value_name = "SECS")]
+    pub auth_failure_window_secs: Option<u64>,
+
+    /// Every answer to a failed authentication is sent no earlier than this after
+    /// the request arrived (same timing for unknown users and wrong passwords) [default: 200]
+    #[arg(long, env = "SHARDSYNC_AUTH_FAIL_DELAY_MS", value_name = "MS")]
+    pub auth_fail_delay_ms: Option<u64>,
+
+    /// Concurrent authenticated sessions per user on this node; more get SyncML
+    /// status 503; 0 = no cap (load tools open many per user; the deploy example sets 32) [default: 0]
+    #[arg(long, env = "SHARDSYNC_MAX_SESSIONS_PER_USER", value_name = "N")]
+    pub max_sessions_per_user: Option<u32>,
+
+    /// Proxies (e.g. the balancer) whose X-Forwarded-For names the client
+    /// address for the per-address limits; comma-separated IPs [default: none]
+    #[arg(long, env = "SHARDSYNC_TRUSTED_PROXIES", value_name = "IPS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+
+    /// TLS certificate chain (PEM); with --tls-key the node serves HTTPS only
+    #[arg(long, env = "SHARDSYNC_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "SHARDSYNC_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file: the same keys as [`ServeArgs`], all optional.
@@ -166,6 +208,15 @@ struct FileConfig {
     io_memory: Option<usize>,
     ring_depth: Option<usize>,
     pin: Option<bool>,
+    auth_free_failures: Option<u32>,
+    auth_backoff_base_ms: Option<u64>,
+    auth_backoff_max_secs: Option<u64>,
+    auth_failure_window_secs: Option<u64>,
+    auth_fail_delay_ms: Option<u64>,
+    max_sessions_per_user: Option<u32>,
+    trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The resolved server configuration.
@@ -208,6 +259,21 @@ pub struct Config {
     pub ring_depth: usize,
     /// Pin each shard to a CPU.
     pub pin: bool,
+    /// Abuse limits (auth back-off, sessions per user).
+    pub abuse: LimitsConfig,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// TLS certificate chain and key (PEM files); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -231,6 +297,9 @@ impl Default for Config {
             io_memory: None,
             ring_depth: DEFAULT_RING_DEPTH,
             pin: true,
+            abuse: LimitsConfig::default(),
+            trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -282,6 +351,42 @@ impl Config {
             io_memory: args.io_memory.or(file.io_memory),
             ring_depth: args.ring_depth.or(file.ring_depth).unwrap_or(d.ring_depth),
             pin: args.pin.or(file.pin).unwrap_or(d.pin),
+            abuse: LimitsConfig {
+                auth_free_failures: args
+                    .auth_free_failures
+                    .or(file.auth_free_failures)
+                    .unwrap_or(d.abuse.auth_free_failures),
+                auth_backoff_base: ms(
+                    args.auth_backoff_base_ms,
+                    file.auth_backoff_base_ms,
+                    d.abuse.auth_backoff_base,
+                ),
+                auth_backoff_max: args
+                    .auth_backoff_max_secs
+                    .or(file.auth_backoff_max_secs)
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.abuse.auth_backoff_max),
+                auth_failure_window: args
+                    .auth_failure_window_secs
+                    .or(file.auth_failure_window_secs)
+                    .map(Duration::from_secs)
+                    .unwrap_or(d.abuse.auth_failure_window),
+                auth_fail_delay: ms(
+                    args.auth_fail_delay_ms,
+                    file.auth_fail_delay_ms,
+                    d.abuse.auth_fail_delay,
+                ),
+                max_sessions_per_user: args
+                    .max_sessions_per_user
+                    .or(file.max_sessions_per_user)
+                    .unwrap_or(d.abuse.max_sessions_per_user),
+            },
+            trusted_proxies: args.trusted_proxies.clone().or(file.trusted_proxies).unwrap_or_default(),
+            tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -307,7 +412,16 @@ impl Config {
         if self.ring_depth == 0 || self.ring_depth > 32768 {
             return bad(format!("ring_depth must be 1..=32768, not {}", self.ring_depth));
         }
+        if self.abuse.auth_backoff_base.is_zero()
+            || self.abuse.auth_backoff_max < self.abuse.auth_backoff_base
+        {
+            return bad("auth_backoff_base_ms must be positive and at most auth_backoff_max_secs".into());
+        }
+        if self.abuse.auth_fail_delay > Duration::from_secs(10) {
+            return bad("auth_fail_delay_ms must be at most 10000".into());
+        }
         for (name, d) in [
+            ("auth_failure_window_secs", self.abuse.auth_failure_window),
             ("header_timeout_ms", self.header_timeout),
             ("body_timeout_ms", self.body_timeout),
             ("idle_timeout_ms", self.idle_timeout),

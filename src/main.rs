@@ -28,7 +28,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the SyncML server: POST /sync, GET /health, GET /shards.
+    /// Run the SyncML server: POST /sync, GET /health, GET /shards, GET /metrics.
     ///
     /// Every option can also be set with a SHARDSYNC_* environment variable or
     /// in the TOML file given by --config; precedence: command line >
@@ -36,10 +36,14 @@ enum Command {
     Serve(ServeArgs),
     /// Manage users: add, passwd, del, list (works while `serve` runs on the same data dir).
     User(shardsync::admin::UserArgs),
+    /// Manage a user's devices: list, forget (its next sync is slow); works while `serve` runs.
+    Device(shardsync::admin::DeviceArgs),
+    /// Show the active SyncML sessions of a running node (through its admin socket).
+    Session(shardsync::admin::SessionArgs),
     /// Create or upgrade the PostgreSQL schema (versioned migrations; safe to run again).
     Migrate(MigrateArgs),
     /// Run the balancer: consistent hashing of SyncML sessions over the shards of the
-    /// --backend nodes (learned from their GET /shards); GET /status, GET /health.
+    /// --backend nodes (learned from their GET /shards); GET /status, GET /health, GET /metrics.
     Balance(shardsync::balancer::BalanceArgs),
     /// Print the routing token (16 hex digits) of a SyncML message file: the key the
     /// balancer routes it by when it carries no `?s=` token.
@@ -101,6 +105,8 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e.to_string()),
         },
+        Command::Device(args) => print_admin(shardsync::admin::run_device_command(args)),
+        Command::Session(args) => print_admin(shardsync::admin::run_session_command(args)),
         Command::Migrate(args) => migrate(&args),
         Command::BenchServer(args) => bench_server(&args),
         Command::Balance(args) => balance(&args),
@@ -117,6 +123,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints an admin command's output.
+fn print_admin(result: Result<String, shardsync::admin::AdminError>) -> Result<(), String> {
+    let out = result.map_err(|e| e.to_string())?;
+    if !out.is_empty() {
+        println!("{out}");
+    }
+    Ok(())
 }
 
 /// `migrate`: brings the PostgreSQL schema up to date.
@@ -172,17 +187,25 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let (store, threads) =
         StoreHandle::start_with_writers(backend, readers, writers, WriterLimits::default())
             .map_err(|e| format!("cannot start store threads: {e}"))?;
-    // The admin socket exists because the embedded store is locked while it
-    // runs; `shardsync user --store URL` reaches PostgreSQL directly.
-    let admin = match &config.store {
-        Some(_) => None,
-        None => Some(
-            shardsync::admin::AdminServer::spawn(
-                store.clone(),
-                shardsync::admin::socket_path(&config.data_dir),
-            )
-            .map_err(|e| format!("cannot open the admin socket in {}: {e}", config.data_dir.display()))?,
-        ),
+    let metrics = shardsync::metrics::NodeMetrics::new(config.shards).with_source(Arc::new(store.clone()));
+    let (ops, directory) = server::NodeOps::new(&config, metrics);
+    // The admin socket: user commands while the embedded store is locked, and
+    // `shardsync session list` (the node's active sessions) with either store.
+    // On PostgreSQL the socket only serves `session list`: a node without its
+    // own existing data dir (or whose socket another node holds) runs without it.
+    let socket = shardsync::admin::socket_path(&config.data_dir);
+    let admin = if config.store.is_some() && !config.data_dir.is_dir() {
+        tracing::info!(data_dir = %config.data_dir.display(), "no admin socket: the data dir does not exist");
+        None
+    } else {
+        match shardsync::admin::AdminServer::spawn_with_sessions(store.clone(), &socket, Some(directory)) {
+            Ok(a) => Some(a),
+            Err(e) if config.store.is_some() => {
+                tracing::warn!(socket = %socket.display(), error = %e, "no admin socket (session list unavailable)");
+                None
+            }
+            Err(e) => return Err(format!("cannot open the admin socket {}: {e}", socket.display())),
+        }
     };
     let engine = EngineConfig {
         public_url: config.public_url.clone().unwrap_or_default(),
@@ -190,8 +213,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         ..EngineConfig::default()
     };
     let session_timeout = config.session_timeout.as_secs();
-    let result = server::run(config, move |_ctx: ShardContext| {
-        EngineService::new(engine.clone(), store.clone(), session_timeout)
+    let result = server::run_with(config, ops, move |ctx: ShardContext| {
+        EngineService::with_ops(engine.clone(), store.clone(), session_timeout, ctx.sessions.clone())
     })
     .map_err(|e| e.to_string());
     if let Some(admin) = admin {

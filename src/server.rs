@@ -10,14 +10,18 @@
 //! lives in [`crate::shard`]; this module also holds the codec dispatch the
 //! shards use ([`decode`], [`route_key`]) so it can be tested without a runtime.
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::limits::Limits;
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::model::{Encoding, SyncMl};
 use crate::routing;
 use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
+use crate::sessions::{ActiveSessions, SessionDirectory, SessionInbox};
 
-pub use crate::shard::{start, ServerError, ServerHandle};
+pub use crate::shard::{start, start_with, ServerError, ServerHandle};
 
 /// What a shard's service factory learns about the shard it builds for.
 #[derive(Debug, Clone)]
@@ -28,6 +32,33 @@ pub struct ShardContext {
     pub shards: usize,
     /// The whole server configuration (data dir, public URL, …).
     pub config: Arc<Config>,
+    /// This shard's metrics (written only by this shard).
+    pub metrics: Arc<ShardMetrics>,
+    /// This shard's table of active sessions (with the node's limits).
+    pub sessions: Rc<ActiveSessions>,
+}
+
+/// What a node's shards share for operations: metrics, limits and the
+/// inboxes of the admin session queries (one per shard).
+#[derive(Debug)]
+pub struct NodeOps {
+    /// The node's metrics (served at `GET /metrics`).
+    pub metrics: Arc<NodeMetrics>,
+    /// The node's abuse limits.
+    pub limits: Arc<Limits>,
+    /// One inbox per shard, in shard order.
+    pub inboxes: Vec<SessionInbox>,
+}
+
+impl NodeOps {
+    /// Operations state for `config` with `metrics` (which may carry sources,
+    /// e.g. the store); also returns the directory the admin socket asks.
+    pub fn new(config: &Config, metrics: NodeMetrics) -> (NodeOps, SessionDirectory) {
+        let (directory, inboxes) = crate::sessions::directory(config.shards);
+        let ops =
+            NodeOps { metrics: Arc::new(metrics), limits: Arc::new(Limits::new(config.abuse)), inboxes };
+        (ops, directory)
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully:
@@ -38,7 +69,17 @@ where
     S: SyncService,
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
-    let handle = start(config, factory)?;
+    let (ops, _) = NodeOps::new(&config, NodeMetrics::new(config.shards));
+    run_with(config, ops, factory)
+}
+
+/// Like [`run`], with the node's operations state built by the caller.
+pub fn run_with<S, F>(config: Config, ops: NodeOps, factory: F) -> Result<(), ServerError>
+where
+    S: SyncService,
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+{
+    let handle = crate::shard::start_with(config, ops, factory)?;
     tracing::info!(
         listen = %handle.listen_addr(),
         shards = ?handle.shard_addrs(),

@@ -51,6 +51,10 @@ pub enum ServiceError {
     /// A temporary failure (store unavailable, overload); the client may retry (HTTP 503).
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// Too many failed authentications: retry after this many seconds
+    /// (HTTP 429 with `Retry-After`).
+    #[error("too many failed authentications; retry in {0} s")]
+    Backoff(u64),
 }
 
 impl ServiceError {
@@ -60,6 +64,7 @@ impl ServiceError {
             ServiceError::UnknownSession(_) => 404,
             ServiceError::BadMessage(_) => 400,
             ServiceError::Unavailable(_) => 503,
+            ServiceError::Backoff(_) => 429,
         }
     }
 }

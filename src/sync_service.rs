@@ -25,8 +25,10 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::engine::{EngineConfig, Outcome, Session};
+use crate::metrics::FailReason;
 use crate::routing;
 use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
+use crate::sessions::{ActiveSessions, SessionEnd};
 use crate::store::{ReadRequest, ReadResponse, StoreError, StoreHandle, WriteBatch, WriteOp};
 
 /// Default idle expiry of a session.
@@ -39,6 +41,8 @@ pub struct EngineService {
     sessions: RefCell<HashMap<u64, Session>>,
     session_timeout: u64,
     last_sweep: Cell<u64>,
+    /// Metrics, limits, the active-session table and the session log.
+    ops: Rc<ActiveSessions>,
     last_purge: Cell<u64>,
 }
 
@@ -48,7 +52,20 @@ const PURGE_EVERY_SECS: u64 = 300;
 impl EngineService {
     /// A service using `store`, with sessions expiring after `session_timeout` idle seconds.
     pub fn new(cfg: EngineConfig, store: StoreHandle, session_timeout: u64) -> EngineService {
+        let limits = std::sync::Arc::new(crate::limits::Limits::new(Default::default()));
+        let ops = Rc::new(ActiveSessions::new(0, Default::default(), limits));
+        EngineService::with_ops(cfg, store, session_timeout, ops)
+    }
+
+    /// Like [`EngineService::new`], reporting to the shard's `ops` (metrics, limits, sessions).
+    pub fn with_ops(
+        cfg: EngineConfig,
+        store: StoreHandle,
+        session_timeout: u64,
+        ops: Rc<ActiveSessions>,
+    ) -> EngineService {
         EngineService {
+            ops,
             cfg: Rc::new(cfg),
             store,
             sessions: RefCell::new(HashMap::new()),
@@ -73,6 +90,7 @@ impl EngineService {
             let keep = s.last_activity() + timeout > now;
             if !keep {
                 tracing::info!(session = %routing::token(*key), device = %s.device_id(), "session expired");
+                self.ops.ended(*key, &s.report(), SessionEnd::Failed(FailReason::Expired));
             }
             keep
         });
@@ -149,11 +167,13 @@ impl EngineService {
         from_store: bool,
     ) -> Result<Result<SyncResponse, ServiceError>, Conflict> {
         let msg = &req.message;
+        let arrived = std::time::Instant::now();
         let msg_id: Option<u64> = msg.hdr.msg_id.trim().parse().ok();
         let cached = self.sessions.borrow_mut().remove(&key).filter(|s| {
             let alive = s.last_activity() + self.session_timeout > now;
             if !alive {
                 tracing::info!(session = %routing::token(key), device = %s.device_id(), "session expired");
+                self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Expired));
             }
             // A gap in the MsgIDs means other nodes answered the messages
             // between: this copy is stale (DESIGN §4), the store has the session.
@@ -177,6 +197,7 @@ impl EngineService {
                 }
                 if s.is_restart(msg) || msg_id == Some(1) {
                     tracing::info!(session = %routing::token(key), "client restarted the session");
+                    self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Restarted));
                     Session::new(key, msg, req.encoding, now)
                 } else if msg_id.is_some_and(|id| id > s.last_msg_in() + 1) {
                     tracing::warn!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, last = s.last_msg_in(), "messages of this session are missing");
@@ -201,6 +222,11 @@ impl EngineService {
             }
         };
 
+        // Auth back-off, before any store access for a session not yet authenticated.
+        if let Err(e) = self.ops.check_backoff(session.user().is_some(), msg, req.peer) {
+            return Ok(Err(e));
+        }
+        let report_before = session.report();
         // Load what the engine needs; a few rounds at most (auth, then datastores).
         for _ in 0..4 {
             let reads = session.pending_reads(&self.cfg, msg);
@@ -221,6 +247,11 @@ impl EngineService {
 
         let before = session.last_msg_in();
         let step = session.handle(&self.cfg, msg, now, rand::random::<u64>());
+        let after = session.report();
+        if let Some(busy) = self.ops.admit(key, &report_before, &after, msg, req.encoding) {
+            // Over the user's session cap: nothing of this message is written.
+            return Ok(Ok(SyncResponse { body: busy }));
+        }
         // The session's state and reply go with the message's writes, so any
         // shard of any node can continue it or answer a resend (DESIGN §3.3).
         let mut ops = Vec::with_capacity(step.writes.ops.len() + 2);
@@ -262,22 +293,13 @@ impl EngineService {
                 self.sessions.borrow_mut().insert(key, session);
             }
             Outcome::Complete => {
-                tracing::info!(
-                    user = session.user().unwrap_or("-"),
-                    device = %session.device_id(),
-                    session_id = %session.session_id(),
-                    duration_s = now.saturating_sub(session.started_at()),
-                    result = "ok",
-                    datastores = %step.summary,
-                    "session finished"
-                );
                 // Not cached: a resend of the last message is answered from
                 // the stored record until it expires.
             }
-            Outcome::Aborted => {
-                tracing::info!(device = %session.device_id(), result = "aborted", "session finished");
-            }
+            Outcome::Aborted => {}
         }
+        // Metrics, the session log line at the end, the auth failure delay.
+        self.ops.step_done(key, &report_before, &after, step.outcome, msg, req.peer, arrived).await;
         Ok(Ok(SyncResponse { body: step.reply }))
     }
 }

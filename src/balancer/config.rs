@@ -91,6 +91,12 @@ pub struct BalanceArgs {
     /// Log filter (RUST_LOG when unset) [default: info]
     #[arg(long, env = "SHARDSYNC_BALANCE_LOG_LEVEL", value_name = "L")]
     pub log_level: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key the balancer serves HTTPS only
+    #[arg(long, env = "SHARDSYNC_BALANCE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "SHARDSYNC_BALANCE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -119,6 +125,8 @@ struct FileConfig {
     io_memory: Option<usize>,
     spin_us: Option<u64>,
     log_level: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Active health checking (HAProxy's defaults: `inter 2s fall 3 rise 2`).
@@ -179,6 +187,8 @@ pub struct BalanceConfig {
     pub spin_before_park: Duration,
     /// Log filter.
     pub log_level: Option<String>,
+    /// TLS certificate chain and key; `None`: plain HTTP.
+    pub tls: Option<crate::config::TlsFiles>,
 }
 
 impl Default for BalanceConfig {
@@ -202,6 +212,7 @@ impl Default for BalanceConfig {
             io_memory: crate::config::DEFAULT_IO_MEMORY,
             spin_before_park: Duration::ZERO,
             log_level: None,
+            tls: None,
         }
     }
 }
@@ -275,6 +286,11 @@ impl BalanceConfig {
                 .map(Duration::from_micros)
                 .unwrap_or(d.spin_before_park),
             log_level: args.log_level.clone().or(file.log_level),
+            tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some(crate::config::TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
+            },
         };
         c.validate()?;
         Ok(c)

@@ -39,6 +39,9 @@ pub enum BalanceError {
     /// The configuration is inconsistent.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The listen address is taken or not bindable.
     #[error("cannot listen on {addr}: {reason}")]
     Bind {
@@ -98,6 +101,10 @@ impl BalancerHandle {
 /// that are up at start are members from the first request on.
 pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
     config.validate()?;
+    let tls = match &config.tls {
+        Some(f) => Some(crate::tls::acceptor(&f.cert, &f.key)?),
+        None => None,
+    };
     let config = Arc::new(config);
     let stop = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
@@ -135,6 +142,7 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
             .spin_before_park(config.spin_before_park)
             .preempt_timer(Duration::from_millis(100));
         let (config_w, stop_w, reports) = (config.clone(), stop.clone(), report_tx.clone());
+        let tls_w = tls.clone();
         let bind_addr = listen;
         let thread = std::thread::Builder::new()
             .name(format!("balance-{id}"))
@@ -157,7 +165,9 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
                     };
                     let actual = listener.local_addr().unwrap_or(bind_addr);
                     let _ = tx.send(Ok(actual));
-                    let worker = Rc::new(proxy::Worker::new(config_w, actual, rx, first, reports, stop_w));
+                    let mut worker = proxy::Worker::new(config_w, actual, rx, first, reports, stop_w);
+                    worker.tls = tls_w;
+                    let worker = Rc::new(worker);
                     proxy::accept_loop(worker, listener).await;
                     // Let in-flight requests finish briefly.
                     glommio::timer::Timer::new(Duration::from_millis(200)).await;

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use super::view::View;
 use crate::http::{
     reason, write_continue, write_response, ConnectionHeader, Phase, RequestHead, RequestReader,
 };
+use crate::shard::io::Io;
 
 /// Idle pooled connections kept per member and worker.
 const MAX_IDLE_PER_MEMBER: usize = 64;
@@ -51,6 +52,8 @@ pub(crate) struct Worker {
     reports: Sender<Report>,
     pool: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
     pub stop: Arc<AtomicBool>,
+    /// TLS acceptor when the balancer serves HTTPS.
+    pub tls: Option<crate::tls::Acceptor>,
 }
 
 impl Worker {
@@ -70,6 +73,7 @@ impl Worker {
             reports,
             pool: RefCell::new(HashMap::new()),
             stop,
+            tls: None,
         }
     }
 
@@ -128,7 +132,7 @@ enum UpstreamError {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Io,
     reader: RequestReader,
     out: Vec<u8>,
     peer: Option<SocketAddr>,
@@ -137,6 +141,18 @@ struct Conn {
 async fn serve(worker: Rc<Worker>, stream: TcpStream) {
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
+    let stream = match &worker.tls {
+        None => Io::Plain(stream),
+        Some(acceptor) => {
+            match crate::shard::io::accept_tls(acceptor, stream, worker.config.header_timeout).await {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
     let mut conn = Conn {
         stream,
         reader: RequestReader::new(worker.config.limits),
@@ -206,7 +222,7 @@ impl Conn {
             self.respond(w, &head, body, connection).await;
             if !keep_alive {
                 let _ = self.flush().await;
-                let _ = self.stream.shutdown(Shutdown::Write).await;
+                let _ = self.stream.shutdown_write().await;
                 return;
             }
             idle_since = Instant::now();
@@ -241,6 +257,11 @@ impl Conn {
                     json.as_bytes(),
                     head_only,
                 );
+            }
+            "/metrics" if get => {
+                let text = w.view().metrics_text();
+                let ct = Some(crate::metrics::CONTENT_TYPE);
+                write_response(&mut self.out, 200, ct, &[], connection, text.as_bytes(), head_only);
             }
             "/route" if get => {
                 // Where a token's session goes (for operators and tests): owner and fallbacks.
@@ -357,14 +378,17 @@ impl Conn {
     async fn fail(&mut self, status: u16, msg: &str) {
         self.text(status, msg, ConnectionHeader::Close);
         let _ = self.flush().await;
-        let _ = self.stream.shutdown(Shutdown::Write).await;
+        let _ = self.stream.shutdown_write().await;
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.out).await;
+        let mut r = self.stream.write_all(&self.out).await;
+        if r.is_ok() {
+            r = self.stream.flush().await;
+        }
         self.out.clear();
         r
     }

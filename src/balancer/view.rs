@@ -123,6 +123,58 @@ impl View {
         self.bounded.pick(pool.candidates(key).filter(|&m| !skip(m)), load, total, pool.len())
     }
 
+    /// The Prometheus exposition of the balancer: member health, weight,
+    /// draining, requests, failures and in-flight requests, by member.
+    pub fn metrics_text(&self) -> String {
+        use crate::metrics::Exposition;
+        let mut out = Exposition::new();
+        let labels = |m: &MemberState| [("member", m.id.clone()), ("node", m.node.clone())];
+        type Get = fn(&MemberState) -> f64;
+        let families: [(&str, &str, &str, Get); 6] = [
+            ("shardsync_balancer_member_up", "gauge", "1 when the member (a shard) is healthy.", |m| {
+                f64::from(u8::from(m.up))
+            }),
+            (
+                "shardsync_balancer_member_draining",
+                "gauge",
+                "1 when the member takes no new sessions.",
+                |m| f64::from(u8::from(m.draining)),
+            ),
+            ("shardsync_balancer_member_weight", "gauge", "Configured weight of the member.", |m| {
+                f64::from(m.weight)
+            }),
+            (
+                "shardsync_balancer_member_requests_total",
+                "counter",
+                "Requests forwarded to the member.",
+                |m| m.stats.requests.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "shardsync_balancer_member_failures_total",
+                "counter",
+                "Forwarded requests that failed on the member.",
+                |m| m.stats.failures.load(Ordering::Relaxed) as f64,
+            ),
+            ("shardsync_balancer_member_in_flight", "gauge", "Requests in flight to the member.", |m| {
+                m.stats.in_flight.load(Ordering::Relaxed) as f64
+            }),
+        ];
+        for (name, kind, help, get) in families {
+            out.family(name, kind, help);
+            for m in &self.members {
+                let l = labels(m);
+                out.sample(name, &[(l[0].0, &l[0].1), (l[1].0, &l[1].1)], get(m));
+            }
+        }
+        out.family("shardsync_balancer_members", "gauge", "Members known, by health.");
+        let up = self.members.iter().filter(|m| m.up).count();
+        out.sample("shardsync_balancer_members", &[("state", "up")], up as f64);
+        out.sample("shardsync_balancer_members", &[("state", "down")], (self.members.len() - up) as f64);
+        out.family("shardsync_balancer_view_generation", "gauge", "Generation of the routing view in use.");
+        out.sample("shardsync_balancer_view_generation", &[], self.generation as f64);
+        out.finish()
+    }
+
     /// The `/status` document.
     pub fn status_json(&self, listen: &str, public_url: Option<&str>, algorithm: &str) -> String {
         let members: Vec<serde_json::Value> = self

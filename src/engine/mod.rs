@@ -19,6 +19,7 @@ pub mod content;
 pub mod devinf;
 mod process;
 pub mod reply;
+pub mod report;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 

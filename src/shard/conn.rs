@@ -4,7 +4,7 @@
 //! (head, body, idle) rather than one read, so a client that trickles one
 //! byte per second holds only its own task, and only until the deadline.
 
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::deadline::Deadline;
+use super::io::Io;
 use super::mesh::{Handoff, Outcome};
 use super::{PortKind, Shard};
 use crate::http::{
@@ -20,7 +21,26 @@ use crate::http::{
 use crate::model::{Encoding, SyncMl};
 use crate::routing;
 use crate::server::{self, DecodeError};
-use crate::service::{SyncRequest, SyncService};
+use crate::service::{ServiceError, SyncRequest, SyncService};
+
+/// The client's address: the peer, or the last X-Forwarded-For entry when
+/// the peer is a trusted proxy (the balancer appends the address it saw).
+fn client_addr(
+    head: &RequestHead,
+    peer: Option<SocketAddr>,
+    trusted: &[std::net::IpAddr],
+) -> Option<SocketAddr> {
+    let p = peer?;
+    if !trusted.contains(&p.ip()) {
+        return Some(p);
+    }
+    let forwarded = head
+        .header("x-forwarded-for")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
+    Some(forwarded.map_or(p, |ip| SocketAddr::new(ip, 0)))
+}
 
 /// After an error response, how long unread request bytes are drained before
 /// closing (closing with unread data makes the kernel send RST, which can
@@ -39,6 +59,7 @@ enum Route {
     Sync(Encoding),
     Health,
     Shards,
+    Metrics,
     Reject { status: u16, reason: &'static str, allow: Option<&'static str> },
 }
 
@@ -48,11 +69,13 @@ fn route(head: &RequestHead, sync_path: &str) -> Route {
     }
     let method = head.method();
     match head.path() {
-        path @ ("/health" | "/shards") => {
+        path @ ("/health" | "/shards" | "/metrics") => {
             if method != "GET" && method != "HEAD" {
                 Route::Reject { status: 405, reason: "method not allowed", allow: Some("GET, HEAD") }
             } else if path == "/health" {
                 Route::Health
+            } else if path == "/metrics" {
+                Route::Metrics
             } else {
                 Route::Shards
             }
@@ -82,12 +105,14 @@ enum ReadEnd {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Io,
     deadline: Rc<Deadline>,
     reader: RequestReader,
     out: Vec<u8>,
     peer: Option<SocketAddr>,
     kind: PortKind,
+    /// The shard's metrics (for statuses of responses that end the connection).
+    metrics: Option<std::sync::Arc<crate::metrics::ShardMetrics>>,
 }
 
 /// Serves one accepted connection until it closes.
@@ -95,6 +120,16 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
+    let stream = match &shard.tls {
+        None => Io::Plain(stream),
+        Some(acceptor) => match super::io::accept_tls(acceptor, stream, shard.config.header_timeout).await {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::debug!(shard = shard.id, peer = ?peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+    };
     let mut conn = Conn {
         stream,
         deadline: shard.deadlines.register(),
@@ -102,6 +137,7 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
         out: Vec::new(),
         peer,
         kind,
+        metrics: Some(shard.metrics.clone()),
     };
     conn.run(&shard).await;
 }
@@ -227,6 +263,12 @@ impl Conn {
                     write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
                     200
                 }
+                Route::Metrics => {
+                    let text = shard.node_metrics.render();
+                    let ct = Some(crate::metrics::CONTENT_TYPE);
+                    write_response(&mut self.out, 200, ct, &[], connection, text.as_bytes(), head_only);
+                    200
+                }
                 Route::Shards => match shard.topology.get() {
                     Some(json) => {
                         let ct = Some("application/json");
@@ -239,6 +281,8 @@ impl Conn {
                     }
                 },
                 Route::Sync(encoding) => {
+                    let answer_started = Instant::now();
+                    let client = client_addr(&head, self.peer, &cfg.trusted_proxies);
                     let token = routing::token_from_target(head.target());
                     // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
                     let routed = self.kind == PortKind::Shared && shard.shards > 1;
@@ -253,19 +297,26 @@ impl Conn {
                         }
                     }
                     let outcome = if owner == shard.id {
-                        serve_local(shard, &body, decoded, encoding, token, self.peer).await
+                        serve_local(shard, &body, decoded, encoding, token, client).await
                     } else {
                         drop(decoded);
-                        let job =
-                            Handoff { body, encoding, token: token.map(str::to_owned), peer: self.peer };
-                        shard.mesh.call(owner, job).await
+                        let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
+                        shard.metrics.handoffs_sent.inc();
+                        shard.metrics.handoffs_waiting.add(1);
+                        let outcome = shard.mesh.call(owner, job).await;
+                        shard.metrics.handoffs_waiting.add(-1);
+                        outcome
                     };
+                    if matches!(outcome, Outcome::Reply(_)) {
+                        shard.metrics.message(encoding, answer_started.elapsed());
+                    }
                     // Shutdown may have begun while the service worked: then say close.
                     keep_alive = keep_alive && !shard.stopping();
                     let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
                     self.write_outcome(outcome, encoding, connection)
                 }
             };
+            shard.metrics.http_status(status);
             tracing::debug!(
                 shard = shard.id,
                 peer = ?self.peer,
@@ -278,7 +329,7 @@ impl Conn {
             );
             if !keep_alive {
                 let _ = self.flush().await;
-                let _ = self.stream.shutdown(Shutdown::Write).await;
+                let _ = self.stream.shutdown_write().await;
                 return;
             }
             idle_since = Instant::now();
@@ -291,6 +342,21 @@ impl Conn {
                 let ct = Some(encoding.content_type());
                 write_response(&mut self.out, 200, ct, &[], connection, &body, false);
                 200
+            }
+            Outcome::Service(ServiceError::Backoff(secs)) => {
+                let retry = secs.to_string();
+                let ct = Some("text/plain; charset=utf-8");
+                let line = format!("{}\n", ServiceError::Backoff(secs));
+                write_response(
+                    &mut self.out,
+                    429,
+                    ct,
+                    &[("Retry-After", &retry)],
+                    connection,
+                    line.as_bytes(),
+                    false,
+                );
+                429
             }
             Outcome::Service(e) => {
                 let status = e.http_status();
@@ -331,6 +397,9 @@ impl Conn {
 
     /// Answers an error that ends the connection, then closes it.
     async fn fail(&mut self, status: u16, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.http_status(status);
+        }
         tracing::debug!(peer = ?self.peer, status, reason, "closing connection after error");
         self.write_text(status, reason, None, ConnectionHeader::Close, false);
         if self.flush().await.is_ok() {
@@ -340,7 +409,7 @@ impl Conn {
 
     /// Half-closes, then drains what the client still sends for a short while.
     async fn linger_close(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write).await;
+        let _ = self.stream.shutdown_write().await;
         let deadline = Instant::now() + LINGER;
         let mut scratch = vec![0u8; 16 << 10];
         loop {
@@ -359,7 +428,11 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.stream.write_all(&self.out).await;
+        let mut r = self.stream.write_all(&self.out).await;
+        if r.is_ok() {
+            // TLS buffers records: push them out.
+            r = self.stream.flush().await;
+        }
         self.out.clear();
         if self.out.capacity() > OUT_KEEP {
             // A big reply's buffer is not kept by an idle connection.

@@ -6,9 +6,15 @@
 mod ceiling;
 mod conn;
 mod deadline;
+pub mod io;
 mod mesh;
 
 pub use ceiling::run_ceiling;
+
+/// Waits `d` on the current shard's timer (never blocks the executor).
+pub async fn sleep(d: Duration) {
+    Timer::new(d).await;
+}
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
@@ -23,8 +29,10 @@ use glommio::timer::Timer;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::server::ShardContext;
+use crate::metrics::{NodeMetrics, ShardMetrics};
+use crate::server::{NodeOps, ShardContext};
 use crate::service::SyncService;
+use crate::sessions::{ActiveSessions, SessionInbox};
 
 /// glommio refuses to start below this RLIMIT_MEMLOCK (bytes).
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
@@ -74,6 +82,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// Signal handling could not be set up.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
@@ -162,6 +173,12 @@ pub(crate) struct Shard<S> {
     pub shutdown: Semaphore,
     /// Read deadlines of the connections (idle ones also end at shutdown).
     pub deadlines: deadline::Deadlines,
+    /// This shard's metrics.
+    pub metrics: Arc<ShardMetrics>,
+    /// The whole node's metrics (for `GET /metrics`).
+    pub node_metrics: Arc<NodeMetrics>,
+    /// TLS acceptor when the node serves HTTPS.
+    pub tls: Option<crate::tls::Acceptor>,
     stopping: std::cell::Cell<bool>,
 }
 
@@ -183,7 +200,33 @@ where
     S: SyncService,
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
+    let (ops, _) = NodeOps::new(&config, NodeMetrics::new(config.shards));
+    start_with(config, ops, factory)
+}
+
+/// Like [`start`], with the node's metrics, limits and admin inboxes.
+pub fn start_with<S, F>(config: Config, ops: NodeOps, factory: F) -> Result<ServerHandle, ServerError>
+where
+    S: SyncService,
+    F: Fn(ShardContext) -> S + Send + Sync + 'static,
+{
     config.validate()?;
+    if ops.metrics.shards() != config.shards || ops.inboxes.len() != config.shards {
+        return Err(ServerError::Runtime {
+            shard: 0,
+            reason: format!(
+                "operations state built for {} shards, config has {}",
+                ops.metrics.shards(),
+                config.shards
+            ),
+        });
+    }
+    let NodeOps { metrics: node_metrics, limits, inboxes } = ops;
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+    let mut inboxes = inboxes.into_iter();
     let io_memory = check_memlock(&config)?;
     probe_free(&config)?;
     let config = Arc::new(config);
@@ -211,7 +254,14 @@ where
             .ring_depth(config.ring_depth)
             .preempt_timer(Duration::from_millis(100));
         let (tx, rx) = mpsc::channel();
+        let Some(inbox) = inboxes.next() else {
+            return Err(ServerError::Runtime { shard: id, reason: "no admin inbox".into() });
+        };
         let setup = ShardSetup {
+            tls: tls.clone(),
+            inbox,
+            node_metrics: node_metrics.clone(),
+            limits: limits.clone(),
             id,
             shared: listen,
             own,
@@ -276,6 +326,10 @@ where
 }
 
 struct ShardSetup {
+    tls: Option<crate::tls::Acceptor>,
+    inbox: SessionInbox,
+    node_metrics: Arc<NodeMetrics>,
+    limits: Arc<crate::limits::Limits>,
     id: usize,
     shared: SocketAddr,
     own: SocketAddr,
@@ -318,7 +372,20 @@ where
     S: SyncService,
     F: Fn(ShardContext) -> S + Send + Sync + 'static,
 {
-    let ShardSetup { id, shared, own, config, stop, drained, topology, ends } = setup;
+    let ShardSetup {
+        tls,
+        inbox,
+        node_metrics,
+        limits,
+        id,
+        shared,
+        own,
+        config,
+        stop,
+        drained,
+        topology,
+        ends,
+    } = setup;
     let bind = |addr: SocketAddr| listen(addr).map_err(|e| ServerError::Bind { addr, reason: e.to_string() });
     let listeners = bind(shared).and_then(|s| Ok((s, bind(own)?))).and_then(|(s, o)| {
         let sa = s.local_addr().map_err(|e| ServerError::Bind { addr: shared, reason: e.to_string() })?;
@@ -349,8 +416,38 @@ where
     else {
         return Ok(());
     };
-    let service = factory(ShardContext { shard: id, shards: n, config: config.clone() });
+    let metrics = node_metrics.shard(id);
+    let sessions = Rc::new(
+        ActiveSessions::new(id, metrics.clone(), limits).with_idle_timeout(config.session_timeout.as_secs()),
+    );
+    let service = factory(ShardContext {
+        shard: id,
+        shards: n,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        sessions: sessions.clone(),
+    });
+    // Admin queries (`shardsync session list`) are answered from this task.
+    // Idle sessions are ended here too (about once a second), traffic or not.
+    let admin_task = glommio::spawn_local(async move {
+        let mut polls = 0u32;
+        loop {
+            Timer::new(crate::sessions::POLL).await;
+            sessions.answer(&inbox);
+            polls = polls.wrapping_add(1);
+            if polls % 10 == 0 {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                sessions.expire_idle(now);
+            }
+        }
+    });
     let shard = Rc::new(Shard {
+        tls,
+        metrics,
+        node_metrics,
         id,
         shards: n,
         service,
@@ -414,6 +511,7 @@ where
         Timer::new(Duration::from_millis(10)).await;
     }
     drop(sweeper);
+    drop(admin_task);
     tracing::debug!(shard = id, "shard stopped");
     Ok(())
 }
@@ -451,7 +549,9 @@ async fn receive_loop<S: SyncService>(
             mesh::Envelope::Request { id, from, job } => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
+                    shard.metrics.handoffs_serving.add(1);
                     let outcome = conn::serve_owned(&shard, job).await;
+                    shard.metrics.handoffs_serving.add(-1);
                     shard.mesh.reply(from, id, outcome).await;
                 })
                 .detach();

@@ -31,8 +31,8 @@ use super::codec::{
     enc_item_fields, enc_session, enc_state, enc_user,
 };
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, ReadRequest, ReadResponse, StoreError, WriteBatch,
-    WriteOp,
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ReadRequest, ReadResponse, StoreError,
+    WriteBatch, WriteOp,
 };
 
 /// The file name of the store inside the data directory.
@@ -201,6 +201,36 @@ impl EmbeddedBackend {
     }
 }
 
+impl EmbeddedBackend {
+    /// Every device of `user` with its sync states and mapping count, in one snapshot.
+    fn devices(&self, user: &str) -> Result<Vec<DeviceSummary>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        let devices = txn.open_table(DEVICES).map_err(be)?;
+        let states = txn.open_table(STATES).map_err(be)?;
+        let maps = txn.open_table(MAPS).map_err(be)?;
+        let next = after(user);
+        let mut out = Vec::new();
+        for entry in devices.range((user, "")..(next.as_str(), "")).map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            out.push(DeviceSummary { device: dec_device(v.value())?, ..Default::default() });
+        }
+        for d in &mut out {
+            let id = d.device.device_id.as_str();
+            let id_next = after(id);
+            for entry in states.range((user, id, 0u8)..(user, id_next.as_str(), 0u8)).map_err(be)? {
+                let (k, v) = entry.map_err(be)?;
+                let Some(c) = Collection::ALL.get(usize::from(k.value().2)).copied() else {
+                    return Err(StoreError::Backend(format!("bad collection byte {}", k.value().2)));
+                };
+                d.states.push((c, dec_state(v.value())?));
+            }
+            let range = (user, id, 0u8, "")..(user, id_next.as_str(), 0u8, "");
+            d.mappings = maps.range(range).map_err(be)?.count() as u64;
+        }
+        Ok(out)
+    }
+}
+
 impl Backend for EmbeddedBackend {
     fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
         match request {
@@ -235,6 +265,7 @@ impl Backend for EmbeddedBackend {
                 }
                 Ok(ReadResponse::Users(names))
             }
+            ReadRequest::ListDevices { user } => Ok(ReadResponse::Devices(self.devices(user)?)),
         }
     }
 
@@ -426,6 +457,7 @@ impl<'t> Writer<'t> {
             WriteOp::DeleteSession { key } => {
                 self.sessions.remove(*key).map_err(be)?;
             }
+            WriteOp::ForgetDevice { user, device_id } => self.forget_device(user, device_id)?,
             WriteOp::PurgeSessions { expired_before } => {
                 // A record that does not decode is dropped too: it can never be continued.
                 self.sessions
@@ -480,6 +512,24 @@ impl<'t> Writer<'t> {
         }
         for (device, client_id) in removed {
             self.maps.remove((user, device.as_str(), c, client_id.as_str())).map_err(be)?;
+        }
+        Ok(())
+    }
+
+    fn forget_device(&mut self, user: &str, device: &str) -> Result<(), StoreError> {
+        let (u, d) = (user, device);
+        let next = after(d);
+        let n = next.as_str();
+        self.devices.remove((u, d)).map_err(be)?;
+        self.states.retain_in((u, d, 0u8)..(u, n, 0u8), |_, _| false).map_err(be)?;
+        let mut removed = Vec::new();
+        for entry in self.maps.extract_from_if((u, d, 0u8, "")..(u, n, 0u8, ""), |_, _| true).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let k = k.value();
+            removed.push((k.2, k.3.to_owned(), v.value()));
+        }
+        for (c, client_id, sid) in removed {
+            self.maps_by_id.remove((u, c, sid, d, client_id.as_str())).map_err(be)?;
         }
         Ok(())
     }

@@ -18,9 +18,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use futures_channel::oneshot;
+
+use crate::metrics::{Exposition, HistogramSnapshot, Source, WriterMetrics};
 
 use super::{Backend, CommitInfo, ReadRequest, ReadResponse, StoreError, WriteBatch, WriteOp};
 
@@ -63,6 +66,8 @@ struct Counters {
     ops: AtomicU64,
     failed_commits: AtomicU64,
     reads: AtomicU64,
+    /// One per writer thread, written only by that thread.
+    writers: Vec<Arc<WriterMetrics>>,
 }
 
 impl Counters {
@@ -154,7 +159,11 @@ impl StoreHandle {
     ) -> std::io::Result<(StoreHandle, StoreThreads)> {
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
-        let counters = Arc::new(Counters::default());
+        let writers = writers.max(1);
+        let counters = Arc::new(Counters {
+            writers: (0..writers).map(|_| Arc::new(WriterMetrics::default())).collect(),
+            ..Counters::default()
+        });
         let mut threads = StoreThreads {
             reads: read_tx.clone(),
             writes: write_tx.clone(),
@@ -173,13 +182,14 @@ impl StoreHandle {
             threads.readers.push(handle);
         }
         let limits = WriterLimits { max_batches: limits.max_batches.max(1), max_bytes: limits.max_bytes };
-        for i in 0..writers.max(1) {
+        for (i, own) in counters.writers.iter().enumerate() {
             let rx = write_rx.clone();
             let backend = backend.clone();
             let counters = counters.clone();
+            let own = own.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("store-write-{i}"))
-                .spawn(move || writer_loop(&*backend, &rx, &counters, limits))?;
+                .spawn(move || writer_loop(&*backend, &rx, &counters, &own, limits))?;
             threads.writers.push(handle);
         }
         Ok((StoreHandle { reads: read_tx, writes: write_tx, counters }, threads))
@@ -203,6 +213,69 @@ impl StoreHandle {
     /// What the store threads did so far.
     pub fn stats(&self) -> StoreStats {
         self.counters.snapshot()
+    }
+}
+
+impl Source for StoreHandle {
+    fn collect(&self, out: &mut Exposition) {
+        let c = &self.counters;
+        let writers = &c.writers;
+        out.family("shardsync_store_commits_total", "counter", "Group commits by store writer thread.");
+        for (i, w) in writers.iter().enumerate() {
+            out.sample(
+                "shardsync_store_commits_total",
+                &[("writer", &i.to_string())],
+                w.commits.get() as f64,
+            );
+        }
+        out.family("shardsync_store_commit_failures_total", "counter", "Group commits that failed.");
+        let failed: u64 = writers.iter().map(|w| w.failed.get()).sum();
+        out.sample("shardsync_store_commit_failures_total", &[], failed as f64);
+        out.family(
+            "shardsync_store_batches_total",
+            "counter",
+            "Write batches (one per SyncML message with writes) committed.",
+        );
+        out.sample("shardsync_store_batches_total", &[], c.batches.load(Ordering::Relaxed) as f64);
+        out.family("shardsync_store_ops_total", "counter", "Write operations committed.");
+        out.sample("shardsync_store_ops_total", &[], c.ops.load(Ordering::Relaxed) as f64);
+        out.family("shardsync_store_reads_total", "counter", "Store reads answered.");
+        out.sample("shardsync_store_reads_total", &[], c.reads.load(Ordering::Relaxed) as f64);
+        let merged = |f: &dyn Fn(&WriterMetrics) -> HistogramSnapshot| {
+            let mut all = writers.iter().map(|w| f(w));
+            let first = all.next();
+            first.map(|mut h| {
+                for other in all {
+                    h.merge(&other);
+                }
+                h
+            })
+        };
+        for (name, help, h) in [
+            (
+                "shardsync_store_commit_batches",
+                "Batches per group commit (how many messages share one durable transaction).",
+                merged(&|w| w.batches.snapshot()),
+            ),
+            (
+                "shardsync_store_commit_ops",
+                "Write operations per group commit.",
+                merged(&|w| w.ops.snapshot()),
+            ),
+            (
+                "shardsync_store_commit_duration_seconds",
+                "Duration of a group commit until durable.",
+                merged(&|w| w.seconds.snapshot()),
+            ),
+        ] {
+            if let Some(h) = h {
+                out.family(name, "histogram", help);
+                out.histogram(name, &[], &h);
+            }
+        }
+        out.family("shardsync_store_queue_depth", "gauge", "Jobs waiting for the store threads, by queue.");
+        out.sample("shardsync_store_queue_depth", &[("queue", "read")], self.reads.len() as f64);
+        out.sample("shardsync_store_queue_depth", &[("queue", "write")], self.writes.len() as f64);
     }
 }
 
@@ -267,7 +340,13 @@ fn batch_bytes(batch: &WriteBatch) -> usize {
         .sum()
 }
 
-fn writer_loop(backend: &dyn Backend, rx: &Receiver<WriteJob>, counters: &Counters, limits: WriterLimits) {
+fn writer_loop(
+    backend: &dyn Backend,
+    rx: &Receiver<WriteJob>,
+    counters: &Counters,
+    own: &WriterMetrics,
+    limits: WriterLimits,
+) {
     let mut batches: Vec<WriteBatch> = Vec::new();
     let mut replies: Vec<CommitReply> = Vec::new();
     let mut stopping = false;
@@ -302,8 +381,17 @@ fn writer_loop(backend: &dyn Backend, rx: &Receiver<WriteJob>, counters: &Counte
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.batches.fetch_add(batches.len() as u64, Ordering::Relaxed);
         counters.ops.fetch_add(batches.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
+        let ops: u64 = batches.iter().map(|b| b.ops.len() as u64).sum();
+        own.commits.inc();
+        own.batches.observe_units(batches.len() as u64);
+        own.ops.observe_units(ops);
+        let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| backend.commit(&batches)))
             .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a commit".into())));
+        own.seconds.observe_duration(started.elapsed());
+        if !matches!(&result, Ok(infos) if infos.len() == batches.len()) {
+            own.failed.inc();
+        }
         match result {
             Ok(infos) if infos.len() == batches.len() => {
                 for ((reply, info), batch) in replies.drain(..).zip(infos).zip(&batches) {

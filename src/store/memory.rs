@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
-    SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
+    ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
 };
 
 type UserColl = (String, Collection);
@@ -72,6 +72,23 @@ impl Backend for MemoryBackend {
             }
             ReadRequest::Session { key } => ReadResponse::Session(st.sessions.get(key).cloned()),
             ReadRequest::ListUsers => ReadResponse::Users(st.users.keys().cloned().collect()),
+            ReadRequest::ListDevices { user } => ReadResponse::Devices(
+                st.devices
+                    .iter()
+                    .filter(|((u, _), _)| u == user)
+                    .map(|((_, d), device)| DeviceSummary {
+                        device: device.clone(),
+                        states: st
+                            .states
+                            .iter()
+                            .filter(|((su, sd, _), _)| su == user && sd == d)
+                            .map(|((_, _, c), s)| (*c, s.clone()))
+                            .collect(),
+                        mappings: st.maps.keys().filter(|(mu, md, _, _)| mu == user && md == d).count()
+                            as u64,
+                    })
+                    .collect(),
+            ),
         })
     }
 
@@ -189,6 +206,11 @@ impl State {
             }
             WriteOp::PutSession(s) => {
                 self.sessions.insert(s.key, s.clone());
+            }
+            WriteOp::ForgetDevice { user, device_id } => {
+                self.devices.remove(&(user.clone(), device_id.clone()));
+                self.states.retain(|(u, d, _), _| !(u == user && d == device_id));
+                self.maps.retain(|(u, d, _, _), _| !(u == user && d == device_id));
             }
             WriteOp::DeleteSession { key } => {
                 self.sessions.remove(key);

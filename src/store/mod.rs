@@ -196,6 +196,11 @@ pub enum ReadRequest {
     },
     /// All user names (admin).
     ListUsers,
+    /// A user's devices with their per-collection sync states (admin), sorted by device id.
+    ListDevices {
+        /// User name.
+        user: String,
+    },
 }
 
 /// A snapshot of one collection for one device.
@@ -224,6 +229,19 @@ pub enum ReadResponse {
     Session(Option<SessionRecord>),
     /// Answer to [`ReadRequest::ListUsers`].
     Users(Vec<String>),
+    /// Answer to [`ReadRequest::ListDevices`].
+    Devices(Vec<DeviceSummary>),
+}
+
+/// One device of a user as the admin commands show it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    /// The device record.
+    pub device: DeviceRecord,
+    /// The device's sync state per collection it synced, in [`Collection::ALL`] order.
+    pub states: Vec<(Collection, SyncState)>,
+    /// How many client id → server id mappings the device has, over all collections.
+    pub mappings: u64,
 }
 
 /// One write. A [`WriteBatch`] is applied atomically, in order.
@@ -332,6 +350,14 @@ pub enum WriteOp {
     DeleteSession {
         /// Session key.
         key: u64,
+    },
+    /// Forget a device (admin): its record, its sync states and its
+    /// mappings, so that its next sync is a slow sync. The user's items stay.
+    ForgetDevice {
+        /// User name.
+        user: String,
+        /// Device id.
+        device_id: String,
     },
     /// Forget every session that expired before this time (seconds since the Unix epoch).
     PurgeSessions {

@@ -45,8 +45,8 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
-    SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
+    ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
 };
 
 /// The schema version this build reads and writes.
@@ -561,6 +561,50 @@ fn schema_version_on(client: &mut Client) -> Result<i32, PgStoreError> {
     Ok(row.get(0))
 }
 
+/// Every device of `user` with its sync states and mapping count.
+fn list_devices(conn: &mut Conn, user: &str) -> Result<Vec<DeviceSummary>, Fail> {
+    let rows = conn.query(
+        "SELECT device_id, devinf_xml, nonce, first_seen, last_seen FROM devices
+         WHERE user_name = $1 ORDER BY device_id",
+        &[&user],
+    )?;
+    let mut out = rows
+        .iter()
+        .map(|r| Ok(DeviceSummary { device: read_device(r)?, ..Default::default() }))
+        .collect::<Result<Vec<_>, Fail>>()?;
+    let states = conn.query(
+        "SELECT device_id, coll, client_anchor, server_anchor, seq_reached, client_uri, last_sync_type
+         FROM sync_states WHERE user_name = $1 ORDER BY device_id, coll",
+        &[&user],
+    )?;
+    let maps = conn.query(
+        "SELECT device_id, count(*) FROM mappings WHERE user_name = $1 GROUP BY device_id",
+        &[&user],
+    )?;
+    for d in &mut out {
+        for r in states.iter().filter(|r| r.try_get::<_, &str>(0).is_ok_and(|id| id == d.device.device_id)) {
+            let c: i16 = r.try_get(1)?;
+            let collection = Collection::ALL
+                .into_iter()
+                .find(|x| coll(*x) == c)
+                .ok_or_else(|| Fail::Value(format!("stored collection {c} is unknown")))?;
+            let state = SyncState {
+                client_anchor: r.try_get(2)?,
+                server_anchor: r.try_get(3)?,
+                seq_reached: to_u64(r.try_get(4)?, "seq")?,
+                client_uri: r.try_get(5)?,
+                last_sync_type: u16::try_from(r.try_get::<_, i32>(6)?)
+                    .map_err(|_| Fail::Value("stored sync type out of range".into()))?,
+            };
+            d.states.push((collection, state));
+        }
+        for r in maps.iter().filter(|r| r.try_get::<_, &str>(0).is_ok_and(|id| id == d.device.device_id)) {
+            d.mappings = to_u64(r.try_get(1)?, "mapping count")?;
+        }
+    }
+    Ok(out)
+}
+
 fn read_user(r: &Row) -> Result<UserRecord, Fail> {
     Ok(UserRecord { name: r.try_get(0)?, md5_b64: r.try_get(1)?, password_hash: r.try_get(2)? })
 }
@@ -624,6 +668,11 @@ impl Backend for PostgresBackend {
                 let names = rows.iter().map(|r| r.try_get(0)).collect::<Result<Vec<String>, _>>()?;
                 Ok(ReadResponse::Users(names))
             }),
+            ReadRequest::ListDevices { user } => {
+                self.run("read", Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), true, |conn| {
+                    Ok(ReadResponse::Devices(list_devices(conn, user)?))
+                })
+            }
         }
     }
 
@@ -986,6 +1035,20 @@ impl<'a, 'c> Writer<'a, 'c> {
             }
             // Checked by `check_sessions` before anything of the group is applied.
             WriteOp::ExpectSession { .. } => {}
+            WriteOp::ForgetDevice { user, device_id } => self.forget_device(user, device_id)?,
+        }
+        Ok(())
+    }
+
+    fn forget_device(&mut self, user: &'a str, device: &'a str) -> Result<(), Fail> {
+        // Earlier ops of the group may have written this device's rows: write them first.
+        self.flush()?;
+        for sql in [
+            "DELETE FROM devices WHERE user_name = $1 AND device_id = $2",
+            "DELETE FROM sync_states WHERE user_name = $1 AND device_id = $2",
+            "DELETE FROM mappings WHERE user_name = $1 AND device_id = $2",
+        ] {
+            self.conn.execute(sql, &[&user, &device])?;
         }
         Ok(())
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use futures_lite::future::block_on;
 use shardsync::store::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
-    SessionRecord, StoreError, StoreHandle, SyncState, UserRecord, WriteBatch, WriteOp,
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
+    ReadResponse, SessionRecord, StoreError, StoreHandle, SyncState, UserRecord, WriteBatch, WriteOp,
 };
 
 /// A [`StoreHandle`] seen as a [`Backend`]: the suite through the store's
@@ -54,6 +54,92 @@ pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
     session_guard(b, &format!("{prefix}guard"));
     purge_sessions(b, &format!("{prefix}purge"));
     group_commit_infos(b, &format!("{prefix}group"));
+    list_and_forget_devices(b, &format!("{prefix}forget"));
+}
+
+/// Lists a user's devices.
+pub fn devices(b: &dyn Backend, user: &str) -> Vec<DeviceSummary> {
+    match b.read(&ReadRequest::ListDevices { user: user.into() }).expect("list devices") {
+        ReadResponse::Devices(d) => d,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// `ListDevices` shows each device with its states and mapping count, sorted;
+/// `ForgetDevice` drops record, states and mappings of that device only, and
+/// keeps the user's items (so its next sync is slow).
+fn list_and_forget_devices(b: &dyn Backend, u: &str) {
+    assert!(devices(b, u).is_empty());
+    let dev = |id: &str, seen: u64| DeviceRecord {
+        device_id: id.into(),
+        devinf_xml: Vec::new(),
+        nonce: vec![7],
+        first_seen: seen,
+        last_seen: seen + 1,
+    };
+    let other_user = format!("{u}-other");
+    let info = commit1(
+        b,
+        vec![
+            WriteOp::PutUser(user_rec(u)),
+            WriteOp::PutDevice { user: u.into(), device: dev("zz-tablet", 5) },
+            WriteOp::PutDevice { user: u.into(), device: dev("aa-phone", 3) },
+            WriteOp::PutDevice { user: other_user.clone(), device: dev("aa-phone", 9) },
+            put(u, Collection::Contacts, None, "c1", "aa-phone", Some("L1")),
+            put(u, Collection::Contacts, None, "c2", "aa-phone", Some("L2")),
+            put(u, Collection::Notes, None, "n1", "aa-phone", Some("N1")),
+            put(u, Collection::Notes, None, "n2", "zz-tablet", Some("T1")),
+            put(&other_user, Collection::Notes, None, "o1", "aa-phone", Some("O1")),
+            put_state(u, "aa-phone", Collection::Notes, 1),
+            put_state(u, "aa-phone", Collection::Contacts, 2),
+            put_state(u, "zz-tablet", Collection::Notes, 2),
+            put_state(&other_user, "aa-phone", Collection::Notes, 1),
+        ],
+    );
+    assert_eq!(info.new_server_ids.len(), 5);
+    let list = devices(b, u);
+    let ids: Vec<&str> = list.iter().map(|d| d.device.device_id.as_str()).collect();
+    assert_eq!(ids, ["aa-phone", "zz-tablet"]);
+    assert_eq!(list[0].device, dev("aa-phone", 3));
+    let colls: Vec<Collection> = list[0].states.iter().map(|(c, _)| *c).collect();
+    assert_eq!(colls, [Collection::Contacts, Collection::Notes]);
+    assert_eq!(list[0].states[0].1, state(2));
+    assert_eq!(list[0].mappings, 3);
+    assert_eq!((list[1].states.len(), list[1].mappings), (1, 1));
+
+    commit1(b, vec![WriteOp::ForgetDevice { user: u.into(), device_id: "aa-phone".into() }]);
+    let list = devices(b, u);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].device.device_id, "zz-tablet");
+    assert_eq!((list[0].states.len(), list[0].mappings), (1, 1));
+    // The forgotten device has no state and no mapping left, but the items stay.
+    let s = snapshot(b, u, "aa-phone", Collection::Contacts);
+    assert_eq!(s.state, None);
+    assert!(s.mappings.is_empty());
+    assert_eq!(s.items.len(), 2);
+    assert_eq!(
+        b.read(&ReadRequest::Device { user: u.into(), device_id: "aa-phone".into() }).unwrap(),
+        ReadResponse::Device(None)
+    );
+    // Another user's device of the same id is untouched.
+    let theirs = devices(b, &other_user);
+    assert_eq!((theirs.len(), theirs[0].states.len(), theirs[0].mappings), (1, 1, 1));
+    // Forgetting an unknown device is no error; a forget after writes in the same group applies after them.
+    commit1(
+        b,
+        vec![
+            WriteOp::PutSyncState {
+                user: u.into(),
+                device_id: "zz-tablet".into(),
+                collection: Collection::Tasks,
+                state: state(0),
+            },
+            WriteOp::ForgetDevice { user: u.into(), device_id: "zz-tablet".into() },
+            WriteOp::ForgetDevice { user: u.into(), device_id: "never-seen".into() },
+        ],
+    );
+    assert!(devices(b, u).is_empty());
+    assert_eq!(snapshot(b, u, "zz-tablet", Collection::Tasks).state, None);
 }
 
 /// One batch.

@@ -155,6 +155,8 @@ pub struct ClientConfig {
     pub retry_interval_s: u32,
     /// Hard limit for one `syncevolution` run; the process is killed after it.
     pub timeout: Duration,
+    /// More main (peer) properties as `name=value` (e.g. `SSLServerCertificates=…`).
+    pub extra: Vec<String>,
 }
 
 impl ClientConfig {
@@ -175,6 +177,7 @@ impl ClientConfig {
             retry_duration_s: 60,
             retry_interval_s: 30,
             timeout: Duration::from_secs(240),
+            extra: Vec::new(),
         }
     }
 
@@ -185,7 +188,7 @@ impl ClientConfig {
             Auth::Md5 => "md5",
             Auth::Basic => "basic",
         };
-        vec![
+        let mut props = vec![
             format!("syncURL={}", self.url),
             format!("username={}", self.username),
             format!("password={}", self.password),
@@ -203,7 +206,9 @@ impl ClientConfig {
             "printChanges=0".into(),
             "dumpData=0".into(),
             "maxlogdirs=100".into(),
-        ]
+        ];
+        props.extend(self.extra.iter().cloned());
+        props
     }
 
     /// Datastore properties, prefixed with the datastore name.

@@ -1,0 +1,364 @@
+//! Abuse limits: exponential back-off after failed authentications (per
+//! claimed user name and per client address) and a cap on concurrent
+//! sessions per user.
+//!
+//! Counting across shards: the state is node-wide, in fixed tables of
+//! atomics shared by every shard, with no lock and no hand-over: a key (user
+//! name or address) is hashed twice into two slots (a count-min sketch) and
+//! its state is the less severe of the two. Two keys only interfere when both
+//! of their slots collide (about (k/16384)² for k busy keys), and then only
+//! in the strict direction (a key may be limited a little early, never
+//! late). A node of a cluster counts what reaches it; the balancer routes by
+//! session, so a user's sessions may be counted on several nodes.
+//!
+//! What the client sees (and what it never learns): the back-off is checked
+//! before any store lookup, for any claimed name, so a blocked unknown user
+//! and a blocked real user get the same HTTP 429 with `Retry-After`. The
+//! session cap is checked only after a successful authentication (so only
+//! the user learns about it) and answers SyncML status 503 in the SyncHdr
+//! status, which clients show as "server busy, retry later".
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh64::xxh64;
+
+/// Slots per table (a power of two).
+const SLOTS: usize = 1 << 14;
+
+/// Settings of the limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Failed authentications of one key allowed within the window before back-off starts.
+    pub auth_free_failures: u32,
+    /// The first back-off; it doubles with every further failure.
+    pub auth_backoff_base: Duration,
+    /// The longest back-off.
+    pub auth_backoff_max: Duration,
+    /// Failures older than this (since the key's last failure) are forgotten.
+    pub auth_failure_window: Duration,
+    /// Concurrent authenticated sessions per user on a node (0: no cap).
+    pub max_sessions_per_user: u32,
+    /// Every answer to a failed authentication is released no earlier than
+    /// this after the request arrived, so wrong passwords, unknown users and
+    /// store latency all take the same time.
+    pub auth_fail_delay: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            auth_free_failures: 5,
+            auth_backoff_base: Duration::from_secs(1),
+            auth_backoff_max: Duration::from_secs(300),
+            auth_failure_window: Duration::from_secs(900),
+            max_sessions_per_user: 0,
+            auth_fail_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Which key refused a request.
+pub use crate::metrics::BackoffKey;
+
+/// A refusal by the back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The key that is blocked (user checked first).
+    pub key: BackoffKey,
+    /// How long until the key may try again (at least one second, rounded up).
+    pub retry_after: Duration,
+}
+
+/// Failure counts with their last time, per hashed key.
+#[derive(Debug)]
+struct FailTable {
+    /// `failures << 48 | (last failure in ms since the epoch + 1)`; 0 = empty.
+    slots: Box<[AtomicU64]>,
+}
+
+const TIME_BITS: u32 = 48;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+
+impl FailTable {
+    fn new() -> FailTable {
+        FailTable { slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    fn slots_of(key: &[u8]) -> [usize; 2] {
+        [xxh64(key, 0x5eed_0001) as usize % SLOTS, xxh64(key, 0x5eed_0002) as usize % SLOTS]
+    }
+
+    /// (failures within the window, last failure ms) of the key: the lesser slot.
+    fn get(&self, key: &[u8], now_ms: u64, window_ms: u64) -> (u32, u64) {
+        Self::slots_of(key)
+            .iter()
+            .map(|&i| live(self.slots[i].load(Ordering::Relaxed), now_ms, window_ms))
+            .min()
+            .unwrap_or((0, 0))
+    }
+
+    fn record(&self, key: &[u8], now_ms: u64, window_ms: u64) {
+        for i in Self::slots_of(key) {
+            let _ = self.slots[i].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let (failures, _) = live(v, now_ms, window_ms);
+                let failures = u64::from(failures.saturating_add(1).min(0xffff));
+                Some(failures << TIME_BITS | ((now_ms + 1) & TIME_MASK))
+            });
+        }
+    }
+}
+
+/// A slot's failures (0 once the window passed) and last time.
+fn live(v: u64, now_ms: u64, window_ms: u64) -> (u32, u64) {
+    if v == 0 {
+        return (0, 0);
+    }
+    let last = (v & TIME_MASK).saturating_sub(1);
+    if now_ms.saturating_sub(last) > window_ms {
+        return (0, 0);
+    }
+    ((v >> TIME_BITS) as u32, last)
+}
+
+/// Concurrent sessions per hashed user.
+#[derive(Debug)]
+struct CountTable {
+    slots: Box<[AtomicU32]>,
+}
+
+impl CountTable {
+    fn new() -> CountTable {
+        CountTable { slots: (0..SLOTS).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    fn try_acquire(&self, key: &[u8], cap: u32) -> bool {
+        let idx = FailTable::slots_of(key);
+        // Take, then check: racing shards can both refuse, never both exceed.
+        let after = idx.iter().map(|&i| self.slots[i].fetch_add(1, Ordering::Relaxed) + 1).min().unwrap_or(0);
+        if after > cap {
+            self.release(key);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, key: &[u8]) {
+        for i in FailTable::slots_of(key) {
+            let _ = self.slots[i]
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+        }
+    }
+
+    fn count(&self, key: &[u8]) -> u32 {
+        FailTable::slots_of(key).iter().map(|&i| self.slots[i].load(Ordering::Relaxed)).min().unwrap_or(0)
+    }
+}
+
+/// The node's limits, shared by its shards (atomics only).
+#[derive(Debug)]
+pub struct Limits {
+    config: LimitsConfig,
+    users: FailTable,
+    addrs: FailTable,
+    sessions: CountTable,
+    epoch: Instant,
+}
+
+fn user_key(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 2);
+    k.extend_from_slice(b"u:");
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+fn addr_key(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        // An IPv6 client usually controls its whole /64: count the prefix.
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => a.octets()[..8].to_vec(),
+        },
+    }
+}
+
+impl Limits {
+    /// Empty tables with `config`.
+    pub fn new(config: LimitsConfig) -> Limits {
+        Limits {
+            config,
+            users: FailTable::new(),
+            addrs: FailTable::new(),
+            sessions: CountTable::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn blocked_for(&self, failures: u32, last_ms: u64, now_ms: u64) -> Option<Duration> {
+        let c = &self.config;
+        if failures <= c.auth_free_failures {
+            return None;
+        }
+        let doublings = (failures - c.auth_free_failures - 1).min(30);
+        let backoff = c.auth_backoff_base.saturating_mul(1 << doublings).min(c.auth_backoff_max);
+        let until = last_ms.saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
+        (until > now_ms).then(|| Duration::from_millis(until - now_ms))
+    }
+
+    /// Whether a not yet authenticated request from `addr` claiming `user`
+    /// must wait; checked before any store access.
+    pub fn check_auth(&self, user: Option<&str>, addr: Option<IpAddr>) -> Option<Backoff> {
+        let now = self.now_ms();
+        let window = u64::try_from(self.config.auth_failure_window.as_millis()).unwrap_or(u64::MAX);
+        let found = |table: &FailTable, key: &[u8], which| {
+            let (f, last) = table.get(key, now, window);
+            self.blocked_for(f, last, now).map(|d| Backoff { key: which, retry_after: d })
+        };
+        user.and_then(|u| found(&self.users, &user_key(u), BackoffKey::User))
+            .or_else(|| addr.and_then(|a| found(&self.addrs, &addr_key(a), BackoffKey::Address)))
+    }
+
+    /// Records one failed authentication of `user` from `addr`.
+    pub fn record_auth_failure(&self, user: Option<&str>, addr: Option<IpAddr>) {
+        let now = self.now_ms();
+        let window = u64::try_from(self.config.auth_failure_window.as_millis()).unwrap_or(u64::MAX);
+        if let Some(u) = user {
+            self.users.record(&user_key(u), now, window);
+        }
+        if let Some(a) = addr {
+            self.addrs.record(&addr_key(a), now, window);
+        }
+    }
+
+    /// Takes one of `user`'s session slots; `false` when the cap is reached.
+    pub fn try_begin_session(&self, user: &str) -> bool {
+        match self.config.max_sessions_per_user {
+            0 => true,
+            cap => self.sessions.try_acquire(&user_key(user), cap),
+        }
+    }
+
+    /// Gives back a slot taken by [`Limits::try_begin_session`].
+    pub fn end_session(&self, user: &str) {
+        if self.config.max_sessions_per_user > 0 {
+            self.sessions.release(&user_key(user));
+        }
+    }
+
+    /// Sessions `user` holds now (as counted; for tests and listings).
+    pub fn sessions_of(&self, user: &str) -> u32 {
+        self.sessions.count(&user_key(user))
+    }
+}
+
+/// The SyncML answer to a session over the per-user cap: SyncHdr status 503
+/// ("service unavailable", digest §status codes) and 503 for every command
+/// of the message, final, in the request's encoding.
+pub fn busy_reply(msg: &crate::model::SyncMl<'_>, encoding: crate::model::Encoding) -> Vec<u8> {
+    use crate::engine::reply::{t, Reply};
+    use crate::model::{Command, Location, SyncHdr, Version};
+    let version = msg.version().unwrap_or(Version::V1_2);
+    let msg_id = msg.hdr.msg_id.trim();
+    let hdr = SyncHdr {
+        ver_dtd: t(version.ver_dtd()),
+        ver_proto: t(version.ver_proto()),
+        session_id: t(msg.hdr.session_id.trim()),
+        msg_id: t("1"),
+        target: Location::uri(t(msg.hdr.source.loc_uri.trim())),
+        source: Location::uri(t(msg.hdr.target.loc_uri.trim())),
+        ..Default::default()
+    };
+    let mut r = Reply::new(hdr);
+    r.status(msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), 503);
+    for cmd in &msg.body {
+        if !matches!(cmd, Command::Status(_)) {
+            r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, 503);
+        }
+    }
+    let mut out = Vec::with_capacity(1024);
+    crate::codec::encode(encoding, &r.build(true), &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(free: u32) -> Limits {
+        Limits::new(LimitsConfig {
+            auth_free_failures: free,
+            auth_backoff_base: Duration::from_secs(10),
+            auth_backoff_max: Duration::from_secs(35),
+            max_sessions_per_user: 2,
+            ..LimitsConfig::default()
+        })
+    }
+
+    #[test]
+    fn backoff_starts_after_free_failures_and_doubles_to_the_max() {
+        let l = limits(2);
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..2 {
+            l.record_auth_failure(Some("alice"), Some(a));
+            assert_eq!(l.check_auth(Some("alice"), None), None);
+        }
+        l.record_auth_failure(Some("alice"), Some(a));
+        let b = l.check_auth(Some("alice"), None).unwrap();
+        assert_eq!(b.key, BackoffKey::User);
+        assert!(b.retry_after > Duration::from_secs(9) && b.retry_after <= Duration::from_secs(10));
+        l.record_auth_failure(Some("alice"), None);
+        assert!(l.check_auth(Some("alice"), None).unwrap().retry_after > Duration::from_secs(19));
+        for _ in 0..5 {
+            l.record_auth_failure(Some("alice"), None);
+        }
+        assert!(l.check_auth(Some("alice"), None).unwrap().retry_after <= Duration::from_secs(35));
+        // The address saw 3 failures: blocked for any user name, known or not.
+        assert_eq!(l.check_auth(Some("bob"), Some(a)).unwrap().key, BackoffKey::Address);
+        assert_eq!(l.check_auth(Some("bob"), Some("192.0.2.8".parse().unwrap())), None);
+        // An IPv6 /64 counts as one address.
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::2:3".parse().unwrap();
+        for _ in 0..3 {
+            l.record_auth_failure(None, Some(v6a));
+        }
+        assert!(l.check_auth(None, Some(v6b)).is_some());
+    }
+
+    #[test]
+    fn session_cap_counts_and_releases() {
+        let l = limits(1);
+        assert!(l.try_begin_session("carol"));
+        assert!(l.try_begin_session("carol"));
+        assert!(!l.try_begin_session("carol"));
+        assert_eq!(l.sessions_of("carol"), 2);
+        assert!(l.try_begin_session("dave"));
+        l.end_session("carol");
+        assert!(l.try_begin_session("carol"));
+        let unlimited = Limits::new(LimitsConfig { max_sessions_per_user: 0, ..LimitsConfig::default() });
+        assert!((0..100).all(|_| unlimited.try_begin_session("x")));
+    }
+
+    #[test]
+    fn old_failures_are_forgotten() {
+        let l = Limits::new(LimitsConfig {
+            auth_free_failures: 0,
+            auth_failure_window: Duration::from_millis(30),
+            ..LimitsConfig::default()
+        });
+        l.record_auth_failure(Some("eve"), None);
+        assert!(l.check_auth(Some("eve"), None).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.check_auth(Some("eve"), None), None);
+    }
+}
