@@ -32,7 +32,7 @@ const DEVICES: usize = 50;
 const SESSIONS_PER_DEVICE: usize = 3;
 const ITEMS_PER_SESSION: usize = 4;
 const EVO_CLIENTS: usize = 2;
-const EVO_ITEMS: usize = 300;
+const EVO_ITEMS: usize = 1000;
 const EVO_PASSWORD: &str = "evo-secret";
 
 /// Each SyncEvolution client is a user of its own: devices of one user share its
@@ -615,6 +615,11 @@ fn cluster_failover_draining_and_two_balancers() {
         })
         .collect();
     let mut running: Vec<_> = evo.iter().map(|c| c.spawn_sync(SyncMode::TwoWay)).collect();
+    // The simulated devices are quick (all their sessions take a second or two): start them
+    // once the clients are under way, so that the kill finds both in the middle of their syncs.
+    wait_until("SyncEvolution clients started", Duration::from_secs(60), || {
+        running.iter_mut().all(|r| !r.is_running() || r.messages_started() >= 2)
+    });
 
     // 50 devices, half through each balancer.
     let started = Arc::new(AtomicUsize::new(0));
@@ -626,11 +631,10 @@ fn cluster_failover_draining_and_two_balancers() {
             std::thread::spawn(move || run_device(port, d, started))
         })
         .collect();
-    // Kill -9 the node holding SyncEvolution client 0's session once it is a few messages in
-    // and a third of the simulated sessions have started.
-    wait_until("devices and clients started", Duration::from_secs(60), || {
+    // Kill -9 the node holding SyncEvolution client 0's session once a third of the
+    // simulated sessions have started.
+    wait_until("devices started", Duration::from_secs(60), || {
         started.load(Ordering::SeqCst) >= DEVICES + DEVICES / 3
-            && running.iter_mut().all(|r| !r.is_running() || r.messages_started() >= 4)
     });
     if !running[0].is_running() {
         let report = running.remove(0).wait();
