@@ -480,19 +480,8 @@ impl Session {
         let mut body = self.take_responses();
         if !dev.devinf_sent {
             let cmd_id = self.next_cmd(Some(SentKind::Put));
-            body.push(Command::Put(PutGet {
-                cmd_id,
-                meta: Some(Meta {
-                    type_: Some(t("application/vnd.syncml-devinf+xml")),
-                    ..Default::default()
-                }),
-                items: vec![Item {
-                    source: Some(Location::uri(t("./devinf12"))),
-                    data: Some(Data::DevInf(Box::new(dev.devinf()))),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }));
+            let (meta, items) = devinf_payload(dev);
+            body.push(Command::Put(PutGet { cmd_id, meta: Some(meta), items, ..Default::default() }));
         }
         for i in 0..self.stores.len() {
             let store = &dev.stores[self.stores[i].store];
@@ -690,19 +679,13 @@ impl Session {
                         if is_devinf { 200 } else { 404 },
                     );
                     if is_devinf {
+                        let (meta, items) = devinf_payload(dev);
                         results.push(Command::Results(Results {
                             cmd_id: t(""),
                             msg_ref: Some(t(server_msg.clone())),
                             cmd_ref: t(g.cmd_id.trim()),
-                            meta: Some(Meta {
-                                type_: Some(t("application/vnd.syncml-devinf+xml")),
-                                ..Default::default()
-                            }),
-                            items: vec![Item {
-                                source: Some(Location::uri(t("./devinf12"))),
-                                data: Some(Data::DevInf(Box::new(dev.devinf()))),
-                                ..Default::default()
-                            }],
+                            meta: Some(meta),
+                            items,
                             ..Default::default()
                         }));
                         dev.devinf_sent = true;
@@ -1168,6 +1151,17 @@ fn push_status(
         data: t(code.to_string()),
         ..Default::default()
     }));
+}
+
+/// The device's DevInf as sent in a Put or in the Results to the server's Get.
+fn devinf_payload(dev: &Device) -> (Meta<'static>, Vec<Item<'static>>) {
+    let meta = Meta { type_: Some(t("application/vnd.syncml-devinf+xml")), ..Default::default() };
+    let item = Item {
+        source: Some(Location::uri(t("./devinf12"))),
+        data: Some(Data::DevInf(Box::new(dev.devinf()))),
+        ..Default::default()
+    };
+    (meta, vec![item])
 }
 
 #[cfg(test)]
