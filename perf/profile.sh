@@ -24,7 +24,12 @@ FREQ=${FREQ:-499}
 OUT=${OUT:-target/perf/flamegraph-$SCENARIO.svg}
 mkdir -p "$(dirname "$OUT")"
 
-command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 1; }
+if ! command -v perf >/dev/null; then
+  # Debian's perf (like the other perf scripts' packages, installed on first use).
+  SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q linux-perf >/dev/null \
+    || { echo "perf not found and apt-get install linux-perf failed" >&2; exit 1; }
+fi
 if ! command -v inferno-flamegraph >/dev/null; then
   echo "installing inferno (cargo install inferno)" >&2
   cargo install inferno --locked >&2
