@@ -46,8 +46,21 @@ pub struct EngineService {
     last_purge: Cell<u64>,
 }
 
-/// How often a shard drops expired sessions from the store.
+/// How often a shard drops expired sessions from its cache.
+const SWEEP_EVERY_SECS: u64 = 30;
+/// How often a shard drops expired sessions from the store (with the batch
+/// of the message at hand; the delete is idempotent, so shards and nodes need
+/// not agree on who does it).
 const PURGE_EVERY_SECS: u64 = 300;
+
+/// True, and `last` set to `now`, once every `every` seconds.
+fn due(last: &Cell<u64>, now: u64, every: u64) -> bool {
+    if now.saturating_sub(last.get()) < every {
+        return false;
+    }
+    last.set(now);
+    true
+}
 
 impl EngineService {
     /// A service using `store`, with sessions expiring after `session_timeout` idle seconds.
@@ -81,30 +94,23 @@ impl EngineService {
     }
 
     fn sweep(&self, now: u64) {
-        if now.saturating_sub(self.last_sweep.get()) < 30 {
+        if !due(&self.last_sweep, now, SWEEP_EVERY_SECS) {
             return;
         }
-        self.last_sweep.set(now);
         let timeout = self.session_timeout;
         self.sessions.borrow_mut().retain(|key, s| {
             let keep = s.last_activity() + timeout > now;
             if !keep {
-                tracing::info!(session = %routing::token(*key), device = %s.device_id(), "session expired");
-                self.ops.ended(*key, &s.report(), SessionEnd::Failed(FailReason::Expired));
+                self.expired(*key, s);
             }
             keep
         });
     }
 
-    /// Whether this message's batch should also drop expired sessions from
-    /// the store (every few minutes per shard; the delete is idempotent, so
-    /// shards and nodes need not agree on who does it).
-    fn purge_due(&self, now: u64) -> bool {
-        if now.saturating_sub(self.last_purge.get()) < PURGE_EVERY_SECS {
-            return false;
-        }
-        self.last_purge.set(now);
-        true
+    /// Ends a cached session that sat idle past the timeout.
+    fn expired(&self, key: u64, s: &Session) {
+        tracing::info!(session = %routing::token(key), device = %s.device_id(), "session expired");
+        self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Expired));
     }
 
     /// The stored session `key`, unless absent, expired or unusable.
@@ -143,37 +149,37 @@ impl EngineService {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.sweep(now);
-        match self.attempt(req, key, now, false).await {
+        let result = match self.attempt(req, key, now, false).await {
             // Another node went on with the session since this shard cached
             // it; nothing of ours was written. Once more, from the store.
-            Err(Conflict) => match self.attempt(req, key, now, true).await {
-                Err(Conflict) => Err(ServiceError::Unavailable(format!(
-                    "session {} is being continued elsewhere",
-                    routing::token(key)
-                ))),
-                Ok(r) => r,
-            },
-            Ok(r) => r,
-        }
+            Err(Attempt::Conflict) => self.attempt(req, key, now, true).await,
+            other => other,
+        };
+        result.map_err(|e| match e {
+            Attempt::Failed(e) => e,
+            Attempt::Conflict => ServiceError::Unavailable(format!(
+                "session {} is being continued elsewhere",
+                routing::token(key)
+            )),
+        })
     }
 
-    /// One try at a message. `Err(Conflict)`: the store says the session
-    /// moved on elsewhere; nothing was written.
+    /// One try at a message. `Err(Attempt::Conflict)`: the store says the
+    /// session moved on elsewhere; nothing was written.
     async fn attempt(
         &self,
         req: &SyncRequest<'_>,
         key: u64,
         now: u64,
         from_store: bool,
-    ) -> Result<Result<SyncResponse, ServiceError>, Conflict> {
+    ) -> Result<SyncResponse, Attempt> {
         let msg = &req.message;
         let arrived = std::time::Instant::now();
         let msg_id: Option<u64> = msg.hdr.msg_id.trim().parse().ok();
         let cached = self.sessions.borrow_mut().remove(&key).filter(|s| {
             let alive = s.last_activity() + self.session_timeout > now;
             if !alive {
-                tracing::info!(session = %routing::token(key), device = %s.device_id(), "session expired");
-                self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Expired));
+                self.expired(key, s);
             }
             // A gap in the MsgIDs means other nodes answered the messages
             // between: this copy is stale (DESIGN §4), the store has the session.
@@ -182,10 +188,7 @@ impl EngineService {
         });
         let existing = match cached {
             Some(s) => Some(s),
-            None => match self.load(key, now).await {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            },
+            None => self.load(key, now).await?,
         };
         let mut session = match existing {
             Some(s) => {
@@ -193,7 +196,7 @@ impl EngineService {
                     tracing::info!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, "resend: answering from the stored reply");
                     let body = reply.to_vec();
                     self.sessions.borrow_mut().insert(key, s);
-                    return Ok(Ok(SyncResponse { body }));
+                    return Ok(SyncResponse { body });
                 }
                 if s.is_restart(msg) || msg_id == Some(1) {
                     tracing::info!(session = %routing::token(key), "client restarted the session");
@@ -201,7 +204,7 @@ impl EngineService {
                     Session::new(key, msg, req.encoding, now)
                 } else if msg_id.is_some_and(|id| id > s.last_msg_in() + 1) {
                     tracing::warn!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, last = s.last_msg_in(), "messages of this session are missing");
-                    return Ok(Err(ServiceError::UnknownSession(routing::token(key))));
+                    return Err(ServiceError::UnknownSession(routing::token(key)).into());
                 } else {
                     s
                 }
@@ -209,7 +212,7 @@ impl EngineService {
             None => {
                 if msg_id != Some(1) {
                     tracing::info!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, "no such session");
-                    return Ok(Err(ServiceError::UnknownSession(routing::token(key))));
+                    return Err(ServiceError::UnknownSession(routing::token(key)).into());
                 }
                 tracing::info!(
                     session = %routing::token(key),
@@ -223,9 +226,7 @@ impl EngineService {
         };
 
         // Auth back-off, before any store access for a session not yet authenticated.
-        if let Err(e) = self.ops.check_backoff(session.user().is_some(), msg, req.peer) {
-            return Ok(Err(e));
-        }
+        self.ops.check_backoff(session.user().is_some(), msg, req.peer)?;
         let report_before = session.report();
         // Load what the engine needs; a few rounds at most (auth, then datastores).
         for _ in 0..4 {
@@ -234,13 +235,10 @@ impl EngineService {
                 break;
             }
             for read in reads {
-                let resp = match self.store.read(read.clone()).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(error = %e, "store read failed");
-                        return Ok(Err(ServiceError::Unavailable(e.to_string())));
-                    }
-                };
+                let resp = self.store.read(read.clone()).await.map_err(|e| {
+                    tracing::error!(error = %e, "store read failed");
+                    ServiceError::Unavailable(e.to_string())
+                })?;
                 session.provide(&read, resp);
             }
         }
@@ -250,7 +248,7 @@ impl EngineService {
         let after = session.report();
         if let Some(busy) = self.ops.admit(key, &report_before, &after, msg, req.encoding) {
             // Over the user's session cap: nothing of this message is written.
-            return Ok(Ok(SyncResponse { body: busy }));
+            return Ok(SyncResponse { body: busy });
         }
         // The session's state and reply go with the message's writes, so any
         // shard of any node can continue it or answer a resend (DESIGN §3.3).
@@ -259,7 +257,7 @@ impl EngineService {
             ops.push(WriteOp::ExpectSession { key, last_msg_id: before });
         }
         ops.extend(step.writes.ops);
-        if self.purge_due(now) {
+        if due(&self.last_purge, now, PURGE_EVERY_SECS) {
             ops.push(WriteOp::PurgeSessions { expired_before: now });
         }
         match step.outcome {
@@ -269,7 +267,7 @@ impl EngineService {
                     Ok(record) => ops.push(WriteOp::PutSession(record)),
                     Err(e) => {
                         tracing::error!(error = %e, session = %routing::token(key), "session state not stored");
-                        return Ok(Err(ServiceError::Unavailable(e.to_string())));
+                        return Err(ServiceError::Unavailable(e.to_string()).into());
                     }
                 }
             }
@@ -278,34 +276,40 @@ impl EngineService {
             Ok(info) => session.committed(&info),
             Err(StoreError::SessionConflict(_)) => {
                 tracing::info!(session = %routing::token(key), "session moved on elsewhere; reloading it");
-                return Err(Conflict);
+                return Err(Attempt::Conflict);
             }
             Err(e) => {
                 // Nothing of this message is durable; the client's retry
                 // continues from the last stored state.
                 session.commit_failed();
                 tracing::error!(error = %e, session = %routing::token(key), "commit failed");
-                return Ok(Err(ServiceError::Unavailable(e.to_string())));
+                return Err(ServiceError::Unavailable(e.to_string()).into());
             }
         }
-        match step.outcome {
-            Outcome::Continue => {
-                self.sessions.borrow_mut().insert(key, session);
-            }
-            Outcome::Complete => {
-                // Not cached: a resend of the last message is answered from
-                // the stored record until it expires.
-            }
-            Outcome::Aborted => {}
+        // A completed session is not cached: a resend of its last message is
+        // answered from the stored record until it expires.
+        if step.outcome == Outcome::Continue {
+            self.sessions.borrow_mut().insert(key, session);
         }
         // Metrics, the session log line at the end, the auth failure delay.
         self.ops.step_done(key, &report_before, &after, step.outcome, msg, req.peer, arrived).await;
-        Ok(Ok(SyncResponse { body: step.reply }))
+        Ok(SyncResponse { body: step.reply })
     }
 }
 
-/// The store refused a message's batch: the session went on elsewhere.
-struct Conflict;
+/// Why one try at a message did not produce a reply.
+enum Attempt {
+    /// The store refused the message's batch: the session went on elsewhere.
+    Conflict,
+    /// The message's answer is this error.
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for Attempt {
+    fn from(e: ServiceError) -> Attempt {
+        Attempt::Failed(e)
+    }
+}
 
 impl SyncService for EngineService {
     async fn handle<'a>(&'a self, request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
