@@ -10,11 +10,13 @@
 //! `cargo bench --bench store -- --quick` (or `--warm-up-time 1
 //! --measurement-time 2`).
 
+#[path = "common/committers.rs"]
+mod committers;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use futures_lite::future::block_on;
 use shardsync::store::{Backend, Collection, EmbeddedBackend, StoreHandle, WriteBatch, WriteOp};
 
 fn vcard(n: u64) -> Vec<u8> {
@@ -73,33 +75,13 @@ fn through_handle(c: &mut Criterion) {
     for (committers, rows) in [(1u64, 1u64), (64, 1), (16, 100), (4, 1000)] {
         group.throughput(Throughput::Elements(committers * rows));
         let id = BenchmarkId::new(format!("committers_{committers}"), format!("rows_per_batch_{rows}"));
+        let batches: Vec<WriteBatch> = (0..committers).map(|k| batch(&format!("user{k}"), 0, rows)).collect();
         group.bench_function(id, |bench| {
-            // One iteration: every committer commits one batch, concurrently.
-            bench.iter_custom(|iters| {
-                let start = Instant::now();
-                std::thread::scope(|s| {
-                    for k in 0..committers {
-                        let store = store.clone();
-                        let b = batch(&format!("user{k}"), 0, rows);
-                        s.spawn(move || {
-                            for _ in 0..iters {
-                                block_on(store.commit(b.clone())).expect("commit");
-                            }
-                        });
-                    }
-                });
-                start.elapsed()
-            })
+            bench.iter_custom(|iters| committers::concurrent_commits(&store, &batches, iters))
         });
     }
     group.finish();
-    let stats = threads.stats();
-    eprintln!(
-        "handle: {} batches in {} commits ({:.1} batches per commit)",
-        stats.batches,
-        stats.commits,
-        stats.batches as f64 / stats.commits.max(1) as f64
-    );
+    committers::report_grouping("handle", threads.stats());
     threads.shutdown();
 }
 

@@ -21,15 +21,16 @@
 //! Throughput is in elements = item rows. Quick smoke run:
 //! `cargo bench --bench store_pg -- --quick`.
 
+#[path = "common/committers.rs"]
+mod committers;
 #[path = "../tests/support_pg/mod.rs"]
 mod support_pg;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use futures_lite::future::block_on;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use shardsync::store::{
@@ -133,32 +134,13 @@ fn through_handle(c: &mut Criterion, env: &Env, case: Case) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(committers * rows));
     let id = BenchmarkId::new(format!("{name}/committers_{committers}"), format!("rows_per_batch_{rows}"));
+    let batches: Vec<WriteBatch> =
+        (0..committers).map(|k| batch(&format!("{name}-user{k}"), 0, rows, mapped)).collect();
     group.bench_function(id, |bench| {
-        // One iteration: every committer commits one batch, concurrently.
-        bench.iter_custom(|iters| {
-            let start = Instant::now();
-            std::thread::scope(|s| {
-                for k in 0..committers {
-                    let store = store.clone();
-                    let b = batch(&format!("{name}-user{k}"), 0, rows, mapped);
-                    s.spawn(move || {
-                        for _ in 0..iters {
-                            block_on(store.commit(b.clone())).expect("commit");
-                        }
-                    });
-                }
-            });
-            start.elapsed()
-        })
+        bench.iter_custom(|iters| committers::concurrent_commits(&store, &batches, iters))
     });
     group.finish();
-    let stats = threads.stats();
-    eprintln!(
-        "{name}: {} batches in {} commits ({:.1} batches per commit)",
-        stats.batches,
-        stats.commits,
-        stats.batches as f64 / stats.commits.max(1) as f64
-    );
+    committers::report_grouping(name, threads.stats());
     threads.shutdown();
 }
 
