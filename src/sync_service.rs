@@ -115,22 +115,51 @@ impl EngineService {
 
     /// The stored session `key`, unless absent, expired or unusable.
     async fn load(&self, key: u64, now: u64) -> Result<Option<Session>, ServiceError> {
-        let resp = self.store.read(ReadRequest::Session { key }).await.map_err(|e| {
-            tracing::error!(error = %e, "store read failed");
-            ServiceError::Unavailable(e.to_string())
-        })?;
-        let ReadResponse::Session(Some(record)) = resp else { return Ok(None) };
+        let resp = self.store.read(ReadRequest::Session { key }).await.map_err(read_failed)?;
+        Ok(Self::restore(key, resp, now))
+    }
+
+    /// Message 1 of a session this shard does not hold: the stored session
+    /// (a resend after a failover) and, in the same store round trip, what
+    /// a fresh session reads first (user and device). `Err(fresh)`: no
+    /// stored session; the fresh one has its reads.
+    async fn load_or_start(
+        &self,
+        req: &SyncRequest<'_>,
+        key: u64,
+        now: u64,
+    ) -> Result<Result<Session, Session>, ServiceError> {
+        let msg = &req.message;
+        // The auth back-off comes before any store access for a new session.
+        self.ops.check_backoff(false, msg, req.peer)?;
+        let mut fresh = Session::new(key, msg, req.encoding, now);
+        let mut reads = vec![ReadRequest::Session { key }];
+        reads.extend(fresh.pending_reads(&self.cfg, msg));
+        let mut answers = self.store.read_all(reads.clone()).await.map_err(read_failed)?.into_iter();
+        let stored = answers.next().and_then(|resp| Self::restore(key, resp, now));
+        if let Some(s) = stored {
+            return Ok(Ok(s));
+        }
+        for (read, resp) in reads.iter().skip(1).zip(answers) {
+            fresh.provide(read, resp);
+        }
+        Ok(Err(fresh))
+    }
+
+    /// A stored session read back, unless absent, expired or unusable.
+    fn restore(key: u64, resp: ReadResponse, now: u64) -> Option<Session> {
+        let ReadResponse::Session(Some(record)) = resp else { return None };
         if record.expires_at <= now {
-            return Ok(None);
+            return None;
         }
         match Session::from_record(&record) {
             Ok(s) => {
                 tracing::info!(session = %routing::token(key), device = %s.device_id(), msg_id = record.last_msg_id, "session continued from the store");
-                Ok(Some(s))
+                Some(s)
             }
             Err(e) => {
                 tracing::warn!(session = %routing::token(key), error = %e, "stored session ignored");
-                Ok(None)
+                None
             }
         }
     }
@@ -186,8 +215,17 @@ impl EngineService {
             let stale = msg_id.is_some_and(|id| id > s.last_msg_in() + 1);
             alive && !stale && !from_store
         });
+        // A new session's first reads ride along with the store lookup.
+        let mut started = None;
         let existing = match cached {
             Some(s) => Some(s),
+            None if msg_id == Some(1) => match self.load_or_start(req, key, now).await? {
+                Ok(stored) => Some(stored),
+                Err(fresh) => {
+                    started = Some(fresh);
+                    None
+                }
+            },
             None => self.load(key, now).await?,
         };
         let mut session = match existing {
@@ -221,7 +259,7 @@ impl EngineService {
                     encoding = ?req.encoding,
                     "session started"
                 );
-                Session::new(key, msg, req.encoding, now)
+                started.unwrap_or_else(|| Session::new(key, msg, req.encoding, now))
             }
         };
 
@@ -234,12 +272,9 @@ impl EngineService {
             if reads.is_empty() {
                 break;
             }
-            for read in reads {
-                let resp = self.store.read(read.clone()).await.map_err(|e| {
-                    tracing::error!(error = %e, "store read failed");
-                    ServiceError::Unavailable(e.to_string())
-                })?;
-                session.provide(&read, resp);
+            let answers = self.store.read_all(reads.clone()).await.map_err(read_failed)?;
+            for (read, resp) in reads.iter().zip(answers) {
+                session.provide(read, resp);
             }
         }
 
@@ -295,6 +330,12 @@ impl EngineService {
         self.ops.step_done(key, &report_before, &after, step.outcome, msg, req.peer, arrived).await;
         Ok(SyncResponse { body: step.reply })
     }
+}
+
+/// A failed store read, logged, as the 503 the client gets.
+fn read_failed(e: crate::store::StoreError) -> ServiceError {
+    tracing::error!(error = %e, "store read failed");
+    ServiceError::Unavailable(e.to_string())
 }
 
 /// Why one try at a message did not produce a reply.

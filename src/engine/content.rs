@@ -5,50 +5,91 @@
 //! syntax): `NAME;PARAMS:VALUE`, folded with CRLF + white space. Plain-text
 //! notes are compared as whole texts.
 
-use xxhash_rust::xxh64::xxh64;
+use std::borrow::Cow;
+
+use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 /// Properties that change on every save without changing the item's meaning.
 const VOLATILE: &[&str] = &["REV", "PRODID", "DTSTAMP", "LAST-MODIFIED", "X-EVOLUTION-FILE-AS", "SEQUENCE"];
 
-/// Unfolds content lines (CRLF/LF followed by space or tab continues a line)
-/// and returns the logical lines without line ends.
+/// The logical lines of a content-line text, borrowed where no unfolding
+/// was needed: CRLF/LF followed by a space or tab continues a line, a vCard
+/// 2.1 quoted-printable line ending in `=` continues on the next, and blank
+/// lines are skipped. Line ends are not part of the lines.
+pub fn lines(text: &str) -> Lines<'_> {
+    Lines { physical: text.split('\n').peekable() }
+}
+
+/// Iterator of [`lines`].
+pub struct Lines<'a> {
+    physical: std::iter::Peekable<std::str::Split<'a, char>>,
+}
+
+impl<'a> Lines<'a> {
+    /// The next line with its folded continuations joined.
+    fn unfolded(&mut self) -> Option<Cow<'a, str>> {
+        let raw = self.physical.next()?;
+        let mut line = Cow::Borrowed(raw.strip_suffix('\r').unwrap_or(raw));
+        while let Some(next) = self.physical.peek() {
+            let next = next.strip_suffix('\r').unwrap_or(next);
+            match next.strip_prefix([' ', '\t']) {
+                Some(rest) => {
+                    line.to_mut().push_str(rest);
+                    self.physical.next();
+                }
+                None => break,
+            }
+        }
+        Some(line)
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        loop {
+            let mut line = self.unfolded()?;
+            // Quoted-printable soft line breaks (rare: only checked on a trailing '=').
+            while line.ends_with('=') && contains_ignore_case(&line, "QUOTED-PRINTABLE") {
+                let Some(next) = self.unfolded() else { break };
+                let joined = line.to_mut();
+                joined.pop();
+                joined.push_str(&next);
+            }
+            if !line.trim().is_empty() {
+                return Some(line);
+            }
+        }
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
+/// Unfolds content lines (see [`lines`]) into owned strings.
 pub fn unfold(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for raw in text.split('\n') {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        if let Some(rest) = line.strip_prefix([' ', '\t']) {
-            if let Some(last) = out.last_mut() {
-                last.push_str(rest);
-                continue;
-            }
-        }
-        out.push(line.to_string());
-    }
-    // vCard 2.1 quoted-printable soft line breaks: a line ending in '=' continues.
-    let mut merged: Vec<String> = Vec::with_capacity(out.len());
-    let mut qp_continue = false;
-    for line in out {
-        if qp_continue {
-            if let Some(last) = merged.last_mut() {
-                last.pop(); // the '='
-                last.push_str(&line);
-                qp_continue = last.ends_with('=') && last.to_ascii_uppercase().contains("QUOTED-PRINTABLE");
-                continue;
-            }
-        }
-        qp_continue = line.ends_with('=') && line.to_ascii_uppercase().contains("QUOTED-PRINTABLE");
-        merged.push(line);
-    }
-    merged.retain(|l| !l.trim().is_empty());
-    merged
+    lines(text).map(Cow::into_owned).collect()
+}
+
+/// The property name of a content line as written (without group prefix).
+fn raw_prop_name(line: &str) -> &str {
+    let end = line.find([';', ':']).unwrap_or(line.len());
+    let name = &line[..end];
+    name.rsplit('.').next().unwrap_or(name)
 }
 
 /// The property name of a content line (upper-cased, without group prefix).
 pub fn prop_name(line: &str) -> String {
-    let end = line.find([';', ':']).unwrap_or(line.len());
-    let name = &line[..end];
-    let name = name.rsplit('.').next().unwrap_or(name);
-    name.to_ascii_uppercase()
+    raw_prop_name(line).to_ascii_uppercase()
+}
+
+/// Properties left out of twin matching.
+fn is_volatile(name: &str) -> bool {
+    const EVOLUTION: &[u8] = b"X-EVOLUTION";
+    VOLATILE.iter().any(|v| v.eq_ignore_ascii_case(name))
+        || name.as_bytes().get(..EVOLUTION.len()).is_some_and(|p| p.eq_ignore_ascii_case(EVOLUTION))
 }
 
 fn is_structured(text: &str) -> bool {
@@ -58,29 +99,48 @@ fn is_structured(text: &str) -> bool {
 
 /// A hash of the item's normalized content: equal for two copies of the same
 /// contact or event even if folding, line ends, property order or volatile
-/// properties (REV, PRODID, ...) differ.
+/// properties (REV, PRODID, ...) differ. Computed for every item of a slow
+/// sync, so it hashes borrowed lines and allocates only the per-line hashes.
 pub fn twin_key(data: &[u8]) -> u64 {
-    let text = String::from_utf8_lossy(data);
+    let text = match std::str::from_utf8(data) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(data),
+    };
     if !is_structured(&text) {
-        let norm: String = text.replace("\r\n", "\n");
-        return xxh64(norm.trim_end().as_bytes(), 1);
+        return match text.contains("\r\n") {
+            true => xxh64(text.replace("\r\n", "\n").trim_end().as_bytes(), 1),
+            false => xxh64(text.trim_end().as_bytes(), 1),
+        };
     }
-    let mut lines: Vec<String> = unfold(&text)
-        .into_iter()
-        .filter(|l| {
-            let n = prop_name(l);
-            !VOLATILE.contains(&n.as_str()) && !n.starts_with("X-EVOLUTION")
-        })
-        .map(|l| {
-            // Property names and parameters are case-insensitive; values are not.
-            match l.find(':') {
-                Some(i) => format!("{}:{}", l[..i].to_ascii_uppercase(), l[i + 1..].trim_end()),
-                None => l.to_ascii_uppercase(),
+    let mut normalized = String::new();
+    let mut hashes: Vec<u64> = Vec::with_capacity(32);
+    for line in lines(&text) {
+        if is_volatile(raw_prop_name(&line)) {
+            continue;
+        }
+        // Property names and parameters are case-insensitive; values are not.
+        normalized.clear();
+        match line.split_once(':') {
+            Some((head, value)) => {
+                normalized.push_str(head);
+                normalized.make_ascii_uppercase();
+                normalized.push(':');
+                normalized.push_str(value.trim_end());
             }
-        })
-        .collect();
-    lines.sort();
-    xxh64(lines.join("\n").as_bytes(), 2)
+            None => {
+                normalized.push_str(&line);
+                normalized.make_ascii_uppercase();
+            }
+        }
+        hashes.push(xxh64(normalized.as_bytes(), 2));
+    }
+    // Order-independent: the sorted multiset of line hashes.
+    hashes.sort_unstable();
+    let mut h = Xxh64::new(2);
+    for x in &hashes {
+        h.update(&x.to_le_bytes());
+    }
+    h.digest()
 }
 
 /// The `UID` of an iCalendar/vCalendar/vCard item, if any.
@@ -89,9 +149,8 @@ pub fn uid(data: &[u8]) -> Option<String> {
     if !is_structured(text) {
         return None;
     }
-    unfold(text)
-        .into_iter()
-        .find(|l| prop_name(l) == "UID")
+    lines(text)
+        .find(|l| raw_prop_name(l).eq_ignore_ascii_case("UID"))
         .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
         .filter(|v| !v.is_empty())
 }
@@ -182,6 +241,37 @@ mod tests {
         assert!(m.contains("N:Doe;John\r\n"));
         assert!(m.contains("EMAIL:j@x\r\nEND:VCARD"));
         assert!(merge(b"note", b"other").is_none());
+    }
+
+    #[test]
+    fn lines_unfold_folding_quoted_printable_and_blank_lines() {
+        let text = " lead\r\nN:Doe;\r\n  John\r\n\r\nNOTE;ENCODING=QUOTED-PRINTABLE:a=\r\nb=\r\nc\r\nTEL:1\n\t2\nEND";
+        let got: Vec<String> = unfold(text);
+        assert_eq!(got, vec![" lead", "N:Doe; John", "NOTE;ENCODING=QUOTED-PRINTABLE:abc", "TEL:12", "END"]);
+        assert!(
+            matches!(lines("A:1\r\nB:2").next(), Some(Cow::Borrowed("A:1"))),
+            "unfolded lines are borrowed"
+        );
+        // A QP soft break at the very end stays as written.
+        assert_eq!(unfold("X;QUOTED-PRINTABLE:a="), vec!["X;QUOTED-PRINTABLE:a="]);
+        assert_eq!(unfold("X:a="), vec!["X:a="]);
+    }
+
+    #[test]
+    fn twin_keys_normalize_case_groups_and_volatile_properties() {
+        let a = b"BEGIN:VCARD\r\nVERSION:3.0\r\nitem1.X-EVOLUTION-FOO:1\r\nPRODID:x\r\ntel;type=cell:123 \r\nEND:VCARD\r\n";
+        let b = b"BEGIN:VCARD\nTEL;TYPE=CELL:123\nVERSION:3.0\nEND:VCARD";
+        assert_eq!(twin_key(a), twin_key(b));
+        // Values stay case-sensitive, and a line counts as often as it occurs.
+        let c = b"BEGIN:VCARD\nTEL;TYPE=CELL:123\nVERSION:3.0\nEND:vcard";
+        assert_ne!(twin_key(b), twin_key(c));
+        let d = b"BEGIN:VCARD\nTEL;TYPE=CELL:123\nTEL;TYPE=CELL:123\nVERSION:3.0\nEND:VCARD";
+        assert_ne!(twin_key(b), twin_key(d));
+        // Plain text: line ends and trailing white space do not matter.
+        assert_eq!(twin_key(b"note\r\ntwo\r\n"), twin_key(b"note\ntwo"));
+        assert_ne!(twin_key(b"note two"), twin_key(b"note\ntwo"));
+        // Invalid UTF-8 is compared lossily, never rejected.
+        assert_eq!(twin_key(b"BEGIN:VCARD\nN:\xff\nEND:VCARD"), twin_key(b"BEGIN:VCARD\nN:\xfe\nEND:VCARD"));
     }
 
     #[test]

@@ -374,7 +374,7 @@ fn finish(
     outcome: Outcome,
     msg_id: &str,
 ) -> Step {
-    let msg = r.build(final_);
+    let msg = r.into_message(final_);
     let mut out = Vec::with_capacity(4096);
     codec::encode(s.encoding, &msg, &mut out);
     s.last_msg_in = num(msg_id).unwrap_or(s.last_msg_in + 1);
@@ -1032,21 +1032,30 @@ fn apply_item(
                 }
             }
             // Unmapped: a new item, unless a slow sync finds its twin.
-            if ds.mode == 201 {
+            // (A first slow sync against an empty collection has nothing to match.)
+            if ds.mode == 201 && !(ds.twins.is_empty() && ds.uids.is_empty()) {
                 let key = twin_key_of(&content_type, &data);
-                let twin = ds.twins.get_mut(&key).and_then(|v| v.pop()).or_else(|| {
-                    content::uid(&data)
+                // `same`: found by content (the key was computed from that very item),
+                // not only by UID.
+                let twin = match ds.twins.get_mut(&key).and_then(|v| v.pop()) {
+                    Some(guid) => Some((guid, true)),
+                    None => content::uid(&data)
                         .and_then(|u| ds.uids.get(&u).copied())
                         .filter(|g| !ds.rmap.contains_key(g))
-                });
-                if let Some(guid) = twin {
+                        .map(|guid| {
+                            let same = ds
+                                .items
+                                .get(&guid)
+                                .is_some_and(|i| twin_key_of(&i.content_type, &i.data) == key);
+                            (guid, same)
+                        }),
+                };
+                if let Some((guid, same)) = twin {
                     if !ds.rmap.contains_key(&guid) {
                         ds.counts.twins += 1;
                         ds.map.insert(luid.to_string(), guid);
                         ds.rmap.insert(guid, luid.to_string());
                         ds.handled.insert(guid);
-                        let same =
-                            ds.items.get(&guid).is_some_and(|i| twin_key_of(&i.content_type, &i.data) == key);
                         if same {
                             batch.ops.push(WriteOp::SetMapping {
                                 user: user.clone(),
@@ -1378,7 +1387,7 @@ fn op_data(op: &OutOp) -> &[u8] {
 /// one Sync per datastore. Returns true when the package is complete (Final).
 fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteBatch) -> bool {
     let mut probe = Vec::new();
-    codec::encode(s.encoding, &r.build(true), &mut probe);
+    r.encode_into(s.encoding, true, &mut probe);
     let limit = s.client_max_msg.max(2048);
     let xml = s.encoding == crate::model::Encoding::Xml;
     // One Sync per datastore, an empty one for datastores without changes.

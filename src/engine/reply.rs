@@ -4,7 +4,9 @@
 
 use std::borrow::Cow;
 
-use crate::model::{Alert, Anchor, Command, Data, Item, Location, Meta, Results, Status, SyncHdr, SyncMl};
+use crate::model::{
+    Alert, Anchor, Command, Data, Encoding, Item, Location, Meta, Results, Status, SyncHdr, SyncMl,
+};
 
 /// A reply under construction.
 #[derive(Debug, Default)]
@@ -97,11 +99,25 @@ impl Reply {
     }
 
     /// Assembles the message.
-    pub fn build(&self, final_: bool) -> SyncMl<'static> {
-        let mut body = Vec::with_capacity(self.responses.len() + self.commands.len());
-        body.extend(self.responses.iter().cloned());
-        body.extend(self.commands.iter().cloned());
-        SyncMl { hdr: self.hdr.clone(), body, final_ }
+    pub fn into_message(self, final_: bool) -> SyncMl<'static> {
+        let mut body = self.responses;
+        body.extend(self.commands);
+        SyncMl { hdr: self.hdr, body, final_ }
+    }
+
+    /// Encodes the message as it stands into `out` and keeps the reply
+    /// usable (to measure its size before more is added). The commands are
+    /// moved into the message and back, not copied.
+    pub fn encode_into(&mut self, encoding: Encoding, final_: bool, out: &mut Vec<u8>) {
+        let mut body = std::mem::take(&mut self.responses);
+        let responses = body.len();
+        body.append(&mut self.commands);
+        let msg = SyncMl { hdr: std::mem::take(&mut self.hdr), body, final_ };
+        crate::codec::encode(encoding, &msg, out);
+        let SyncMl { hdr, mut body, .. } = msg;
+        self.commands = body.split_off(responses);
+        self.responses = body;
+        self.hdr = hdr;
     }
 }
 

@@ -287,7 +287,7 @@ pub fn busy_reply(msg: &crate::model::SyncMl<'_>, encoding: crate::model::Encodi
         }
     }
     let mut out = Vec::with_capacity(1024);
-    crate::codec::encode(encoding, &r.build(true), &mut out);
+    crate::codec::encode(encoding, &r.into_message(true), &mut out);
     out
 }
 

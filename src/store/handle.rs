@@ -87,6 +87,8 @@ type CommitReply = oneshot::Sender<Result<CommitInfo, StoreError>>;
 
 enum ReadJob {
     Read(ReadRequest, ReadReply),
+    /// Several reads in one hand-over: one wake-up each way, however many.
+    Many(Vec<ReadRequest>, oneshot::Sender<Result<Vec<ReadResponse>, StoreError>>),
     Stop,
 }
 
@@ -203,6 +205,23 @@ impl StoreHandle {
         rx.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Runs several reads as one job on one reader thread: the answers in
+    /// the order asked, or the first error. One cross-thread round trip
+    /// instead of one per read (message 1 of a session needs several).
+    pub async fn read_all(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResponse>, StoreError> {
+        match requests.len() {
+            0 => return Ok(Vec::new()),
+            1 => {
+                let request = requests.into_iter().next().ok_or(StoreError::Closed)?;
+                return Ok(vec![self.read(request).await?]);
+            }
+            _ => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        self.reads.send(ReadJob::Many(requests, tx)).map_err(|_| StoreError::Closed)?;
+        rx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
     /// Commits one batch atomically; resolves once it is durable.
     pub async fn commit(&self, batch: WriteBatch) -> Result<CommitInfo, StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -315,12 +334,23 @@ impl Drop for StoreThreads {
 }
 
 fn reader_loop(backend: &dyn Backend, rx: &Receiver<ReadJob>, counters: &Counters) {
-    while let Ok(ReadJob::Read(request, reply)) = rx.recv() {
-        let result = catch_unwind(AssertUnwindSafe(|| backend.read(&request)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())));
+    let read_one = |request: &ReadRequest| {
         counters.reads.fetch_add(1, Ordering::Relaxed);
-        // The asker may have gone away (e.g. its connection closed); that is fine.
-        let _ = reply.send(result);
+        catch_unwind(AssertUnwindSafe(|| backend.read(request)))
+            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())))
+    };
+    loop {
+        // The asker may have gone away (e.g. its connection closed); a failed
+        // send of the answer is fine.
+        match rx.recv() {
+            Ok(ReadJob::Read(request, reply)) => {
+                let _ = reply.send(read_one(&request));
+            }
+            Ok(ReadJob::Many(requests, reply)) => {
+                let _ = reply.send(requests.iter().map(read_one).collect());
+            }
+            Ok(ReadJob::Stop) | Err(_) => break,
+        }
     }
 }
 
