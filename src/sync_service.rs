@@ -121,7 +121,8 @@ impl EngineService {
 
     /// Message 1 of a session this shard does not hold: the stored session
     /// (a resend after a failover) and, in the same store round trip, what
-    /// a fresh session reads first (user and device). `Err(fresh)`: no
+    /// a fresh session reads first (user and device) and the datastores its
+    /// Alerts name (kept only if the credentials verify). `Err(fresh)`: no
     /// stored session; the fresh one has its reads.
     async fn load_or_start(
         &self,
@@ -133,15 +134,24 @@ impl EngineService {
         // The auth back-off comes before any store access for a new session.
         self.ops.check_backoff(false, msg, req.peer)?;
         let mut fresh = Session::new(key, msg, req.encoding, now);
-        let mut reads = vec![ReadRequest::Session { key }];
-        reads.extend(fresh.pending_reads(&self.cfg, msg));
-        let mut answers = self.store.read_all(reads.clone()).await.map_err(read_failed)?.into_iter();
+        let first = fresh.pending_reads(&self.cfg, msg);
+        let speculative = fresh.speculative_reads(&self.cfg, msg);
+        let mut reads = Vec::with_capacity(1 + first.len() + speculative.len());
+        reads.push(ReadRequest::Session { key });
+        reads.extend(first.iter().cloned());
+        reads.extend(speculative.iter().cloned());
+        let mut answers = self.store.read_all(reads).await.map_err(read_failed)?.into_iter();
         let stored = answers.next().and_then(|resp| Self::restore(key, resp, now));
         if let Some(s) = stored {
             return Ok(Ok(s));
         }
-        for (read, resp) in reads.iter().skip(1).zip(answers) {
+        for (read, resp) in first.iter().zip(answers.by_ref()) {
             fresh.provide(read, resp);
+        }
+        // The datastores only count if the credentials verify; else they are
+        // dropped here and read again after a successful retry.
+        for (read, resp) in speculative.iter().zip(answers) {
+            fresh.provide_if_authentic(msg, read, resp);
         }
         Ok(Err(fresh))
     }

@@ -481,6 +481,46 @@ impl Session {
         out
     }
 
+    /// Reads worth doing in the same store round trip as the first ones of a
+    /// new session ([`Session::pending_reads`]: user and device): the
+    /// datastores the message alerts, for the user it claims. Their answers
+    /// go through [`Session::provide_if_authentic`], which keeps them only
+    /// once the credentials verify, so an unauthenticated session never
+    /// holds a user's data.
+    pub fn speculative_reads(&self, cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<ReadRequest> {
+        if self.authenticated {
+            return Vec::new();
+        }
+        let Some(user) = process::claimed_user(msg) else { return Vec::new() };
+        process::alerted_collections(cfg, msg)
+            .into_iter()
+            .map(|collection| ReadRequest::Datastore {
+                user: user.clone(),
+                device_id: self.device_id.clone(),
+                collection,
+            })
+            .collect()
+    }
+
+    /// Hands over the answer to a read from [`Session::speculative_reads`]:
+    /// kept only when the user and device records are loaded, the read was
+    /// for that user, and the message's credentials verify against them.
+    /// Returns whether it was kept.
+    pub fn provide_if_authentic(
+        &mut self,
+        msg: &SyncMl<'_>,
+        request: &ReadRequest,
+        response: ReadResponse,
+    ) -> bool {
+        let ReadRequest::Datastore { user, .. } = request else { return false };
+        let loaded = matches!(self.user_record, Some(Some(_))) && self.device_record.is_some();
+        if !loaded || self.user.as_deref() != Some(user.as_str()) || !self.precheck_auth(msg) {
+            return false;
+        }
+        self.provide(request, response);
+        true
+    }
+
     /// Hands over the answer to a read from [`Session::pending_reads`].
     pub fn provide(&mut self, request: &ReadRequest, response: ReadResponse) {
         match (request, response) {

@@ -61,7 +61,20 @@ impl Harness {
                 return crate::codec::decode(enc, &reply).expect("reply decodes").into_owned();
             }
             Some(s) if !s.is_restart(msg) => s,
-            _ => Session::new(key, msg, enc, self.now),
+            // A new session reads as the shell does: user, device and the
+            // alerted datastores together, the latter kept only if authentic.
+            _ => {
+                let mut s = Session::new(key, msg, enc, self.now);
+                for r in s.pending_reads(&self.cfg, msg) {
+                    let resp = self.backend.read(&r).expect("read");
+                    s.provide(&r, resp);
+                }
+                for r in s.speculative_reads(&self.cfg, msg) {
+                    let resp = self.backend.read(&r).expect("read");
+                    s.provide_if_authentic(msg, &r, resp);
+                }
+                s
+            }
         };
         for _ in 0..4 {
             let reads = s.pending_reads(&self.cfg, msg);
@@ -458,6 +471,40 @@ fn wrong_password_401_then_abort() {
     let hdr = hdr.expect("status");
     assert_eq!(hdr.data, "407");
     assert!(hdr.chal.as_ref().and_then(|c| c.next_nonce.as_ref()).is_some());
+}
+
+#[test]
+fn speculative_datastore_reads_are_kept_only_for_verified_credentials() {
+    let h = Harness::new();
+    let other = UserRecord::new("other", "secret").expect("user");
+    h.backend.commit(&[WriteBatch { ops: vec![WriteOp::PutUser(other)] }]).expect("commit");
+    let cfg = EngineConfig::default();
+    let try_with = |cred_b64: &str, read_user: &str| {
+        let text = Client::new("dev-spec").init_with(200, cred_b64);
+        let msg = crate::xml::decode(text.as_bytes()).expect("decodes");
+        let mut s = Session::new(1, &msg, Encoding::Xml, 1);
+        for r in s.pending_reads(&cfg, &msg) {
+            let resp = h.backend.read(&r).expect("read");
+            s.provide(&r, resp);
+        }
+        let spec = s.speculative_reads(&cfg, &msg);
+        assert_eq!(spec.len(), 1, "one alerted datastore");
+        let ReadRequest::Datastore { device_id, collection, .. } = &spec[0] else { panic!("datastore read") };
+        let read = ReadRequest::Datastore {
+            user: read_user.into(),
+            device_id: device_id.clone(),
+            collection: *collection,
+        };
+        let resp = h.backend.read(&read).expect("read");
+        let kept = s.provide_if_authentic(&msg, &read, resp);
+        (kept, s.pending_reads(&cfg, &msg).len())
+    };
+    // test:test verifies: the snapshot is kept and not read again.
+    assert_eq!(try_with("dGVzdDp0ZXN0", "test"), (true, 0));
+    // test:wrong does not: dropped (and nothing is read before the credentials verify).
+    assert_eq!(try_with("dGVzdDp3cm9uZw==", "test"), (false, 0));
+    // A read for another user than the one loaded is never attached.
+    assert!(!try_with("dGVzdDp0ZXN0", "other").0);
 }
 
 #[test]
