@@ -6,7 +6,12 @@
 //!   shards would be) each submitting batches of N rows through the
 //!   `StoreHandle`; the writer group-commits whatever is queued.
 //!
-//! Throughput is reported in elements = item rows. Quick smoke run:
+//! - `first_reads/{one_by_one,read_all}`: what message 1 of a new session
+//!   reads (stored session, user, device, one collection snapshot) through
+//!   the `StoreHandle`, as four round trips to the reader threads or as one
+//!   `read_all` job.
+//!
+//! Throughput is reported in elements = item rows (reads for `first_reads`). Quick smoke run:
 //! `cargo bench --bench store -- --quick` (or `--warm-up-time 1
 //! --measurement-time 2`).
 
@@ -17,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use shardsync::store::{Backend, Collection, EmbeddedBackend, StoreHandle, WriteBatch, WriteOp};
+use futures_lite::future::block_on;
+use shardsync::store::{Backend, Collection, EmbeddedBackend, ReadRequest, StoreHandle, WriteBatch, WriteOp};
 
 fn vcard(n: u64) -> Vec<u8> {
     let card = format!(
@@ -85,9 +91,43 @@ fn through_handle(c: &mut Criterion) {
     threads.shutdown();
 }
 
+fn first_reads(c: &mut Criterion) {
+    let dir = bench_dir();
+    let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend::open(dir.path()).expect("open"));
+    let user = shardsync::store::UserRecord::new("reader", "secret").expect("user");
+    let mut setup = batch("reader", 0, 20);
+    setup.ops.push(WriteOp::PutUser(user));
+    backend.commit(&[setup]).expect("commit");
+    let (store, threads) = StoreHandle::start(backend, 2).expect("start");
+    let reads = vec![
+        ReadRequest::Session { key: 42 },
+        ReadRequest::User { name: "reader".into() },
+        ReadRequest::Device { user: "reader".into(), device_id: "bench-device".into() },
+        ReadRequest::Datastore {
+            user: "reader".into(),
+            device_id: "bench-device".into(),
+            collection: Collection::Contacts,
+        },
+    ];
+    let mut group = c.benchmark_group("first_reads");
+    group.throughput(Throughput::Elements(reads.len() as u64));
+    group.bench_function("one_by_one", |bench| {
+        bench.iter(|| {
+            for r in &reads {
+                block_on(store.read(r.clone())).expect("read");
+            }
+        })
+    });
+    group.bench_function("read_all", |bench| {
+        bench.iter(|| block_on(store.read_all(reads.clone())).expect("read"))
+    });
+    group.finish();
+    threads.shutdown();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = direct, through_handle
+    targets = direct, through_handle, first_reads
 }
 criterion_main!(benches);
