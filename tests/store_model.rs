@@ -37,9 +37,17 @@ fn op() -> impl Strategy<Value = WriteOp> {
                 origin_device,
                 map_client_id,
             }),
-        2 => (user(), coll(), 1u64..6, device()).prop_map(|(user, collection, server_id, origin_device)| {
-            WriteOp::DeleteItem { user, collection, server_id, origin_device }
-        }),
+        // The client id may be absent, right or wrong: every backend must drop
+        // exactly the origin device's mapping(s) to the item either way.
+        2 => (user(), coll(), 1u64..6, device(), prop::option::of(client_id())).prop_map(
+            |(user, collection, server_id, origin_device, client_id)| WriteOp::DeleteItem {
+                user,
+                collection,
+                server_id,
+                origin_device,
+                client_id
+            }
+        ),
         1 => (user(), device(), coll(), client_id(), 1u64..6).prop_map(
             |(user, device_id, collection, client_id, server_id)| WriteOp::SetMapping {
                 user,

@@ -814,6 +814,7 @@ fn handle_sync(
                         collection: ds.collection,
                         server_id: id,
                         origin_device: device.clone(),
+                        client_id: ds.rmap.get(&id).cloned(),
                     });
                 }
                 ds.items.clear();
@@ -1115,7 +1116,13 @@ fn apply_item(
             }
             ds.map.remove(luid);
             ds.rmap.remove(&guid);
-            batch.ops.push(WriteOp::DeleteItem { user, collection, server_id: guid, origin_device: device });
+            batch.ops.push(WriteOp::DeleteItem {
+                user,
+                collection,
+                server_id: guid,
+                origin_device: device,
+                client_id: Some(luid.to_string()),
+            });
             200
         }
         _ => 406,

@@ -39,7 +39,9 @@ use super::{
 pub const FILE_NAME: &str = "shardsync.redb";
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: u64 = 1;
+/// 2: the reverse mapping index `mappings_by_server_id` is gone (deletes
+/// name the device's client id instead); opening a version 1 file drops it.
+const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -49,7 +51,8 @@ const CHANGES: TableDefinition<(&str, u8, u64), u64> = TableDefinition::new("cha
 const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
 const STATES: TableDefinition<(&str, &str, u8), &[u8]> = TableDefinition::new("sync_states");
 const MAPS: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
-const MAPS_BY_ID: TableDefinition<(&str, u8, u64, &str, &str), ()> =
+/// Schema 1's reverse mapping index, dropped by the upgrade to 2.
+const MAPS_BY_ID_V1: TableDefinition<(&str, u8, u64, &str, &str), ()> =
     TableDefinition::new("mappings_by_server_id");
 const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 
@@ -150,6 +153,12 @@ impl EmbeddedBackend {
                     meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(1) => {
+                    // The reverse index cost an insert per mapping; nothing reads it now.
+                    meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
+                    txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
+                    tracing::info!(path = %self.path.display(), "store upgraded to schema version 2");
+                }
                 Some(v) => {
                     return Err(StoreError::Backend(format!(
                         "{} has schema version {v}; this build reads version {SCHEMA_VERSION}",
@@ -165,7 +174,6 @@ impl EmbeddedBackend {
             txn.open_table(COUNTERS).map_err(be)?;
             txn.open_table(STATES).map_err(be)?;
             txn.open_table(MAPS).map_err(be)?;
-            txn.open_table(MAPS_BY_ID).map_err(be)?;
             txn.open_table(SESSIONS).map_err(be)?;
         }
         txn.commit().map_err(be)
@@ -296,7 +304,6 @@ struct Writer<'t> {
     counters: Table<'t, (&'static str, u8), (u64, u64)>,
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
     maps: Table<'t, (&'static str, &'static str, u8, &'static str), u64>,
-    maps_by_id: Table<'t, (&'static str, u8, u64, &'static str, &'static str), ()>,
     sessions: Table<'t, u64, &'static [u8]>,
     /// (next server id, highest seq) per (user, collection), written back once per commit.
     counter_cache: HashMap<(String, u8), (u64, u64)>,
@@ -312,7 +319,6 @@ impl<'t> Writer<'t> {
             counters: txn.open_table(COUNTERS).map_err(be)?,
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAPS).map_err(be)?,
-            maps_by_id: txn.open_table(MAPS_BY_ID).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
             counter_cache: HashMap::new(),
         })
@@ -403,7 +409,7 @@ impl<'t> Writer<'t> {
                     self.set_mapping(user, origin_device, c, client_id, sid)?;
                 }
             }
-            WriteOp::DeleteItem { user, collection, server_id, origin_device } => {
+            WriteOp::DeleteItem { user, collection, server_id, origin_device, client_id } => {
                 let c = coll(*collection);
                 let key = (user.as_str(), c, *server_id);
                 let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
@@ -418,34 +424,18 @@ impl<'t> Writer<'t> {
                     self.changes.insert((user.as_str(), c, seq), *server_id).map_err(be)?;
                 }
                 // Other devices keep their mapping until the delete reaches them.
-                self.drop_mappings_to(user, c, *server_id, Some(origin_device))?;
+                self.drop_mapping_to(user, origin_device, c, *server_id, client_id.as_deref())?;
             }
             WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
                 self.set_mapping(user, device_id, coll(*collection), client_id, *server_id)?;
             }
             WriteOp::RemoveMapping { user, device_id, collection, client_id } => {
-                let c = coll(*collection);
-                let old = self
-                    .maps
-                    .remove((user.as_str(), device_id.as_str(), c, client_id.as_str()))
-                    .map_err(be)?;
-                if let Some(sid) = old.map(|v| v.value()) {
-                    let rkey = (user.as_str(), c, sid, device_id.as_str(), client_id.as_str());
-                    self.maps_by_id.remove(rkey).map_err(be)?;
-                }
+                let key = (user.as_str(), device_id.as_str(), coll(*collection), client_id.as_str());
+                self.maps.remove(key).map_err(be)?;
             }
             WriteOp::ClearMappings { user, device_id, collection } => {
                 let (u, d, c) = (user.as_str(), device_id.as_str(), coll(*collection));
-                let mut removed = Vec::new();
-                for entry in
-                    self.maps.extract_from_if((u, d, c, "")..(u, d, c + 1, ""), |_, _| true).map_err(be)?
-                {
-                    let (k, v) = entry.map_err(be)?;
-                    removed.push((k.value().3.to_owned(), v.value()));
-                }
-                for (client_id, sid) in removed {
-                    self.maps_by_id.remove((u, c, sid, d, client_id.as_str())).map_err(be)?;
-                }
+                self.maps.retain_in((u, d, c, "")..(u, d, c + 1, ""), |_, _| false).map_err(be)?;
             }
             WriteOp::PutSyncState { user, device_id, collection, state } => {
                 let key = (user.as_str(), device_id.as_str(), coll(*collection));
@@ -478,41 +468,29 @@ impl<'t> Writer<'t> {
         client_id: &str,
         sid: u64,
     ) -> Result<(), StoreError> {
-        let old = self.maps.insert((user, device, c, client_id), sid).map_err(be)?.map(|v| v.value());
-        if let Some(old_sid) = old {
-            if old_sid != sid {
-                self.maps_by_id.remove((user, c, old_sid, device, client_id)).map_err(be)?;
-            }
-        }
-        self.maps_by_id.insert((user, c, sid, device, client_id), ()).map_err(be)?;
+        self.maps.insert((user, device, c, client_id), sid).map_err(be)?;
         Ok(())
     }
 
-    fn drop_mappings_to(
+    /// Drops `device`'s mapping(s) to `sid`. `client_id`, when the caller
+    /// knows it, finds the mapping directly; otherwise (or if it names
+    /// another item) the device's mappings of the collection are scanned.
+    fn drop_mapping_to(
         &mut self,
         user: &str,
+        device: &str,
         c: u8,
         sid: u64,
-        only_device: Option<&str>,
+        client_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut removed = Vec::new();
-        let start = (user, c, sid, "", "");
-        let end = match sid.checked_add(1) {
-            Some(next) => (user, c, next, "", ""),
-            None => (user, c + 1, 0, "", ""),
-        };
-        for entry in self
-            .maps_by_id
-            .extract_from_if(start..end, |k, _| only_device.is_none_or(|d| k.3 == d))
-            .map_err(be)?
-        {
-            let (k, _) = entry.map_err(be)?;
-            let k = k.value();
-            removed.push((k.3.to_owned(), k.4.to_owned()));
+        if let Some(cid) = client_id {
+            let key = (user, device, c, cid);
+            if self.maps.get(key).map_err(be)?.is_some_and(|v| v.value() == sid) {
+                self.maps.remove(key).map_err(be)?;
+                return Ok(());
+            }
         }
-        for (device, client_id) in removed {
-            self.maps.remove((user, device.as_str(), c, client_id.as_str())).map_err(be)?;
-        }
+        self.maps.retain_in((user, device, c, "")..(user, device, c + 1, ""), |_, v| v != sid).map_err(be)?;
         Ok(())
     }
 
@@ -522,15 +500,7 @@ impl<'t> Writer<'t> {
         let n = next.as_str();
         self.devices.remove((u, d)).map_err(be)?;
         self.states.retain_in((u, d, 0u8)..(u, n, 0u8), |_, _| false).map_err(be)?;
-        let mut removed = Vec::new();
-        for entry in self.maps.extract_from_if((u, d, 0u8, "")..(u, n, 0u8, ""), |_, _| true).map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            let k = k.value();
-            removed.push((k.2, k.3.to_owned(), v.value()));
-        }
-        for (c, client_id, sid) in removed {
-            self.maps_by_id.remove((u, c, sid, d, client_id.as_str())).map_err(be)?;
-        }
+        self.maps.retain_in((u, d, 0u8, "")..(u, n, 0u8, ""), |_, _| false).map_err(be)?;
         Ok(())
     }
 
@@ -544,11 +514,41 @@ impl<'t> Writer<'t> {
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
         self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
-        self.maps_by_id
-            .retain_in((user, 0u8, 0u64, "", "")..(n, 0u8, 0u64, "", ""), |_, _| false)
-            .map_err(be)?;
         // Forget cached counters too, so a re-created user starts from scratch.
         self.counter_cache.retain(|(u, _), _| u != user);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schema 1 file (with the reverse mapping index) opens as schema 2:
+    /// the index is dropped and the data stays.
+    #[test]
+    fn schema_1_files_are_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                txn.open_table(META).expect("meta").insert("schema", 1u64).expect("insert");
+                txn.open_table(MAPS).expect("maps").insert(("u", "d", 1u8, "L1"), 7u64).expect("insert");
+                let mut rev = txn.open_table(MAPS_BY_ID_V1).expect("reverse index");
+                rev.insert(("u", 1u8, 7u64, "d", "L1"), ()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let b = EmbeddedBackend::open(dir.path()).expect("a schema 1 file opens");
+        let txn = b.db.begin_read().expect("read");
+        let schema = txn.open_table(META).expect("meta").get("schema").expect("get").map(|v| v.value());
+        assert_eq!(schema, Some(SCHEMA_VERSION));
+        use redb::TableHandle;
+        let tables: Vec<String> = txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
+        assert!(!tables.iter().any(|t| t == "mappings_by_server_id"), "reverse index dropped: {tables:?}");
+        let kept =
+            txn.open_table(MAPS).expect("maps").get(("u", "d", 1u8, "L1")).expect("get").map(|v| v.value());
+        assert_eq!(kept, Some(7));
     }
 }

@@ -170,7 +170,7 @@ impl State {
                     self.maps.insert((user.clone(), origin_device.clone(), *collection, cid.clone()), sid);
                 }
             }
-            WriteOp::DeleteItem { user, collection, server_id, origin_device } => {
+            WriteOp::DeleteItem { user, collection, server_id, origin_device, client_id } => {
                 let key = (user.clone(), *collection, *server_id);
                 if self.items.get(&key).is_some_and(|it| !it.deleted) {
                     let counter = self.counter(user, *collection);
@@ -187,9 +187,18 @@ impl State {
                 }
                 // Only the deleting device's mapping goes; others keep theirs
                 // until the Delete has been sent to them.
-                self.maps.retain(|(u, d, c, _), sid| {
-                    !(u == user && d == origin_device && c == collection && sid == server_id)
-                });
+                let named = client_id
+                    .as_ref()
+                    .map(|cid| (user.clone(), origin_device.clone(), *collection, cid.clone()))
+                    .filter(|k| self.maps.get(k) == Some(server_id));
+                match named {
+                    Some(k) => {
+                        self.maps.remove(&k);
+                    }
+                    None => self.maps.retain(|(u, d, c, _), sid| {
+                        !(u == user && d == origin_device && c == collection && sid == server_id)
+                    }),
+                }
             }
             WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
                 self.maps

@@ -286,7 +286,10 @@ pub enum WriteOp {
         map_client_id: Option<String>,
     },
     /// Turn an item into a tombstone (new seq) and drop the origin device's mapping
-    /// to it. Other devices keep theirs until the engine sends them the Delete.
+    /// to it: the one `client_id` names when it maps to the item (the engine
+    /// keeps one client id per item and device, and names it), else every
+    /// mapping of the device to the item (PostgreSQL drops every one in both
+    /// cases). Other devices keep theirs until the engine sends them the Delete.
     ///
     /// For an unknown id or an item that is already a tombstone, only that
     /// mapping is dropped (no new seq).
@@ -299,6 +302,9 @@ pub enum WriteOp {
         server_id: u64,
         /// The device the delete came from.
         origin_device: String,
+        /// That device's client id for the item, when the caller knows it:
+        /// lets a backend drop the mapping without a reverse index.
+        client_id: Option<String>,
     },
     /// Map a client id to a server id for one device.
     SetMapping {

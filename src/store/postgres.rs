@@ -977,7 +977,7 @@ impl<'a, 'c> Writer<'a, 'c> {
                         .insert((user.as_str(), origin_device.as_str(), c, client_id.as_str()), sid);
                 }
             }
-            WriteOp::DeleteItem { user, collection, server_id, origin_device } => {
+            WriteOp::DeleteItem { user, collection, server_id, origin_device, .. } => {
                 let c = coll(*collection);
                 let sid = to_i64(*server_id, "server id")?;
                 // Deleting a missing item or a tombstone changes nothing but mappings.

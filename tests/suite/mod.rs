@@ -167,9 +167,26 @@ pub fn put(user: &str, c: Collection, sid: Option<u64>, data: &str, dev: &str, m
     }
 }
 
-/// A `DeleteItem` op.
+/// A `DeleteItem` op that does not name the device's client id.
 pub fn del(user: &str, c: Collection, sid: u64, dev: &str) -> WriteOp {
-    WriteOp::DeleteItem { user: user.into(), collection: c, server_id: sid, origin_device: dev.into() }
+    WriteOp::DeleteItem {
+        user: user.into(),
+        collection: c,
+        server_id: sid,
+        origin_device: dev.into(),
+        client_id: None,
+    }
+}
+
+/// A `DeleteItem` op naming the device's client id (as the engine does).
+pub fn del_with(user: &str, c: Collection, sid: u64, dev: &str, client_id: &str) -> WriteOp {
+    WriteOp::DeleteItem {
+        user: user.into(),
+        collection: c,
+        server_id: sid,
+        origin_device: dev.into(),
+        client_id: Some(client_id.into()),
+    }
 }
 
 /// Reads a datastore snapshot.
@@ -395,8 +412,9 @@ fn mappings(b: &dyn Backend, u: &str) {
     assert_eq!(sorted(snapshot(b, u, "laptop", c).mappings), vec![("A".into(), x), ("B".into(), x)]);
 
     // ... and deleting x drops the deleting device's mappings to x; the
-    // phone keeps its own until the engine has sent it the Delete.
-    commit1(b, vec![del(u, c, x, "laptop")]);
+    // phone keeps its own until the engine has sent it the Delete. A client
+    // id that names no mapping to x changes nothing about that.
+    commit1(b, vec![del_with(u, c, x, "laptop", "no-such-id")]);
     assert_eq!(snapshot(b, u, "phone", c).mappings, vec![("L1".into(), x)]);
     assert!(snapshot(b, u, "laptop", c).mappings.is_empty());
     commit1(
@@ -427,8 +445,9 @@ fn mappings(b: &dyn Backend, u: &str) {
     assert!(snapshot(b, u, "laptop", c).mappings.is_empty());
     assert_eq!(snapshot(b, u, "phone", c).mappings, vec![("L3".into(), z)]);
     assert_eq!(snapshot(b, u, "tablet", c).mappings, vec![("E".into(), z)]);
-    // A cleared mapping stays gone when the item is deleted later.
-    commit1(b, vec![del(u, c, z, "phone")]);
+    // A cleared mapping stays gone when the item is deleted later; the
+    // deleting device's mapping goes by the client id it names.
+    commit1(b, vec![del_with(u, c, z, "phone", "L3")]);
     assert_eq!(snapshot(b, u, "tablet", c).mappings, vec![("E".into(), z)]);
     assert!(snapshot(b, u, "phone", c).mappings.is_empty());
 }
