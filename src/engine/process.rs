@@ -542,6 +542,10 @@ fn handle_alert(
     let anchor = item.meta.as_ref().and_then(|m| m.anchor.as_ref());
     let last = anchor.and_then(|a| a.last.as_deref()).unwrap_or("").trim().to_string();
     let next = anchor.and_then(|a| a.next.as_deref()).unwrap_or("").trim().to_string();
+    if let Some(v) = item.meta.as_ref().and_then(|m| m.max_obj_size.as_deref()).and_then(num) {
+        // DS 1.1 clients give their MaxObjSize in the sync Alert's item (digest §1.5).
+        s.client_max_obj = v as usize;
+    }
     let status_item = anchor_item(&next);
     let Some(collection) = alert_collection(cfg, item) else {
         if respond {
@@ -1345,6 +1349,7 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
         ops.sort_by_key(|(seq, _)| *seq);
         let forced = std::mem::take(&mut ds.forced);
         ds.number_of_changes = ops.len() + forced.len();
+        let max_obj = s.client_max_obj;
         for kind in ops.into_iter().map(|(_, k)| k).chain(forced) {
             let kind = match kind {
                 OutKind::Add { server_id, content_type, data } => {
@@ -1357,6 +1362,23 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
                 }
                 k => k,
             };
+            let size = match &kind {
+                OutKind::Add { data, .. } | OutKind::Replace { data, .. } => data.len(),
+                OutKind::Delete { .. } => 0,
+            };
+            if max_obj != 0 && size > max_obj {
+                // Never send an object larger than the client's MaxObjSize
+                // (digest §8): the item is skipped for this device.
+                tracing::warn!(
+                    device = %device,
+                    collection = ds.collection.as_str(),
+                    size,
+                    max_obj,
+                    "item larger than the client's MaxObjSize not sent"
+                );
+                ds.number_of_changes -= 1;
+                continue;
+            }
             queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
         }
     }

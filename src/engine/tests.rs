@@ -177,6 +177,7 @@ pub(crate) struct Client {
     pub session: u32,
     pub msg: u32,
     pub max_msg: usize,
+    pub max_obj: usize,
     pub last_anchor: Option<String>,
     pub next_anchor: String,
     pub uri: String,
@@ -189,6 +190,7 @@ impl Client {
             session: 0,
             msg: 0,
             max_msg: 150_000,
+            max_obj: 4_000_000,
             last_anchor: None,
             next_anchor: String::new(),
             uri: "addressbook".into(),
@@ -204,8 +206,13 @@ impl Client {
                 )
             })
             .unwrap_or_default();
+        // max_obj 0: no MaxObjSize in the header.
+        let obj = match self.max_obj {
+            0 => String::new(),
+            n => format!("<MaxObjSize xmlns='syncml:metinf'>{n}</MaxObjSize>"),
+        };
         format!(
-            "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>{}</LocURI><LocName>test</LocName></Source>{cred}<Meta><MaxMsgSize xmlns='syncml:metinf'>{}</MaxMsgSize><MaxObjSize xmlns='syncml:metinf'>4000000</MaxObjSize></Meta></SyncHdr><SyncBody>",
+            "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>{}</LocURI><LocName>test</LocName></Source>{cred}<Meta><MaxMsgSize xmlns='syncml:metinf'>{}</MaxMsgSize>{obj}</Meta></SyncHdr><SyncBody>",
             self.session, self.msg, self.device, self.max_msg
         )
     }
@@ -595,6 +602,36 @@ fn large_object_from_client_and_to_client() {
     assert!(pieces.len() >= 3, "sent in chunks: {}", pieces.len());
     let joined: String = pieces.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(joined, big);
+}
+
+/// An object larger than the client's MaxObjSize (from the SyncHdr, or DS
+/// 1.1 style from the sync Alert's item) is not sent; the other items are.
+#[test]
+fn objects_over_the_client_max_obj_size_are_not_sent() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let big = vcard("Big", &"P".repeat(5_000));
+    let small = vcard("Small", "1");
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big)), op("Add", 11, "l1", Some(&small))]);
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 2);
+
+    let mut b = Client::new("dev-b");
+    b.max_obj = 2000;
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].2, small);
+
+    let mut c = Client::new("dev-c");
+    c.max_obj = 0;
+    let init = c.init(201).replace(
+        "</Anchor></Meta></Item></Alert>",
+        "</Anchor><MaxObjSize xmlns='syncml:metinf'>2000</MaxObjSize></Meta></Item></Alert>",
+    );
+    h.send(&init);
+    let reply = h.send(&c.sync(&[], true));
+    let items = server_items(&reply);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].2, small);
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! with the crate's model and encoders, and checks every reply: the Status of
 //! each command it sent, the server's Alerts and anchors, the package flow
 //! (1–2 init, 3–4 sync, 5–6 map), multi-message packages (Alert 222) and
-//! MaxMsgSize both ways, auth (basic, or md5 with the server's nonce) and
-//! RespURI.
+//! MaxMsgSize both ways, large objects both ways (digest §8: an item that
+//! does not fit goes in chunks with MoreData, Meta Size on the first, 213 for
+//! each non-final chunk; chunks the server sends are reassembled, answered
+//! with 213 and checked against their Size), MaxObjSize, auth (basic, or md5
+//! with the server's nonce) and RespURI.
 //!
 //! The caller moves bytes: [`Session::start`] gives the first message, each
 //! reply goes to [`Session::on_reply`], which gives the next message or says
@@ -22,6 +25,13 @@ use crate::model::{
     Alert, Anchor, Command, ContentTypeVersion, Cred, Data, DataStore, DevInf, Encoding, Item, ItemCommand,
     Location, Map, MapItem, Meta, PutGet, Results, Status, Sync, SyncHdr, SyncMl, Text,
 };
+
+/// The MaxObjSize the devices announce: the largest object they reassemble.
+pub const MAX_OBJ_SIZE: usize = 4 * 1024 * 1024;
+
+/// The smallest piece of data worth a chunk: with less room left, the
+/// message closes and the item starts in the next one.
+const MIN_CHUNK: usize = 256;
 
 /// How the client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +62,8 @@ struct Local {
     index: Option<u64>,
     /// Revision (bumped by each local Replace).
     rev: u32,
+    /// xxh64 of the data received from the server (`None`: generated here).
+    received: Option<u64>,
 }
 
 /// One datastore of a device.
@@ -116,7 +128,7 @@ impl Device {
                 let luid = s.new_luid();
                 let index = s.next_index;
                 s.next_index += 1;
-                s.items.insert(luid, Local { index: Some(index), rev: 0 });
+                s.items.insert(luid, Local { index: Some(index), rev: 0, received: None });
             }
             stores.push(s);
         }
@@ -131,6 +143,25 @@ impl Device {
             seed,
             rng: Rng::new(seed),
         }
+    }
+
+    /// An order-independent digest of every item the device holds (the
+    /// wrapping sum of the xxh64 of each item's data): two sets of devices
+    /// hold the same data exactly when their digests match.
+    pub fn content_digest(&self) -> u64 {
+        let mut sum = 0u64;
+        for s in &self.stores {
+            for local in s.items.values() {
+                let h = match (local.received, local.index) {
+                    (Some(h), _) => h,
+                    (None, index) => {
+                        xxhash_rust::xxh64::xxh64(data::item(s.kind, self.seed, index.unwrap_or(0), local.rev).as_bytes(), 0)
+                    }
+                };
+                sum = sum.wrapping_add(h);
+            }
+        }
+        sum
     }
 
     fn devinf(&self) -> DevInf<'static> {
@@ -161,6 +192,7 @@ impl Device {
             dev_id: t(self.id.clone()),
             dev_typ: t("phone"),
             utc: true,
+            support_large_objs: true,
             support_number_of_changes: true,
             data_stores: stores,
             ..Default::default()
@@ -201,6 +233,29 @@ impl OpCounts {
         self.add += other.add;
         self.replace += other.replace;
         self.delete += other.delete;
+    }
+}
+
+/// Large objects (items sent or received in chunks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LobCounts {
+    /// Items the device sent in chunks.
+    pub objects_sent: u64,
+    /// Chunks sent (every piece, the last included).
+    pub chunks_sent: u64,
+    /// Items the device received in chunks and reassembled.
+    pub objects_received: u64,
+    /// Chunks received.
+    pub chunks_received: u64,
+}
+
+impl LobCounts {
+    /// Adds `other` to these counts.
+    pub fn merge(&mut self, other: &LobCounts) {
+        self.objects_sent += other.objects_sent;
+        self.chunks_sent += other.chunks_sent;
+        self.objects_received += other.objects_received;
+        self.chunks_received += other.chunks_received;
     }
 }
 
@@ -245,6 +300,8 @@ enum SentKind {
     Replace,
     Delete,
     Map,
+    /// A non-final chunk of an Add or Replace (answered with 213).
+    Chunk,
 }
 
 impl SentKind {
@@ -257,6 +314,7 @@ impl SentKind {
             SentKind::Replace => "Replace",
             SentKind::Delete => "Delete",
             SentKind::Map => "Map",
+            SentKind::Chunk => "Chunk",
         }
     }
 
@@ -267,26 +325,122 @@ impl SentKind {
             SentKind::Replace => matches!(code, 200 | 201),
             // 211: the item was already gone on the server (deleted by another device).
             SentKind::Delete => matches!(code, 200 | 211),
+            SentKind::Chunk => code == 213,
             _ => code == 200,
         }
     }
 }
 
-/// One change the client sends.
+/// One change the client sends; `sent` counts the bytes of its data already
+/// sent in chunks.
 #[derive(Debug, Clone)]
 enum Change {
-    Add { luid: String, data: String },
-    Replace { luid: String, data: String },
+    Add { luid: String, data: String, sent: usize },
+    Replace { luid: String, data: String, sent: usize },
     Delete { luid: String },
 }
 
 impl Change {
-    fn size(&self) -> usize {
+    fn add(luid: String, data: String) -> Change {
+        Change::Add { luid, data, sent: 0 }
+    }
+
+    fn replace(luid: String, data: String) -> Change {
+        Change::Replace { luid, data, sent: 0 }
+    }
+
+    /// The item's data and how much of it went out already.
+    fn data(&self) -> Option<(&str, usize)> {
         match self {
-            Change::Add { data, .. } | Change::Replace { data, .. } => data.len() + 220,
-            Change::Delete { .. } => 160,
+            Change::Add { data, sent, .. } | Change::Replace { data, sent, .. } => Some((data, *sent)),
+            Change::Delete { .. } => None,
         }
     }
+
+    /// An upper bound of what the rest of this change adds to a message.
+    fn cost(&self, enc: Encoding) -> usize {
+        let data = self.data().map_or(0, |(d, sent)| data_cost(enc, &d.as_bytes()[sent..]));
+        cmd_overhead(enc) + data
+    }
+}
+
+/// An upper bound of the encoded size of an item command without its data
+/// (CmdID, Meta Type, Source, Meta Size, MoreData, tags); checked by a test.
+fn cmd_overhead(enc: Encoding) -> usize {
+    match enc {
+        Encoding::Xml => 300,
+        Encoding::Wbxml => 110,
+    }
+}
+
+/// An upper bound of a Sync command's encoded size without its items.
+fn sync_overhead(enc: Encoding) -> usize {
+    match enc {
+        Encoding::Xml => 260,
+        Encoding::Wbxml => 90,
+    }
+}
+
+/// An upper bound of the encoded size of `data` as an item's `Data`: in XML
+/// raw, in CDATA (12 bytes) or with `&<>` and CR escaped (at most 5 more
+/// each); in WBXML an inline string or OPAQUE with its length.
+fn data_cost(enc: Encoding, data: &[u8]) -> usize {
+    match enc {
+        Encoding::Xml => data.len() + 12 + 5 * data.iter().filter(|b| is_xml_special(**b)).count(),
+        Encoding::Wbxml => data.len() + 8,
+    }
+}
+
+fn is_xml_special(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'\r')
+}
+
+/// The end of a chunk of `data` starting at `start` whose [`data_cost`]
+/// stays within `room`: on a character boundary, and never between a CR and
+/// its LF (an XML parser may fold a CR that ends a chunk into a newline).
+/// Returns `start` when not even one character fits.
+fn chunk_end(enc: Encoding, data: &str, start: usize, room: usize) -> usize {
+    let b = data.as_bytes();
+    let fixed = data_cost(enc, &[]);
+    let mut budget = room.saturating_sub(fixed);
+    let mut end = start;
+    while end < b.len() {
+        let cost = if enc == Encoding::Xml && is_xml_special(b[end]) { 6 } else { 1 };
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        end += 1;
+    }
+    while end > start && !data.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end > start && end < b.len() && b[end - 1] == b'\r' && b[end] == b'\n' {
+        end -= 1;
+    }
+    end
+}
+
+/// A large object the server is sending in chunks.
+#[derive(Debug)]
+struct Incoming {
+    /// Index into the session's datastores.
+    ds: usize,
+    /// `Add` or `Replace`.
+    cmd: &'static str,
+    /// The item's id (Source of an Add, Target of a Replace).
+    id: String,
+    /// The announced total size.
+    size: usize,
+    data: Vec<u8>,
+}
+
+/// What the receiving side made of one item of the server.
+enum Piece<'a> {
+    /// Answer with this code; nothing to apply (a buffered chunk: 213, or an error).
+    Answer(u16),
+    /// A complete item: apply it.
+    Whole(Option<Cow<'a, [u8]>>),
 }
 
 /// A datastore in this session.
@@ -317,6 +471,12 @@ pub struct Session {
     authenticated: bool,
     auth_attempts: u32,
     server_max_msg: usize,
+    /// The server's MaxObjSize (0: not announced).
+    server_max_obj: usize,
+    /// The chunked object being received.
+    incoming: Option<Incoming>,
+    /// Alerts for our next message (223: a chunked object was cut short).
+    alerts: Vec<Command<'static>>,
     responses: Vec<Command<'static>>,
     expected: HashMap<(u32, u32), SentKind>,
     errors: Vec<String>,
@@ -326,6 +486,8 @@ pub struct Session {
     pub received: OpCounts,
     /// Messages the server rejected auth on and the client retried with its new nonce.
     pub auth_retries: u64,
+    /// Large objects and chunks, both ways.
+    pub lob: LobCounts,
 }
 
 fn t(s: impl Into<String>) -> Text<'static> {
@@ -368,12 +530,16 @@ impl Session {
             authenticated: false,
             auth_attempts: 0,
             server_max_msg: 0,
+            server_max_obj: 0,
+            incoming: None,
+            alerts: Vec::new(),
             responses: Vec::new(),
             expected: HashMap::new(),
             errors: Vec::new(),
             sent: OpCounts::default(),
             received: OpCounts::default(),
             auth_retries: 0,
+            lob: LobCounts::default(),
         }
     }
 
@@ -405,14 +571,15 @@ impl Session {
         t(self.cmd_id.to_string())
     }
 
-    /// The statuses for the server's last message, numbered as this message's first commands.
+    /// The statuses for the server's last message (and Results, Alerts of our
+    /// own), numbered as this message's first commands.
     fn take_responses(&mut self) -> Vec<Command<'static>> {
         let mut body = std::mem::take(&mut self.responses);
         for cmd in &mut body {
-            let id = self.next_cmd(None);
             match cmd {
-                Command::Status(s) => s.cmd_id = id,
-                Command::Results(r) => r.cmd_id = id,
+                Command::Status(s) => s.cmd_id = self.next_cmd(None),
+                Command::Results(r) => r.cmd_id = self.next_cmd(None),
+                Command::Alert(a) => a.cmd_id = self.next_cmd(Some(SentKind::Alert)),
                 _ => {}
             }
         }
@@ -449,6 +616,41 @@ impl Session {
     }
 
     fn finish_message(&mut self, dev: &Device, body: Vec<Command<'static>>, final_: bool) -> Outgoing {
+        let msg = self.message(dev, body, final_);
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode(self.cfg.encoding, &msg, &mut out);
+        if self.server_max_msg != 0 && out.len() > self.server_max_msg {
+            // The packing's size bounds failed: a flaw of this client, counted.
+            self.error("message_exceeds_server_max_msg_size");
+        }
+        Outgoing { url: self.url.clone(), body: out }
+    }
+
+    /// The encoded size of a message of `body` (the part that packing does not estimate).
+    fn encoded_len(&self, dev: &Device, body: &[Command<'static>], final_: bool) -> usize {
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode(self.cfg.encoding, &self.message(dev, body.to_vec(), final_), &mut out);
+        out.len()
+    }
+
+    /// The largest message this client sends: the server's MaxMsgSize, and
+    /// not more than its own (a device sends what it could take itself).
+    fn send_limit(&self) -> usize {
+        match self.server_max_msg {
+            0 => self.cfg.max_msg_size,
+            s => s.min(self.cfg.max_msg_size),
+        }
+    }
+
+    /// Whether items may go in chunks: the server announced a MaxObjSize
+    /// (DS 1.1+: its limit on objects after reassembly of chunks). The
+    /// client does not Get the server's DevInf for its SupportLargeObjs: that
+    /// reply alone can exceed a small MaxMsgSize.
+    fn server_takes_chunks(&self) -> bool {
+        self.server_max_obj != 0
+    }
+
+    fn message(&self, dev: &Device, body: Vec<Command<'static>>, final_: bool) -> SyncMl<'static> {
         let hdr = SyncHdr {
             ver_dtd: t("1.2"),
             ver_proto: t("SyncML/1.2"),
@@ -465,14 +667,11 @@ impl Session {
             cred: (!self.authenticated).then(|| self.cred(dev)),
             meta: Some(Meta {
                 max_msg_size: Some(t(self.cfg.max_msg_size.to_string())),
-                max_obj_size: Some(t((4 * 1024 * 1024).to_string())),
+                max_obj_size: Some(t(MAX_OBJ_SIZE.to_string())),
                 ..Default::default()
             }),
         };
-        let msg = SyncMl { hdr, body, final_ };
-        let mut out = Vec::with_capacity(4096);
-        crate::codec::encode(self.cfg.encoding, &msg, &mut out);
-        Outgoing { url: self.url.clone(), body: out }
+        SyncMl { hdr, body, final_ }
     }
 
     fn init_message(&mut self, dev: &mut Device) -> Outgoing {
@@ -483,6 +682,7 @@ impl Session {
             let (meta, items) = devinf_payload(dev);
             body.push(Command::Put(PutGet { cmd_id, meta: Some(meta), items, ..Default::default() }));
         }
+
         for i in 0..self.stores.len() {
             let store = &dev.stores[self.stores[i].store];
             let (kind, last) = (store.kind, store.last_anchor.clone());
@@ -514,6 +714,7 @@ impl Session {
             return Next::Failed;
         }
         if body.len() > self.cfg.max_msg_size {
+            tracing::debug!(device = %dev.id, len = body.len(), msg = self.msg_id, "reply over our MaxMsgSize");
             self.error("reply_exceeds_max_msg_size");
         }
         let msg = match crate::codec::decode(self.cfg.encoding, body) {
@@ -531,8 +732,13 @@ impl Session {
             self.url = uri.to_string();
             self.target_uri = uri.to_string();
         }
-        if let Some(max) = msg.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()).and_then(num) {
-            self.server_max_msg = max as usize;
+        if let Some(meta) = &msg.hdr.meta {
+            if let Some(max) = meta.max_msg_size.as_deref().and_then(num) {
+                self.server_max_msg = max as usize;
+            }
+            if let Some(max) = meta.max_obj_size.as_deref().and_then(num) {
+                self.server_max_obj = max as usize;
+            }
         }
         let server_msg = msg.hdr.msg_id.trim().to_string();
         let sent_msg = self.msg_id;
@@ -717,6 +923,14 @@ impl Session {
             }
         }
         responses.extend(results);
+        responses.append(&mut self.alerts);
+        if msg.final_ {
+            if let Some(inc) = self.incoming.take() {
+                // A package cannot end inside a chunked object.
+                tracing::debug!(device = %dev.id, id = %inc.id, "package ended inside a chunked item");
+                self.error("lob_incomplete");
+            }
+        }
         // Every command of our last message must have its status in this reply.
         let missing: Vec<SentKind> =
             self.expected.iter().filter(|((m, _), _)| *m == sent_msg).map(|(_, k)| *k).collect();
@@ -746,6 +960,10 @@ impl Session {
         };
         if self.stores[i].mode != 0 {
             self.error("alert_twice");
+        }
+        if let Some(max) = item.meta.as_ref().and_then(|m| m.max_obj_size.as_deref()).and_then(num) {
+            // DS 1.1 servers give their MaxObjSize here.
+            self.server_max_obj = max as usize;
         }
         let has_next = item.meta.as_ref().and_then(|m| m.anchor.as_ref()).is_some_and(|x| x.next.is_some());
         if !has_next {
@@ -783,16 +1001,27 @@ impl Session {
         let si = self.stores[i].store;
         let before = responses.len();
         for cmd in &s.commands {
-            let (name, ic, code) = match cmd {
-                Command::Add(ic) => ("Add", ic, self.apply_add(dev, si, i, ic)),
-                Command::Replace(ic) => ("Replace", ic, self.apply_replace(dev, si, i, ic)),
-                Command::Delete(ic) => ("Delete", ic, self.apply_delete(dev, si, ic)),
+            let (name, ic) = match cmd {
+                Command::Add(ic) => ("Add", ic),
+                Command::Replace(ic) => ("Replace", ic),
+                Command::Delete(ic) => ("Delete", ic),
                 other => {
                     self.error(format!("unexpected_in_sync_{}", other.name()));
                     if respond {
                         push_status(responses, server_msg, other.cmd_id(), other.name(), None, None, 406);
                     }
                     continue;
+                }
+            };
+            let code = match self.assemble(i, name, ic) {
+                Piece::Answer(code) => code,
+                Piece::Whole(data) => {
+                    let item = ic.items.first();
+                    match name {
+                        "Add" => self.apply_add(dev, si, i, item, data.as_deref()),
+                        "Replace" => self.apply_replace(dev, si, i, item, data.as_deref()),
+                        _ => self.apply_delete(dev, si, item),
+                    }
                 }
             };
             if respond && !ic.no_resp {
@@ -813,68 +1042,146 @@ impl Session {
         responses.len() - before
     }
 
-    fn check_item<'i>(&mut self, ic: &'i ItemCommand<'_>) -> Option<&'i Item<'i>> {
+    /// The receiving side of large objects (digest §8): buffers a chunk
+    /// (213), completes an object with its last chunk (checking the announced
+    /// Size: 424 if it differs), and voids an object cut short by another
+    /// item (Alert 223). Items that are not chunked pass through whole.
+    fn assemble<'a>(&mut self, ds: usize, name: &'static str, ic: &'a ItemCommand<'_>) -> Piece<'a> {
         let Some(item) = ic.items.first() else {
             self.error("item_command_without_item");
-            return None;
+            return Piece::Answer(400);
         };
         if ic.items.len() > 1 {
+            // One item per command is what servers send; a chunk must be the last item anyway.
             self.error("item_command_with_several_items");
         }
-        if item.more_data {
-            // Items here are far below MaxMsgSize; a chunked one is a server flaw.
-            self.error("unexpected_large_object");
-            return None;
+        let id = match name {
+            "Add" => item.source.as_ref().or(item.target.as_ref()),
+            _ => item.target.as_ref().or(item.source.as_ref()),
         }
-        Some(item)
+        .map(|l| l.loc_uri.trim().to_string())
+        .unwrap_or_default();
+        if self.incoming.as_ref().is_some_and(|inc| inc.ds != ds || inc.cmd != name || inc.id != id) {
+            if let Some(inc) = self.incoming.take() {
+                self.error("lob_interrupted");
+                self.alerts.push(Command::Alert(Alert {
+                    cmd_id: t(""),
+                    data: Some(t("223")),
+                    items: vec![Item {
+                        target: Some(Location::uri(t(inc.id.clone()))),
+                        source: Some(Location::uri(t(inc.id))),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }));
+            }
+        }
+        let data = item.data.as_ref().and_then(Data::as_bytes);
+        if !item.more_data && self.incoming.is_none() {
+            return Piece::Whole(data.map(Cow::Borrowed));
+        }
+        let Some(data) = data else {
+            self.incoming = None;
+            self.error("lob_chunk_without_data");
+            return Piece::Answer(412);
+        };
+        self.lob.chunks_received += 1;
+        let Some(inc) = &mut self.incoming else {
+            // The first chunk: it carries the total size.
+            let size = item
+                .meta
+                .as_ref()
+                .and_then(|m| m.size.as_deref())
+                .or(ic.meta.as_ref().and_then(|m| m.size.as_deref()))
+                .and_then(num);
+            let Some(size) = size.map(|s| s as usize) else {
+                self.error("lob_without_size");
+                return Piece::Answer(411);
+            };
+            if size > MAX_OBJ_SIZE {
+                self.error("lob_exceeds_max_obj_size");
+                return Piece::Answer(413);
+            }
+            if data.len() > size {
+                self.error("lob_size_mismatch");
+                return Piece::Answer(424);
+            }
+            let mut buf = Vec::with_capacity(size);
+            buf.extend_from_slice(data);
+            self.incoming = Some(Incoming { ds, cmd: name, id, size, data: buf });
+            return Piece::Answer(213);
+        };
+        if inc.data.len() + data.len() > inc.size {
+            self.incoming = None;
+            self.error("lob_size_mismatch");
+            return Piece::Answer(424);
+        }
+        inc.data.extend_from_slice(data);
+        if item.more_data {
+            return Piece::Answer(213);
+        }
+        let Some(inc) = self.incoming.take() else { return Piece::Answer(500) };
+        if inc.data.len() != inc.size {
+            self.error("lob_size_mismatch");
+            return Piece::Answer(424);
+        }
+        self.lob.objects_received += 1;
+        Piece::Whole(Some(Cow::Owned(inc.data)))
     }
 
-    fn apply_add(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
-        let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()).filter(|g| !g.is_empty())
+    fn apply_add(&mut self, dev: &mut Device, si: usize, i: usize, item: Option<&Item<'_>>, data: Option<&[u8]>) -> u16 {
+        let Some(guid) =
+            item.and_then(|it| it.source.as_ref()).map(|l| l.loc_uri.trim().to_string()).filter(|g| !g.is_empty())
         else {
             self.error("add_without_source");
             return 400;
         };
-        if item.data.as_ref().and_then(Data::as_bytes).is_none_or(|d| d.is_empty()) {
+        let Some(data) = data.filter(|d| !d.is_empty()) else {
             self.error("add_without_data");
             return 400;
-        }
+        };
         let store = &mut dev.stores[si];
         let luid = store.new_luid();
-        store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+        store.items.insert(luid.clone(), received(data));
         self.stores[i].maps.push((guid, luid));
         self.received.add += 1;
         201
     }
 
-    fn apply_replace(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
+    fn apply_replace(
+        &mut self,
+        dev: &mut Device,
+        si: usize,
+        i: usize,
+        item: Option<&Item<'_>>,
+        data: Option<&[u8]>,
+    ) -> u16 {
         self.received.replace += 1;
+        let local = received(data.unwrap_or_default());
         let store = &mut dev.stores[si];
-        match item.target.as_ref().map(|l| l.loc_uri.trim().to_string()) {
+        match item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()) {
             Some(luid) if store.items.contains_key(&luid) => {
-                store.items.insert(luid, Local { index: None, rev: 0 });
+                store.items.insert(luid, local);
                 200
             }
             _ => {
                 // A Replace of an item the device never mapped: the server lost a Map.
                 self.error("replace_unknown_item");
-                let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()) else {
+                let Some(guid) = item.and_then(|it| it.source.as_ref()).map(|l| l.loc_uri.trim().to_string())
+                else {
                     return 404;
                 };
                 let luid = store.new_luid();
-                store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+                store.items.insert(luid.clone(), local);
                 self.stores[i].maps.push((guid, luid));
                 201
             }
         }
     }
 
-    fn apply_delete(&mut self, dev: &mut Device, si: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
+    fn apply_delete(&mut self, dev: &mut Device, si: usize, item: Option<&Item<'_>>) -> u16 {
         self.received.delete += 1;
-        let luid = item.target.as_ref().map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+        let luid = item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
         if dev.stores[si].items.remove(&luid).is_some() {
             200
         } else {
@@ -955,7 +1262,7 @@ impl Session {
                 201 | 203 => {
                     for (luid, local) in &store.items {
                         let data = data::item(kind, dev.seed, local.index.unwrap_or(0), local.rev);
-                        queue.push_back(Change::Add { luid: luid.clone(), data });
+                        queue.push_back(Change::add(luid.clone(), data));
                     }
                 }
                 // Refresh from server: the device drops its items and takes the server's.
@@ -982,12 +1289,12 @@ impl Session {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
                                 let local =
-                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
-                                let next = Local { index: local.index, rev: local.rev + 1 };
+                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0, received: None });
+                                let next = Local { index: local.index, rev: local.rev + 1, received: None };
                                 let index = local.index.unwrap_or(0);
                                 store.items.insert(luid.clone(), next);
                                 let data = data::item(kind, dev.seed, index, next.rev);
-                                queue.push_back(Change::Replace { luid, data });
+                                queue.push_back(Change::replace(luid, data));
                             }
                             (2, Some(luid)) => {
                                 touched.insert(luid.clone());
@@ -999,9 +1306,9 @@ impl Session {
                                 let index = store.next_index;
                                 store.next_index += 1;
                                 touched.insert(luid.clone());
-                                store.items.insert(luid.clone(), Local { index: Some(index), rev: 0 });
+                                store.items.insert(luid.clone(), Local { index: Some(index), rev: 0, received: None });
                                 let data = data::item(kind, dev.seed, index, 0);
-                                queue.push_back(Change::Add { luid, data });
+                                queue.push_back(Change::add(luid, data));
                             }
                         }
                     }
@@ -1013,26 +1320,30 @@ impl Session {
         }
     }
 
-    fn budget(&self) -> usize {
-        let limit = match self.server_max_msg {
-            0 => self.cfg.max_msg_size,
-            s => s.min(self.cfg.max_msg_size),
-        };
-        // Room for the header and the statuses of the last reply.
-        let statuses = self.responses.len() * 160;
-        limit.saturating_sub(1500 + statuses).max(limit / 4)
-    }
-
-    /// The next message of package 3: statuses and as many changes as fit.
+    /// The next message of package 3: statuses and as many changes as fit
+    /// the server's MaxMsgSize (and our own). The header and statuses are
+    /// measured by encoding them; each change adds at most its
+    /// [`Change::cost`]. A change that does not fit in the room left goes in
+    /// chunks (when the server takes them): the first carries Meta Size,
+    /// each but the last MoreData; a chunk ends its Sync and the message,
+    /// which then has no Final, and the rest follows in the next message.
     fn sync_message(&mut self, dev: &mut Device) -> Outgoing {
         self.begin_message();
         let mut body = self.take_responses();
-        let mut room = self.budget();
+        let enc = self.cfg.encoding;
+        let limit = self.send_limit();
+        let chunks_ok = self.server_takes_chunks();
+        let mut room = limit.saturating_sub(self.encoded_len(dev, &body, true));
         let mut packed_any = false;
+        let mut ended = false;
         for i in 0..self.stores.len() {
             if self.stores[i].sync_sent && self.stores[i].queue.is_empty() {
                 continue;
             }
+            if packed_any && room < sync_overhead(enc) + cmd_overhead(enc) {
+                break;
+            }
+            room = room.saturating_sub(sync_overhead(enc));
             let kind = dev.stores[self.stores[i].store].kind;
             let sync_id = self.next_cmd(Some(SentKind::Sync));
             let mut sync = Sync {
@@ -1044,35 +1355,52 @@ impl Session {
                 ..Default::default()
             };
             while let Some(change) = self.stores[i].queue.front() {
-                if packed_any && change.size() > room {
-                    break;
+                let need = change.cost(enc);
+                let whole = change.data().map_or(0, |(d, _)| d.len());
+                if self.server_max_obj != 0 && whole > self.server_max_obj {
+                    // Never send what the server cannot take (digest §8 rule 6).
+                    self.error("item_exceeds_server_max_obj_size");
+                    self.stores[i].queue.pop_front();
+                    continue;
                 }
-                room = room.saturating_sub(change.size());
-                packed_any = true;
-                let Some(change) = self.stores[i].queue.pop_front() else { break };
-                let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
-                let cmd = match change {
-                    Change::Add { luid, data } => {
-                        self.sent.add += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Add));
-                        Command::Add(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                if need <= room {
+                    room -= need;
+                    packed_any = true;
+                    if let Some(change) = self.stores[i].queue.pop_front() {
+                        let cmd = self.change_cmd(kind, change, None);
+                        sync.commands.push(cmd);
                     }
-                    Change::Replace { luid, data } => {
-                        self.sent.replace += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Replace));
-                        Command::Replace(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                    continue;
+                }
+                // It does not fit whole: a chunk fills the room, if worth one.
+                let end = match change.data() {
+                    Some((data, sent)) if chunks_ok => {
+                        let end = chunk_end(enc, data, sent, room.saturating_sub(cmd_overhead(enc)));
+                        (end >= sent + MIN_CHUNK.min(data.len() - sent)).then_some(end)
                     }
-                    Change::Delete { luid } => {
-                        self.sent.delete += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Delete));
-                        Command::Delete(item_cmd(cmd_id, None, Some(luid), None, None))
-                    }
+                    _ => None,
                 };
-                sync.commands.push(cmd);
+                match end {
+                    Some(end) => {
+                        if let Some(change) = self.stores[i].queue.pop_front() {
+                            let cmd = self.change_cmd(kind, change, Some((i, end)));
+                            sync.commands.push(cmd);
+                        }
+                        ended = true;
+                    }
+                    None if !packed_any => {
+                        // Not even an empty message holds it and it cannot go in chunks.
+                        self.error(if chunks_ok { "item_exceeds_max_msg_size" } else { "item_needs_large_objects" });
+                        self.stores[i].queue.pop_front();
+                        continue;
+                    }
+                    None => ended = true,
+                }
+                break;
             }
             self.stores[i].sync_sent = true;
             body.push(Command::Sync(sync));
-            if !self.stores[i].queue.is_empty() {
+            if ended || !self.stores[i].queue.is_empty() {
                 break;
             }
         }
@@ -1081,15 +1409,79 @@ impl Session {
         self.finish_message(dev, body, done)
     }
 
+    /// The command for `change`, whole or (with `chunk: Some((datastore,
+    /// end))`) its data up to `end`, the rest going back to the front of that
+    /// datastore's queue.
+    fn change_cmd(&mut self, kind: DataKind, change: Change, chunk: Option<(usize, usize)>) -> Command<'static> {
+        let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
+        let (name, luid, data, sent) = match change {
+            Change::Delete { luid } => {
+                self.sent.delete += 1;
+                let cmd_id = self.next_cmd(Some(SentKind::Delete));
+                return Command::Delete(item_cmd(cmd_id, None, Some(luid), None, None));
+            }
+            Change::Add { luid, data, sent } => ("Add", luid, data, sent),
+            Change::Replace { luid, data, sent } => ("Replace", luid, data, sent),
+        };
+        let end = chunk.map_or(data.len(), |(_, end)| end);
+        let more = end < data.len();
+        if sent == 0 {
+            if name == "Add" {
+                self.sent.add += 1;
+            } else {
+                self.sent.replace += 1;
+            }
+            if more {
+                self.lob.objects_sent += 1;
+            }
+        }
+        if more || sent > 0 {
+            self.lob.chunks_sent += 1;
+        }
+        let kind_sent = match (more, name) {
+            (true, _) => SentKind::Chunk,
+            (false, "Add") => SentKind::Add,
+            (false, _) => SentKind::Replace,
+        };
+        let cmd_id = self.next_cmd(Some(kind_sent));
+        let mut ic = item_cmd(cmd_id, meta, Some(luid.clone()), None, Some(data[sent..end].to_string()));
+        if let Some(item) = ic.items.first_mut() {
+            item.more_data = more;
+            if more && sent == 0 {
+                item.meta = Some(Meta { size: Some(t(data.len().to_string())), ..Default::default() });
+            }
+        }
+        if let (true, Some((ds, _))) = (more, chunk) {
+            let rest = match name {
+                "Add" => Change::Add { luid, data, sent: end },
+                _ => Change::Replace { luid, data, sent: end },
+            };
+            self.stores[ds].queue.push_front(rest);
+        }
+        if name == "Add" {
+            Command::Add(ic)
+        } else {
+            Command::Replace(ic)
+        }
+    }
+
     /// The next message of package 5: statuses and the Map of the server's Adds.
     fn map_message(&mut self, dev: &mut Device) -> Outgoing {
         self.begin_message();
         let mut body = self.take_responses();
-        let mut room = self.budget();
+        let enc = self.cfg.encoding;
+        let mut room = self.send_limit().saturating_sub(self.encoded_len(dev, &body, true));
+        // Upper bounds of a Map without items and of a MapItem without its ids.
+        let (map_cost, item_cost) = match enc {
+            Encoding::Xml => (220, 90),
+            Encoding::Wbxml => (70, 16),
+        };
         for i in 0..self.stores.len() {
-            if self.stores[i].maps.is_empty() || room < 200 {
+            let first = self.stores[i].maps.last().map_or(0, |(g, l)| item_cost + g.len() + l.len());
+            if first == 0 || room < map_cost + first {
                 continue;
             }
+            room -= map_cost;
             let kind = dev.stores[self.stores[i].store].kind;
             let cmd_id = self.next_cmd(Some(SentKind::Map));
             let mut map = Map {
@@ -1098,18 +1490,35 @@ impl Session {
                 source: Location::uri(t(kind.local_uri())),
                 ..Default::default()
             };
-            while room >= 120 {
+            while let Some((guid, luid)) = self.stores[i].maps.last() {
+                let need = item_cost + guid.len() + luid.len();
+                if need > room {
+                    break;
+                }
+                room -= need;
                 let Some((guid, luid)) = self.stores[i].maps.pop() else { break };
-                room -= 40 + guid.len() + luid.len();
                 map.map_items
                     .push(MapItem { target: Location::uri(t(guid)), source: Location::uri(t(luid)) });
             }
             body.push(Command::Map(map));
         }
+        if !body.iter().any(|c| matches!(c, Command::Map(_))) && self.stores.iter().any(|d| !d.maps.is_empty()) {
+            // The statuses leave no room for a single map item: give up the maps
+            // rather than loop (the server resends those items as Adds).
+            self.error("map_does_not_fit");
+            for d in &mut self.stores {
+                d.maps.clear();
+            }
+        }
         let done = self.stores.iter().all(|d| d.maps.is_empty());
         self.phase = if done { Phase::AwaitEnd } else { Phase::SendingMap };
         self.finish_message(dev, body, done)
     }
+}
+
+/// A device's record of an item it received.
+fn received(data: &[u8]) -> Local {
+    Local { index: None, rev: 0, received: Some(xxhash_rust::xxh64::xxh64(data, 0)) }
 }
 
 fn item_cmd(
