@@ -154,9 +154,10 @@ impl Device {
             for local in s.items.values() {
                 let h = match (local.received, local.index) {
                     (Some(h), _) => h,
-                    (None, index) => {
-                        xxhash_rust::xxh64::xxh64(data::item(s.kind, self.seed, index.unwrap_or(0), local.rev).as_bytes(), 0)
-                    }
+                    (None, index) => xxhash_rust::xxh64::xxh64(
+                        data::item(s.kind, self.seed, index.unwrap_or(0), local.rev).as_bytes(),
+                        0,
+                    ),
                 };
                 sum = sum.wrapping_add(h);
             }
@@ -1129,9 +1130,18 @@ impl Session {
         Piece::Whole(Some(Cow::Owned(inc.data)))
     }
 
-    fn apply_add(&mut self, dev: &mut Device, si: usize, i: usize, item: Option<&Item<'_>>, data: Option<&[u8]>) -> u16 {
-        let Some(guid) =
-            item.and_then(|it| it.source.as_ref()).map(|l| l.loc_uri.trim().to_string()).filter(|g| !g.is_empty())
+    fn apply_add(
+        &mut self,
+        dev: &mut Device,
+        si: usize,
+        i: usize,
+        item: Option<&Item<'_>>,
+        data: Option<&[u8]>,
+    ) -> u16 {
+        let Some(guid) = item
+            .and_then(|it| it.source.as_ref())
+            .map(|l| l.loc_uri.trim().to_string())
+            .filter(|g| !g.is_empty())
         else {
             self.error("add_without_source");
             return 400;
@@ -1181,7 +1191,8 @@ impl Session {
 
     fn apply_delete(&mut self, dev: &mut Device, si: usize, item: Option<&Item<'_>>) -> u16 {
         self.received.delete += 1;
-        let luid = item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+        let luid =
+            item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
         if dev.stores[si].items.remove(&luid).is_some() {
             200
         } else {
@@ -1288,8 +1299,11 @@ impl Session {
                         match (n % 3, existing) {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
-                                let local =
-                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0, received: None });
+                                let local = store.items.get(&luid).copied().unwrap_or(Local {
+                                    index: None,
+                                    rev: 0,
+                                    received: None,
+                                });
                                 let next = Local { index: local.index, rev: local.rev + 1, received: None };
                                 let index = local.index.unwrap_or(0);
                                 store.items.insert(luid.clone(), next);
@@ -1306,7 +1320,10 @@ impl Session {
                                 let index = store.next_index;
                                 store.next_index += 1;
                                 touched.insert(luid.clone());
-                                store.items.insert(luid.clone(), Local { index: Some(index), rev: 0, received: None });
+                                store.items.insert(
+                                    luid.clone(),
+                                    Local { index: Some(index), rev: 0, received: None },
+                                );
                                 let data = data::item(kind, dev.seed, index, 0);
                                 queue.push_back(Change::add(luid, data));
                             }
@@ -1390,7 +1407,11 @@ impl Session {
                     }
                     None if !packed_any => {
                         // Not even an empty message holds it and it cannot go in chunks.
-                        self.error(if chunks_ok { "item_exceeds_max_msg_size" } else { "item_needs_large_objects" });
+                        self.error(if chunks_ok {
+                            "item_exceeds_max_msg_size"
+                        } else {
+                            "item_needs_large_objects"
+                        });
                         self.stores[i].queue.pop_front();
                         continue;
                     }
@@ -1412,7 +1433,12 @@ impl Session {
     /// The command for `change`, whole or (with `chunk: Some((datastore,
     /// end))`) its data up to `end`, the rest going back to the front of that
     /// datastore's queue.
-    fn change_cmd(&mut self, kind: DataKind, change: Change, chunk: Option<(usize, usize)>) -> Command<'static> {
+    fn change_cmd(
+        &mut self,
+        kind: DataKind,
+        change: Change,
+        chunk: Option<(usize, usize)>,
+    ) -> Command<'static> {
         let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
         let (name, luid, data, sent) = match change {
             Change::Delete { luid } => {
@@ -1502,7 +1528,9 @@ impl Session {
             }
             body.push(Command::Map(map));
         }
-        if !body.iter().any(|c| matches!(c, Command::Map(_))) && self.stores.iter().any(|d| !d.maps.is_empty()) {
+        if !body.iter().any(|c| matches!(c, Command::Map(_)))
+            && self.stores.iter().any(|d| !d.maps.is_empty())
+        {
             // The statuses leave no room for a single map item: give up the maps
             // rather than loop (the server resends those items as Adds).
             self.error("map_does_not_fit");
@@ -1736,5 +1764,362 @@ mod tests {
         }
         assert!(matches!(s.on_reply(&mut dev, &reply(2, vec![denied], true, None)), Next::Failed));
         assert_eq!(s.errors(), ["auth_401".to_string()]);
+    }
+
+    /// A scripted server's reply carrying its MaxMsgSize and MaxObjSize.
+    fn server_reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, enc: Encoding) -> Vec<u8> {
+        let msg = SyncMl {
+            hdr: SyncHdr {
+                ver_dtd: t("1.2"),
+                ver_proto: t("SyncML/1.2"),
+                session_id: t("1"),
+                msg_id: t(msg_id.to_string()),
+                target: Location::uri(t("dev-0")),
+                source: Location::uri(t("http://127.0.0.1:1/sync")),
+                meta: Some(Meta {
+                    max_msg_size: Some(t(SERVER_MAX_MSG.to_string())),
+                    max_obj_size: Some(t("1000000")),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            body,
+            final_,
+        };
+        let mut out = Vec::new();
+        crate::codec::encode(enc, &msg, &mut out);
+        out
+    }
+
+    const SERVER_MAX_MSG: usize = 2500;
+
+    /// The statuses a server gives for every command of a client message:
+    /// 213 for a chunk (MoreData), 201 for a complete Add, 200 otherwise.
+    fn statuses_for(m: &SyncMl<'_>) -> Vec<Command<'static>> {
+        let msg = m.hdr.msg_id.trim().parse().expect("numeric MsgID");
+        let mut out = vec![status(msg, "0", "SyncHdr", 200)];
+        for c in &m.body {
+            match c {
+                Command::Status(_) => {}
+                Command::Sync(sync) => {
+                    out.push(status(msg, &sync.cmd_id, "Sync", 200));
+                    for ic in &sync.commands {
+                        let code = match ic {
+                            Command::Add(a) if a.items.iter().any(|i| i.more_data) => 213,
+                            Command::Replace(a) if a.items.iter().any(|i| i.more_data) => 213,
+                            Command::Add(_) => 201,
+                            _ => 200,
+                        };
+                        out.push(status(msg, ic.cmd_id(), ic.name(), code));
+                    }
+                }
+                other => out.push(status(msg, other.cmd_id(), other.name(), 200)),
+            }
+        }
+        out
+    }
+
+    fn server_alert(code: u16) -> Command<'static> {
+        Command::Alert(Alert {
+            cmd_id: t("9"),
+            data: Some(t(code.to_string())),
+            items: vec![Item {
+                target: Some(Location::uri(t("./contacts"))),
+                source: Some(Location::uri(t("addressbook"))),
+                meta: Some(Meta {
+                    anchor: Some(Anchor { last: None, next: Some(t("S1")) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    /// Package 3 of a slow sync at a small MaxMsgSize, in XML and WBXML: each
+    /// message stays within the server's limit; an item that does not fit
+    /// goes in chunks (Meta Size on the first, MoreData on all but the last,
+    /// the chunk last in its message, which has no Final), every 213 is
+    /// expected, and the pieces join to exactly the device's items.
+    #[test]
+    fn sends_items_that_do_not_fit_in_chunks() {
+        for enc in [Encoding::Xml, Encoding::Wbxml] {
+            let mut cfg = cfg();
+            cfg.encoding = enc;
+            cfg.max_msg_size = 3000;
+            let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 40, 7);
+            let expected: BTreeMap<String, String> = dev.stores[0]
+                .items
+                .iter()
+                .map(|(luid, l)| {
+                    (luid.clone(), data::item(DataKind::Contacts, dev.seed, l.index.unwrap_or(0), 0))
+                })
+                .collect();
+            assert!(expected.values().any(|d| d.len() > 3 * SERVER_MAX_MSG), "a photo needs several chunks");
+            let mut s = Session::new(&cfg, Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+            let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
+            let mut body = statuses_for(&m1);
+            body[0] = status(1, "0", "SyncHdr", 212);
+            body.push(server_alert(201));
+            let mut next = s.on_reply(&mut dev, &server_reply(1, body, true, enc));
+            let mut pieces: BTreeMap<String, Vec<(String, Option<String>, bool)>> = BTreeMap::new();
+            let mut server_msg = 1;
+            let mut finals = 0;
+            while let Next::Send(out) = next {
+                assert!(out.body.len() <= SERVER_MAX_MSG, "{enc:?}: {} bytes", out.body.len());
+                let m = crate::codec::decode(enc, &out.body).expect("decodes").into_owned();
+                let mut open_chunk = false;
+                for (ci, c) in m.body.iter().enumerate() {
+                    let Command::Sync(sync) = c else { continue };
+                    for (i, ic) in sync.commands.iter().enumerate() {
+                        let Command::Add(add) = ic else { panic!("slow sync sends Adds") };
+                        assert_eq!(add.items.len(), 1);
+                        let item = &add.items[0];
+                        let luid = item.source.as_ref().map(|l| l.loc_uri.to_string()).unwrap_or_default();
+                        let size = item.meta.as_ref().and_then(|m| m.size.as_ref()).map(|x| x.to_string());
+                        let data = item.data.as_ref().and_then(|d| d.as_text()).unwrap_or("").to_string();
+                        if item.more_data {
+                            assert!(
+                                i + 1 == sync.commands.len() && ci + 1 == m.body.len(),
+                                "a chunk ends the message"
+                            );
+                            open_chunk = true;
+                        }
+                        pieces.entry(luid).or_default().push((data, size, item.more_data));
+                    }
+                }
+                assert!(!(open_chunk && m.final_), "no Final with an incomplete object");
+                finals += m.final_ as u32;
+                server_msg += 1;
+                // After package 3 the server has nothing to send: its package 4 is statuses only.
+                let body = statuses_for(&m);
+                next = s.on_reply(&mut dev, &server_reply(server_msg, body, m.final_, enc));
+            }
+            assert!(matches!(next, Next::Done), "{enc:?}: {:?}", s.errors());
+            assert!(s.errors().is_empty(), "{enc:?}: {:?}", s.errors());
+            assert_eq!(finals, 2, "package 3 and package 5 end with Final");
+            assert_eq!(pieces.len(), expected.len());
+            let mut chunked = 0;
+            let mut chunks = 0;
+            for (luid, ps) in &pieces {
+                let joined: String = ps.iter().map(|p| p.0.as_str()).collect();
+                assert_eq!(&joined, &expected[luid], "{enc:?}: {luid} arrives whole");
+                let (last, rest) = ps.split_last().expect("one piece at least");
+                assert!(!last.2, "the last piece has no MoreData");
+                assert!(rest.iter().all(|p| p.2), "every other piece has MoreData");
+                if ps.len() > 1 {
+                    chunked += 1;
+                    chunks += ps.len() as u64;
+                    assert_eq!(
+                        ps[0].1.as_deref(),
+                        Some(joined.len().to_string().as_str()),
+                        "Size on the first"
+                    );
+                    assert!(ps[1..].iter().all(|p| p.1.is_none()), "Size only on the first");
+                }
+            }
+            assert!(chunked >= 2, "{enc:?}: {chunked} items chunked");
+            assert_eq!(s.sent.add, 40, "an item counts once, however many chunks");
+            assert_eq!((s.lob.objects_sent, s.lob.chunks_sent), (chunked, chunks));
+        }
+    }
+
+    fn server_add(id: &str, data: &str, size: Option<usize>, more: bool) -> Command<'static> {
+        Command::Add(ItemCommand {
+            cmd_id: t("20"),
+            meta: Some(Meta { type_: Some(t("text/vcard")), ..Default::default() }),
+            items: vec![Item {
+                source: Some(Location::uri(t(id))),
+                meta: size.map(|n| Meta { size: Some(t(n.to_string())), ..Default::default() }),
+                data: Some(Data::Text(t(data))),
+                more_data: more,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn server_sync(cmds: Vec<Command<'static>>) -> Command<'static> {
+        Command::Sync(Sync {
+            cmd_id: t("19"),
+            target: Some(Location::uri(t("./contacts"))),
+            source: Some(Location::uri(t("addressbook"))),
+            commands: cmds,
+            ..Default::default()
+        })
+    }
+
+    /// Codes the client gave for the server's item commands, and its Alerts.
+    fn answers(m: &SyncMl<'_>) -> (Vec<u16>, Vec<String>) {
+        let codes = m
+            .body
+            .iter()
+            .filter_map(|c| match c {
+                Command::Status(st) if matches!(st.cmd.as_ref(), "Add" | "Replace") => Some(code_of(st)),
+                _ => None,
+            })
+            .collect();
+        let alerts = m
+            .body
+            .iter()
+            .filter_map(|c| match c {
+                Command::Alert(a) => a.data.as_ref().map(|d| d.to_string()),
+                _ => None,
+            })
+            .collect();
+        (codes, alerts)
+    }
+
+    /// A refresh whose server package 4 carries a large object in three
+    /// chunks over three messages: the client answers 213 and Alert 222 to
+    /// each non-final one, keeps the reassembled item and maps it.
+    #[test]
+    fn reassembles_chunks_the_server_sends() {
+        let enc = Encoding::Wbxml;
+        let mut cfg = cfg();
+        cfg.encoding = enc;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg, Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(m2) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let m2 = crate::codec::decode(enc, &m2.body).expect("decodes").into_owned();
+        assert!(m2.final_);
+
+        let big =
+            format!("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Big\r\nNOTE:{}\r\nEND:VCARD\r\n", "x".repeat(9000));
+        let small = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Small\r\nEND:VCARD\r\n";
+        let (a, rest) = big.split_at(4000);
+        let (b, c) = rest.split_at(3000);
+        let steps = [
+            (vec![server_add("g1", a, Some(big.len()), true)], false),
+            (vec![server_add("g1", b, None, true)], false),
+            (vec![server_add("g1", c, None, false), server_add("g2", small, None, false)], true),
+        ];
+        let mut last = m2;
+        for (n, (cmds, fin)) in steps.into_iter().enumerate() {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(cmds));
+            let Next::Send(out) = s.on_reply(&mut dev, &server_reply(2 + n as u32, body, fin, enc)) else {
+                panic!("{:?}", s.errors())
+            };
+            last = crate::codec::decode(enc, &out.body).expect("decodes").into_owned();
+            let (codes, alerts) = answers(&last);
+            if fin {
+                assert_eq!(codes, vec![201, 201]);
+                assert!(last.final_, "package 5");
+                let maps: Vec<&Map> = last
+                    .body
+                    .iter()
+                    .filter_map(|c| match c {
+                        Command::Map(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(maps.len(), 1);
+                assert_eq!(maps[0].map_items.len(), 2);
+            } else {
+                assert_eq!(codes, vec![213], "chunk {n}");
+                assert_eq!(alerts, vec!["222".to_string()], "asks for the next message");
+                assert!(!last.final_);
+            }
+        }
+        let body = statuses_for(&last);
+        assert!(matches!(s.on_reply(&mut dev, &server_reply(5, body, true, enc)), Next::Done));
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
+        assert_eq!(s.received.add, 2, "an item counts once, however many chunks");
+        assert_eq!((s.lob.objects_received, s.lob.chunks_received), (1, 3));
+        let want = xxhash_rust::xxh64::xxh64(big.as_bytes(), 0)
+            .wrapping_add(xxhash_rust::xxh64::xxh64(small.as_bytes(), 0));
+        assert_eq!(dev.content_digest(), want, "the device holds both items byte for byte");
+    }
+
+    /// Broken large objects from the server are answered and counted by kind:
+    /// no Size (411), a size mismatch (424), an object cut short by another
+    /// item (Alert 223, the new item still taken), a package ending inside one.
+    #[test]
+    fn broken_chunks_from_the_server_are_counted_by_kind() {
+        let enc = Encoding::Xml;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let mut last = decode(&out);
+        let steps: Vec<(Vec<Command<'static>>, bool, Vec<u16>, Vec<&str>)> = vec![
+            (vec![server_add("g1", "abc", None, true)], false, vec![411], vec!["222"]),
+            (vec![server_add("g2", "abcde", Some(8), true)], false, vec![213], vec!["222"]),
+            (vec![server_add("g2", "fghij", None, false)], false, vec![424], vec!["222"]),
+            (vec![server_add("g3", "abcde", Some(8), true)], false, vec![213], vec!["222"]),
+            (vec![server_add("g4", "whole", None, false)], false, vec![201], vec!["223", "222"]),
+            (vec![server_add("g5", "abcde", Some(8), true)], true, vec![213], vec![]),
+        ];
+        for (n, (cmds, fin, codes, alerts)) in steps.into_iter().enumerate() {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(cmds));
+            let Next::Send(out) = s.on_reply(&mut dev, &server_reply(2 + n as u32, body, fin, enc)) else {
+                panic!("{:?}", s.errors())
+            };
+            last = decode(&out);
+            let (got_codes, got_alerts) = answers(&last);
+            assert_eq!(got_codes, codes, "step {n}");
+            assert_eq!(got_alerts, alerts, "step {n}");
+            if let Some(Command::Alert(a)) =
+                last.body.iter().find(|c| matches!(c, Command::Alert(a) if a.data.as_deref() == Some("223")))
+            {
+                assert_eq!(
+                    a.items[0].target.as_ref().map(|l| l.loc_uri.as_ref()),
+                    Some("g3"),
+                    "names the voided item"
+                );
+            }
+        }
+        let mut errors = s.errors().to_vec();
+        errors.sort();
+        assert_eq!(errors, ["lob_incomplete", "lob_interrupted", "lob_size_mismatch", "lob_without_size"]);
+        assert_eq!(s.received.add, 1, "only the whole item counts");
+    }
+
+    /// The packing's size bounds hold: a Sync with one chunked Add (Size,
+    /// MoreData, long ids, data with markup and CRs) costs no more than
+    /// `sync_overhead + cmd_overhead + data_cost`, in both encodings.
+    #[test]
+    fn size_bounds_hold() {
+        let data = "BEGIN:VCARD\r\nNOTE:a <b> & c ]]> d\r\nPHOTO;ENCODING=b:QUJD\r\nEND:VCARD\r\n".repeat(20);
+        for enc in [Encoding::Xml, Encoding::Wbxml] {
+            let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+            let mut c = cfg();
+            c.encoding = enc;
+            let s = Session::new(&c, Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+            let empty = s.encoded_len(&dev, &[], true);
+            let mut ic = item_cmd(
+                t("99999"),
+                Some(Meta { type_: Some(t("text/x-vcalendar")), ..Default::default() }),
+                Some("L123456789".into()),
+                None,
+                Some(data.clone()),
+            );
+            ic.items[0].more_data = true;
+            ic.items[0].meta = Some(Meta { size: Some(t("4194304")), ..Default::default() });
+            let sync = Command::Sync(Sync {
+                cmd_id: t("99998"),
+                target: Some(Location::uri(t("calendar"))),
+                source: Some(Location::uri(t("calendar"))),
+                number_of_changes: Some(t("100000")),
+                commands: vec![Command::Replace(ic)],
+                ..Default::default()
+            });
+            let full = s.encoded_len(&dev, &[sync], true);
+            let bound = sync_overhead(enc) + cmd_overhead(enc) + data_cost(enc, data.as_bytes());
+            assert!(full - empty <= bound, "{enc:?}: {} > {bound}", full - empty);
+            // chunk_end keeps within its room and never splits CR LF.
+            let end = chunk_end(enc, &data, 0, 500);
+            assert!(data_cost(enc, &data.as_bytes()[..end]) <= 500);
+            assert!(!data[..end].ends_with('\r'));
+        }
     }
 }
