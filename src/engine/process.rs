@@ -1472,8 +1472,35 @@ fn new_sync(r: &mut Reply, ds: &DsSession, noc: bool) -> crate::model::Sync<'sta
 }
 
 /// The end of a chunk starting at `start` whose encoded size fits in `room`;
-/// never splits a UTF-8 sequence.
+/// never splits a UTF-8 sequence, and avoids white space at either side of
+/// the cut: SyncML toolkits (Synthesis, so SyncEvolution) trim it from the
+/// ends of a `Data` element, which shortens the reassembled object (424).
 fn chunk_end(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
+    let end = chunk_end_fit(data, start, room, xml);
+    let mut cut = end;
+    while cut > start + 1
+        && cut < data.len()
+        && (data[cut].is_ascii_whitespace()
+            || data[cut - 1].is_ascii_whitespace()
+            || !is_char_start(data[cut]))
+    {
+        cut -= 1;
+    }
+    // Only white space in reach: progress matters more than the trim.
+    if cut > start + 1 || end >= data.len() {
+        cut
+    } else {
+        end
+    }
+}
+
+fn is_char_start(b: u8) -> bool {
+    b & 0xC0 != 0x80
+}
+
+/// The longest chunk from `start` whose encoded size fits in `room`, on a
+/// UTF-8 boundary.
+fn chunk_end_fit(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
     let rest = &data[start..];
     let Ok(text) = std::str::from_utf8(rest) else {
         return (start + room).min(data.len());

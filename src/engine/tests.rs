@@ -604,6 +604,43 @@ fn large_object_from_client_and_to_client() {
     assert_eq!(joined, big);
 }
 
+/// Chunks the server sends are not cut next to white space: SyncML
+/// toolkits (Synthesis, so SyncEvolution's client) trim it from the ends of
+/// a `Data`, and the reassembled object would then be short (424).
+#[test]
+fn chunks_to_the_client_are_not_cut_at_white_space() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    // A folded PHOTO property: CRLF and a space every 72 to 74 characters.
+    let photo: String = (0..300).map(|i| format!("{}{}\r\n ", "QUJD".repeat(18), &"xy"[..i % 3])).collect();
+    let big = format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Big;Test;;;\r\nFN:Test Big\r\nPHOTO;ENCODING=b;TYPE=JPEG:{photo}\r\nEND:VCARD\r\n"
+    );
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big))]);
+
+    let mut b = Client::new("dev-b");
+    b.max_msg = 3000;
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>workstation</DevTyp><SupportLargeObjs/><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Rx-Pref><Tx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    let init = b.init(201).replace("<Alert>", &format!("{devinf}<Alert>"));
+    h.send(&init);
+    let mut reply = h.send(&b.sync(&[], true));
+    let mut pieces = Vec::new();
+    for _ in 0..100 {
+        pieces.extend(server_items(&reply).into_iter().map(|(_, _, data)| data));
+        let fin = reply.final_;
+        reply = h.send(&b.plain("", fin));
+        if fin {
+            break;
+        }
+    }
+    assert!(pieces.len() >= 5, "sent in chunks: {}", pieces.len());
+    for pair in pieces.windows(2) {
+        assert!(!pair[0].ends_with(char::is_whitespace), "a chunk ends in white space: {:?}", &pair[0]);
+        assert!(!pair[1].starts_with(char::is_whitespace), "a chunk starts with white space: {:?}", &pair[1]);
+    }
+    assert_eq!(pieces.concat(), big);
+}
+
 /// An object larger than the client's MaxObjSize (from the SyncHdr, or DS
 /// 1.1 style from the sync Alert's item) is not sent; the other items are.
 #[test]

@@ -397,9 +397,11 @@ fn is_xml_special(b: u8) -> bool {
 }
 
 /// The end of a chunk of `data` starting at `start` whose [`data_cost`]
-/// stays within `room`: on a character boundary, and never between a CR and
-/// its LF (an XML parser may fold a CR that ends a chunk into a newline).
-/// Returns `start` when not even one character fits.
+/// stays within `room`: on a character boundary, and not next to white
+/// space (SyncML toolkits trim the white space at the ends of a `Data`
+/// element, and XML parsers fold a CR that ends one into a newline: the
+/// reassembled object would then be short, a 424). Returns `start` when no
+/// such end fits.
 fn chunk_end(enc: Encoding, data: &str, start: usize, room: usize) -> usize {
     let b = data.as_bytes();
     let fixed = data_cost(enc, &[]);
@@ -413,10 +415,12 @@ fn chunk_end(enc: Encoding, data: &str, start: usize, room: usize) -> usize {
         budget -= cost;
         end += 1;
     }
-    while end > start && !data.is_char_boundary(end) {
-        end -= 1;
+    if end == b.len() {
+        return end;
     }
-    if end > start && end < b.len() && b[end - 1] == b'\r' && b[end] == b'\n' {
+    while end > start
+        && (!data.is_char_boundary(end) || b[end].is_ascii_whitespace() || b[end - 1].is_ascii_whitespace())
+    {
         end -= 1;
     }
     end
@@ -2119,7 +2123,8 @@ mod tests {
             // chunk_end keeps within its room and never splits CR LF.
             let end = chunk_end(enc, &data, 0, 500);
             assert!(data_cost(enc, &data.as_bytes()[..end]) <= 500);
-            assert!(!data[..end].ends_with('\r'));
+            assert!(end > 0 && !data[..end].ends_with(char::is_whitespace));
+            assert!(!data[end..].starts_with(char::is_whitespace));
         }
     }
 }
