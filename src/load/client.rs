@@ -2054,7 +2054,9 @@ mod tests {
         body.push(server_alert(205));
         let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
         let mut last = decode(&out);
-        let steps: Vec<(Vec<Command<'static>>, bool, Vec<u16>, Vec<&str>)> = vec![
+        // (server commands, Final, the client's codes for them, its Alerts)
+        type Step = (Vec<Command<'static>>, bool, Vec<u16>, Vec<&'static str>);
+        let steps: Vec<Step> = vec![
             (vec![server_add("g1", "abc", None, true)], false, vec![411], vec!["222"]),
             (vec![server_add("g2", "abcde", Some(8), true)], false, vec![213], vec!["222"]),
             (vec![server_add("g2", "fghij", None, false)], false, vec![424], vec!["222"]),
