@@ -23,8 +23,13 @@ use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
 const SIZE_MARGIN: usize = 400;
 /// Estimated encoded overhead of one item operation besides its data.
 const ITEM_OVERHEAD: usize = 260;
-/// Smallest chunk worth sending of a large object.
+/// Smallest chunk worth sending of a large object next to other items.
 const MIN_CHUNK: usize = 1024;
+/// Smallest chunk sent in a message that carries no other item: a small
+/// MaxMsgSize with many datastores leaves less than [`MIN_CHUNK`] room, and
+/// a message without any item would only be answered with Alert 222, again
+/// and again.
+const MIN_PROGRESS_CHUNK: usize = 128;
 
 /// The user a message claims to be (LocName, or the name inside basic credentials).
 pub(super) fn claimed_user(msg: &SyncMl<'_>) -> Option<String> {
@@ -1430,8 +1435,9 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
         // Chunk what would not fit in a message of its own, or fill an
         // otherwise empty message; else wait for the next message.
         let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
-        if can_chunk && room >= MIN_CHUNK && (too_big_alone || !added_any) {
-            let end = chunk_end(data, start, room, xml);
+        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || !added_any) {
+            // The size margins above cover a progress chunk beyond `room`.
+            let end = chunk_end(data, start, room.max(MIN_PROGRESS_CHUNK), xml);
             let Some(mut op) = s.queue.pop_front() else { break };
             let len = op_data(&op).len();
             push_op(s, r, &mut syncs, &op, start, end);

@@ -604,6 +604,45 @@ fn large_object_from_client_and_to_client() {
     assert_eq!(joined, big);
 }
 
+/// A DevInf Put announcing SupportLargeObjs for `./addressbook`.
+const LOB_DEVINF_PUT: &str = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>workstation</DevTyp><SupportLargeObjs/><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Rx-Pref><Tx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+
+/// A slow sync of `b` (with SupportLargeObjs) that sends nothing: the data
+/// of every Add piece the server sends, in order, and whether package 4
+/// ended (within 100 messages).
+fn download_pieces(h: &mut Harness, b: &mut Client) -> (Vec<String>, bool) {
+    let init = b.init(201).replace("<Alert>", &format!("{LOB_DEVINF_PUT}<Alert>"));
+    h.send(&init);
+    let mut reply = h.send(&b.sync(&[], true));
+    let mut pieces = Vec::new();
+    for _ in 0..100 {
+        pieces.extend(server_items(&reply).into_iter().map(|(_, _, data)| data));
+        let fin = reply.final_;
+        reply = h.send(&b.plain("", fin));
+        if fin {
+            return (pieces, true);
+        }
+    }
+    (pieces, false)
+}
+
+/// A MaxMsgSize so small that the room left next to the statuses is under
+/// the usual minimum chunk: the server still sends a chunk in each message
+/// (it used to send empty Syncs for ever, each answered with Alert 222).
+#[test]
+fn small_max_msg_size_still_makes_progress() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let big = vcard("Big", &"P".repeat(6_000));
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big))]);
+    let mut b = Client::new("dev-b");
+    b.max_msg = 2048;
+    let (pieces, finished) = download_pieces(&mut h, &mut b);
+    assert!(finished, "package 4 ends ({} pieces so far)", pieces.len());
+    assert!(pieces.len() >= 3, "sent in chunks: {}", pieces.len());
+    assert_eq!(pieces.concat(), big);
+}
+
 /// Chunks the server sends are not cut next to white space: SyncML
 /// toolkits (Synthesis, so SyncEvolution's client) trim it from the ends of
 /// a `Data`, and the reassembled object would then be short (424).
@@ -620,19 +659,8 @@ fn chunks_to_the_client_are_not_cut_at_white_space() {
 
     let mut b = Client::new("dev-b");
     b.max_msg = 3000;
-    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>workstation</DevTyp><SupportLargeObjs/><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Rx-Pref><Tx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
-    let init = b.init(201).replace("<Alert>", &format!("{devinf}<Alert>"));
-    h.send(&init);
-    let mut reply = h.send(&b.sync(&[], true));
-    let mut pieces = Vec::new();
-    for _ in 0..100 {
-        pieces.extend(server_items(&reply).into_iter().map(|(_, _, data)| data));
-        let fin = reply.final_;
-        reply = h.send(&b.plain("", fin));
-        if fin {
-            break;
-        }
-    }
+    let (pieces, finished) = download_pieces(&mut h, &mut b);
+    assert!(finished, "package 4 ends");
     assert!(pieces.len() >= 5, "sent in chunks: {}", pieces.len());
     for pair in pieces.windows(2) {
         assert!(!pair[0].ends_with(char::is_whitespace), "a chunk ends in white space: {:?}", &pair[0]);

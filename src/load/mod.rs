@@ -407,6 +407,12 @@ fn run_session(
                     session.fail(format!("http_{}", resp.status));
                     break Outcome::Failed;
                 }
+                tracing::trace!(
+                    device = %dev.id,
+                    sent = %String::from_utf8_lossy(&out.body),
+                    reply = %String::from_utf8_lossy(&resp.body),
+                    "message exchanged"
+                );
                 match session.on_reply(dev, &resp.body) {
                     Next::Send(next) => out = next,
                     Next::Done => break Outcome::Ok,
