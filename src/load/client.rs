@@ -33,6 +33,10 @@ pub const MAX_OBJ_SIZE: usize = 4 * 1024 * 1024;
 /// message closes and the item starts in the next one.
 const MIN_CHUNK: usize = 256;
 
+/// Non-final server messages in a row that carry no item (while the client
+/// only asks for more) before the session is given up as looping.
+const MAX_IDLE_REPLIES: u32 = 5;
+
 /// How the client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthKind {
@@ -482,6 +486,8 @@ pub struct Session {
     incoming: Option<Incoming>,
     /// Alerts for our next message (223: a chunked object was cut short).
     alerts: Vec<Command<'static>>,
+    /// Server messages in a row without an item command.
+    idle_replies: u32,
     responses: Vec<Command<'static>>,
     expected: HashMap<(u32, u32), SentKind>,
     errors: Vec<String>,
@@ -538,6 +544,7 @@ impl Session {
             server_max_obj: 0,
             incoming: None,
             alerts: Vec::new(),
+            idle_replies: 0,
             responses: Vec::new(),
             expected: HashMap::new(),
             errors: Vec::new(),
@@ -929,6 +936,9 @@ impl Session {
         }
         responses.extend(results);
         responses.append(&mut self.alerts);
+        let items = msg.body.iter().any(|c| matches!(c, Command::Sync(s) if !s.commands.is_empty()));
+        let waiting = self.phase == Phase::AwaitServerSync;
+        self.idle_replies = if items || !waiting { 0 } else { self.idle_replies + 1 };
         if msg.final_ {
             if let Some(inc) = self.incoming.take() {
                 // A package cannot end inside a chunked object.
@@ -1227,10 +1237,15 @@ impl Session {
             Phase::SendingSync => Next::Send(self.sync_message(dev)),
             Phase::AwaitServerSync => {
                 if server_final {
-                    Next::Send(self.map_message(dev))
-                } else {
-                    Next::Send(self.continue_message(dev))
+                    return Next::Send(self.map_message(dev));
                 }
+                if self.idle_replies > MAX_IDLE_REPLIES {
+                    // Like Synthesis: a server that keeps its package open
+                    // without sending anything is looping.
+                    self.fail("flow_no_progress");
+                    return Next::Failed;
+                }
+                Next::Send(self.continue_message(dev))
             }
             Phase::SendingMap => Next::Send(self.map_message(dev)),
             Phase::AwaitEnd => {
@@ -2038,6 +2053,35 @@ mod tests {
         let want = xxhash_rust::xxh64::xxh64(big.as_bytes(), 0)
             .wrapping_add(xxhash_rust::xxh64::xxh64(small.as_bytes(), 0));
         assert_eq!(dev.content_digest(), want, "the device holds both items byte for byte");
+    }
+
+    /// A server that keeps package 4 open without sending anything is
+    /// given up after a few rounds (`flow_no_progress`), not followed for ever.
+    #[test]
+    fn a_server_package_without_progress_fails_the_session() {
+        let enc = Encoding::Xml;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let mut last = decode(&out);
+        for n in 0..=MAX_IDLE_REPLIES {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(Vec::new()));
+            match s.on_reply(&mut dev, &server_reply(2 + n, body, false, enc)) {
+                Next::Send(out) => last = decode(&out),
+                Next::Failed => {
+                    assert_eq!(n, MAX_IDLE_REPLIES, "{:?}", s.errors());
+                    assert_eq!(s.errors(), ["flow_no_progress".to_string()]);
+                    return;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("still following an idle server: {:?}", s.errors());
     }
 
     /// Broken large objects from the server are answered and counted by kind:
