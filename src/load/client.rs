@@ -1370,6 +1370,9 @@ impl Session {
         let limit = self.send_limit();
         let chunks_ok = self.server_takes_chunks();
         let mut room = limit.saturating_sub(self.encoded_len(dev, &body, true));
+        // The room of a message without statuses: when the statuses of the
+        // last reply fill this one, the items wait for the next message.
+        let bare = limit.saturating_sub(self.encoded_len(dev, &[], true)).saturating_sub(sync_overhead(enc));
         let mut packed_any = false;
         let mut ended = false;
         for i in 0..self.stores.len() {
@@ -1392,6 +1395,10 @@ impl Session {
             };
             while let Some(change) = self.stores[i].queue.front() {
                 let need = change.cost(enc);
+                let min_piece = change.data().map_or(0, |(d, sent)| MIN_CHUNK.min(d.len() - sent));
+                let statuses_only_fit = room < bare
+                    && (need <= bare
+                        || (chunks_ok && cmd_overhead(enc) + data_cost(enc, &[]) + min_piece <= bare));
                 let whole = change.data().map_or(0, |(d, _)| d.len());
                 if self.server_max_obj != 0 && whole > self.server_max_obj {
                     // Never send what the server cannot take (digest §8 rule 6).
@@ -1424,8 +1431,8 @@ impl Session {
                         }
                         ended = true;
                     }
-                    None if !packed_any => {
-                        // Not even an empty message holds it and it cannot go in chunks.
+                    None if !packed_any && !statuses_only_fit => {
+                        // Not even a message without statuses holds it, nor a chunk of it.
                         self.error(if chunks_ok {
                             "item_exceeds_max_msg_size"
                         } else {
