@@ -23,8 +23,13 @@ use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
 const SIZE_MARGIN: usize = 400;
 /// Estimated encoded overhead of one item operation besides its data.
 const ITEM_OVERHEAD: usize = 260;
-/// Smallest chunk worth sending of a large object.
+/// Smallest chunk worth sending of a large object next to other items.
 const MIN_CHUNK: usize = 1024;
+/// Smallest chunk sent in a message that carries no other item: a small
+/// MaxMsgSize with many datastores leaves less than [`MIN_CHUNK`] room, and
+/// a message without any item would only be answered with Alert 222, again
+/// and again.
+const MIN_PROGRESS_CHUNK: usize = 128;
 
 /// The user a message claims to be (LocName, or the name inside basic credentials).
 pub(super) fn claimed_user(msg: &SyncMl<'_>) -> Option<String> {
@@ -542,6 +547,10 @@ fn handle_alert(
     let anchor = item.meta.as_ref().and_then(|m| m.anchor.as_ref());
     let last = anchor.and_then(|a| a.last.as_deref()).unwrap_or("").trim().to_string();
     let next = anchor.and_then(|a| a.next.as_deref()).unwrap_or("").trim().to_string();
+    if let Some(v) = item.meta.as_ref().and_then(|m| m.max_obj_size.as_deref()).and_then(num) {
+        // DS 1.1 clients give their MaxObjSize in the sync Alert's item (digest §1.5).
+        s.client_max_obj = v as usize;
+    }
     let status_item = anchor_item(&next);
     let Some(collection) = alert_collection(cfg, item) else {
         if respond {
@@ -1361,6 +1370,7 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
         ops.sort_by_key(|(seq, _)| *seq);
         let forced = std::mem::take(&mut ds.forced);
         ds.number_of_changes = ops.len() + forced.len();
+        let max_obj = s.client_max_obj;
         for kind in ops.into_iter().map(|(_, k)| k).chain(forced) {
             let kind = match kind {
                 OutKind::Add { server_id, content_type, data } => {
@@ -1373,6 +1383,23 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
                 }
                 k => k,
             };
+            let size = match &kind {
+                OutKind::Add { data, .. } | OutKind::Replace { data, .. } => data.len(),
+                OutKind::Delete { .. } => 0,
+            };
+            if max_obj != 0 && size > max_obj {
+                // Never send an object larger than the client's MaxObjSize
+                // (digest §8): the item is skipped for this device.
+                tracing::warn!(
+                    device = %device,
+                    collection = ds.collection.as_str(),
+                    size,
+                    max_obj,
+                    "item larger than the client's MaxObjSize not sent"
+                );
+                ds.number_of_changes -= 1;
+                continue;
+            }
             queue.push(OutOp { collection: ds.collection, kind, offset: 0 });
         }
     }
@@ -1424,8 +1451,9 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
         // Chunk what would not fit in a message of its own, or fill an
         // otherwise empty message; else wait for the next message.
         let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
-        if can_chunk && room >= MIN_CHUNK && (too_big_alone || !added_any) {
-            let end = chunk_end(data, start, room, xml);
+        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || !added_any) {
+            // The size margins above cover a progress chunk beyond `room`.
+            let end = chunk_end(data, start, room.max(MIN_PROGRESS_CHUNK), xml);
             let Some(mut op) = s.queue.pop_front() else { break };
             let len = op_data(&op).len();
             push_op(s, r, &mut syncs, &op, start, end);
@@ -1466,8 +1494,35 @@ fn new_sync(r: &mut Reply, ds: &DsSession, noc: bool) -> crate::model::Sync<'sta
 }
 
 /// The end of a chunk starting at `start` whose encoded size fits in `room`;
-/// never splits a UTF-8 sequence.
+/// never splits a UTF-8 sequence, and avoids white space at either side of
+/// the cut: SyncML toolkits (Synthesis, so SyncEvolution) trim it from the
+/// ends of a `Data` element, which shortens the reassembled object (424).
 fn chunk_end(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
+    let end = chunk_end_fit(data, start, room, xml);
+    let mut cut = end;
+    while cut > start + 1
+        && cut < data.len()
+        && (data[cut].is_ascii_whitespace()
+            || data[cut - 1].is_ascii_whitespace()
+            || !is_char_start(data[cut]))
+    {
+        cut -= 1;
+    }
+    // Only white space in reach: progress matters more than the trim.
+    if cut > start + 1 || end >= data.len() {
+        cut
+    } else {
+        end
+    }
+}
+
+fn is_char_start(b: u8) -> bool {
+    b & 0xC0 != 0x80
+}
+
+/// The longest chunk from `start` whose encoded size fits in `room`, on a
+/// UTF-8 boundary.
+fn chunk_end_fit(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
     let rest = &data[start..];
     let Ok(text) = std::str::from_utf8(rest) else {
         return (start + room).min(data.len());

@@ -190,6 +190,7 @@ pub(crate) struct Client {
     pub session: u32,
     pub msg: u32,
     pub max_msg: usize,
+    pub max_obj: usize,
     pub last_anchor: Option<String>,
     pub next_anchor: String,
     pub uri: String,
@@ -202,6 +203,7 @@ impl Client {
             session: 0,
             msg: 0,
             max_msg: 150_000,
+            max_obj: 4_000_000,
             last_anchor: None,
             next_anchor: String::new(),
             uri: "addressbook".into(),
@@ -217,8 +219,13 @@ impl Client {
                 )
             })
             .unwrap_or_default();
+        // max_obj 0: no MaxObjSize in the header.
+        let obj = match self.max_obj {
+            0 => String::new(),
+            n => format!("<MaxObjSize xmlns='syncml:metinf'>{n}</MaxObjSize>"),
+        };
         format!(
-            "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>{}</LocURI><LocName>test</LocName></Source>{cred}<Meta><MaxMsgSize xmlns='syncml:metinf'>{}</MaxMsgSize><MaxObjSize xmlns='syncml:metinf'>4000000</MaxObjSize></Meta></SyncHdr><SyncBody>",
+            "<?xml version=\"1.0\"?><SyncML xmlns='SYNCML:SYNCML1.2'><SyncHdr><VerDTD>1.2</VerDTD><VerProto>SyncML/1.2</VerProto><SessionID>{}</SessionID><MsgID>{}</MsgID><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>{}</LocURI><LocName>test</LocName></Source>{cred}<Meta><MaxMsgSize xmlns='syncml:metinf'>{}</MaxMsgSize>{obj}</Meta></SyncHdr><SyncBody>",
             self.session, self.msg, self.device, self.max_msg
         )
     }
@@ -642,6 +649,101 @@ fn large_object_from_client_and_to_client() {
     assert!(pieces.len() >= 3, "sent in chunks: {}", pieces.len());
     let joined: String = pieces.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(joined, big);
+}
+
+/// A DevInf Put announcing SupportLargeObjs for `./addressbook`.
+const LOB_DEVINF_PUT: &str = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>workstation</DevTyp><SupportLargeObjs/><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Rx-Pref><Tx-Pref><CTType>text/vcard</CTType><VerCT>3.0</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+
+/// A slow sync of `b` (with SupportLargeObjs) that sends nothing: the data
+/// of every Add piece the server sends, in order, and whether package 4
+/// ended (within 100 messages).
+fn download_pieces(h: &mut Harness, b: &mut Client) -> (Vec<String>, bool) {
+    let init = b.init(201).replace("<Alert>", &format!("{LOB_DEVINF_PUT}<Alert>"));
+    h.send(&init);
+    let mut reply = h.send(&b.sync(&[], true));
+    let mut pieces = Vec::new();
+    for _ in 0..100 {
+        pieces.extend(server_items(&reply).into_iter().map(|(_, _, data)| data));
+        let fin = reply.final_;
+        reply = h.send(&b.plain("", fin));
+        if fin {
+            return (pieces, true);
+        }
+    }
+    (pieces, false)
+}
+
+/// A MaxMsgSize so small that the room left next to the statuses is under
+/// the usual minimum chunk: the server still sends a chunk in each message
+/// (it used to send empty Syncs for ever, each answered with Alert 222).
+#[test]
+fn small_max_msg_size_still_makes_progress() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let big = vcard("Big", &"P".repeat(6_000));
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big))]);
+    let mut b = Client::new("dev-b");
+    b.max_msg = 2048;
+    let (pieces, finished) = download_pieces(&mut h, &mut b);
+    assert!(finished, "package 4 ends ({} pieces so far)", pieces.len());
+    assert!(pieces.len() >= 3, "sent in chunks: {}", pieces.len());
+    assert_eq!(pieces.concat(), big);
+}
+
+/// Chunks the server sends are not cut next to white space: SyncML
+/// toolkits (Synthesis, so SyncEvolution's client) trim it from the ends of
+/// a `Data`, and the reassembled object would then be short (424).
+#[test]
+fn chunks_to_the_client_are_not_cut_at_white_space() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    // A folded PHOTO property: CRLF and a space every 72 to 74 characters.
+    let photo: String = (0..300).map(|i| format!("{}{}\r\n ", "QUJD".repeat(18), &"xy"[..i % 3])).collect();
+    let big = format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Big;Test;;;\r\nFN:Test Big\r\nPHOTO;ENCODING=b;TYPE=JPEG:{photo}\r\nEND:VCARD\r\n"
+    );
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big))]);
+
+    let mut b = Client::new("dev-b");
+    b.max_msg = 3000;
+    let (pieces, finished) = download_pieces(&mut h, &mut b);
+    assert!(finished, "package 4 ends");
+    assert!(pieces.len() >= 5, "sent in chunks: {}", pieces.len());
+    for pair in pieces.windows(2) {
+        assert!(!pair[0].ends_with(char::is_whitespace), "a chunk ends in white space: {:?}", &pair[0]);
+        assert!(!pair[1].starts_with(char::is_whitespace), "a chunk starts with white space: {:?}", &pair[1]);
+    }
+    assert_eq!(pieces.concat(), big);
+}
+
+/// An object larger than the client's MaxObjSize (from the SyncHdr, or DS
+/// 1.1 style from the sync Alert's item) is not sent; the other items are.
+#[test]
+fn objects_over_the_client_max_obj_size_are_not_sent() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let big = vcard("Big", &"P".repeat(5_000));
+    let small = vcard("Small", "1");
+    session(&mut h, &mut a, 201, &[op("Add", 10, "l0", Some(&big)), op("Add", 11, "l1", Some(&small))]);
+    assert_eq!(h.items("dev-a", Collection::Contacts).len(), 2);
+
+    let mut b = Client::new("dev-b");
+    b.max_obj = 2000;
+    let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].2, small);
+
+    let mut c = Client::new("dev-c");
+    c.max_obj = 0;
+    let init = c.init(201).replace(
+        "</Anchor></Meta></Item></Alert>",
+        "</Anchor><MaxObjSize xmlns='syncml:metinf'>2000</MaxObjSize></Meta></Item></Alert>",
+    );
+    h.send(&init);
+    let reply = h.send(&c.sync(&[], true));
+    let items = server_items(&reply);
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0].2, small);
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! with the crate's model and encoders, and checks every reply: the Status of
 //! each command it sent, the server's Alerts and anchors, the package flow
 //! (1–2 init, 3–4 sync, 5–6 map), multi-message packages (Alert 222) and
-//! MaxMsgSize both ways, auth (basic, or md5 with the server's nonce) and
-//! RespURI.
+//! MaxMsgSize both ways, large objects both ways (digest §8: an item that
+//! does not fit goes in chunks with MoreData, Meta Size on the first, 213 for
+//! each non-final chunk; chunks the server sends are reassembled, answered
+//! with 213 and checked against their Size), MaxObjSize, auth (basic, or md5
+//! with the server's nonce) and RespURI.
 //!
 //! The caller moves bytes: [`Session::start`] gives the first message, each
 //! reply goes to [`Session::on_reply`], which gives the next message or says
@@ -22,6 +25,17 @@ use crate::model::{
     Alert, Anchor, Command, ContentTypeVersion, Cred, Data, DataStore, DevInf, Encoding, Item, ItemCommand,
     Location, Map, MapItem, Meta, PutGet, Results, Status, Sync, SyncHdr, SyncMl, Text,
 };
+
+/// The MaxObjSize the devices announce: the largest object they reassemble.
+pub const MAX_OBJ_SIZE: usize = 4 * 1024 * 1024;
+
+/// The smallest piece of data worth a chunk: with less room left, the
+/// message closes and the item starts in the next one.
+const MIN_CHUNK: usize = 256;
+
+/// Non-final server messages in a row that carry no item (while the client
+/// only asks for more) before the session is given up as looping.
+const MAX_IDLE_REPLIES: u32 = 5;
 
 /// How the client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +66,8 @@ struct Local {
     index: Option<u64>,
     /// Revision (bumped by each local Replace).
     rev: u32,
+    /// xxh64 of the data received from the server (`None`: generated here).
+    received: Option<u64>,
 }
 
 /// One datastore of a device.
@@ -116,7 +132,7 @@ impl Device {
                 let luid = s.new_luid();
                 let index = s.next_index;
                 s.next_index += 1;
-                s.items.insert(luid, Local { index: Some(index), rev: 0 });
+                s.items.insert(luid, Local { index: Some(index), rev: 0, received: None });
             }
             stores.push(s);
         }
@@ -131,6 +147,26 @@ impl Device {
             seed,
             rng: Rng::new(seed),
         }
+    }
+
+    /// An order-independent digest of every item the device holds (the
+    /// wrapping sum of the xxh64 of each item's data): two sets of devices
+    /// hold the same data exactly when their digests match.
+    pub fn content_digest(&self) -> u64 {
+        let mut sum = 0u64;
+        for s in &self.stores {
+            for local in s.items.values() {
+                let h = match (local.received, local.index) {
+                    (Some(h), _) => h,
+                    (None, index) => xxhash_rust::xxh64::xxh64(
+                        data::item(s.kind, self.seed, index.unwrap_or(0), local.rev).as_bytes(),
+                        0,
+                    ),
+                };
+                sum = sum.wrapping_add(h);
+            }
+        }
+        sum
     }
 
     fn devinf(&self) -> DevInf<'static> {
@@ -161,6 +197,7 @@ impl Device {
             dev_id: t(self.id.clone()),
             dev_typ: t("phone"),
             utc: true,
+            support_large_objs: true,
             support_number_of_changes: true,
             data_stores: stores,
             ..Default::default()
@@ -201,6 +238,29 @@ impl OpCounts {
         self.add += other.add;
         self.replace += other.replace;
         self.delete += other.delete;
+    }
+}
+
+/// Large objects (items sent or received in chunks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LobCounts {
+    /// Items the device sent in chunks.
+    pub objects_sent: u64,
+    /// Chunks sent (every piece, the last included).
+    pub chunks_sent: u64,
+    /// Items the device received in chunks and reassembled.
+    pub objects_received: u64,
+    /// Chunks received.
+    pub chunks_received: u64,
+}
+
+impl LobCounts {
+    /// Adds `other` to these counts.
+    pub fn merge(&mut self, other: &LobCounts) {
+        self.objects_sent += other.objects_sent;
+        self.chunks_sent += other.chunks_sent;
+        self.objects_received += other.objects_received;
+        self.chunks_received += other.chunks_received;
     }
 }
 
@@ -245,6 +305,8 @@ enum SentKind {
     Replace,
     Delete,
     Map,
+    /// A non-final chunk of an Add or Replace (answered with 213).
+    Chunk,
 }
 
 impl SentKind {
@@ -257,6 +319,7 @@ impl SentKind {
             SentKind::Replace => "Replace",
             SentKind::Delete => "Delete",
             SentKind::Map => "Map",
+            SentKind::Chunk => "Chunk",
         }
     }
 
@@ -267,26 +330,126 @@ impl SentKind {
             SentKind::Replace => matches!(code, 200 | 201),
             // 211: the item was already gone on the server (deleted by another device).
             SentKind::Delete => matches!(code, 200 | 211),
+            SentKind::Chunk => code == 213,
             _ => code == 200,
         }
     }
 }
 
-/// One change the client sends.
+/// One change the client sends; `sent` counts the bytes of its data already
+/// sent in chunks.
 #[derive(Debug, Clone)]
 enum Change {
-    Add { luid: String, data: String },
-    Replace { luid: String, data: String },
+    Add { luid: String, data: String, sent: usize },
+    Replace { luid: String, data: String, sent: usize },
     Delete { luid: String },
 }
 
 impl Change {
-    fn size(&self) -> usize {
+    fn add(luid: String, data: String) -> Change {
+        Change::Add { luid, data, sent: 0 }
+    }
+
+    fn replace(luid: String, data: String) -> Change {
+        Change::Replace { luid, data, sent: 0 }
+    }
+
+    /// The item's data and how much of it went out already.
+    fn data(&self) -> Option<(&str, usize)> {
         match self {
-            Change::Add { data, .. } | Change::Replace { data, .. } => data.len() + 220,
-            Change::Delete { .. } => 160,
+            Change::Add { data, sent, .. } | Change::Replace { data, sent, .. } => Some((data, *sent)),
+            Change::Delete { .. } => None,
         }
     }
+
+    /// An upper bound of what the rest of this change adds to a message.
+    fn cost(&self, enc: Encoding) -> usize {
+        let data = self.data().map_or(0, |(d, sent)| data_cost(enc, &d.as_bytes()[sent..]));
+        cmd_overhead(enc) + data
+    }
+}
+
+/// An upper bound of the encoded size of an item command without its data
+/// (CmdID, Meta Type, Source, Meta Size, MoreData, tags); checked by a test.
+fn cmd_overhead(enc: Encoding) -> usize {
+    match enc {
+        Encoding::Xml => 300,
+        Encoding::Wbxml => 110,
+    }
+}
+
+/// An upper bound of a Sync command's encoded size without its items.
+fn sync_overhead(enc: Encoding) -> usize {
+    match enc {
+        Encoding::Xml => 260,
+        Encoding::Wbxml => 90,
+    }
+}
+
+/// An upper bound of the encoded size of `data` as an item's `Data`: in XML
+/// raw, in CDATA (12 bytes) or with `&<>` and CR escaped (at most 5 more
+/// each); in WBXML an inline string or OPAQUE with its length.
+fn data_cost(enc: Encoding, data: &[u8]) -> usize {
+    match enc {
+        Encoding::Xml => data.len() + 12 + 5 * data.iter().filter(|b| is_xml_special(**b)).count(),
+        Encoding::Wbxml => data.len() + 8,
+    }
+}
+
+fn is_xml_special(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'\r')
+}
+
+/// The end of a chunk of `data` starting at `start` whose [`data_cost`]
+/// stays within `room`: on a character boundary, and not next to white
+/// space (SyncML toolkits trim the white space at the ends of a `Data`
+/// element, and XML parsers fold a CR that ends one into a newline: the
+/// reassembled object would then be short, a 424). Returns `start` when no
+/// such end fits.
+fn chunk_end(enc: Encoding, data: &str, start: usize, room: usize) -> usize {
+    let b = data.as_bytes();
+    let fixed = data_cost(enc, &[]);
+    let mut budget = room.saturating_sub(fixed);
+    let mut end = start;
+    while end < b.len() {
+        let cost = if enc == Encoding::Xml && is_xml_special(b[end]) { 6 } else { 1 };
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        end += 1;
+    }
+    if end == b.len() {
+        return end;
+    }
+    while end > start
+        && (!data.is_char_boundary(end) || b[end].is_ascii_whitespace() || b[end - 1].is_ascii_whitespace())
+    {
+        end -= 1;
+    }
+    end
+}
+
+/// A large object the server is sending in chunks.
+#[derive(Debug)]
+struct Incoming {
+    /// Index into the session's datastores.
+    ds: usize,
+    /// `Add` or `Replace`.
+    cmd: &'static str,
+    /// The item's id (Source of an Add, Target of a Replace).
+    id: String,
+    /// The announced total size.
+    size: usize,
+    data: Vec<u8>,
+}
+
+/// What the receiving side made of one item of the server.
+enum Piece<'a> {
+    /// Answer with this code; nothing to apply (a buffered chunk: 213, or an error).
+    Answer(u16),
+    /// A complete item: apply it.
+    Whole(Option<Cow<'a, [u8]>>),
 }
 
 /// A datastore in this session.
@@ -317,6 +480,14 @@ pub struct Session {
     authenticated: bool,
     auth_attempts: u32,
     server_max_msg: usize,
+    /// The server's MaxObjSize (0: not announced).
+    server_max_obj: usize,
+    /// The chunked object being received.
+    incoming: Option<Incoming>,
+    /// Alerts for our next message (223: a chunked object was cut short).
+    alerts: Vec<Command<'static>>,
+    /// Server messages in a row without an item command.
+    idle_replies: u32,
     responses: Vec<Command<'static>>,
     expected: HashMap<(u32, u32), SentKind>,
     errors: Vec<String>,
@@ -326,6 +497,8 @@ pub struct Session {
     pub received: OpCounts,
     /// Messages the server rejected auth on and the client retried with its new nonce.
     pub auth_retries: u64,
+    /// Large objects and chunks, both ways.
+    pub lob: LobCounts,
 }
 
 fn t(s: impl Into<String>) -> Text<'static> {
@@ -368,12 +541,17 @@ impl Session {
             authenticated: false,
             auth_attempts: 0,
             server_max_msg: 0,
+            server_max_obj: 0,
+            incoming: None,
+            alerts: Vec::new(),
+            idle_replies: 0,
             responses: Vec::new(),
             expected: HashMap::new(),
             errors: Vec::new(),
             sent: OpCounts::default(),
             received: OpCounts::default(),
             auth_retries: 0,
+            lob: LobCounts::default(),
         }
     }
 
@@ -405,14 +583,15 @@ impl Session {
         t(self.cmd_id.to_string())
     }
 
-    /// The statuses for the server's last message, numbered as this message's first commands.
+    /// The statuses for the server's last message (and Results, Alerts of our
+    /// own), numbered as this message's first commands.
     fn take_responses(&mut self) -> Vec<Command<'static>> {
         let mut body = std::mem::take(&mut self.responses);
         for cmd in &mut body {
-            let id = self.next_cmd(None);
             match cmd {
-                Command::Status(s) => s.cmd_id = id,
-                Command::Results(r) => r.cmd_id = id,
+                Command::Status(s) => s.cmd_id = self.next_cmd(None),
+                Command::Results(r) => r.cmd_id = self.next_cmd(None),
+                Command::Alert(a) => a.cmd_id = self.next_cmd(Some(SentKind::Alert)),
                 _ => {}
             }
         }
@@ -449,6 +628,41 @@ impl Session {
     }
 
     fn finish_message(&mut self, dev: &Device, body: Vec<Command<'static>>, final_: bool) -> Outgoing {
+        let msg = self.message(dev, body, final_);
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode(self.cfg.encoding, &msg, &mut out);
+        if self.server_max_msg != 0 && out.len() > self.server_max_msg {
+            // The packing's size bounds failed: a flaw of this client, counted.
+            self.error("message_exceeds_server_max_msg_size");
+        }
+        Outgoing { url: self.url.clone(), body: out }
+    }
+
+    /// The encoded size of a message of `body` (the part that packing does not estimate).
+    fn encoded_len(&self, dev: &Device, body: &[Command<'static>], final_: bool) -> usize {
+        let mut out = Vec::with_capacity(4096);
+        crate::codec::encode(self.cfg.encoding, &self.message(dev, body.to_vec(), final_), &mut out);
+        out.len()
+    }
+
+    /// The largest message this client sends: the server's MaxMsgSize, and
+    /// not more than its own (a device sends what it could take itself).
+    fn send_limit(&self) -> usize {
+        match self.server_max_msg {
+            0 => self.cfg.max_msg_size,
+            s => s.min(self.cfg.max_msg_size),
+        }
+    }
+
+    /// Whether items may go in chunks: the server announced a MaxObjSize
+    /// (DS 1.1+: its limit on objects after reassembly of chunks). The
+    /// client does not Get the server's DevInf for its SupportLargeObjs: that
+    /// reply alone can exceed a small MaxMsgSize.
+    fn server_takes_chunks(&self) -> bool {
+        self.server_max_obj != 0
+    }
+
+    fn message(&self, dev: &Device, body: Vec<Command<'static>>, final_: bool) -> SyncMl<'static> {
         let hdr = SyncHdr {
             ver_dtd: t("1.2"),
             ver_proto: t("SyncML/1.2"),
@@ -465,14 +679,11 @@ impl Session {
             cred: (!self.authenticated).then(|| self.cred(dev)),
             meta: Some(Meta {
                 max_msg_size: Some(t(self.cfg.max_msg_size.to_string())),
-                max_obj_size: Some(t((4 * 1024 * 1024).to_string())),
+                max_obj_size: Some(t(MAX_OBJ_SIZE.to_string())),
                 ..Default::default()
             }),
         };
-        let msg = SyncMl { hdr, body, final_ };
-        let mut out = Vec::with_capacity(4096);
-        crate::codec::encode(self.cfg.encoding, &msg, &mut out);
-        Outgoing { url: self.url.clone(), body: out }
+        SyncMl { hdr, body, final_ }
     }
 
     fn init_message(&mut self, dev: &mut Device) -> Outgoing {
@@ -483,6 +694,7 @@ impl Session {
             let (meta, items) = devinf_payload(dev);
             body.push(Command::Put(PutGet { cmd_id, meta: Some(meta), items, ..Default::default() }));
         }
+
         for i in 0..self.stores.len() {
             let store = &dev.stores[self.stores[i].store];
             let (kind, last) = (store.kind, store.last_anchor.clone());
@@ -514,6 +726,7 @@ impl Session {
             return Next::Failed;
         }
         if body.len() > self.cfg.max_msg_size {
+            tracing::debug!(device = %dev.id, len = body.len(), msg = self.msg_id, "reply over our MaxMsgSize");
             self.error("reply_exceeds_max_msg_size");
         }
         let msg = match crate::codec::decode(self.cfg.encoding, body) {
@@ -531,8 +744,13 @@ impl Session {
             self.url = uri.to_string();
             self.target_uri = uri.to_string();
         }
-        if let Some(max) = msg.hdr.meta.as_ref().and_then(|m| m.max_msg_size.as_deref()).and_then(num) {
-            self.server_max_msg = max as usize;
+        if let Some(meta) = &msg.hdr.meta {
+            if let Some(max) = meta.max_msg_size.as_deref().and_then(num) {
+                self.server_max_msg = max as usize;
+            }
+            if let Some(max) = meta.max_obj_size.as_deref().and_then(num) {
+                self.server_max_obj = max as usize;
+            }
         }
         let server_msg = msg.hdr.msg_id.trim().to_string();
         let sent_msg = self.msg_id;
@@ -717,6 +935,17 @@ impl Session {
             }
         }
         responses.extend(results);
+        responses.append(&mut self.alerts);
+        let items = msg.body.iter().any(|c| matches!(c, Command::Sync(s) if !s.commands.is_empty()));
+        let waiting = self.phase == Phase::AwaitServerSync;
+        self.idle_replies = if items || !waiting { 0 } else { self.idle_replies + 1 };
+        if msg.final_ {
+            if let Some(inc) = self.incoming.take() {
+                // A package cannot end inside a chunked object.
+                tracing::debug!(device = %dev.id, id = %inc.id, "package ended inside a chunked item");
+                self.error("lob_incomplete");
+            }
+        }
         // Every command of our last message must have its status in this reply.
         let missing: Vec<SentKind> =
             self.expected.iter().filter(|((m, _), _)| *m == sent_msg).map(|(_, k)| *k).collect();
@@ -746,6 +975,10 @@ impl Session {
         };
         if self.stores[i].mode != 0 {
             self.error("alert_twice");
+        }
+        if let Some(max) = item.meta.as_ref().and_then(|m| m.max_obj_size.as_deref()).and_then(num) {
+            // DS 1.1 servers give their MaxObjSize here.
+            self.server_max_obj = max as usize;
         }
         let has_next = item.meta.as_ref().and_then(|m| m.anchor.as_ref()).is_some_and(|x| x.next.is_some());
         if !has_next {
@@ -783,16 +1016,27 @@ impl Session {
         let si = self.stores[i].store;
         let before = responses.len();
         for cmd in &s.commands {
-            let (name, ic, code) = match cmd {
-                Command::Add(ic) => ("Add", ic, self.apply_add(dev, si, i, ic)),
-                Command::Replace(ic) => ("Replace", ic, self.apply_replace(dev, si, i, ic)),
-                Command::Delete(ic) => ("Delete", ic, self.apply_delete(dev, si, ic)),
+            let (name, ic) = match cmd {
+                Command::Add(ic) => ("Add", ic),
+                Command::Replace(ic) => ("Replace", ic),
+                Command::Delete(ic) => ("Delete", ic),
                 other => {
                     self.error(format!("unexpected_in_sync_{}", other.name()));
                     if respond {
                         push_status(responses, server_msg, other.cmd_id(), other.name(), None, None, 406);
                     }
                     continue;
+                }
+            };
+            let code = match self.assemble(i, name, ic) {
+                Piece::Answer(code) => code,
+                Piece::Whole(data) => {
+                    let item = ic.items.first();
+                    match name {
+                        "Add" => self.apply_add(dev, si, i, item, data.as_deref()),
+                        "Replace" => self.apply_replace(dev, si, i, item, data.as_deref()),
+                        _ => self.apply_delete(dev, si, item),
+                    }
                 }
             };
             if respond && !ic.no_resp {
@@ -813,68 +1057,156 @@ impl Session {
         responses.len() - before
     }
 
-    fn check_item<'i>(&mut self, ic: &'i ItemCommand<'_>) -> Option<&'i Item<'i>> {
+    /// The receiving side of large objects (digest §8): buffers a chunk
+    /// (213), completes an object with its last chunk (checking the announced
+    /// Size: 424 if it differs), and voids an object cut short by another
+    /// item (Alert 223). Items that are not chunked pass through whole.
+    fn assemble<'a>(&mut self, ds: usize, name: &'static str, ic: &'a ItemCommand<'_>) -> Piece<'a> {
         let Some(item) = ic.items.first() else {
             self.error("item_command_without_item");
-            return None;
+            return Piece::Answer(400);
         };
         if ic.items.len() > 1 {
+            // One item per command is what servers send; a chunk must be the last item anyway.
             self.error("item_command_with_several_items");
         }
-        if item.more_data {
-            // Items here are far below MaxMsgSize; a chunked one is a server flaw.
-            self.error("unexpected_large_object");
-            return None;
+        let id = match name {
+            "Add" => item.source.as_ref().or(item.target.as_ref()),
+            _ => item.target.as_ref().or(item.source.as_ref()),
         }
-        Some(item)
+        .map(|l| l.loc_uri.trim().to_string())
+        .unwrap_or_default();
+        if self.incoming.as_ref().is_some_and(|inc| inc.ds != ds || inc.cmd != name || inc.id != id) {
+            if let Some(inc) = self.incoming.take() {
+                self.error("lob_interrupted");
+                self.alerts.push(Command::Alert(Alert {
+                    cmd_id: t(""),
+                    data: Some(t("223")),
+                    items: vec![Item {
+                        target: Some(Location::uri(t(inc.id.clone()))),
+                        source: Some(Location::uri(t(inc.id))),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }));
+            }
+        }
+        let data = item.data.as_ref().and_then(Data::as_bytes);
+        if !item.more_data && self.incoming.is_none() {
+            return Piece::Whole(data.map(Cow::Borrowed));
+        }
+        let Some(data) = data else {
+            self.incoming = None;
+            self.error("lob_chunk_without_data");
+            return Piece::Answer(412);
+        };
+        self.lob.chunks_received += 1;
+        let Some(inc) = &mut self.incoming else {
+            // The first chunk: it carries the total size.
+            let size = item
+                .meta
+                .as_ref()
+                .and_then(|m| m.size.as_deref())
+                .or(ic.meta.as_ref().and_then(|m| m.size.as_deref()))
+                .and_then(num);
+            let Some(size) = size.map(|s| s as usize) else {
+                self.error("lob_without_size");
+                return Piece::Answer(411);
+            };
+            if size > MAX_OBJ_SIZE {
+                self.error("lob_exceeds_max_obj_size");
+                return Piece::Answer(413);
+            }
+            if data.len() > size {
+                self.error("lob_size_mismatch");
+                return Piece::Answer(424);
+            }
+            let mut buf = Vec::with_capacity(size);
+            buf.extend_from_slice(data);
+            self.incoming = Some(Incoming { ds, cmd: name, id, size, data: buf });
+            return Piece::Answer(213);
+        };
+        if inc.data.len() + data.len() > inc.size {
+            self.incoming = None;
+            self.error("lob_size_mismatch");
+            return Piece::Answer(424);
+        }
+        inc.data.extend_from_slice(data);
+        if item.more_data {
+            return Piece::Answer(213);
+        }
+        let Some(inc) = self.incoming.take() else { return Piece::Answer(500) };
+        if inc.data.len() != inc.size {
+            self.error("lob_size_mismatch");
+            return Piece::Answer(424);
+        }
+        self.lob.objects_received += 1;
+        Piece::Whole(Some(Cow::Owned(inc.data)))
     }
 
-    fn apply_add(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
-        let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()).filter(|g| !g.is_empty())
+    fn apply_add(
+        &mut self,
+        dev: &mut Device,
+        si: usize,
+        i: usize,
+        item: Option<&Item<'_>>,
+        data: Option<&[u8]>,
+    ) -> u16 {
+        let Some(guid) = item
+            .and_then(|it| it.source.as_ref())
+            .map(|l| l.loc_uri.trim().to_string())
+            .filter(|g| !g.is_empty())
         else {
             self.error("add_without_source");
             return 400;
         };
-        if item.data.as_ref().and_then(Data::as_bytes).is_none_or(|d| d.is_empty()) {
+        let Some(data) = data.filter(|d| !d.is_empty()) else {
             self.error("add_without_data");
             return 400;
-        }
+        };
         let store = &mut dev.stores[si];
         let luid = store.new_luid();
-        store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+        store.items.insert(luid.clone(), received(data));
         self.stores[i].maps.push((guid, luid));
         self.received.add += 1;
         201
     }
 
-    fn apply_replace(&mut self, dev: &mut Device, si: usize, i: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
+    fn apply_replace(
+        &mut self,
+        dev: &mut Device,
+        si: usize,
+        i: usize,
+        item: Option<&Item<'_>>,
+        data: Option<&[u8]>,
+    ) -> u16 {
         self.received.replace += 1;
+        let local = received(data.unwrap_or_default());
         let store = &mut dev.stores[si];
-        match item.target.as_ref().map(|l| l.loc_uri.trim().to_string()) {
+        match item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()) {
             Some(luid) if store.items.contains_key(&luid) => {
-                store.items.insert(luid, Local { index: None, rev: 0 });
+                store.items.insert(luid, local);
                 200
             }
             _ => {
                 // A Replace of an item the device never mapped: the server lost a Map.
                 self.error("replace_unknown_item");
-                let Some(guid) = item.source.as_ref().map(|l| l.loc_uri.trim().to_string()) else {
+                let Some(guid) = item.and_then(|it| it.source.as_ref()).map(|l| l.loc_uri.trim().to_string())
+                else {
                     return 404;
                 };
                 let luid = store.new_luid();
-                store.items.insert(luid.clone(), Local { index: None, rev: 0 });
+                store.items.insert(luid.clone(), local);
                 self.stores[i].maps.push((guid, luid));
                 201
             }
         }
     }
 
-    fn apply_delete(&mut self, dev: &mut Device, si: usize, ic: &ItemCommand<'_>) -> u16 {
-        let Some(item) = self.check_item(ic) else { return 400 };
+    fn apply_delete(&mut self, dev: &mut Device, si: usize, item: Option<&Item<'_>>) -> u16 {
         self.received.delete += 1;
-        let luid = item.target.as_ref().map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
+        let luid =
+            item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()).unwrap_or_default();
         if dev.stores[si].items.remove(&luid).is_some() {
             200
         } else {
@@ -905,10 +1237,15 @@ impl Session {
             Phase::SendingSync => Next::Send(self.sync_message(dev)),
             Phase::AwaitServerSync => {
                 if server_final {
-                    Next::Send(self.map_message(dev))
-                } else {
-                    Next::Send(self.continue_message(dev))
+                    return Next::Send(self.map_message(dev));
                 }
+                if self.idle_replies > MAX_IDLE_REPLIES {
+                    // Like Synthesis: a server that keeps its package open
+                    // without sending anything is looping.
+                    self.fail("flow_no_progress");
+                    return Next::Failed;
+                }
+                Next::Send(self.continue_message(dev))
             }
             Phase::SendingMap => Next::Send(self.map_message(dev)),
             Phase::AwaitEnd => {
@@ -955,7 +1292,7 @@ impl Session {
                 201 | 203 => {
                     for (luid, local) in &store.items {
                         let data = data::item(kind, dev.seed, local.index.unwrap_or(0), local.rev);
-                        queue.push_back(Change::Add { luid: luid.clone(), data });
+                        queue.push_back(Change::add(luid.clone(), data));
                     }
                 }
                 // Refresh from server: the device drops its items and takes the server's.
@@ -981,13 +1318,16 @@ impl Session {
                         match (n % 3, existing) {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
-                                let local =
-                                    store.items.get(&luid).copied().unwrap_or(Local { index: None, rev: 0 });
-                                let next = Local { index: local.index, rev: local.rev + 1 };
+                                let local = store.items.get(&luid).copied().unwrap_or(Local {
+                                    index: None,
+                                    rev: 0,
+                                    received: None,
+                                });
+                                let next = Local { index: local.index, rev: local.rev + 1, received: None };
                                 let index = local.index.unwrap_or(0);
                                 store.items.insert(luid.clone(), next);
                                 let data = data::item(kind, dev.seed, index, next.rev);
-                                queue.push_back(Change::Replace { luid, data });
+                                queue.push_back(Change::replace(luid, data));
                             }
                             (2, Some(luid)) => {
                                 touched.insert(luid.clone());
@@ -999,9 +1339,12 @@ impl Session {
                                 let index = store.next_index;
                                 store.next_index += 1;
                                 touched.insert(luid.clone());
-                                store.items.insert(luid.clone(), Local { index: Some(index), rev: 0 });
+                                store.items.insert(
+                                    luid.clone(),
+                                    Local { index: Some(index), rev: 0, received: None },
+                                );
                                 let data = data::item(kind, dev.seed, index, 0);
-                                queue.push_back(Change::Add { luid, data });
+                                queue.push_back(Change::add(luid, data));
                             }
                         }
                     }
@@ -1013,26 +1356,33 @@ impl Session {
         }
     }
 
-    fn budget(&self) -> usize {
-        let limit = match self.server_max_msg {
-            0 => self.cfg.max_msg_size,
-            s => s.min(self.cfg.max_msg_size),
-        };
-        // Room for the header and the statuses of the last reply.
-        let statuses = self.responses.len() * 160;
-        limit.saturating_sub(1500 + statuses).max(limit / 4)
-    }
-
-    /// The next message of package 3: statuses and as many changes as fit.
+    /// The next message of package 3: statuses and as many changes as fit
+    /// the server's MaxMsgSize (and our own). The header and statuses are
+    /// measured by encoding them; each change adds at most its
+    /// [`Change::cost`]. A change that does not fit in the room left goes in
+    /// chunks (when the server takes them): the first carries Meta Size,
+    /// each but the last MoreData; a chunk ends its Sync and the message,
+    /// which then has no Final, and the rest follows in the next message.
     fn sync_message(&mut self, dev: &mut Device) -> Outgoing {
         self.begin_message();
         let mut body = self.take_responses();
-        let mut room = self.budget();
+        let enc = self.cfg.encoding;
+        let limit = self.send_limit();
+        let chunks_ok = self.server_takes_chunks();
+        let mut room = limit.saturating_sub(self.encoded_len(dev, &body, true));
+        // The room of a message without statuses: when the statuses of the
+        // last reply fill this one, the items wait for the next message.
+        let bare = limit.saturating_sub(self.encoded_len(dev, &[], true)).saturating_sub(sync_overhead(enc));
         let mut packed_any = false;
+        let mut ended = false;
         for i in 0..self.stores.len() {
             if self.stores[i].sync_sent && self.stores[i].queue.is_empty() {
                 continue;
             }
+            if packed_any && room < sync_overhead(enc) + cmd_overhead(enc) {
+                break;
+            }
+            room = room.saturating_sub(sync_overhead(enc));
             let kind = dev.stores[self.stores[i].store].kind;
             let sync_id = self.next_cmd(Some(SentKind::Sync));
             let mut sync = Sync {
@@ -1044,35 +1394,60 @@ impl Session {
                 ..Default::default()
             };
             while let Some(change) = self.stores[i].queue.front() {
-                if packed_any && change.size() > room {
-                    break;
+                let need = change.cost(enc);
+                let min_piece = change.data().map_or(0, |(d, sent)| MIN_CHUNK.min(d.len() - sent));
+                let statuses_only_fit = room < bare
+                    && (need <= bare
+                        || (chunks_ok && cmd_overhead(enc) + data_cost(enc, &[]) + min_piece <= bare));
+                let whole = change.data().map_or(0, |(d, _)| d.len());
+                if self.server_max_obj != 0 && whole > self.server_max_obj {
+                    // Never send what the server cannot take (digest §8 rule 6).
+                    self.error("item_exceeds_server_max_obj_size");
+                    self.stores[i].queue.pop_front();
+                    continue;
                 }
-                room = room.saturating_sub(change.size());
-                packed_any = true;
-                let Some(change) = self.stores[i].queue.pop_front() else { break };
-                let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
-                let cmd = match change {
-                    Change::Add { luid, data } => {
-                        self.sent.add += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Add));
-                        Command::Add(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                if need <= room {
+                    room -= need;
+                    packed_any = true;
+                    if let Some(change) = self.stores[i].queue.pop_front() {
+                        let cmd = self.change_cmd(kind, change, None);
+                        sync.commands.push(cmd);
                     }
-                    Change::Replace { luid, data } => {
-                        self.sent.replace += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Replace));
-                        Command::Replace(item_cmd(cmd_id, meta, Some(luid), None, Some(data)))
+                    continue;
+                }
+                // It does not fit whole: a chunk fills the room, if worth one.
+                let end = match change.data() {
+                    Some((data, sent)) if chunks_ok => {
+                        let end = chunk_end(enc, data, sent, room.saturating_sub(cmd_overhead(enc)));
+                        (end >= sent + MIN_CHUNK.min(data.len() - sent)).then_some(end)
                     }
-                    Change::Delete { luid } => {
-                        self.sent.delete += 1;
-                        let cmd_id = self.next_cmd(Some(SentKind::Delete));
-                        Command::Delete(item_cmd(cmd_id, None, Some(luid), None, None))
-                    }
+                    _ => None,
                 };
-                sync.commands.push(cmd);
+                match end {
+                    Some(end) => {
+                        if let Some(change) = self.stores[i].queue.pop_front() {
+                            let cmd = self.change_cmd(kind, change, Some((i, end)));
+                            sync.commands.push(cmd);
+                        }
+                        ended = true;
+                    }
+                    None if !packed_any && !statuses_only_fit => {
+                        // Not even a message without statuses holds it, nor a chunk of it.
+                        self.error(if chunks_ok {
+                            "item_exceeds_max_msg_size"
+                        } else {
+                            "item_needs_large_objects"
+                        });
+                        self.stores[i].queue.pop_front();
+                        continue;
+                    }
+                    None => ended = true,
+                }
+                break;
             }
             self.stores[i].sync_sent = true;
             body.push(Command::Sync(sync));
-            if !self.stores[i].queue.is_empty() {
+            if ended || !self.stores[i].queue.is_empty() {
                 break;
             }
         }
@@ -1081,15 +1456,84 @@ impl Session {
         self.finish_message(dev, body, done)
     }
 
+    /// The command for `change`, whole or (with `chunk: Some((datastore,
+    /// end))`) its data up to `end`, the rest going back to the front of that
+    /// datastore's queue.
+    fn change_cmd(
+        &mut self,
+        kind: DataKind,
+        change: Change,
+        chunk: Option<(usize, usize)>,
+    ) -> Command<'static> {
+        let meta = Some(Meta { type_: Some(t(kind.content_type())), ..Default::default() });
+        let (name, luid, data, sent) = match change {
+            Change::Delete { luid } => {
+                self.sent.delete += 1;
+                let cmd_id = self.next_cmd(Some(SentKind::Delete));
+                return Command::Delete(item_cmd(cmd_id, None, Some(luid), None, None));
+            }
+            Change::Add { luid, data, sent } => ("Add", luid, data, sent),
+            Change::Replace { luid, data, sent } => ("Replace", luid, data, sent),
+        };
+        let end = chunk.map_or(data.len(), |(_, end)| end);
+        let more = end < data.len();
+        if sent == 0 {
+            if name == "Add" {
+                self.sent.add += 1;
+            } else {
+                self.sent.replace += 1;
+            }
+            if more {
+                self.lob.objects_sent += 1;
+            }
+        }
+        if more || sent > 0 {
+            self.lob.chunks_sent += 1;
+        }
+        let kind_sent = match (more, name) {
+            (true, _) => SentKind::Chunk,
+            (false, "Add") => SentKind::Add,
+            (false, _) => SentKind::Replace,
+        };
+        let cmd_id = self.next_cmd(Some(kind_sent));
+        let mut ic = item_cmd(cmd_id, meta, Some(luid.clone()), None, Some(data[sent..end].to_string()));
+        if let Some(item) = ic.items.first_mut() {
+            item.more_data = more;
+            if more && sent == 0 {
+                item.meta = Some(Meta { size: Some(t(data.len().to_string())), ..Default::default() });
+            }
+        }
+        if let (true, Some((ds, _))) = (more, chunk) {
+            let rest = match name {
+                "Add" => Change::Add { luid, data, sent: end },
+                _ => Change::Replace { luid, data, sent: end },
+            };
+            self.stores[ds].queue.push_front(rest);
+        }
+        if name == "Add" {
+            Command::Add(ic)
+        } else {
+            Command::Replace(ic)
+        }
+    }
+
     /// The next message of package 5: statuses and the Map of the server's Adds.
     fn map_message(&mut self, dev: &mut Device) -> Outgoing {
         self.begin_message();
         let mut body = self.take_responses();
-        let mut room = self.budget();
+        let enc = self.cfg.encoding;
+        let mut room = self.send_limit().saturating_sub(self.encoded_len(dev, &body, true));
+        // Upper bounds of a Map without items and of a MapItem without its ids.
+        let (map_cost, item_cost) = match enc {
+            Encoding::Xml => (220, 90),
+            Encoding::Wbxml => (70, 16),
+        };
         for i in 0..self.stores.len() {
-            if self.stores[i].maps.is_empty() || room < 200 {
+            let first = self.stores[i].maps.last().map_or(0, |(g, l)| item_cost + g.len() + l.len());
+            if first == 0 || room < map_cost + first {
                 continue;
             }
+            room -= map_cost;
             let kind = dev.stores[self.stores[i].store].kind;
             let cmd_id = self.next_cmd(Some(SentKind::Map));
             let mut map = Map {
@@ -1098,18 +1542,37 @@ impl Session {
                 source: Location::uri(t(kind.local_uri())),
                 ..Default::default()
             };
-            while room >= 120 {
+            while let Some((guid, luid)) = self.stores[i].maps.last() {
+                let need = item_cost + guid.len() + luid.len();
+                if need > room {
+                    break;
+                }
+                room -= need;
                 let Some((guid, luid)) = self.stores[i].maps.pop() else { break };
-                room -= 40 + guid.len() + luid.len();
                 map.map_items
                     .push(MapItem { target: Location::uri(t(guid)), source: Location::uri(t(luid)) });
             }
             body.push(Command::Map(map));
         }
+        if !body.iter().any(|c| matches!(c, Command::Map(_)))
+            && self.stores.iter().any(|d| !d.maps.is_empty())
+        {
+            // The statuses leave no room for a single map item: give up the maps
+            // rather than loop (the server resends those items as Adds).
+            self.error("map_does_not_fit");
+            for d in &mut self.stores {
+                d.maps.clear();
+            }
+        }
         let done = self.stores.iter().all(|d| d.maps.is_empty());
         self.phase = if done { Phase::AwaitEnd } else { Phase::SendingMap };
         self.finish_message(dev, body, done)
     }
+}
+
+/// A device's record of an item it received.
+fn received(data: &[u8]) -> Local {
+    Local { index: None, rev: 0, received: Some(xxhash_rust::xxh64::xxh64(data, 0)) }
 }
 
 fn item_cmd(
@@ -1327,5 +1790,394 @@ mod tests {
         }
         assert!(matches!(s.on_reply(&mut dev, &reply(2, vec![denied], true, None)), Next::Failed));
         assert_eq!(s.errors(), ["auth_401".to_string()]);
+    }
+
+    /// A scripted server's reply carrying its MaxMsgSize and MaxObjSize.
+    fn server_reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, enc: Encoding) -> Vec<u8> {
+        let msg = SyncMl {
+            hdr: SyncHdr {
+                ver_dtd: t("1.2"),
+                ver_proto: t("SyncML/1.2"),
+                session_id: t("1"),
+                msg_id: t(msg_id.to_string()),
+                target: Location::uri(t("dev-0")),
+                source: Location::uri(t("http://127.0.0.1:1/sync")),
+                meta: Some(Meta {
+                    max_msg_size: Some(t(SERVER_MAX_MSG.to_string())),
+                    max_obj_size: Some(t("1000000")),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            body,
+            final_,
+        };
+        let mut out = Vec::new();
+        crate::codec::encode(enc, &msg, &mut out);
+        out
+    }
+
+    const SERVER_MAX_MSG: usize = 2500;
+
+    /// The statuses a server gives for every command of a client message:
+    /// 213 for a chunk (MoreData), 201 for a complete Add, 200 otherwise.
+    fn statuses_for(m: &SyncMl<'_>) -> Vec<Command<'static>> {
+        let msg = m.hdr.msg_id.trim().parse().expect("numeric MsgID");
+        let mut out = vec![status(msg, "0", "SyncHdr", 200)];
+        for c in &m.body {
+            match c {
+                Command::Status(_) => {}
+                Command::Sync(sync) => {
+                    out.push(status(msg, &sync.cmd_id, "Sync", 200));
+                    for ic in &sync.commands {
+                        let code = match ic {
+                            Command::Add(a) if a.items.iter().any(|i| i.more_data) => 213,
+                            Command::Replace(a) if a.items.iter().any(|i| i.more_data) => 213,
+                            Command::Add(_) => 201,
+                            _ => 200,
+                        };
+                        out.push(status(msg, ic.cmd_id(), ic.name(), code));
+                    }
+                }
+                other => out.push(status(msg, other.cmd_id(), other.name(), 200)),
+            }
+        }
+        out
+    }
+
+    fn server_alert(code: u16) -> Command<'static> {
+        Command::Alert(Alert {
+            cmd_id: t("9"),
+            data: Some(t(code.to_string())),
+            items: vec![Item {
+                target: Some(Location::uri(t("./contacts"))),
+                source: Some(Location::uri(t("addressbook"))),
+                meta: Some(Meta {
+                    anchor: Some(Anchor { last: None, next: Some(t("S1")) }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    /// Package 3 of a slow sync at a small MaxMsgSize, in XML and WBXML: each
+    /// message stays within the server's limit; an item that does not fit
+    /// goes in chunks (Meta Size on the first, MoreData on all but the last,
+    /// the chunk last in its message, which has no Final), every 213 is
+    /// expected, and the pieces join to exactly the device's items.
+    #[test]
+    fn sends_items_that_do_not_fit_in_chunks() {
+        for enc in [Encoding::Xml, Encoding::Wbxml] {
+            let mut cfg = cfg();
+            cfg.encoding = enc;
+            cfg.max_msg_size = 3000;
+            let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 40, 7);
+            let expected: BTreeMap<String, String> = dev.stores[0]
+                .items
+                .iter()
+                .map(|(luid, l)| {
+                    (luid.clone(), data::item(DataKind::Contacts, dev.seed, l.index.unwrap_or(0), 0))
+                })
+                .collect();
+            assert!(expected.values().any(|d| d.len() > 3 * SERVER_MAX_MSG), "a photo needs several chunks");
+            let mut s = Session::new(&cfg, Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+            let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
+            let mut body = statuses_for(&m1);
+            body[0] = status(1, "0", "SyncHdr", 212);
+            body.push(server_alert(201));
+            let mut next = s.on_reply(&mut dev, &server_reply(1, body, true, enc));
+            let mut pieces: BTreeMap<String, Vec<(String, Option<String>, bool)>> = BTreeMap::new();
+            let mut server_msg = 1;
+            let mut finals = 0;
+            while let Next::Send(out) = next {
+                assert!(out.body.len() <= SERVER_MAX_MSG, "{enc:?}: {} bytes", out.body.len());
+                let m = crate::codec::decode(enc, &out.body).expect("decodes").into_owned();
+                let mut open_chunk = false;
+                for (ci, c) in m.body.iter().enumerate() {
+                    let Command::Sync(sync) = c else { continue };
+                    for (i, ic) in sync.commands.iter().enumerate() {
+                        let Command::Add(add) = ic else { panic!("slow sync sends Adds") };
+                        assert_eq!(add.items.len(), 1);
+                        let item = &add.items[0];
+                        let luid = item.source.as_ref().map(|l| l.loc_uri.to_string()).unwrap_or_default();
+                        let size = item.meta.as_ref().and_then(|m| m.size.as_ref()).map(|x| x.to_string());
+                        let data = item.data.as_ref().and_then(|d| d.as_text()).unwrap_or("").to_string();
+                        if item.more_data {
+                            assert!(
+                                i + 1 == sync.commands.len() && ci + 1 == m.body.len(),
+                                "a chunk ends the message"
+                            );
+                            open_chunk = true;
+                        }
+                        pieces.entry(luid).or_default().push((data, size, item.more_data));
+                    }
+                }
+                assert!(!(open_chunk && m.final_), "no Final with an incomplete object");
+                finals += m.final_ as u32;
+                server_msg += 1;
+                // After package 3 the server has nothing to send: its package 4 is statuses only.
+                let body = statuses_for(&m);
+                next = s.on_reply(&mut dev, &server_reply(server_msg, body, m.final_, enc));
+            }
+            assert!(matches!(next, Next::Done), "{enc:?}: {:?}", s.errors());
+            assert!(s.errors().is_empty(), "{enc:?}: {:?}", s.errors());
+            assert_eq!(finals, 2, "package 3 and package 5 end with Final");
+            assert_eq!(pieces.len(), expected.len());
+            let mut chunked = 0;
+            let mut chunks = 0;
+            for (luid, ps) in &pieces {
+                let joined: String = ps.iter().map(|p| p.0.as_str()).collect();
+                assert_eq!(&joined, &expected[luid], "{enc:?}: {luid} arrives whole");
+                let (last, rest) = ps.split_last().expect("one piece at least");
+                assert!(!last.2, "the last piece has no MoreData");
+                assert!(rest.iter().all(|p| p.2), "every other piece has MoreData");
+                if ps.len() > 1 {
+                    chunked += 1;
+                    chunks += ps.len() as u64;
+                    assert_eq!(
+                        ps[0].1.as_deref(),
+                        Some(joined.len().to_string().as_str()),
+                        "Size on the first"
+                    );
+                    assert!(ps[1..].iter().all(|p| p.1.is_none()), "Size only on the first");
+                }
+            }
+            assert!(chunked >= 2, "{enc:?}: {chunked} items chunked");
+            assert_eq!(s.sent.add, 40, "an item counts once, however many chunks");
+            assert_eq!((s.lob.objects_sent, s.lob.chunks_sent), (chunked, chunks));
+        }
+    }
+
+    fn server_add(id: &str, data: &str, size: Option<usize>, more: bool) -> Command<'static> {
+        Command::Add(ItemCommand {
+            cmd_id: t("20"),
+            meta: Some(Meta { type_: Some(t("text/vcard")), ..Default::default() }),
+            items: vec![Item {
+                source: Some(Location::uri(t(id))),
+                meta: size.map(|n| Meta { size: Some(t(n.to_string())), ..Default::default() }),
+                data: Some(Data::Text(t(data))),
+                more_data: more,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn server_sync(cmds: Vec<Command<'static>>) -> Command<'static> {
+        Command::Sync(Sync {
+            cmd_id: t("19"),
+            target: Some(Location::uri(t("./contacts"))),
+            source: Some(Location::uri(t("addressbook"))),
+            commands: cmds,
+            ..Default::default()
+        })
+    }
+
+    /// Codes the client gave for the server's item commands, and its Alerts.
+    fn answers(m: &SyncMl<'_>) -> (Vec<u16>, Vec<String>) {
+        let codes = m
+            .body
+            .iter()
+            .filter_map(|c| match c {
+                Command::Status(st) if matches!(st.cmd.as_ref(), "Add" | "Replace") => Some(code_of(st)),
+                _ => None,
+            })
+            .collect();
+        let alerts = m
+            .body
+            .iter()
+            .filter_map(|c| match c {
+                Command::Alert(a) => a.data.as_ref().map(|d| d.to_string()),
+                _ => None,
+            })
+            .collect();
+        (codes, alerts)
+    }
+
+    /// A refresh whose server package 4 carries a large object in three
+    /// chunks over three messages: the client answers 213 and Alert 222 to
+    /// each non-final one, keeps the reassembled item and maps it.
+    #[test]
+    fn reassembles_chunks_the_server_sends() {
+        let enc = Encoding::Wbxml;
+        let mut cfg = cfg();
+        cfg.encoding = enc;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg, Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(m2) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let m2 = crate::codec::decode(enc, &m2.body).expect("decodes").into_owned();
+        assert!(m2.final_);
+
+        let big =
+            format!("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Big\r\nNOTE:{}\r\nEND:VCARD\r\n", "x".repeat(9000));
+        let small = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Small\r\nEND:VCARD\r\n";
+        let (a, rest) = big.split_at(4000);
+        let (b, c) = rest.split_at(3000);
+        let steps = [
+            (vec![server_add("g1", a, Some(big.len()), true)], false),
+            (vec![server_add("g1", b, None, true)], false),
+            (vec![server_add("g1", c, None, false), server_add("g2", small, None, false)], true),
+        ];
+        let mut last = m2;
+        for (n, (cmds, fin)) in steps.into_iter().enumerate() {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(cmds));
+            let Next::Send(out) = s.on_reply(&mut dev, &server_reply(2 + n as u32, body, fin, enc)) else {
+                panic!("{:?}", s.errors())
+            };
+            last = crate::codec::decode(enc, &out.body).expect("decodes").into_owned();
+            let (codes, alerts) = answers(&last);
+            if fin {
+                assert_eq!(codes, vec![201, 201]);
+                assert!(last.final_, "package 5");
+                let maps: Vec<&Map> = last
+                    .body
+                    .iter()
+                    .filter_map(|c| match c {
+                        Command::Map(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(maps.len(), 1);
+                assert_eq!(maps[0].map_items.len(), 2);
+            } else {
+                assert_eq!(codes, vec![213], "chunk {n}");
+                assert_eq!(alerts, vec!["222".to_string()], "asks for the next message");
+                assert!(!last.final_);
+            }
+        }
+        let body = statuses_for(&last);
+        assert!(matches!(s.on_reply(&mut dev, &server_reply(5, body, true, enc)), Next::Done));
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
+        assert_eq!(s.received.add, 2, "an item counts once, however many chunks");
+        assert_eq!((s.lob.objects_received, s.lob.chunks_received), (1, 3));
+        let want = xxhash_rust::xxh64::xxh64(big.as_bytes(), 0)
+            .wrapping_add(xxhash_rust::xxh64::xxh64(small.as_bytes(), 0));
+        assert_eq!(dev.content_digest(), want, "the device holds both items byte for byte");
+    }
+
+    /// A server that keeps package 4 open without sending anything is
+    /// given up after a few rounds (`flow_no_progress`), not followed for ever.
+    #[test]
+    fn a_server_package_without_progress_fails_the_session() {
+        let enc = Encoding::Xml;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let mut last = decode(&out);
+        for n in 0..=MAX_IDLE_REPLIES {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(Vec::new()));
+            match s.on_reply(&mut dev, &server_reply(2 + n, body, false, enc)) {
+                Next::Send(out) => last = decode(&out),
+                Next::Failed => {
+                    assert_eq!(n, MAX_IDLE_REPLIES, "{:?}", s.errors());
+                    assert_eq!(s.errors(), ["flow_no_progress".to_string()]);
+                    return;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("still following an idle server: {:?}", s.errors());
+    }
+
+    /// Broken large objects from the server are answered and counted by kind:
+    /// no Size (411), a size mismatch (424), an object cut short by another
+    /// item (Alert 223, the new item still taken), a package ending inside one.
+    #[test]
+    fn broken_chunks_from_the_server_are_counted_by_kind() {
+        let enc = Encoding::Xml;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let mut last = decode(&out);
+        // (server commands, Final, the client's codes for them, its Alerts)
+        type Step = (Vec<Command<'static>>, bool, Vec<u16>, Vec<&'static str>);
+        let steps: Vec<Step> = vec![
+            (vec![server_add("g1", "abc", None, true)], false, vec![411], vec!["222"]),
+            (vec![server_add("g2", "abcde", Some(8), true)], false, vec![213], vec!["222"]),
+            (vec![server_add("g2", "fghij", None, false)], false, vec![424], vec!["222"]),
+            (vec![server_add("g3", "abcde", Some(8), true)], false, vec![213], vec!["222"]),
+            (vec![server_add("g4", "whole", None, false)], false, vec![201], vec!["223", "222"]),
+            (vec![server_add("g5", "abcde", Some(8), true)], true, vec![213], vec![]),
+        ];
+        for (n, (cmds, fin, codes, alerts)) in steps.into_iter().enumerate() {
+            let mut body = statuses_for(&last);
+            body.push(server_sync(cmds));
+            let Next::Send(out) = s.on_reply(&mut dev, &server_reply(2 + n as u32, body, fin, enc)) else {
+                panic!("{:?}", s.errors())
+            };
+            last = decode(&out);
+            let (got_codes, got_alerts) = answers(&last);
+            assert_eq!(got_codes, codes, "step {n}");
+            assert_eq!(got_alerts, alerts, "step {n}");
+            if let Some(Command::Alert(a)) =
+                last.body.iter().find(|c| matches!(c, Command::Alert(a) if a.data.as_deref() == Some("223")))
+            {
+                assert_eq!(
+                    a.items[0].target.as_ref().map(|l| l.loc_uri.as_ref()),
+                    Some("g3"),
+                    "names the voided item"
+                );
+            }
+        }
+        let mut errors = s.errors().to_vec();
+        errors.sort();
+        assert_eq!(errors, ["lob_incomplete", "lob_interrupted", "lob_size_mismatch", "lob_without_size"]);
+        assert_eq!(s.received.add, 1, "only the whole item counts");
+    }
+
+    /// The packing's size bounds hold: a Sync with one chunked Add (Size,
+    /// MoreData, long ids, data with markup and CRs) costs no more than
+    /// `sync_overhead + cmd_overhead + data_cost`, in both encodings.
+    #[test]
+    fn size_bounds_hold() {
+        let data = "BEGIN:VCARD\r\nNOTE:a <b> & c ]]> d\r\nPHOTO;ENCODING=b:QUJD\r\nEND:VCARD\r\n".repeat(20);
+        for enc in [Encoding::Xml, Encoding::Wbxml] {
+            let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+            let mut c = cfg();
+            c.encoding = enc;
+            let s = Session::new(&c, Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+            let empty = s.encoded_len(&dev, &[], true);
+            let mut ic = item_cmd(
+                t("99999"),
+                Some(Meta { type_: Some(t("text/x-vcalendar")), ..Default::default() }),
+                Some("L123456789".into()),
+                None,
+                Some(data.clone()),
+            );
+            ic.items[0].more_data = true;
+            ic.items[0].meta = Some(Meta { size: Some(t("4194304")), ..Default::default() });
+            let sync = Command::Sync(Sync {
+                cmd_id: t("99998"),
+                target: Some(Location::uri(t("calendar"))),
+                source: Some(Location::uri(t("calendar"))),
+                number_of_changes: Some(t("100000")),
+                commands: vec![Command::Replace(ic)],
+                ..Default::default()
+            });
+            let full = s.encoded_len(&dev, &[sync], true);
+            let bound = sync_overhead(enc) + cmd_overhead(enc) + data_cost(enc, data.as_bytes());
+            assert!(full - empty <= bound, "{enc:?}: {} > {bound}", full - empty);
+            // chunk_end keeps within its room and never splits CR LF.
+            let end = chunk_end(enc, &data, 0, 500);
+            assert!(data_cost(enc, &data.as_bytes()[..end]) <= 500);
+            assert!(end > 0 && !data[..end].ends_with(char::is_whitespace));
+            assert!(!data[end..].starts_with(char::is_whitespace));
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::client::OpCounts;
+use super::client::{LobCounts, OpCounts};
 
 /// What one worker (or the whole run, after merging) counted.
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct Stats {
     pub received: OpCounts,
     /// Auth challenges answered with a retry (md5 nonce refresh).
     pub auth_retries: u64,
+    /// Large objects and their chunks, both ways.
+    pub lob: LobCounts,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
 }
@@ -60,6 +62,7 @@ impl Stats {
             sent: OpCounts::default(),
             received: OpCounts::default(),
             auth_retries: 0,
+            lob: LobCounts::default(),
             errors: BTreeMap::new(),
         }
     }
@@ -102,6 +105,7 @@ impl Stats {
         self.sent.merge(&other.sent);
         self.received.merge(&other.received);
         self.auth_retries += other.auth_retries;
+        self.lob.merge(&other.lob);
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_insert(0) += v;
         }
@@ -160,6 +164,12 @@ impl PhaseReport {
             "items_per_s": self.items_per_s(),
             "items_sent": {"add": s.sent.add, "replace": s.sent.replace, "delete": s.sent.delete},
             "items_received": {"add": s.received.add, "replace": s.received.replace, "delete": s.received.delete},
+            "large_objects": {
+                "sent": s.lob.objects_sent,
+                "chunks_sent": s.lob.chunks_sent,
+                "received": s.lob.objects_received,
+                "chunks_received": s.lob.chunks_received,
+            },
             "bytes_out": s.bytes_out,
             "bytes_in": s.bytes_in,
             "latency_ms": {
@@ -254,6 +264,13 @@ impl Report {
                 ),
             ),
             ("items/s", format!("{:.1}", l.items_per_s())),
+            (
+                "large objects",
+                format!(
+                    "{} sent in {} chunks, {} received in {} chunks",
+                    s.lob.objects_sent, s.lob.chunks_sent, s.lob.objects_received, s.lob.chunks_received
+                ),
+            ),
             ("bytes out / in", format!("{} / {}", s.bytes_out, s.bytes_in)),
             (
                 "latency ms",
