@@ -199,17 +199,20 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream) {
 impl Conn {
     async fn run(&mut self, w: &Worker) {
         let cfg = &w.config;
-        let mut idle_since = Instant::now();
         loop {
-            let mut head_since: Option<Instant> = None;
+            // Each phase's deadline starts at its first read (see `read`).
+            let mut deadline: Option<Instant> = None;
+            let mut in_head = false;
             let head = loop {
                 match self.reader.poll_head() {
                     Ok(Some(h)) => break h,
                     Ok(None) => {}
                     Err(e) => return self.fail(e.status(), &e.to_string()).await,
                 }
-                if self.reader.phase() != Phase::Idle && head_since.is_none() {
-                    head_since = Some(Instant::now());
+                if self.reader.phase() != Phase::Idle && !in_head {
+                    // The first bytes of a head: the header timeout replaces the idle one.
+                    in_head = true;
+                    deadline = None;
                 }
                 if self.reader.phase() == Phase::Idle && w.stop.load(Ordering::SeqCst) {
                     return;
@@ -217,25 +220,20 @@ impl Conn {
                 if self.flush().await.is_err() {
                     return;
                 }
-                let deadline = match head_since {
-                    None => idle_since + cfg.idle_timeout,
-                    Some(t) => t + cfg.header_timeout,
-                };
-                match self.read(deadline).await {
+                let timeout = if in_head { cfg.header_timeout } else { cfg.idle_timeout };
+                match self.read(&mut deadline, timeout).await {
                     Ok(()) => {}
-                    Err(true) if head_since.is_some() => {
-                        return self.fail(408, "request header timeout").await
-                    }
+                    Err(true) if in_head => return self.fail(408, "request header timeout").await,
                     Err(_) => return,
                 }
             };
-            let started = Instant::now();
             if head.has_unknown_expectation() {
                 return self.fail(417, "only Expect: 100-continue is supported").await;
             }
             if head.expects_continue() && self.reader.buffered() == 0 {
                 write_continue(&mut self.out);
             }
+            let mut deadline: Option<Instant> = None;
             let body = loop {
                 match self.reader.poll_body() {
                     Ok(Some(b)) => break b,
@@ -245,7 +243,7 @@ impl Conn {
                 if self.flush().await.is_err() {
                     return;
                 }
-                match self.read(started + cfg.body_timeout).await {
+                match self.read(&mut deadline, cfg.body_timeout).await {
                     Ok(()) => {}
                     Err(true) => return self.fail(408, "request body timeout").await,
                     Err(false) => return,
@@ -259,7 +257,6 @@ impl Conn {
                 let _ = self.stream.shutdown_write().await;
                 return;
             }
-            idle_since = Instant::now();
         }
     }
 
@@ -410,9 +407,11 @@ impl Conn {
         r
     }
 
-    /// One read before `deadline`; `Err(true)` on timeout, `Err(false)` on EOF/error.
-    async fn read(&mut self, deadline: Instant) -> Result<(), bool> {
+    /// One read before `deadline` (set to now + `timeout` if not yet set:
+    /// one clock read per read); `Err(true)` on timeout, `Err(false)` on EOF/error.
+    async fn read(&mut self, deadline: &mut Option<Instant>, timeout: Duration) -> Result<(), bool> {
         let now = Instant::now();
+        let deadline = *deadline.get_or_insert(now + timeout);
         if now >= deadline {
             return Err(true);
         }
@@ -544,12 +543,13 @@ async fn exchange(
     out: &mut Vec<u8>,
     connection: ConnectionHeader,
 ) -> Result<bool, (UpstreamError, bool)> {
-    let deadline = Instant::now() + timeout;
+    // Set at the first read (one clock read per read).
+    let mut deadline: Option<Instant> = None;
     stream.write_all(request).await.map_err(|_| (UpstreamError::Io, false))?;
     // Head: relayed into `out` straight from the parsed bytes.
     let (framing, keep_alive, head_len) = loop {
         let got = buf.len > 0;
-        if read_some(stream, buf, RESPONSE_READ, deadline, got).await? == 0 {
+        if read_some(stream, buf, RESPONSE_READ, (&mut deadline, timeout), got).await? == 0 {
             return Err((UpstreamError::Io, got));
         }
         let mut hs = [httparse::EMPTY_HEADER; 64];
@@ -596,7 +596,7 @@ async fn exchange(
         Some(len) => {
             while buf.len - head_len < len {
                 let want = (len - (buf.len - head_len)).min(1 << 20);
-                if read_some(stream, buf, want, deadline, true).await? == 0 {
+                if read_some(stream, buf, want, (&mut deadline, timeout), true).await? == 0 {
                     return Err((UpstreamError::Io, true));
                 }
             }
@@ -605,7 +605,7 @@ async fn exchange(
         }
         None => {
             // No length: the body runs to the end of the connection.
-            while read_some(stream, buf, 16 << 10, deadline, true).await? > 0 {}
+            while read_some(stream, buf, 16 << 10, (&mut deadline, timeout), true).await? > 0 {}
             false
         }
     };
@@ -623,16 +623,18 @@ async fn exchange(
     Ok(keep_alive)
 }
 
-/// Appends what one read (of up to `want` bytes, before `deadline`) brings
-/// to `buf`; errors carry whether response bytes had arrived.
+/// Appends what one read (of up to `want` bytes, before the deadline, which
+/// is set to now + timeout if unset) brings to `buf`; errors carry whether
+/// response bytes had arrived.
 async fn read_some(
     stream: &mut TcpStream,
     buf: &mut ResponseBuf,
     want: usize,
-    deadline: Instant,
+    (deadline, timeout): (&mut Option<Instant>, Duration),
     got: bool,
 ) -> Result<usize, (UpstreamError, bool)> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    let now = Instant::now();
+    let left = deadline.get_or_insert(now + timeout).saturating_duration_since(now);
     if left.is_zero() {
         return Err((UpstreamError::Timeout, got));
     }
