@@ -30,6 +30,10 @@ use crate::shard::io::Io;
 const MAX_IDLE_PER_MEMBER: usize = 64;
 /// Largest response head accepted from a member.
 const MAX_RESPONSE_HEAD: usize = 64 << 10;
+/// Read size for a member's response head (SyncML replies usually fit whole).
+const RESPONSE_READ: usize = 16 << 10;
+/// A response buffer bigger than this is freed after its request.
+const MAX_KEPT_RESPONSE_BUF: usize = 64 << 10;
 /// Request headers not forwarded (hop-by-hop, or re-framed by us).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -114,15 +118,6 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
     }
 }
 
-/// A member's answer, ready to relay.
-struct Upstream {
-    status: u16,
-    /// Headers to relay (hop-by-hop and Content-Length removed).
-    headers: Vec<(String, Vec<u8>)>,
-    body: Vec<u8>,
-    keep_alive: bool,
-}
-
 #[derive(Debug)]
 enum UpstreamError {
     Connect,
@@ -134,8 +129,44 @@ enum UpstreamError {
 struct Conn {
     stream: Io,
     reader: RequestReader,
+    /// Bytes for the client (responses), written with one send per request.
     out: Vec<u8>,
     peer: Option<SocketAddr>,
+    /// The client's address as sent in X-Forwarded-For (formatted once per connection).
+    peer_ip: Option<String>,
+    /// The request as sent to a member (reused from request to request).
+    upstream: Vec<u8>,
+    /// A member's response as read (reused; see [`ResponseBuf`]).
+    response: ResponseBuf,
+}
+
+/// A read buffer whose bytes stay initialised between requests, so reading
+/// a member's response neither allocates nor zeroes memory once warm.
+struct ResponseBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl ResponseBuf {
+    /// Room for at least `want` more bytes after the filled part.
+    fn spare(&mut self, want: usize) -> &mut [u8] {
+        if self.buf.len() - self.len < want {
+            self.buf.resize(self.len + want, 0);
+        }
+        &mut self.buf[self.len..]
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Frees a buffer a big response grew (idle connections stay small).
+    fn reset(&mut self) {
+        self.len = 0;
+        if self.buf.len() > MAX_KEPT_RESPONSE_BUF {
+            self.buf = Vec::new();
+        }
+    }
 }
 
 async fn serve(worker: Rc<Worker>, stream: TcpStream) {
@@ -158,6 +189,9 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream) {
         reader: RequestReader::new(worker.config.limits),
         out: Vec::with_capacity(4096),
         peer,
+        peer_ip: peer.map(|p| p.ip().to_string()),
+        upstream: Vec::new(),
+        response: ResponseBuf { buf: Vec::new(), len: 0 },
     };
     conn.run(&worker).await;
 }
@@ -165,17 +199,20 @@ async fn serve(worker: Rc<Worker>, stream: TcpStream) {
 impl Conn {
     async fn run(&mut self, w: &Worker) {
         let cfg = &w.config;
-        let mut idle_since = Instant::now();
         loop {
-            let mut head_since: Option<Instant> = None;
+            // Each phase's deadline starts at its first read (see `read`).
+            let mut deadline: Option<Instant> = None;
+            let mut in_head = false;
             let head = loop {
                 match self.reader.poll_head() {
                     Ok(Some(h)) => break h,
                     Ok(None) => {}
                     Err(e) => return self.fail(e.status(), &e.to_string()).await,
                 }
-                if self.reader.phase() != Phase::Idle && head_since.is_none() {
-                    head_since = Some(Instant::now());
+                if self.reader.phase() != Phase::Idle && !in_head {
+                    // The first bytes of a head: the header timeout replaces the idle one.
+                    in_head = true;
+                    deadline = None;
                 }
                 if self.reader.phase() == Phase::Idle && w.stop.load(Ordering::SeqCst) {
                     return;
@@ -183,25 +220,20 @@ impl Conn {
                 if self.flush().await.is_err() {
                     return;
                 }
-                let deadline = match head_since {
-                    None => idle_since + cfg.idle_timeout,
-                    Some(t) => t + cfg.header_timeout,
-                };
-                match self.read(deadline).await {
+                let timeout = if in_head { cfg.header_timeout } else { cfg.idle_timeout };
+                match self.read(&mut deadline, timeout).await {
                     Ok(()) => {}
-                    Err(true) if head_since.is_some() => {
-                        return self.fail(408, "request header timeout").await
-                    }
+                    Err(true) if in_head => return self.fail(408, "request header timeout").await,
                     Err(_) => return,
                 }
             };
-            let started = Instant::now();
             if head.has_unknown_expectation() {
                 return self.fail(417, "only Expect: 100-continue is supported").await;
             }
             if head.expects_continue() && self.reader.buffered() == 0 {
                 write_continue(&mut self.out);
             }
+            let mut deadline: Option<Instant> = None;
             let body = loop {
                 match self.reader.poll_body() {
                     Ok(Some(b)) => break b,
@@ -211,7 +243,7 @@ impl Conn {
                 if self.flush().await.is_err() {
                     return;
                 }
-                match self.read(started + cfg.body_timeout).await {
+                match self.read(&mut deadline, cfg.body_timeout).await {
                     Ok(()) => {}
                     Err(true) => return self.fail(408, "request body timeout").await,
                     Err(false) => return,
@@ -225,7 +257,6 @@ impl Conn {
                 let _ = self.stream.shutdown_write().await;
                 return;
             }
-            idle_since = Instant::now();
         }
     }
 
@@ -316,7 +347,7 @@ impl Conn {
             Ok(k) => k,
             Err(e) => return self.text(400, &format!("no routing key: {e}"), connection),
         };
-        let request = upstream_request(head, &body, self.peer);
+        upstream_request(head, &body, self.peer_ip.as_deref(), &mut self.upstream);
         let view = w.view();
         let mut failed: Option<&str> = None;
         // The owner, then (once, if it fails) the next member on another node
@@ -327,10 +358,12 @@ impl Conn {
             let member = &view.members[m];
             member.stats.requests.fetch_add(1, Ordering::Relaxed);
             member.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let result = forward(w, member.addr, &request).await;
+            let result =
+                forward(w, member.addr, &self.upstream, &mut self.response, &mut self.out, connection).await;
+            self.response.reset();
             member.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match result {
-                Ok(up) => return self.relay(up, connection),
+                Ok(()) => return,
                 Err(e) => {
                     member.stats.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(member = %member.id, error = ?e, "member failed; retrying on the next member");
@@ -340,25 +373,6 @@ impl Conn {
             }
         }
         self.text(502, "no member could serve the request", connection);
-    }
-
-    fn relay(&mut self, up: Upstream, connection: ConnectionHeader) {
-        use std::io::Write as _;
-        let _ = write!(self.out, "HTTP/1.1 {} {}\r\n", up.status, reason(up.status));
-        for (n, v) in &up.headers {
-            self.out.extend_from_slice(n.as_bytes());
-            self.out.extend_from_slice(b": ");
-            self.out.extend_from_slice(v);
-            self.out.extend_from_slice(b"\r\n");
-        }
-        let _ = write!(self.out, "Content-Length: {}\r\n", up.body.len());
-        match connection {
-            ConnectionHeader::Default => {}
-            ConnectionHeader::KeepAlive => self.out.extend_from_slice(b"Connection: keep-alive\r\n"),
-            ConnectionHeader::Close => self.out.extend_from_slice(b"Connection: close\r\n"),
-        }
-        self.out.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(&up.body);
     }
 
     fn text(&mut self, status: u16, msg: &str, connection: ConnectionHeader) {
@@ -393,9 +407,11 @@ impl Conn {
         r
     }
 
-    /// One read before `deadline`; `Err(true)` on timeout, `Err(false)` on EOF/error.
-    async fn read(&mut self, deadline: Instant) -> Result<(), bool> {
+    /// One read before `deadline` (set to now + `timeout` if not yet set:
+    /// one clock read per read); `Err(true)` on timeout, `Err(false)` on EOF/error.
+    async fn read(&mut self, deadline: &mut Option<Instant>, timeout: Duration) -> Result<(), bool> {
         let now = Instant::now();
+        let deadline = *deadline.get_or_insert(now + timeout);
         if now >= deadline {
             return Err(true);
         }
@@ -412,19 +428,38 @@ impl Conn {
     }
 }
 
-/// The request as sent to a member: hop-by-hop headers dropped, the body
-/// re-framed with Content-Length, X-Forwarded-For appended.
-fn upstream_request(head: &RequestHead, body: &[u8], peer: Option<SocketAddr>) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut out = Vec::with_capacity(head.raw().len() + body.len() + 64);
-    let _ = write!(out, "{} {} HTTP/1.1\r\n", head.method(), head.target());
-    let mut xff: Option<Vec<u8>> = None;
+/// Appends `n` in decimal (no formatting machinery on the request path).
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes the request as sent to a member into `out` (cleared first):
+/// hop-by-hop headers dropped, the body re-framed with Content-Length,
+/// X-Forwarded-For appended.
+fn upstream_request(head: &RequestHead, body: &[u8], peer_ip: Option<&str>, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(head.raw().len() + body.len() + 64);
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<&[u8]> = None;
     for (name, value) in head.headers() {
         if HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
-            xff = Some(value.to_vec());
+            xff = Some(value);
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -432,23 +467,32 @@ fn upstream_request(head: &RequestHead, body: &[u8], peer: Option<SocketAddr>) -
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(ip) = peer.map(|p| p.ip().to_string()) {
+    if let Some(ip) = peer_ip {
         out.extend_from_slice(b"X-Forwarded-For: ");
         if let Some(prev) = xff {
-            out.extend_from_slice(&prev);
+            out.extend_from_slice(prev);
             out.extend_from_slice(b", ");
         }
         out.extend_from_slice(ip.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n\r\n", body.len());
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
-    out
 }
 
 /// Sends a request to `addr` over a pooled connection (a stale pooled one is
-/// replaced by a fresh one once) and reads the answer.
-async fn forward(w: &Worker, addr: SocketAddr, request: &[u8]) -> Result<Upstream, UpstreamError> {
+/// replaced by a fresh one once), reads the answer into `buf` and appends
+/// the response for the client to `out` (nothing on error).
+async fn forward(
+    w: &Worker,
+    addr: SocketAddr,
+    request: &[u8],
+    buf: &mut ResponseBuf,
+    out: &mut Vec<u8>,
+    connection: ConnectionHeader,
+) -> Result<(), UpstreamError> {
     loop {
         let pooled = w.pool.borrow_mut().get_mut(&addr).and_then(Vec::pop);
         let reused = pooled.is_some();
@@ -462,16 +506,22 @@ async fn forward(w: &Worker, addr: SocketAddr, request: &[u8]) -> Result<Upstrea
                 s
             }
         };
-        match exchange(&mut stream, request, w.config.upstream_timeout).await {
-            Ok(up) => {
-                if up.keep_alive {
+        buf.len = 0;
+        let mark = out.len();
+        let result = exchange(&mut stream, request, w.config.upstream_timeout, buf, out, connection).await;
+        if result.is_err() {
+            out.truncate(mark);
+        }
+        match result {
+            Ok(keep_alive) => {
+                if keep_alive {
                     let mut pool = w.pool.borrow_mut();
                     let idle = pool.entry(addr).or_default();
                     if idle.len() < MAX_IDLE_PER_MEMBER {
                         idle.push(stream);
                     }
                 }
-                return Ok(up);
+                return Ok(());
             }
             // A kept-alive connection the member closed meanwhile: try a fresh one.
             Err((UpstreamError::Io, false)) if reused => continue,
@@ -480,105 +530,123 @@ async fn forward(w: &Worker, addr: SocketAddr, request: &[u8]) -> Result<Upstrea
     }
 }
 
-/// Writes the request and reads one response. The flag tells whether any
-/// response byte arrived (then the connection was not merely stale).
+/// Writes the request, reads one response into `buf` and appends it to
+/// `out` as the client gets it: the member's headers minus hop-by-hop ones,
+/// re-framed with Content-Length, our Connection header. Returns whether the
+/// member keeps the connection open. Errors carry whether any response byte
+/// arrived (then the connection was not merely stale).
 async fn exchange(
     stream: &mut TcpStream,
     request: &[u8],
     timeout: Duration,
-) -> Result<Upstream, (UpstreamError, bool)> {
-    let deadline = Instant::now() + timeout;
+    buf: &mut ResponseBuf,
+    out: &mut Vec<u8>,
+    connection: ConnectionHeader,
+) -> Result<bool, (UpstreamError, bool)> {
+    // Set at the first read (one clock read per read).
+    let mut deadline: Option<Instant> = None;
     stream.write_all(request).await.map_err(|_| (UpstreamError::Io, false))?;
-    // Reads go straight into `buf` (no per-request scratch buffer).
-    let mut buf: Vec<u8> = Vec::new();
-    // Head.
-    let (status, headers, framing, keep_alive, head_len) = loop {
-        let got = !buf.is_empty();
-        let n = read_into(stream, &mut buf, 8 << 10, deadline, got).await?;
-        if n == 0 {
+    // Head: relayed into `out` straight from the parsed bytes.
+    let (framing, keep_alive, head_len) = loop {
+        let got = buf.len > 0;
+        if read_some(stream, buf, RESPONSE_READ, (&mut deadline, timeout), got).await? == 0 {
             return Err((UpstreamError::Io, got));
         }
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut hs);
-        match resp.parse(&buf) {
+        match resp.parse(buf.filled()) {
             Ok(httparse::Status::Complete(len)) => {
                 let status = resp.code.unwrap_or(502);
+                let http10 = resp.version == Some(0);
                 let mut length: Option<usize> = None;
-                let mut close = resp.version == Some(0);
-                let mut relay = Vec::new();
+                let mut close = http10;
+                out.extend_from_slice(b"HTTP/1.1 ");
+                push_decimal(out, usize::from(status));
+                out.push(b' ');
+                out.extend_from_slice(reason(status).as_bytes());
+                out.extend_from_slice(b"\r\n");
                 for h in resp.headers.iter() {
-                    let lower = h.name.to_ascii_lowercase();
-                    match lower.as_str() {
-                        "content-length" => {
-                            length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
-                        }
-                        "connection" => {
-                            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-                            close =
-                                v.contains("close") || (resp.version == Some(0) && !v.contains("keep-alive"));
-                        }
+                    let name = h.name;
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
+                    } else if name.eq_ignore_ascii_case("connection") {
+                        let has = |token: &[u8]| {
+                            h.value.windows(token.len()).any(|w| w.eq_ignore_ascii_case(token))
+                        };
+                        close = has(b"close") || (http10 && !has(b"keep-alive"));
+                    } else if name.eq_ignore_ascii_case("transfer-encoding") {
                         // Members (shardsync) always send Content-Length; no chunked relay.
-                        "transfer-encoding" => return Err((UpstreamError::Protocol, true)),
-                        "keep-alive" | "proxy-connection" => {}
-                        _ => relay.push((h.name.to_string(), h.value.to_vec())),
+                        return Err((UpstreamError::Protocol, true));
+                    } else if !name.eq_ignore_ascii_case("keep-alive")
+                        && !name.eq_ignore_ascii_case("proxy-connection")
+                    {
+                        out.extend_from_slice(name.as_bytes());
+                        out.extend_from_slice(b": ");
+                        out.extend_from_slice(h.value);
+                        out.extend_from_slice(b"\r\n");
                     }
                 }
-                break (status, relay, length, !close, len);
+                break (length, !close, len);
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
+            Ok(httparse::Status::Partial) if buf.len < MAX_RESPONSE_HEAD => {}
             _ => return Err((UpstreamError::Protocol, true)),
         }
     };
-    let mut body = buf.split_off(head_len);
-    match framing {
+    let keep_alive = match framing {
         Some(len) => {
-            while body.len() < len {
-                let want = (len - body.len()).min(1 << 20);
-                if read_into(stream, &mut body, want, deadline, true).await? == 0 {
+            while buf.len - head_len < len {
+                let want = (len - (buf.len - head_len)).min(1 << 20);
+                if read_some(stream, buf, want, (&mut deadline, timeout), true).await? == 0 {
                     return Err((UpstreamError::Io, true));
                 }
             }
-            body.truncate(len);
-            Ok(Upstream { status, headers, body, keep_alive })
+            buf.len = head_len + len;
+            keep_alive
         }
         None => {
             // No length: the body runs to the end of the connection.
-            while read_into(stream, &mut body, 16 << 10, deadline, true).await? > 0 {}
-            Ok(Upstream { status, headers, body, keep_alive: false })
+            while read_some(stream, buf, 16 << 10, (&mut deadline, timeout), true).await? > 0 {}
+            false
         }
+    };
+    let body = &buf.filled()[head_len..];
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len());
+    out.extend_from_slice(b"\r\n");
+    match connection {
+        ConnectionHeader::Default => {}
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    Ok(keep_alive)
 }
 
-/// Appends up to `want` bytes read before `deadline` to `buf`; errors carry
-/// whether response bytes had arrived.
-async fn read_into(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    want: usize,
-    deadline: Instant,
-    got: bool,
-) -> Result<usize, (UpstreamError, bool)> {
-    let start = buf.len();
-    buf.resize(start + want.max(1), 0);
-    let r = read_some(stream, &mut buf[start..], deadline, got).await;
-    buf.truncate(start + *r.as_ref().unwrap_or(&0));
-    r
-}
-
-/// One read before `deadline`; errors carry whether response bytes had arrived.
+/// Appends what one read (of up to `want` bytes, before the deadline, which
+/// is set to now + timeout if unset) brings to `buf`; errors carry whether
+/// response bytes had arrived.
 async fn read_some(
     stream: &mut TcpStream,
-    chunk: &mut [u8],
-    deadline: Instant,
+    buf: &mut ResponseBuf,
+    want: usize,
+    (deadline, timeout): (&mut Option<Instant>, Duration),
     got: bool,
 ) -> Result<usize, (UpstreamError, bool)> {
-    let left = deadline.saturating_duration_since(Instant::now());
+    let now = Instant::now();
+    let left = deadline.get_or_insert(now + timeout).saturating_duration_since(now);
     if left.is_zero() {
         return Err((UpstreamError::Timeout, got));
     }
+    // glommio arms this timer only if the read has to wait (no syscall here).
     stream.set_read_timeout(Some(left)).map_err(|_| (UpstreamError::Io, got))?;
-    match stream.read(chunk).await {
-        Ok(n) => Ok(n),
+    let spare = buf.spare(want.max(1));
+    let spare_len = spare.len().min(want.max(1));
+    match stream.read(&mut spare[..spare_len]).await {
+        Ok(n) => {
+            buf.len += n;
+            Ok(n)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err((UpstreamError::Timeout, got)),
         Err(_) => Err((UpstreamError::Io, got)),
     }
@@ -600,11 +668,90 @@ mod tests {
         let head = r.poll_head().unwrap().unwrap();
         let body = r.poll_body().unwrap().unwrap();
         let peer: SocketAddr = "127.0.0.7:5000".parse().unwrap();
-        let out = String::from_utf8(upstream_request(&head, &body, Some(peer))).unwrap();
+        let mut out = Vec::new();
+        upstream_request(&head, &body, Some(&peer.ip().to_string()), &mut out);
+        let out = String::from_utf8(out).unwrap();
         assert_eq!(
             out,
             "POST /sync?s=00000000000000ff HTTP/1.1\r\nHost: b\r\nContent-Type: application/vnd.syncml+xml\r\n\
              X-Forwarded-For: 10.0.0.1, 127.0.0.7\r\nContent-Length: 3\r\n\r\nabc"
         );
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A member on loopback answering one request per connection with `reply`
+    /// (then closing); returns its address and the request it got.
+    fn member(reply: &'static [u8]) -> (SocketAddr, std::thread::JoinHandle<Vec<u8>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !got.ends_with(b"\r\n\r\nabc") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "request cut short");
+                got.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(reply).unwrap();
+            got
+        });
+        (addr, t)
+    }
+
+    /// Runs one `exchange` against a member answering `reply`.
+    fn relay(reply: &'static [u8], connection: ConnectionHeader) -> (Result<bool, UpstreamError>, String) {
+        let (addr, member) = member(reply);
+        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
+        let (result, out) = ex.run(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut buf = ResponseBuf { buf: Vec::new(), len: 0 };
+            let mut out = b"earlier".to_vec();
+            let request = b"POST /sync HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+            let r =
+                exchange(&mut stream, request, Duration::from_secs(5), &mut buf, &mut out, connection).await;
+            (r.map_err(|(e, _)| e), out)
+        });
+        assert!(member.join().unwrap().starts_with(b"POST /sync HTTP/1.1\r\n"));
+        (result, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn relays_headers_without_hop_by_hop_and_reframes() {
+        let (r, out) = relay(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.syncml+xml\r\nConnection: keep-alive\r\n\
+              Keep-Alive: timeout=5\r\nContent-Length: 5\r\nX-Node: a\r\n\r\nhello",
+            ConnectionHeader::KeepAlive,
+        );
+        assert!(r.unwrap(), "the member keeps the connection");
+        assert_eq!(
+            out,
+            "earlierHTTP/1.1 200 OK\r\nContent-Type: application/vnd.syncml+xml\r\nX-Node: a\r\n\
+             Content-Length: 5\r\nConnection: keep-alive\r\n\r\nhello"
+        );
+    }
+
+    #[test]
+    fn a_body_without_length_runs_to_the_close() {
+        let (r, out) = relay(b"HTTP/1.0 404 Not Found\r\nX-Node: b\r\n\r\nnot here", ConnectionHeader::Close);
+        assert!(!r.unwrap(), "an HTTP/1.0 member without keep-alive closes");
+        assert_eq!(
+            out,
+            "earlierHTTP/1.1 404 Not Found\r\nX-Node: b\r\nContent-Length: 8\r\nConnection: close\r\n\r\nnot here"
+        );
+    }
+
+    #[test]
+    fn a_chunked_member_response_is_refused() {
+        let (r, _) = relay(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            ConnectionHeader::Default,
+        );
+        assert!(matches!(r, Err(UpstreamError::Protocol)));
     }
 }
