@@ -1359,7 +1359,7 @@ impl Session {
     /// The next message of package 3: statuses and as many changes as fit
     /// the server's MaxMsgSize (and our own). The header and statuses are
     /// measured by encoding them; each change adds at most its
-    /// [`Change::cost`]. A change that does not fit in the room left goes in
+    /// [`Change::cost`]. A change that no message could hold whole goes in
     /// chunks (when the server takes them): the first carries Meta Size,
     /// each but the last MoreData; a chunk ends its Sync and the message,
     /// which then has no Final, and the rest follows in the next message.
@@ -1415,9 +1415,11 @@ impl Session {
                     }
                     continue;
                 }
-                // It does not fit whole: a chunk fills the room, if worth one.
+                // It does not fit whole. Like common clients, only an item that no
+                // message could hold whole (or one already begun) goes in chunks
+                // filling the room; any other waits for the next message.
                 let end = match change.data() {
-                    Some((data, sent)) if chunks_ok => {
+                    Some((data, sent)) if chunks_ok && (sent > 0 || need > bare) => {
                         let end = chunk_end(enc, data, sent, room.saturating_sub(cmd_overhead(enc)));
                         (end >= sent + MIN_CHUNK.min(data.len() - sent)).then_some(end)
                     }
