@@ -22,7 +22,8 @@ use super::health::Report;
 use super::key;
 use super::view::View;
 use crate::http::{
-    reason, write_continue, write_response, ConnectionHeader, Phase, RequestHead, RequestReader,
+    reason, write_connection_and_end, write_continue, write_response, ConnectionHeader, Phase, RequestHead,
+    RequestReader,
 };
 use crate::shard::io::Io;
 
@@ -613,12 +614,7 @@ async fn exchange(
     out.extend_from_slice(b"Content-Length: ");
     push_decimal(out, body.len());
     out.extend_from_slice(b"\r\n");
-    match connection {
-        ConnectionHeader::Default => {}
-        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
+    write_connection_and_end(out, connection);
     out.extend_from_slice(body);
     Ok(keep_alive)
 }

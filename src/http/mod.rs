@@ -15,7 +15,7 @@ pub mod request;
 pub mod response;
 
 pub use request::{BodyFraming, Phase, RequestHead, RequestReader};
-pub use response::{reason, write_continue, write_response, ConnectionHeader};
+pub use response::{reason, write_connection_and_end, write_continue, write_response, ConnectionHeader};
 
 /// Default cap on a request body (4 MiB).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;

@@ -50,6 +50,17 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Appends the `Connection` header the answer needs, if any, and the blank
+/// line that ends the head.
+pub fn write_connection_and_end(out: &mut Vec<u8>, connection: ConnectionHeader) {
+    match connection {
+        ConnectionHeader::Default => {}
+        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends an interim `100 Continue` response.
 pub fn write_continue(out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -81,12 +92,7 @@ pub fn write_response(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    match connection {
-        ConnectionHeader::Default => {}
-        ConnectionHeader::KeepAlive => out.extend_from_slice(b"Connection: keep-alive\r\n"),
-        ConnectionHeader::Close => out.extend_from_slice(b"Connection: close\r\n"),
-    }
-    out.extend_from_slice(b"\r\n");
+    write_connection_and_end(out, connection);
     if !head_only {
         out.extend_from_slice(body);
     }

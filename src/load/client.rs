@@ -1646,6 +1646,21 @@ mod tests {
         crate::codec::decode(Encoding::Xml, &out.body).expect("our message decodes").into_owned()
     }
 
+    /// A refresh from server (205) of a one-datastore device, answered up to
+    /// the client's message 2: the device, the session and that message.
+    fn refresh_started(cfg: &ClientConfig) -> (Device, Session, SyncMl<'static>) {
+        let enc = cfg.encoding;
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(cfg, Plan { alert: 205, changes: 0, hold: false }, &mut dev);
+        let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(205));
+        let Next::Send(m2) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
+        let m2 = crate::codec::decode(enc, &m2.body).expect("decodes").into_owned();
+        (dev, s, m2)
+    }
+
     fn status(msg_ref: u32, cmd_ref: &str, cmd: &str, code: u16) -> Command<'static> {
         Command::Status(Status {
             cmd_id: t("1"),
@@ -1711,23 +1726,9 @@ mod tests {
         if let Command::Status(st) = &mut hdr_ok {
             st.chal = Some(Meta { next_nonce: Some(t(B64.encode(b"N0NCE"))), ..Default::default() });
         }
-        let server_alert = Command::Alert(Alert {
-            cmd_id: t("4"),
-            data: Some(t("201")),
-            items: vec![Item {
-                target: Some(Location::uri(t("./contacts"))),
-                source: Some(Location::uri(t("addressbook"))),
-                meta: Some(Meta {
-                    anchor: Some(Anchor { last: None, next: Some(t("S1")) }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
         let r1 = reply(
             1,
-            vec![hdr_ok, status(1, "1", "Put", 200), status(1, &alert[0], "Alert", 200), server_alert],
+            vec![hdr_ok, status(1, "1", "Put", 200), status(1, &alert[0], "Alert", 200), server_alert(201)],
             true,
             Some("http://127.0.0.1:1/sync?s=abc"),
         );
@@ -2006,14 +2007,7 @@ mod tests {
         let enc = Encoding::Wbxml;
         let mut cfg = cfg();
         cfg.encoding = enc;
-        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
-        let mut s = Session::new(&cfg, Plan { alert: 205, changes: 0, hold: false }, &mut dev);
-        let m1 = crate::codec::decode(enc, &s.start(&mut dev).body).expect("decodes").into_owned();
-        let mut body = statuses_for(&m1);
-        body[0] = status(1, "0", "SyncHdr", 212);
-        body.push(server_alert(205));
-        let Next::Send(m2) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
-        let m2 = crate::codec::decode(enc, &m2.body).expect("decodes").into_owned();
+        let (mut dev, mut s, m2) = refresh_started(&cfg);
         assert!(m2.final_);
 
         let big =
@@ -2069,14 +2063,7 @@ mod tests {
     #[test]
     fn a_server_package_without_progress_fails_the_session() {
         let enc = Encoding::Xml;
-        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
-        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
-        let m1 = decode(&s.start(&mut dev));
-        let mut body = statuses_for(&m1);
-        body[0] = status(1, "0", "SyncHdr", 212);
-        body.push(server_alert(205));
-        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
-        let mut last = decode(&out);
+        let (mut dev, mut s, mut last) = refresh_started(&cfg());
         for n in 0..=MAX_IDLE_REPLIES {
             let mut body = statuses_for(&last);
             body.push(server_sync(Vec::new()));
@@ -2099,14 +2086,7 @@ mod tests {
     #[test]
     fn broken_chunks_from_the_server_are_counted_by_kind() {
         let enc = Encoding::Xml;
-        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 0, 1);
-        let mut s = Session::new(&cfg(), Plan { alert: 205, changes: 0, hold: false }, &mut dev);
-        let m1 = decode(&s.start(&mut dev));
-        let mut body = statuses_for(&m1);
-        body[0] = status(1, "0", "SyncHdr", 212);
-        body.push(server_alert(205));
-        let Next::Send(out) = s.on_reply(&mut dev, &server_reply(1, body, true, enc)) else { panic!() };
-        let mut last = decode(&out);
+        let (mut dev, mut s, mut last) = refresh_started(&cfg());
         // (server commands, Final, the client's codes for them, its Alerts)
         type Step = (Vec<Command<'static>>, bool, Vec<u16>, Vec<&'static str>);
         let steps: Vec<Step> = vec![
