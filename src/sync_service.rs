@@ -188,10 +188,13 @@ impl EngineService {
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.sweep(now);
-        let result = match self.attempt(req, key, now, false).await {
+        // Boxed: a try holds whole `Session`s across its awaits, and an
+        // unboxed future would make every connection's task that much larger
+        // for as long as the connection lives, idle or not.
+        let result = match Box::pin(self.attempt(req, key, now, false)).await {
             // Another node went on with the session since this shard cached
             // it; nothing of ours was written. Once more, from the store.
-            Err(Attempt::Conflict) => self.attempt(req, key, now, true).await,
+            Err(Attempt::Conflict) => Box::pin(self.attempt(req, key, now, true)).await,
             other => other,
         };
         result.map_err(|e| match e {
