@@ -95,17 +95,8 @@ if [ "${SKIP_SE:-0}" != 1 ] && command -v syncevo-http-server >/dev/null; then
     se syncevolution --daemon=no --configure --template SyncEvolution_Client username=test password=test \
       "remoteDeviceId=$dev" printChanges=0 dumpData=0 loglevel=1 maxMsgSize=150000 "$dev@server" >/dev/null 2>&1
   done
-  # Twisted binds 0.0.0.0 unless told otherwise: force loopback (as tests/support/server.rs does).
-  cat >"$SE/frontend.py" <<'PY'
-import runpy, sys
-from twisted.internet import posixbase
-_listen = posixbase.PosixReactorBase.listenTCP
-def _loopback(self, port, factory, backlog=50, interface=""):
-    return _listen(self, port, factory, backlog, interface or "127.0.0.1")
-posixbase.PosixReactorBase.listenTCP = _loopback
-sys.argv = ["/usr/bin/syncevo-http-server"] + sys.argv[1:]
-runpy.run_path("/usr/bin/syncevo-http-server", run_name="__main__")
-PY
+  # Twisted binds 0.0.0.0 unless told otherwise: the shim forces loopback.
+  cp perf/syncevo-loopback.py "$SE/frontend.py"
   SE_PORT=$(free_port)
   se setsid dbus-run-session -- /bin/sh -c "/usr/libexec/syncevo-dbus-server --duration=unlimited --verbosity=1 --stdout --no-syslog >'$SE/dbus.log' 2>&1 &
 exec /usr/bin/python3 '$SE/frontend.py' http://127.0.0.1:$SE_PORT/syncevolution >'$SE/http.log' 2>&1" >"$SE/session.log" 2>&1 &

@@ -674,6 +674,30 @@ pub struct Status<'a> {
     pub items: Vec<Item<'a>>,
 }
 
+impl Status<'static> {
+    /// The Status answering command `cmd_ref` (named `cmd`) of message
+    /// `msg_ref` with `code`, echoing its target and source; no CmdID yet.
+    pub fn answer(
+        msg_ref: &str,
+        cmd_ref: &str,
+        cmd: &str,
+        target_ref: Option<&str>,
+        source_ref: Option<&str>,
+        code: u16,
+    ) -> Status<'static> {
+        let own = |s: &str| Cow::Owned(s.to_owned());
+        Status {
+            msg_ref: Some(own(msg_ref)),
+            cmd_ref: own(cmd_ref),
+            cmd: own(cmd),
+            target_refs: target_ref.map(|s| vec![own(s)]).unwrap_or_default(),
+            source_refs: source_ref.map(|s| vec![own(s)]).unwrap_or_default(),
+            data: Cow::Owned(code.to_string()),
+            ..Default::default()
+        }
+    }
+}
+
 impl Status<'_> {
     /// Copies every borrowed text.
     pub fn into_owned(self) -> Status<'static> {

@@ -58,6 +58,26 @@ fn serve() -> (ServerProcess, Scratch) {
 
 const STORES: &str = "contacts,events,tasks,notes";
 
+/// `shardsync load` arguments for a run against our server in `dir`: all
+/// four datastores, the devices' users created first, then `extra`.
+fn our_load_args(dir: &str, encoding: &str, devices: &str, users: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--encoding",
+        encoding,
+        "--datastores",
+        STORES,
+        "--create-users",
+        "--data-dir",
+        dir,
+        "--device-prefix",
+        devices,
+        "--user-prefix",
+        users,
+    ];
+    args.extend_from_slice(extra);
+    args.into_iter().map(str::to_owned).collect()
+}
+
 /// All four scenarios in one encoding and auth scheme, with the server's
 /// store checked by a refresh of fresh devices at the end.
 fn scenarios(server: &ServerProcess, encoding: &str, auth: &str) {
@@ -65,29 +85,10 @@ fn scenarios(server: &ServerProcess, encoding: &str, auth: &str) {
     let dir = server.data_dir().to_str().expect("utf-8 temp path").to_string();
     let log = || server.log_tail();
     let tag = format!("{encoding}-{auth}");
-    let base = |devices: &str, users: &str| -> Vec<String> {
-        [
-            "--encoding",
-            encoding,
-            "--auth",
-            auth,
-            "--datastores",
-            STORES,
-            "--create-users",
-            "--data-dir",
-            &dir,
-            "--device-prefix",
-            devices,
-            "--user-prefix",
-            users,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let run = |extra: &[&str], devices: &str, users: &str| {
-        let mut args = base(devices, users);
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut args = vec!["--auth", auth];
+        args.extend_from_slice(extra);
+        let args = our_load_args(&dir, encoding, devices, users, &args);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         load_ok(&url, &refs, &log)
     };
@@ -200,23 +201,11 @@ fn large_objects(server: &ServerProcess, encoding: &str) {
     let dir = server.data_dir().to_str().expect("utf-8 temp path").to_string();
     let log = || server.log_tail();
     let run = |extra: &[&str], devices: &str, users: &str| {
-        let mut args = vec![
-            "--encoding",
-            encoding,
-            "--datastores",
-            STORES,
-            "--create-users",
-            "--data-dir",
-            &dir,
-            "--device-prefix",
-            devices,
-            "--user-prefix",
-            users,
-            "--max-msg-size",
-            "4000",
-        ];
+        let mut args = vec!["--max-msg-size", "4000"];
         args.extend_from_slice(extra);
-        load_ok(&url, &args, &log)
+        let args = our_load_args(&dir, encoding, devices, users, &args);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        load_ok(&url, &refs, &log)
     };
     let users = format!("lob-{encoding}-u");
     let up = run(

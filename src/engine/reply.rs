@@ -52,13 +52,7 @@ impl Reply {
     ) -> &mut Status<'static> {
         let st = Status {
             cmd_id: self.cmd_id(),
-            msg_ref: Some(t(msg_ref)),
-            cmd_ref: t(cmd_ref),
-            cmd: t(cmd),
-            target_refs: target_ref.map(|s| vec![t(s)]).unwrap_or_default(),
-            source_refs: source_ref.map(|s| vec![t(s)]).unwrap_or_default(),
-            data: t(code.to_string()),
-            ..Default::default()
+            ..Status::answer(msg_ref, cmd_ref, cmd, target_ref, source_ref, code)
         };
         self.responses.push(Command::Status(st));
         match self.responses.last_mut() {

@@ -957,19 +957,29 @@ impl Session {
         self.advance(dev, msg.final_)
     }
 
+    /// Which of our datastores a server command addresses: its Target is our
+    /// local URI, or its Source the server's URI for it.
+    fn find_store(
+        &self,
+        dev: &Device,
+        target: Option<&Location<'_>>,
+        source: Option<&Location<'_>>,
+    ) -> Option<usize> {
+        let ours = target.map(|l| l.loc_uri.trim()).unwrap_or("");
+        let theirs = source.map(|l| l.loc_uri.trim()).unwrap_or("");
+        self.stores.iter().position(|d| {
+            let kind = dev.stores[d.store].kind;
+            ours == kind.local_uri() || theirs == kind.server_uri()
+        })
+    }
+
     /// The server's Alert for one of our datastores; returns the status to answer.
     fn server_alert(&mut self, dev: &mut Device, a: &Alert<'_>, code: u16) -> u16 {
         let Some(item) = a.items.first() else {
             self.error("alert_without_item");
             return 400;
         };
-        let ours = item.target.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
-        let theirs = item.source.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
-        let found = self.stores.iter().position(|d| {
-            let kind = dev.stores[d.store].kind;
-            ours == kind.local_uri() || theirs == kind.server_uri()
-        });
-        let Some(i) = found else {
+        let Some(i) = self.find_store(dev, item.target.as_ref(), item.source.as_ref()) else {
             self.error("alert_unknown_datastore");
             return 404;
         };
@@ -1003,13 +1013,7 @@ impl Session {
         server_msg: &str,
         respond: bool,
     ) -> usize {
-        let ours = s.target.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
-        let theirs = s.source.as_ref().map(|l| l.loc_uri.trim()).unwrap_or("");
-        let found = self.stores.iter().position(|d| {
-            let kind = dev.stores[d.store].kind;
-            ours == kind.local_uri() || theirs == kind.server_uri()
-        });
-        let Some(i) = found else {
+        let Some(i) = self.find_store(dev, s.target.as_ref(), s.source.as_ref()) else {
             self.error("sync_unknown_datastore");
             return 0;
         };
@@ -1606,16 +1610,8 @@ fn push_status(
     source: Option<&str>,
     code: u16,
 ) {
-    responses.push(Command::Status(Status {
-        cmd_id: t(""),
-        msg_ref: Some(t(msg_ref)),
-        cmd_ref: t(cmd_ref.trim()),
-        cmd: t(cmd),
-        target_refs: target.map(|s| vec![t(s.trim())]).unwrap_or_default(),
-        source_refs: source.map(|s| vec![t(s.trim())]).unwrap_or_default(),
-        data: t(code.to_string()),
-        ..Default::default()
-    }));
+    let (target, source) = (target.map(str::trim), source.map(str::trim));
+    responses.push(Command::Status(Status::answer(msg_ref, cmd_ref.trim(), cmd, target, source, code)));
 }
 
 /// The device's DevInf as sent in a Put or in the Results to the server's Get.

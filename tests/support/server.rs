@@ -272,19 +272,8 @@ impl Default for RefServerOptions {
     }
 }
 
-/// Twisted's `listenTCP` binds 0.0.0.0 when no interface is given, and Debian's
-/// `syncevo-http-server` starts with an unsubstituted `#!@PYTHON@`: run it with Debian's python
-/// after forcing the listener onto 127.0.0.1.
-const HTTP_FRONTEND_PY: &str = r#"
-import runpy, sys
-from twisted.internet import posixbase
-_listen = posixbase.PosixReactorBase.listenTCP
-def _loopback(self, port, factory, backlog=50, interface=""):
-    return _listen(self, port, factory, backlog, interface or "127.0.0.1")
-posixbase.PosixReactorBase.listenTCP = _loopback
-sys.argv = ["/usr/bin/syncevo-http-server"] + sys.argv[1:]
-runpy.run_path("/usr/bin/syncevo-http-server", run_name="__main__")
-"#;
+/// Runs Debian's `syncevo-http-server` on 127.0.0.1 (see the script's comment).
+const HTTP_FRONTEND_PY: &str = include_str!("../../perf/syncevo-loopback.py");
 
 /// SyncEvolution's own SyncML server (`syncevo-http-server` in front of `syncevo-dbus-server`,
 /// inside a private `dbus-run-session`), with file-backed databases, on 127.0.0.1.
