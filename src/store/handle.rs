@@ -209,13 +209,8 @@ impl StoreHandle {
     /// the order asked, or the first error. One cross-thread round trip
     /// instead of one per read (message 1 of a session needs several).
     pub async fn read_all(&self, requests: Vec<ReadRequest>) -> Result<Vec<ReadResponse>, StoreError> {
-        match requests.len() {
-            0 => return Ok(Vec::new()),
-            1 => {
-                let request = requests.into_iter().next().ok_or(StoreError::Closed)?;
-                return Ok(vec![self.read(request).await?]);
-            }
-            _ => {}
+        if requests.is_empty() {
+            return Ok(Vec::new());
         }
         let (tx, rx) = oneshot::channel();
         self.reads.send(ReadJob::Many(requests, tx)).map_err(|_| StoreError::Closed)?;
