@@ -10,17 +10,12 @@
 //! - `users`: name → user record
 //! - `devices`: (user, device) → device record
 //! - `items`: (user, collection, server id) → item record (or tombstone)
-//! - `changes`: (user, collection, seq) → server id; exactly one entry per
-//!   item, at its latest seq, so "changes since seq" is a range scan
 //! - `counters`: (user, collection) → (next server id, highest seq)
 //! - `sync_states`: (user, device, collection) → sync state
 //! - `mappings`: (user, device, collection, client id) → server id
-//! - `mappings_by_server_id`: (user, collection, server id, device, client id)
-//!   → (), to drop every device's mapping when an item is deleted
 //! - `sessions`: session key → session record
 //! - `meta`: "schema" → schema version
 
-use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
@@ -40,20 +35,24 @@ pub const FILE_NAME: &str = "shardsync.redb";
 
 /// The schema version this code writes.
 /// 2: the reverse mapping index `mappings_by_server_id` is gone (deletes
-/// name the device's client id instead); opening a version 1 file drops it.
-const SCHEMA_VERSION: u64 = 2;
+/// name the device's client id instead).
+/// 3: the `changes` index (seq → server id) is gone: every datastore read
+/// scans the collection's items, which carry their seq, so nothing read it.
+/// Opening a version 1 or 2 file drops what the version no longer has.
+const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
 const ITEMS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
-const CHANGES: TableDefinition<(&str, u8, u64), u64> = TableDefinition::new("changes");
 const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
 const STATES: TableDefinition<(&str, &str, u8), &[u8]> = TableDefinition::new("sync_states");
 const MAPS: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
 /// Schema 1's reverse mapping index, dropped by the upgrade to 2.
 const MAPS_BY_ID_V1: TableDefinition<(&str, u8, u64, &str, &str), ()> =
     TableDefinition::new("mappings_by_server_id");
+/// Schema 1 and 2's seq index, dropped by the upgrade to 3.
+const CHANGES_V2: TableDefinition<(&str, u8, u64), u64> = TableDefinition::new("changes");
 const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 
 /// Options for [`EmbeddedBackend::open_with`].
@@ -153,11 +152,17 @@ impl EmbeddedBackend {
                     meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(1) => {
-                    // The reverse index cost an insert per mapping; nothing reads it now.
+                Some(old @ (1 | 2)) => {
+                    // Both indexes cost an insert per item or mapping; nothing reads them now.
                     meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
-                    txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
-                    tracing::info!(path = %self.path.display(), "store upgraded to schema version 2");
+                    if old == 1 {
+                        txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
+                    }
+                    txn.delete_table(CHANGES_V2).map_err(be)?;
+                    tracing::info!(
+                        path = %self.path.display(),
+                        "store upgraded from schema version {old} to {SCHEMA_VERSION}"
+                    );
                 }
                 Some(v) => {
                     return Err(StoreError::Backend(format!(
@@ -170,7 +175,6 @@ impl EmbeddedBackend {
             txn.open_table(USERS).map_err(be)?;
             txn.open_table(DEVICES).map_err(be)?;
             txn.open_table(ITEMS).map_err(be)?;
-            txn.open_table(CHANGES).map_err(be)?;
             txn.open_table(COUNTERS).map_err(be)?;
             txn.open_table(STATES).map_err(be)?;
             txn.open_table(MAPS).map_err(be)?;
@@ -300,13 +304,14 @@ struct Writer<'t> {
     users: Table<'t, &'static str, &'static [u8]>,
     devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
     items: Table<'t, (&'static str, u8, u64), &'static [u8]>,
-    changes: Table<'t, (&'static str, u8, u64), u64>,
     counters: Table<'t, (&'static str, u8), (u64, u64)>,
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
     maps: Table<'t, (&'static str, &'static str, u8, &'static str), u64>,
     sessions: Table<'t, u64, &'static [u8]>,
     /// (next server id, highest seq) per (user, collection), written back once per commit.
-    counter_cache: HashMap<(String, u8), (u64, u64)>,
+    /// A commit touches a handful of collections, so a list beats a hash map
+    /// (no key allocation or hashing per item).
+    counter_cache: Vec<((String, u8), (u64, u64))>,
 }
 
 impl<'t> Writer<'t> {
@@ -315,26 +320,28 @@ impl<'t> Writer<'t> {
             users: txn.open_table(USERS).map_err(be)?,
             devices: txn.open_table(DEVICES).map_err(be)?,
             items: txn.open_table(ITEMS).map_err(be)?,
-            changes: txn.open_table(CHANGES).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAPS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
-            counter_cache: HashMap::new(),
+            counter_cache: Vec::new(),
         })
     }
 
     fn counter(&mut self, user: &str, c: u8) -> Result<&mut (u64, u64), StoreError> {
-        let key = (user.to_owned(), c);
-        if !self.counter_cache.contains_key(&key) {
-            let stored = self.counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value());
-            self.counter_cache.insert(key.clone(), stored);
-        }
-        self.counter_cache.get_mut(&key).ok_or_else(|| StoreError::Backend("counter cache".into()))
+        let at = match self.counter_cache.iter().position(|((u, cc), _)| *cc == c && u == user) {
+            Some(at) => at,
+            None => {
+                let stored = self.counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value());
+                self.counter_cache.push(((user.to_owned(), c), stored));
+                self.counter_cache.len() - 1
+            }
+        };
+        Ok(&mut self.counter_cache[at].1)
     }
 
     fn flush_counters(&mut self) -> Result<(), StoreError> {
-        for ((user, c), value) in self.counter_cache.drain() {
+        for ((user, c), value) in self.counter_cache.drain(..) {
             self.counters.insert((user.as_str(), c), value).map_err(be)?;
         }
         Ok(())
@@ -394,17 +401,8 @@ impl<'t> Writer<'t> {
                 };
                 counter.1 += 1;
                 let seq = counter.1;
-                let key = (user.as_str(), c, sid);
-                if server_id.is_some() {
-                    let old =
-                        self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
-                    if let Some((old_seq, _)) = old {
-                        self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
-                    }
-                }
                 let record = enc_item_fields(sid, seq, content_type, data, origin_device, false);
-                self.items.insert(key, record.as_slice()).map_err(be)?;
-                self.changes.insert((user.as_str(), c, seq), sid).map_err(be)?;
+                self.items.insert((user.as_str(), c, sid), record.as_slice()).map_err(be)?;
                 if let Some(client_id) = map_client_id {
                     self.set_mapping(user, origin_device, c, client_id, sid)?;
                 }
@@ -414,14 +412,12 @@ impl<'t> Writer<'t> {
                 let key = (user.as_str(), c, *server_id);
                 let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
                 // Deleting a missing item or a tombstone changes nothing but mappings.
-                if let Some((old_seq, false)) = old {
+                if let Some((_, false)) = old {
                     let counter = self.counter(user, c)?;
                     counter.1 += 1;
                     let seq = counter.1;
                     let record = enc_item_fields(*server_id, seq, "", &[], origin_device, true);
                     self.items.insert(key, record.as_slice()).map_err(be)?;
-                    self.changes.remove((user.as_str(), c, old_seq)).map_err(be)?;
-                    self.changes.insert((user.as_str(), c, seq), *server_id).map_err(be)?;
                 }
                 // Other devices keep their mapping until the delete reaches them.
                 self.drop_mapping_to(user, origin_device, c, *server_id, client_id.as_deref())?;
@@ -510,12 +506,11 @@ impl<'t> Writer<'t> {
         self.users.remove(user).map_err(be)?;
         self.devices.retain_in((user, "")..(n, ""), |_, _| false).map_err(be)?;
         self.items.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
-        self.changes.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
         self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
         // Forget cached counters too, so a re-created user starts from scratch.
-        self.counter_cache.retain(|(u, _), _| u != user);
+        self.counter_cache.retain(|((u, _), _)| u != user);
         Ok(())
     }
 }
@@ -524,31 +519,60 @@ impl<'t> Writer<'t> {
 mod tests {
     use super::*;
 
-    /// A schema 1 file (with the reverse mapping index) opens as schema 2:
-    /// the index is dropped and the data stays.
+    /// Schema 1 and 2 files open as the current schema: the indexes nothing
+    /// reads any more are dropped and the data stays.
     #[test]
-    fn schema_1_files_are_upgraded() {
+    fn older_schema_files_are_upgraded() {
+        for old in [1u64, 2] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            {
+                let db = Database::create(dir.path().join(FILE_NAME)).expect("create");
+                let txn = db.begin_write().expect("txn");
+                {
+                    txn.open_table(META).expect("meta").insert("schema", old).expect("insert");
+                    txn.open_table(MAPS).expect("maps").insert(("u", "d", 1u8, "L1"), 7u64).expect("insert");
+                    txn.open_table(CHANGES_V2)
+                        .expect("changes")
+                        .insert(("u", 1u8, 3u64), 7u64)
+                        .expect("insert");
+                    if old == 1 {
+                        let mut rev = txn.open_table(MAPS_BY_ID_V1).expect("reverse index");
+                        rev.insert(("u", 1u8, 7u64, "d", "L1"), ()).expect("insert");
+                    }
+                }
+                txn.commit().expect("commit");
+            }
+            let b = EmbeddedBackend::open(dir.path()).expect("an older schema file opens");
+            let txn = b.db.begin_read().expect("read");
+            let schema = txn.open_table(META).expect("meta").get("schema").expect("get").map(|v| v.value());
+            assert_eq!(schema, Some(SCHEMA_VERSION));
+            use redb::TableHandle;
+            let tables: Vec<String> =
+                txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
+            for dropped in ["mappings_by_server_id", "changes"] {
+                assert!(!tables.iter().any(|t| t == dropped), "schema {old}: {dropped} dropped: {tables:?}");
+            }
+            let kept = txn
+                .open_table(MAPS)
+                .expect("maps")
+                .get(("u", "d", 1u8, "L1"))
+                .expect("get")
+                .map(|v| v.value());
+            assert_eq!(kept, Some(7), "schema {old}: mappings kept");
+        }
+    }
+
+    /// A file from a newer build is refused, not rewritten.
+    #[test]
+    fn newer_schema_files_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let db = Database::create(dir.path().join(FILE_NAME)).expect("create");
             let txn = db.begin_write().expect("txn");
-            {
-                txn.open_table(META).expect("meta").insert("schema", 1u64).expect("insert");
-                txn.open_table(MAPS).expect("maps").insert(("u", "d", 1u8, "L1"), 7u64).expect("insert");
-                let mut rev = txn.open_table(MAPS_BY_ID_V1).expect("reverse index");
-                rev.insert(("u", 1u8, 7u64, "d", "L1"), ()).expect("insert");
-            }
+            txn.open_table(META).expect("meta").insert("schema", SCHEMA_VERSION + 1).expect("insert");
             txn.commit().expect("commit");
         }
-        let b = EmbeddedBackend::open(dir.path()).expect("a schema 1 file opens");
-        let txn = b.db.begin_read().expect("read");
-        let schema = txn.open_table(META).expect("meta").get("schema").expect("get").map(|v| v.value());
-        assert_eq!(schema, Some(SCHEMA_VERSION));
-        use redb::TableHandle;
-        let tables: Vec<String> = txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
-        assert!(!tables.iter().any(|t| t == "mappings_by_server_id"), "reverse index dropped: {tables:?}");
-        let kept =
-            txn.open_table(MAPS).expect("maps").get(("u", "d", 1u8, "L1")).expect("get").map(|v| v.value());
-        assert_eq!(kept, Some(7));
+        let err = EmbeddedBackend::open(dir.path()).expect_err("a newer schema is refused");
+        assert!(err.to_string().contains("schema version"), "{err}");
     }
 }
