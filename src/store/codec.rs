@@ -142,6 +142,30 @@ pub(crate) fn dec_item(b: &[u8]) -> Result<ItemRecord, StoreError> {
     })
 }
 
+/// Encodes a block of item records (each from [`enc_item_fields`]), in order.
+pub(crate) fn enc_item_block<'r>(records: impl Iterator<Item = &'r [u8]>, capacity: usize) -> Vec<u8> {
+    let mut e = Enc::new(capacity);
+    for r in records {
+        e.bytes(r);
+    }
+    e.done()
+}
+
+/// The item records of a block, borrowed from it, in stored (server id) order.
+pub(crate) fn item_block_records(b: &[u8]) -> Result<Vec<&[u8]>, StoreError> {
+    let mut d = Dec::new(b, "item block")?;
+    let mut out = Vec::new();
+    while !d.buf.is_empty() {
+        out.push(d.bytes()?);
+    }
+    Ok(out)
+}
+
+/// Reads only the server id of an item record.
+pub(crate) fn dec_item_id(b: &[u8]) -> Result<u64, StoreError> {
+    Dec::new(b, "item")?.u64()
+}
+
 /// Reads only the sequence number and tombstone flag of an item (no data copy).
 pub(crate) fn dec_item_seq(b: &[u8]) -> Result<(u64, bool), StoreError> {
     let mut d = Dec::new(b, "item")?;

@@ -9,21 +9,25 @@
 //! Tables (every user-data key leads with the user name):
 //! - `users`: name → user record
 //! - `devices`: (user, device) → device record
-//! - `items`: (user, collection, server id) → item record (or tombstone)
+//! - `item_blocks`: (user, collection, server id >> 4) → the records (or
+//!   tombstones) of up to 16 consecutive server ids, in id order. A slow
+//!   sync's hundred adds per message are a handful of B-tree writes, not a
+//!   hundred; a datastore read scans the collection's blocks either way.
 //! - `counters`: (user, collection) → (next server id, highest seq)
 //! - `sync_states`: (user, device, collection) → sync state
 //! - `mappings`: (user, device, collection, client id) → server id
 //! - `sessions`: session key → session record
 //! - `meta`: "schema" → schema version
 
+use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, DatabaseError, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use super::codec::{
-    dec_device, dec_item, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user, enc_device,
-    enc_item_fields, enc_session, enc_state, enc_user,
+    dec_device, dec_item, dec_item_id, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user,
+    enc_device, enc_item_block, enc_item_fields, enc_session, enc_state, enc_user, item_block_records,
 };
 use super::{
     Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ReadRequest, ReadResponse, StoreError,
@@ -37,14 +41,20 @@ pub const FILE_NAME: &str = "shardsync.redb";
 /// 2: the reverse mapping index `mappings_by_server_id` is gone (deletes
 /// name the device's client id instead).
 /// 3: the `changes` index (seq → server id) is gone: every datastore read
-/// scans the collection's items, which carry their seq, so nothing read it.
-/// Opening a version 1 or 2 file drops what the version no longer has.
+/// scans the collection's items, which carry their seq, so nothing read it;
+/// items are stored in blocks (`item_blocks`) instead of one row each.
+/// Opening a version 1 or 2 file converts it.
 const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
-const ITEMS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
+/// Server ids per item block: 1 << ITEM_BLOCK_BITS. Small enough that changing
+/// one item rewrites little (a block of contacts with photos is ~20 KiB).
+const ITEM_BLOCK_BITS: u32 = 4;
+const ITEM_BLOCKS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("item_blocks");
+/// Schema 1 and 2's one row per item, moved into blocks by the upgrade to 3.
+const ITEMS_V2: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
 const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
 const STATES: TableDefinition<(&str, &str, u8), &[u8]> = TableDefinition::new("sync_states");
 const MAPS: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
@@ -159,6 +169,9 @@ impl EmbeddedBackend {
                         txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
                     }
                     txn.delete_table(CHANGES_V2).map_err(be)?;
+                    let moved = move_items_into_blocks(&txn)?;
+                    txn.delete_table(ITEMS_V2).map_err(be)?;
+                    tracing::info!(items = moved, "items moved into blocks");
                     tracing::info!(
                         path = %self.path.display(),
                         "store upgraded from schema version {old} to {SCHEMA_VERSION}"
@@ -174,7 +187,7 @@ impl EmbeddedBackend {
             // Creating every table up front lets readers open them unconditionally.
             txn.open_table(USERS).map_err(be)?;
             txn.open_table(DEVICES).map_err(be)?;
-            txn.open_table(ITEMS).map_err(be)?;
+            txn.open_table(ITEM_BLOCKS).map_err(be)?;
             txn.open_table(COUNTERS).map_err(be)?;
             txn.open_table(STATES).map_err(be)?;
             txn.open_table(MAPS).map_err(be)?;
@@ -199,12 +212,14 @@ impl EmbeddedBackend {
         // Without a state the device has seen nothing: every tombstone counts.
         let reached = state.as_ref().map_or(0, |s| s.seq_reached);
         let mut items = Vec::new();
-        let table = txn.open_table(ITEMS).map_err(be)?;
+        let table = txn.open_table(ITEM_BLOCKS).map_err(be)?;
         for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
             let (_, v) = entry.map_err(be)?;
-            let (seq, deleted) = dec_item_seq(v.value())?;
-            if !deleted || seq > reached {
-                items.push(dec_item(v.value())?);
+            for record in item_block_records(v.value())? {
+                let (seq, deleted) = dec_item_seq(record)?;
+                if !deleted || seq > reached {
+                    items.push(dec_item(record)?);
+                }
             }
         }
         let max_seq =
@@ -291,6 +306,7 @@ impl Backend for EmbeddedBackend {
         let infos = {
             let mut w = Writer::open(&txn)?;
             let infos = batches.iter().map(|b| w.apply_batch(b)).collect::<Result<Vec<_>, _>>()?;
+            w.flush_blocks()?;
             w.flush_counters()?;
             infos
         };
@@ -303,7 +319,7 @@ impl Backend for EmbeddedBackend {
 struct Writer<'t> {
     users: Table<'t, &'static str, &'static [u8]>,
     devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    items: Table<'t, (&'static str, u8, u64), &'static [u8]>,
+    item_blocks: Table<'t, (&'static str, u8, u64), &'static [u8]>,
     counters: Table<'t, (&'static str, u8), (u64, u64)>,
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
     maps: Table<'t, (&'static str, &'static str, u8, &'static str), u64>,
@@ -312,6 +328,72 @@ struct Writer<'t> {
     /// A commit touches a handful of collections, so a list beats a hash map
     /// (no key allocation or hashing per item).
     counter_cache: Vec<((String, u8), (u64, u64))>,
+    /// The item blocks this commit touched, written back once at its end.
+    blocks: Vec<Block>,
+    /// Where each touched block is in `blocks`.
+    block_index: HashMap<(String, u8, u64), usize>,
+    /// The block the last item op used (consecutive adds share blocks).
+    last_block: usize,
+}
+
+/// An item block being changed by a commit: its records by server id.
+struct Block {
+    user: String,
+    c: u8,
+    id: u64,
+    records: Vec<(u64, Vec<u8>)>,
+    dirty: bool,
+}
+
+impl Block {
+    fn is(&self, user: &str, c: u8, id: u64) -> bool {
+        self.id == id && self.c == c && self.user == user
+    }
+
+    fn get(&self, sid: u64) -> Option<&[u8]> {
+        let at = self.records.binary_search_by_key(&sid, |(id, _)| *id).ok()?;
+        self.records.get(at).map(|(_, r)| r.as_slice())
+    }
+
+    fn put(&mut self, sid: u64, record: Vec<u8>) {
+        match self.records.binary_search_by_key(&sid, |(id, _)| *id) {
+            Ok(at) => self.records[at].1 = record,
+            Err(at) => self.records.insert(at, (sid, record)),
+        }
+        self.dirty = true;
+    }
+}
+
+/// Moves schema 1/2's one-row-per-item table into blocks (same transaction).
+fn move_items_into_blocks(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let old = txn.open_table(ITEMS_V2).map_err(be)?;
+    let mut blocks = txn.open_table(ITEM_BLOCKS).map_err(be)?;
+    let mut current: Option<((String, u8, u64), Vec<Vec<u8>>)> = None;
+    let mut moved = 0u64;
+    let mut write = |key: &(String, u8, u64), records: &[Vec<u8>]| {
+        let size = records.iter().map(|r| r.len() + 8).sum();
+        let value = enc_item_block(records.iter().map(Vec::as_slice), size);
+        blocks.insert((key.0.as_str(), key.1, key.2), value.as_slice()).map(|_| ()).map_err(be)
+    };
+    for entry in old.iter().map_err(be)? {
+        let (k, v) = entry.map_err(be)?;
+        let (user, c, sid) = k.value();
+        let key = (user.to_owned(), c, sid >> ITEM_BLOCK_BITS);
+        match &mut current {
+            Some((at, records)) if *at == key => records.push(v.value().to_vec()),
+            _ => {
+                if let Some((at, records)) = current.take() {
+                    write(&at, &records)?;
+                }
+                current = Some((key, vec![v.value().to_vec()]));
+            }
+        }
+        moved += 1;
+    }
+    if let Some((at, records)) = current {
+        write(&at, &records)?;
+    }
+    Ok(moved)
 }
 
 impl<'t> Writer<'t> {
@@ -319,12 +401,15 @@ impl<'t> Writer<'t> {
         Ok(Writer {
             users: txn.open_table(USERS).map_err(be)?,
             devices: txn.open_table(DEVICES).map_err(be)?,
-            items: txn.open_table(ITEMS).map_err(be)?,
+            item_blocks: txn.open_table(ITEM_BLOCKS).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAPS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
             counter_cache: Vec::new(),
+            blocks: Vec::new(),
+            block_index: HashMap::new(),
+            last_block: 0,
         })
     }
 
@@ -338,6 +423,46 @@ impl<'t> Writer<'t> {
             }
         };
         Ok(&mut self.counter_cache[at].1)
+    }
+
+    /// The block holding `sid`, read from the table on its first use in this commit.
+    fn block(&mut self, user: &str, c: u8, sid: u64) -> Result<&mut Block, StoreError> {
+        let id = sid >> ITEM_BLOCK_BITS;
+        let at = match self.blocks.get(self.last_block) {
+            Some(b) if b.is(user, c, id) => self.last_block,
+            _ => match self.block_index.get(&(user.to_owned(), c, id)) {
+                Some(&at) => at,
+                None => {
+                    let records = match self.item_blocks.get((user, c, id)).map_err(be)? {
+                        Some(v) => item_block_records(v.value())?
+                            .into_iter()
+                            .map(|r| Ok((dec_item_id(r)?, r.to_vec())))
+                            .collect::<Result<Vec<_>, StoreError>>()?,
+                        None => Vec::new(),
+                    };
+                    self.blocks.push(Block { user: user.to_owned(), c, id, records, dirty: false });
+                    let at = self.blocks.len() - 1;
+                    self.block_index.insert((user.to_owned(), c, id), at);
+                    at
+                }
+            },
+        };
+        self.last_block = at;
+        self.blocks.get_mut(at).ok_or_else(|| StoreError::Backend("item block cache".into()))
+    }
+
+    /// Writes the changed blocks back (once per commit).
+    fn flush_blocks(&mut self) -> Result<(), StoreError> {
+        self.block_index.clear();
+        for b in self.blocks.drain(..) {
+            if !b.dirty {
+                continue;
+            }
+            let size = b.records.iter().map(|(_, r)| r.len() + 8).sum();
+            let value = enc_item_block(b.records.iter().map(|(_, r)| r.as_slice()), size);
+            self.item_blocks.insert((b.user.as_str(), b.c, b.id), value.as_slice()).map_err(be)?;
+        }
+        Ok(())
     }
 
     fn flush_counters(&mut self) -> Result<(), StoreError> {
@@ -402,22 +527,21 @@ impl<'t> Writer<'t> {
                 counter.1 += 1;
                 let seq = counter.1;
                 let record = enc_item_fields(sid, seq, content_type, data, origin_device, false);
-                self.items.insert((user.as_str(), c, sid), record.as_slice()).map_err(be)?;
+                self.block(user, c, sid)?.put(sid, record);
                 if let Some(client_id) = map_client_id {
                     self.set_mapping(user, origin_device, c, client_id, sid)?;
                 }
             }
             WriteOp::DeleteItem { user, collection, server_id, origin_device, client_id } => {
                 let c = coll(*collection);
-                let key = (user.as_str(), c, *server_id);
-                let old = self.items.get(key).map_err(be)?.map(|v| dec_item_seq(v.value())).transpose()?;
+                let old = self.block(user, c, *server_id)?.get(*server_id).map(dec_item_seq).transpose()?;
                 // Deleting a missing item or a tombstone changes nothing but mappings.
                 if let Some((_, false)) = old {
                     let counter = self.counter(user, c)?;
                     counter.1 += 1;
                     let seq = counter.1;
                     let record = enc_item_fields(*server_id, seq, "", &[], origin_device, true);
-                    self.items.insert(key, record.as_slice()).map_err(be)?;
+                    self.block(user, c, *server_id)?.put(*server_id, record);
                 }
                 // Other devices keep their mapping until the delete reaches them.
                 self.drop_mapping_to(user, origin_device, c, *server_id, client_id.as_deref())?;
@@ -505,7 +629,11 @@ impl<'t> Writer<'t> {
         let n = next.as_str();
         self.users.remove(user).map_err(be)?;
         self.devices.retain_in((user, "")..(n, ""), |_, _| false).map_err(be)?;
-        self.items.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
+        self.item_blocks.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
+        // Changes cached for the user are gone with it.
+        self.blocks.retain(|b| b.user != user);
+        self.block_index =
+            self.blocks.iter().enumerate().map(|(at, b)| ((b.user.clone(), b.c, b.id), at)).collect();
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
         self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
@@ -535,6 +663,12 @@ mod tests {
                         .expect("changes")
                         .insert(("u", 1u8, 3u64), 7u64)
                         .expect("insert");
+                    let mut items = txn.open_table(ITEMS_V2).expect("items");
+                    for (user, sid, deleted) in [("u", 7u64, false), ("u", 40, true), ("v", 7, false)] {
+                        let record =
+                            enc_item_fields(sid, sid + 1, "text/vcard", b"BEGIN:VCARD", "d", deleted);
+                        items.insert((user, 1u8, sid), record.as_slice()).expect("insert");
+                    }
                     if old == 1 {
                         let mut rev = txn.open_table(MAPS_BY_ID_V1).expect("reverse index");
                         rev.insert(("u", 1u8, 7u64, "d", "L1"), ()).expect("insert");
@@ -549,7 +683,7 @@ mod tests {
             use redb::TableHandle;
             let tables: Vec<String> =
                 txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
-            for dropped in ["mappings_by_server_id", "changes"] {
+            for dropped in ["mappings_by_server_id", "changes", "items"] {
                 assert!(!tables.iter().any(|t| t == dropped), "schema {old}: {dropped} dropped: {tables:?}");
             }
             let kept = txn
@@ -559,6 +693,18 @@ mod tests {
                 .expect("get")
                 .map(|v| v.value());
             assert_eq!(kept, Some(7), "schema {old}: mappings kept");
+            drop(txn);
+            for (user, want) in [("u", vec![(7u64, false), (40, true)]), ("v", vec![(7, false)])] {
+                let request = ReadRequest::Datastore {
+                    user: user.into(),
+                    device_id: "other".into(),
+                    collection: Collection::Calendar,
+                };
+                let Ok(ReadResponse::Datastore(snap)) = b.read(&request) else { panic!("datastore read") };
+                let got: Vec<(u64, bool)> = snap.items.iter().map(|i| (i.server_id, i.deleted)).collect();
+                assert_eq!(got, want, "schema {old}: items of {user} moved into blocks");
+                assert!(snap.items.iter().all(|i| i.data == b"BEGIN:VCARD" || i.deleted));
+            }
         }
     }
 
