@@ -331,7 +331,7 @@ struct Writer<'t> {
     /// The item blocks this commit touched, written back once at its end.
     blocks: Vec<Block>,
     /// Where each touched block is in `blocks`.
-    block_index: HashMap<(String, u8, u64), usize>,
+    block_index: HashMap<BlockKey, usize>,
     /// The block the last item op used (consecutive adds share blocks).
     last_block: usize,
 }
@@ -364,13 +364,16 @@ impl Block {
     }
 }
 
+/// An item block's key with owned strings: (user, collection byte, block id).
+type BlockKey = (String, u8, u64);
+
 /// Moves schema 1/2's one-row-per-item table into blocks (same transaction).
 fn move_items_into_blocks(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let old = txn.open_table(ITEMS_V2).map_err(be)?;
     let mut blocks = txn.open_table(ITEM_BLOCKS).map_err(be)?;
-    let mut current: Option<((String, u8, u64), Vec<Vec<u8>>)> = None;
+    let mut current: Option<(BlockKey, Vec<Vec<u8>>)> = None;
     let mut moved = 0u64;
-    let mut write = |key: &(String, u8, u64), records: &[Vec<u8>]| {
+    let mut write = |key: &BlockKey, records: &[Vec<u8>]| {
         let size = records.iter().map(|r| r.len() + 8).sum();
         let value = enc_item_block(records.iter().map(Vec::as_slice), size);
         blocks.insert((key.0.as_str(), key.1, key.2), value.as_slice()).map(|_| ()).map_err(be)
