@@ -166,6 +166,139 @@ pub(crate) fn dec_item_id(b: &[u8]) -> Result<u64, StoreError> {
     Dec::new(b, "item")?.u64()
 }
 
+/// One bucket of a device's mappings for a collection: (client id, server id)
+/// entries sorted by client id bytes, kept encoded (`[u32 len][id][u64 sid]`
+/// each, behind the version byte) so changing one entry allocates nothing per
+/// entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapBucket(Vec<u8>);
+
+/// The entry at `at`: (client id, server id, end offset).
+fn map_entry(buf: &[u8], at: usize) -> Option<(&[u8], u64, usize)> {
+    let len = u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize;
+    let id = buf.get(at + 4..at + 4 + len)?;
+    let sid = u64::from_le_bytes(buf.get(at + 4 + len..at + 12 + len)?.try_into().ok()?);
+    Some((id, sid, at + 12 + len))
+}
+
+impl MapBucket {
+    /// An empty bucket.
+    pub(crate) fn new() -> MapBucket {
+        MapBucket(vec![VERSION])
+    }
+
+    /// Checks a stored bucket whole, so later walks cannot fail.
+    pub(crate) fn decode(b: &[u8]) -> Result<MapBucket, StoreError> {
+        if b.first() != Some(&VERSION) {
+            return Err(corrupt("mapping bucket"));
+        }
+        let mut at = 1;
+        let mut last: Option<&[u8]> = None;
+        while at < b.len() {
+            let (id, _, end) = map_entry(b, at).ok_or_else(|| corrupt("mapping bucket"))?;
+            if std::str::from_utf8(id).is_err() || last.is_some_and(|l| l >= id) {
+                return Err(corrupt("mapping bucket"));
+            }
+            last = Some(id);
+            at = end;
+        }
+        Ok(MapBucket(b.to_vec()))
+    }
+
+    /// The encoded bucket.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// (offset, client id, server id, end) of each entry, in order.
+    fn entries(&self) -> impl Iterator<Item = (usize, &[u8], u64, usize)> {
+        let mut at = 1;
+        std::iter::from_fn(move || {
+            let (id, sid, end) = map_entry(&self.0, at)?;
+            let start = at;
+            at = end;
+            Some((start, id, sid, end))
+        })
+    }
+
+    /// Whether the bucket has no entries.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.len() <= 1
+    }
+
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries().count()
+    }
+
+    /// The server id `client_id` maps to.
+    pub(crate) fn get(&self, client_id: &str) -> Option<u64> {
+        self.entries().find(|(_, id, _, _)| *id == client_id.as_bytes()).map(|(_, _, sid, _)| sid)
+    }
+
+    /// Maps `client_id` to `sid`, replacing its old server id.
+    pub(crate) fn set(&mut self, client_id: &str, sid: u64) {
+        let key = client_id.as_bytes();
+        let mut insert_at = self.0.len();
+        let mut existing = None;
+        for (start, id, _, end) in self.entries() {
+            if id == key {
+                existing = Some(end);
+                break;
+            }
+            if id > key {
+                insert_at = start;
+                break;
+            }
+        }
+        if let Some(end) = existing {
+            self.0[end - 8..end].copy_from_slice(&sid.to_le_bytes());
+            return;
+        }
+        let mut entry = Vec::with_capacity(12 + key.len());
+        entry.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        entry.extend_from_slice(key);
+        entry.extend_from_slice(&sid.to_le_bytes());
+        self.0.splice(insert_at..insert_at, entry);
+    }
+
+    /// Drops `client_id`'s entry; whether there was one.
+    pub(crate) fn remove(&mut self, client_id: &str) -> bool {
+        let found = self.entries().find(|(_, id, _, _)| *id == client_id.as_bytes());
+        match found.map(|(start, _, _, end)| (start, end)) {
+            Some((start, end)) => {
+                self.0.drain(start..end);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every entry that maps to `sid`; whether any did.
+    pub(crate) fn remove_server_id(&mut self, sid: u64) -> bool {
+        let mut kept = Vec::with_capacity(self.0.len());
+        kept.push(VERSION);
+        let mut changed = false;
+        for (start, _, entry_sid, end) in self.entries() {
+            if entry_sid == sid {
+                changed = true;
+            } else {
+                kept.extend_from_slice(&self.0[start..end]);
+            }
+        }
+        if changed {
+            self.0 = kept;
+        }
+        changed
+    }
+
+    /// The entries as owned (client id, server id) pairs.
+    pub(crate) fn pairs(&self) -> Vec<(String, u64)> {
+        // `decode` checked the ids are UTF-8; `set` only writes `&str`s.
+        self.entries().map(|(_, id, sid, _)| (String::from_utf8_lossy(id).into_owned(), sid)).collect()
+    }
+}
+
 /// Reads only the sequence number and tombstone flag of an item (no data copy).
 pub(crate) fn dec_item_seq(b: &[u8]) -> Result<(u64, bool), StoreError> {
     let mut d = Dec::new(b, "item")?;
@@ -231,6 +364,44 @@ pub(crate) fn dec_session_meta(b: &[u8]) -> Result<(u64, u64), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn map_buckets_keep_entries_sorted_and_unique() {
+        let mut b = MapBucket::new();
+        for (id, sid) in [("b", 2u64), ("a", 1), ("c", 3), ("b", 20), ("ab", 4)] {
+            b.set(id, sid);
+        }
+        let want: Vec<(String, u64)> =
+            [("a", 1), ("ab", 4), ("b", 20), ("c", 3)].iter().map(|(i, s)| (i.to_string(), *s)).collect();
+        assert_eq!(b.pairs(), want);
+        let again = MapBucket::decode(b.bytes()).expect("round trip");
+        assert_eq!(again, b);
+        assert_eq!(b.get("b"), Some(20));
+        assert!(b.remove("ab"));
+        assert!(!b.remove("ab"));
+        b.set("d", 3);
+        assert!(b.remove_server_id(3));
+        assert_eq!(b.pairs(), vec![("a".to_string(), 1), ("b".to_string(), 20)]);
+        assert_eq!(b.len(), 2);
+        assert!(b.remove("a") && b.remove("b") && b.is_empty());
+    }
+
+    #[test]
+    fn corrupt_map_buckets_are_refused() {
+        let mut b = MapBucket::new();
+        b.set("x", 1);
+        b.set("y", 2);
+        let bytes = b.bytes();
+        assert!(MapBucket::decode(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(MapBucket::decode(&[]).is_err(), "empty");
+        let mut swapped = MapBucket::new().bytes().to_vec();
+        for id in ["y", "x"] {
+            swapped.extend_from_slice(&1u32.to_le_bytes());
+            swapped.extend_from_slice(id.as_bytes());
+            swapped.extend_from_slice(&5u64.to_le_bytes());
+        }
+        assert!(MapBucket::decode(&swapped).is_err(), "out of order");
+    }
+
     use super::*;
 
     #[test]

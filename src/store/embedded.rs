@@ -15,7 +15,10 @@
 //!   hundred; a datastore read scans the collection's blocks either way.
 //! - `counters`: (user, collection) → (next server id, highest seq)
 //! - `sync_states`: (user, device, collection) → sync state
-//! - `mappings`: (user, device, collection, client id) → server id
+//! - `mapping_buckets`: (user, device, collection, bucket) → that device's
+//!   (client id, server id) pairs whose client id hashes (xxh64, seed 0) to
+//!   the bucket, one of 32; a message's hundred new mappings are at most 32
+//!   B-tree writes
 //! - `sessions`: session key → session record
 //! - `meta`: "schema" → schema version
 
@@ -28,6 +31,7 @@ use redb::{Database, DatabaseError, Durability, ReadableTable, Table, TableDefin
 use super::codec::{
     dec_device, dec_item, dec_item_id, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user,
     enc_device, enc_item_block, enc_item_fields, enc_session, enc_state, enc_user, item_block_records,
+    MapBucket,
 };
 use super::{
     Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ReadRequest, ReadResponse, StoreError,
@@ -42,7 +46,8 @@ pub const FILE_NAME: &str = "shardsync.redb";
 /// name the device's client id instead).
 /// 3: the `changes` index (seq → server id) is gone: every datastore read
 /// scans the collection's items, which carry their seq, so nothing read it;
-/// items are stored in blocks (`item_blocks`) instead of one row each.
+/// items are stored in blocks (`item_blocks`) and mappings in buckets
+/// (`mapping_buckets`) instead of one row each.
 /// Opening a version 1 or 2 file converts it.
 const SCHEMA_VERSION: u64 = 3;
 
@@ -57,7 +62,12 @@ const ITEM_BLOCKS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::ne
 const ITEMS_V2: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
 const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
 const STATES: TableDefinition<(&str, &str, u8), &[u8]> = TableDefinition::new("sync_states");
-const MAPS: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
+/// Buckets per (user, device, collection): a bulk insert touches at most this
+/// many values, and changing one mapping rewrites 1/32 of the device's.
+const MAP_BUCKET_COUNT: u64 = 32;
+const MAP_BUCKETS: TableDefinition<(&str, &str, u8, u8), &[u8]> = TableDefinition::new("mapping_buckets");
+/// Schema 1 and 2's one row per mapping, moved into buckets by the upgrade to 3.
+const MAPS_V2: TableDefinition<(&str, &str, u8, &str), u64> = TableDefinition::new("mappings");
 /// Schema 1's reverse mapping index, dropped by the upgrade to 2.
 const MAPS_BY_ID_V1: TableDefinition<(&str, u8, u64, &str, &str), ()> =
     TableDefinition::new("mappings_by_server_id");
@@ -171,7 +181,9 @@ impl EmbeddedBackend {
                     txn.delete_table(CHANGES_V2).map_err(be)?;
                     let moved = move_items_into_blocks(&txn)?;
                     txn.delete_table(ITEMS_V2).map_err(be)?;
-                    tracing::info!(items = moved, "items moved into blocks");
+                    let mappings = move_mappings_into_buckets(&txn)?;
+                    txn.delete_table(MAPS_V2).map_err(be)?;
+                    tracing::info!(items = moved, mappings, "items moved into blocks, mappings into buckets");
                     tracing::info!(
                         path = %self.path.display(),
                         "store upgraded from schema version {old} to {SCHEMA_VERSION}"
@@ -190,7 +202,7 @@ impl EmbeddedBackend {
             txn.open_table(ITEM_BLOCKS).map_err(be)?;
             txn.open_table(COUNTERS).map_err(be)?;
             txn.open_table(STATES).map_err(be)?;
-            txn.open_table(MAPS).map_err(be)?;
+            txn.open_table(MAP_BUCKETS).map_err(be)?;
             txn.open_table(SESSIONS).map_err(be)?;
         }
         txn.commit().map_err(be)
@@ -204,11 +216,13 @@ impl EmbeddedBackend {
             None => None,
         };
         let mut mappings = Vec::new();
-        let maps = txn.open_table(MAPS).map_err(be)?;
-        for entry in maps.range((user, device, c, "")..(user, device, c + 1, "")).map_err(be)? {
-            let (k, v) = entry.map_err(be)?;
-            mappings.push((k.value().3.to_owned(), v.value()));
+        let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
+        for entry in maps.range((user, device, c, 0u8)..=(user, device, c, u8::MAX)).map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            mappings.extend(MapBucket::decode(v.value())?.pairs());
         }
+        // Every backend hands mappings out in client id order.
+        mappings.sort_unstable();
         // Without a state the device has seen nothing: every tombstone counts.
         let reached = state.as_ref().map_or(0, |s| s.seq_reached);
         let mut items = Vec::new();
@@ -234,7 +248,7 @@ impl EmbeddedBackend {
         let txn = self.db.begin_read().map_err(be)?;
         let devices = txn.open_table(DEVICES).map_err(be)?;
         let states = txn.open_table(STATES).map_err(be)?;
-        let maps = txn.open_table(MAPS).map_err(be)?;
+        let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
         let next = after(user);
         let mut out = Vec::new();
         for entry in devices.range((user, "")..(next.as_str(), "")).map_err(be)? {
@@ -251,8 +265,11 @@ impl EmbeddedBackend {
                 };
                 d.states.push((c, dec_state(v.value())?));
             }
-            let range = (user, id, 0u8, "")..(user, id_next.as_str(), 0u8, "");
-            d.mappings = maps.range(range).map_err(be)?.count() as u64;
+            let range = (user, id, 0u8, 0u8)..(user, id_next.as_str(), 0u8, 0u8);
+            for entry in maps.range(range).map_err(be)? {
+                let (_, v) = entry.map_err(be)?;
+                d.mappings += MapBucket::decode(v.value())?.len() as u64;
+            }
         }
         Ok(out)
     }
@@ -307,6 +324,7 @@ impl Backend for EmbeddedBackend {
             let mut w = Writer::open(&txn)?;
             let infos = batches.iter().map(|b| w.apply_batch(b)).collect::<Result<Vec<_>, _>>()?;
             w.flush_blocks()?;
+            w.flush_buckets()?;
             w.flush_counters()?;
             infos
         };
@@ -322,7 +340,7 @@ struct Writer<'t> {
     item_blocks: Table<'t, (&'static str, u8, u64), &'static [u8]>,
     counters: Table<'t, (&'static str, u8), (u64, u64)>,
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
-    maps: Table<'t, (&'static str, &'static str, u8, &'static str), u64>,
+    maps: Table<'t, (&'static str, &'static str, u8, u8), &'static [u8]>,
     sessions: Table<'t, u64, &'static [u8]>,
     /// (next server id, highest seq) per (user, collection), written back once per commit.
     /// A commit touches a handful of collections, so a list beats a hash map
@@ -334,6 +352,45 @@ struct Writer<'t> {
     block_index: HashMap<BlockKey, usize>,
     /// The block the last item op used (consecutive adds share blocks).
     last_block: usize,
+    /// The mapping buckets this commit changed, written back at its end (or
+    /// before an op that works on the table's ranges).
+    buckets: Vec<CachedBucket>,
+    /// Where each cached bucket is in `buckets`.
+    bucket_index: HashMap<BucketKey, usize>,
+}
+
+/// A mapping bucket's key with owned strings: (user, device, collection byte, bucket).
+type BucketKey = (String, String, u8, u8);
+
+/// A mapping bucket being changed by a commit.
+struct CachedBucket {
+    key: BucketKey,
+    bucket: MapBucket,
+    dirty: bool,
+}
+
+/// The bucket of a client id (stable: stored data depends on it).
+fn bucket_of(client_id: &str) -> u8 {
+    (xxhash_rust::xxh64::xxh64(client_id.as_bytes(), 0) % MAP_BUCKET_COUNT) as u8
+}
+
+/// Moves schema 1/2's one-row-per-mapping table into buckets (same transaction).
+fn move_mappings_into_buckets(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let old = txn.open_table(MAPS_V2).map_err(be)?;
+    let mut table = txn.open_table(MAP_BUCKETS).map_err(be)?;
+    let mut buckets: HashMap<BucketKey, MapBucket> = HashMap::new();
+    let mut moved = 0u64;
+    for entry in old.iter().map_err(be)? {
+        let (k, v) = entry.map_err(be)?;
+        let (user, device, c, client_id) = k.value();
+        let key = (user.to_owned(), device.to_owned(), c, bucket_of(client_id));
+        buckets.entry(key).or_insert_with(MapBucket::new).set(client_id, v.value());
+        moved += 1;
+    }
+    for ((user, device, c, b), bucket) in &buckets {
+        table.insert((user.as_str(), device.as_str(), *c, *b), bucket.bytes()).map_err(be)?;
+    }
+    Ok(moved)
 }
 
 /// An item block being changed by a commit: its records by server id.
@@ -407,12 +464,14 @@ impl<'t> Writer<'t> {
             item_blocks: txn.open_table(ITEM_BLOCKS).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
             states: txn.open_table(STATES).map_err(be)?,
-            maps: txn.open_table(MAPS).map_err(be)?,
+            maps: txn.open_table(MAP_BUCKETS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
             counter_cache: Vec::new(),
             blocks: Vec::new(),
             block_index: HashMap::new(),
             last_block: 0,
+            buckets: Vec::new(),
+            bucket_index: HashMap::new(),
         })
     }
 
@@ -452,6 +511,50 @@ impl<'t> Writer<'t> {
         };
         self.last_block = at;
         self.blocks.get_mut(at).ok_or_else(|| StoreError::Backend("item block cache".into()))
+    }
+
+    /// The bucket `client_id` of (user, device, collection) falls in, read from
+    /// the table on its first use in this commit.
+    fn bucket(
+        &mut self,
+        user: &str,
+        device: &str,
+        c: u8,
+        client_id: &str,
+    ) -> Result<&mut CachedBucket, StoreError> {
+        let key = (user.to_owned(), device.to_owned(), c, bucket_of(client_id));
+        let at = match self.bucket_index.get(&key) {
+            Some(&at) => at,
+            None => {
+                let bucket = match self.maps.get((user, device, c, key.3)).map_err(be)? {
+                    Some(v) => MapBucket::decode(v.value())?,
+                    None => MapBucket::new(),
+                };
+                self.buckets.push(CachedBucket { key: key.clone(), bucket, dirty: false });
+                self.bucket_index.insert(key, self.buckets.len() - 1);
+                self.buckets.len() - 1
+            }
+        };
+        self.buckets.get_mut(at).ok_or_else(|| StoreError::Backend("mapping bucket cache".into()))
+    }
+
+    /// Writes the changed buckets back and empties the cache, so the table is
+    /// whole again (at the end of a commit, and before range operations).
+    fn flush_buckets(&mut self) -> Result<(), StoreError> {
+        self.bucket_index.clear();
+        for b in self.buckets.drain(..) {
+            if !b.dirty {
+                continue;
+            }
+            let (user, device, c, n) = &b.key;
+            let key = (user.as_str(), device.as_str(), *c, *n);
+            if b.bucket.is_empty() {
+                self.maps.remove(key).map_err(be)?;
+            } else {
+                self.maps.insert(key, b.bucket.bytes()).map_err(be)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the changed blocks back (once per commit).
@@ -553,12 +656,15 @@ impl<'t> Writer<'t> {
                 self.set_mapping(user, device_id, coll(*collection), client_id, *server_id)?;
             }
             WriteOp::RemoveMapping { user, device_id, collection, client_id } => {
-                let key = (user.as_str(), device_id.as_str(), coll(*collection), client_id.as_str());
-                self.maps.remove(key).map_err(be)?;
+                let b = self.bucket(user, device_id, coll(*collection), client_id)?;
+                if b.bucket.remove(client_id) {
+                    b.dirty = true;
+                }
             }
             WriteOp::ClearMappings { user, device_id, collection } => {
+                self.flush_buckets()?;
                 let (u, d, c) = (user.as_str(), device_id.as_str(), coll(*collection));
-                self.maps.retain_in((u, d, c, "")..(u, d, c + 1, ""), |_, _| false).map_err(be)?;
+                self.maps.retain_in((u, d, c, 0u8)..=(u, d, c, u8::MAX), |_, _| false).map_err(be)?;
             }
             WriteOp::PutSyncState { user, device_id, collection, state } => {
                 let key = (user.as_str(), device_id.as_str(), coll(*collection));
@@ -591,7 +697,9 @@ impl<'t> Writer<'t> {
         client_id: &str,
         sid: u64,
     ) -> Result<(), StoreError> {
-        self.maps.insert((user, device, c, client_id), sid).map_err(be)?;
+        let b = self.bucket(user, device, c, client_id)?;
+        b.bucket.set(client_id, sid);
+        b.dirty = true;
         Ok(())
     }
 
@@ -607,13 +715,29 @@ impl<'t> Writer<'t> {
         client_id: Option<&str>,
     ) -> Result<(), StoreError> {
         if let Some(cid) = client_id {
-            let key = (user, device, c, cid);
-            if self.maps.get(key).map_err(be)?.is_some_and(|v| v.value() == sid) {
-                self.maps.remove(key).map_err(be)?;
+            let b = self.bucket(user, device, c, cid)?;
+            if b.bucket.get(cid) == Some(sid) {
+                b.bucket.remove(cid);
+                b.dirty = true;
                 return Ok(());
             }
         }
-        self.maps.retain_in((user, device, c, "")..(user, device, c + 1, ""), |_, v| v != sid).map_err(be)?;
+        self.flush_buckets()?;
+        let mut changed = Vec::new();
+        for entry in self.maps.range((user, device, c, 0u8)..=(user, device, c, u8::MAX)).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let mut bucket = MapBucket::decode(v.value())?;
+            if bucket.remove_server_id(sid) {
+                changed.push((k.value().3, bucket));
+            }
+        }
+        for (n, bucket) in changed {
+            if bucket.is_empty() {
+                self.maps.remove((user, device, c, n)).map_err(be)?;
+            } else {
+                self.maps.insert((user, device, c, n), bucket.bytes()).map_err(be)?;
+            }
+        }
         Ok(())
     }
 
@@ -623,7 +747,8 @@ impl<'t> Writer<'t> {
         let n = next.as_str();
         self.devices.remove((u, d)).map_err(be)?;
         self.states.retain_in((u, d, 0u8)..(u, n, 0u8), |_, _| false).map_err(be)?;
-        self.maps.retain_in((u, d, 0u8, "")..(u, n, 0u8, ""), |_, _| false).map_err(be)?;
+        self.flush_buckets()?;
+        self.maps.retain_in((u, d, 0u8, 0u8)..(u, n, 0u8, 0u8), |_, _| false).map_err(be)?;
         Ok(())
     }
 
@@ -639,7 +764,8 @@ impl<'t> Writer<'t> {
             self.blocks.iter().enumerate().map(|(at, b)| ((b.user.clone(), b.c, b.id), at)).collect();
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
-        self.maps.retain_in((user, "", 0u8, "")..(n, "", 0u8, ""), |_, _| false).map_err(be)?;
+        self.flush_buckets()?;
+        self.maps.retain_in((user, "", 0u8, 0u8)..(n, "", 0u8, 0u8), |_, _| false).map_err(be)?;
         // Forget cached counters too, so a re-created user starts from scratch.
         self.counter_cache.retain(|((u, _), _)| u != user);
         Ok(())
@@ -661,7 +787,11 @@ mod tests {
                 let txn = db.begin_write().expect("txn");
                 {
                     txn.open_table(META).expect("meta").insert("schema", old).expect("insert");
-                    txn.open_table(MAPS).expect("maps").insert(("u", "d", 1u8, "L1"), 7u64).expect("insert");
+                    let mut maps = txn.open_table(MAPS_V2).expect("maps");
+                    for (device, client_id, sid) in [("d", "L1", 7u64), ("d", "L2", 40), ("e", "L1", 7)] {
+                        maps.insert(("u", device, 1u8, client_id), sid).expect("insert");
+                    }
+                    drop(maps);
                     txn.open_table(CHANGES_V2)
                         .expect("changes")
                         .insert(("u", 1u8, 3u64), 7u64)
@@ -686,17 +816,22 @@ mod tests {
             use redb::TableHandle;
             let tables: Vec<String> =
                 txn.list_tables().expect("tables").map(|t| t.name().to_string()).collect();
-            for dropped in ["mappings_by_server_id", "changes", "items"] {
+            for dropped in ["mappings_by_server_id", "changes", "items", "mappings"] {
                 assert!(!tables.iter().any(|t| t == dropped), "schema {old}: {dropped} dropped: {tables:?}");
             }
-            let kept = txn
-                .open_table(MAPS)
-                .expect("maps")
-                .get(("u", "d", 1u8, "L1"))
-                .expect("get")
-                .map(|v| v.value());
-            assert_eq!(kept, Some(7), "schema {old}: mappings kept");
             drop(txn);
+            for (device, want) in [("d", vec![("L1", 7u64), ("L2", 40)]), ("e", vec![("L1", 7)])] {
+                let request = ReadRequest::Datastore {
+                    user: "u".into(),
+                    device_id: device.into(),
+                    collection: Collection::Calendar,
+                };
+                let Ok(ReadResponse::Datastore(snap)) = b.read(&request) else { panic!("datastore read") };
+                let mut got = snap.mappings.clone();
+                got.sort();
+                let want: Vec<(String, u64)> = want.iter().map(|(c, s)| (c.to_string(), *s)).collect();
+                assert_eq!(got, want, "schema {old}: mappings of {device} moved into buckets");
+            }
             for (user, want) in [("u", vec![(7u64, false), (40, true)]), ("v", vec![(7, false)])] {
                 let request = ReadRequest::Datastore {
                     user: user.into(),
