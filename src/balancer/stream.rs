@@ -83,10 +83,14 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(socket.into())
 }
 
-/// Accepts one connection (TCP_NODELAY set).
+/// Accepts one connection (TCP_NODELAY set). Errors are the listener's own
+/// (e.g. EMFILE); a connection already reset by its client is still handed
+/// over and fails at its first read, so it never delays the next accept.
 pub(crate) async fn accept(listener: &tokio::net::TcpListener) -> io::Result<Tcp> {
-    let (stream, _) = listener.accept().await?;
-    stream.set_nodelay(true)?;
+    let (stream, peer) = listener.accept().await?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(peer = %peer, error = %e, "TCP_NODELAY not set");
+    }
     Ok(Tcp(stream))
 }
 
