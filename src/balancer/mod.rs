@@ -202,15 +202,17 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
 /// current-thread runtime (I/O and timers) with a `LocalSet` for the
 /// connection tasks, which hold `Rc`s and never leave the thread.
 pub(crate) struct Reactor {
-    runtime: tokio::runtime::Runtime,
+    // Fields drop in order: the tasks (and their sockets and timers) go
+    // while the runtime's drivers still exist.
     local: tokio::task::LocalSet,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Reactor {
     /// Creates the reactor (epoll instance, eventfd, timer wheel).
     pub(crate) fn new() -> std::io::Result<Reactor> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        Ok(Reactor { runtime, local: tokio::task::LocalSet::new() })
+        Ok(Reactor { local: tokio::task::LocalSet::new(), runtime })
     }
 
     /// Runs `future` and the tasks it spawns (`tokio::task::spawn_local`)
