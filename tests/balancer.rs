@@ -3,7 +3,8 @@
 //! answers `GET /shards` with its own port, `GET /health`, and POSTs):
 //! keep-alive and pipelined requests, X-Forwarded-For, slow clients (408),
 //! idle keep-alive connections, a member dying mid-request (retried on the
-//! next member, reported as failed), stopping, and a taken listen address.
+//! next member, reported as failed), a stale pooled member connection (replaced,
+//! not a failure), stopping, and a taken listen address.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -20,6 +21,9 @@ enum Posts {
     Answer(&'static str),
     /// Reads the whole request, then closes the connection without answering.
     Die,
+    /// Answers like `Answer`, then closes the connection (no `Connection: close`):
+    /// the balancer's pooled connection to it goes stale.
+    AnswerThenClose(&'static str),
 }
 
 /// A fake node; `posts` counts the POSTs it received.
@@ -58,7 +62,7 @@ fn node_conn(mut s: TcpStream, port: u16, posts_do: Posts, posts: &AtomicUsize) 
                         let _ = s.shutdown(Shutdown::Both);
                         return;
                     }
-                    Posts::Answer(name) => {
+                    Posts::Answer(name) | Posts::AnswerThenClose(name) => {
                         let xff = header(&headers, "x-forwarded-for").unwrap_or_default();
                         (200, format!("member {name} xff={xff} body={}", String::from_utf8_lossy(&body)))
                     }
@@ -72,6 +76,9 @@ fn node_conn(mut s: TcpStream, port: u16, posts_do: Posts, posts: &AtomicUsize) 
         }
         // The balancer's health checks read to the end of the connection.
         if header(&headers, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            return;
+        }
+        if matches!(posts_do, Posts::AnswerThenClose(_)) && method == "POST" {
             return;
         }
     }
@@ -250,6 +257,29 @@ fn a_member_dying_mid_request_is_retried_on_the_next_member_and_reported() {
     let m =
         v["members"].as_array().expect("members").iter().find(|m| m["id"] == id.as_str()).expect("member");
     assert!(m["failures"].as_u64() >= Some(1), "{m}");
+    b.stop();
+}
+
+#[test]
+fn a_stale_pooled_member_connection_is_replaced_without_failing_over() {
+    let a = node(Posts::AnswerThenClose("a"));
+    let b = balancer(&[&a]);
+    let mut s = client(&b);
+    let mut buf = Vec::new();
+    for i in 1..=3u64 {
+        // Give the member's close time to arrive, so the pooled connection is stale.
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(post(i, "m").as_bytes()).expect("write");
+        let (status, body) = read_response(&mut s, &mut buf).expect("a response");
+        assert_eq!((status, body.as_str()), (200, "member a xff=127.0.0.1 body=m"), "request {i}");
+    }
+    assert_eq!(a.posts.load(Ordering::SeqCst), 3, "each request reached the member once");
+    // Not a member failure: no passive report, the member stays up.
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\n\r\n").expect("write");
+    let (_, body) = read_response(&mut s, &mut buf).expect("status");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let m = &v["members"][0];
+    assert_eq!((m["failures"].as_u64(), m["healthy"].as_bool()), (Some(0), Some(true)), "{m}");
     b.stop();
 }
 
