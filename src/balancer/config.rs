@@ -323,4 +323,21 @@ mod tests {
         assert_eq!(c.health, HealthConfig::default());
         assert!(BalanceConfig::resolve(&BalanceArgs::default()).is_err());
     }
+
+    #[test]
+    fn glommio_knobs_are_unknown_keys() {
+        // The workers run on epoll: io_uring memory and spin-before-park mean nothing.
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["io_memory = 131072", "spin_us = 0"] {
+            let path = dir.path().join("b.toml");
+            std::fs::write(&path, format!("backends = [\"127.0.0.1:9000\"]\n{key}\n")).unwrap();
+            let args = BalanceArgs { config: Some(path), ..Default::default() };
+            match BalanceConfig::resolve(&args) {
+                Err(ConfigError::Parse { source, .. }) => {
+                    assert!(source.to_string().contains("unknown field"))
+                }
+                other => panic!("{key}: want an unknown-key error, got {other:?}"),
+            }
+        }
+    }
 }
