@@ -13,7 +13,6 @@
 # to. Only a balancer that reads the SyncHdr can do that.
 #
 # Environment: NODES (2), CONNS (32), DURATION (10s), SESSIONS (40), BASE_PORT (28600),
-# SPIN_US (our --spin-us, 0),
 # SHARDSYNC_BIN (target/release/shardsync; built if missing).
 # HAProxy and nginx are installed with apt-get when missing (Debian packages).
 set -euo pipefail
@@ -25,7 +24,6 @@ DURATION=${DURATION:-10s}
 SESSIONS=${SESSIONS:-40}
 BASE=${BASE_PORT:-28600}
 BIN=${SHARDSYNC_BIN:-target/release/shardsync}
-SPIN_US=${SPIN_US:-0}
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then
@@ -88,7 +86,7 @@ NG_PID=$!; pids+=($NG_PID)
 
 backends=()
 for i in $(seq 0 $((NODES - 1))); do backends+=(--backend "127.0.0.1:$((BASE + 10 + 2 * i))"); done
-"$BIN" balance --listen "127.0.0.1:$OURS_PORT" "${backends[@]}" --threads 1 --spin-us "$SPIN_US" --log-level warn &
+"$BIN" balance --listen "127.0.0.1:$OURS_PORT" "${backends[@]}" --threads 1 --log-level warn &
 OURS_PID=$!; pids+=($OURS_PID)
 wait_http "$HA_PORT" /sync; wait_http "$NG_PORT" /sync; wait_http "$OURS_PORT"
 

@@ -57,7 +57,7 @@ pub struct BalanceArgs {
     /// Start with this member draining (repeatable); see also POST /admin/drain
     #[arg(long = "drain", value_name = "HOST:PORT")]
     pub drain: Vec<String>,
-    /// Worker threads (glommio executors) [default: the number of cores available]
+    /// Worker threads (each one epoll reactor) [default: the number of cores available]
     #[arg(long, env = "SHARDSYNC_BALANCE_THREADS", value_name = "N")]
     pub threads: Option<usize>,
     /// Largest request body; larger ones get 413 [default: 4194304]
@@ -81,13 +81,6 @@ pub struct BalanceArgs {
     /// Time a member has to answer a forwarded request [default: 60000]
     #[arg(long, value_name = "MS")]
     pub upstream_timeout_ms: Option<u64>,
-    /// io_uring memory per worker (min 65536) [default: 131072]
-    #[arg(long, value_name = "BYTES", value_parser = crate::config::parse_size)]
-    pub io_memory: Option<usize>,
-    /// A worker with nothing to do polls this long before it sleeps: lower latency
-    /// for CPU; leave 0 on shared machines [default: 0]
-    #[arg(long, value_name = "US")]
-    pub spin_us: Option<u64>,
     /// Log filter (RUST_LOG when unset) [default: info]
     #[arg(long, env = "SHARDSYNC_BALANCE_LOG_LEVEL", value_name = "L")]
     pub log_level: Option<String>,
@@ -122,8 +115,6 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     upstream_timeout_ms: Option<u64>,
-    io_memory: Option<usize>,
-    spin_us: Option<u64>,
     log_level: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -181,10 +172,6 @@ pub struct BalanceConfig {
     pub connect_timeout: Duration,
     /// Member answer timeout.
     pub upstream_timeout: Duration,
-    /// io_uring memory per worker.
-    pub io_memory: usize,
-    /// Polling before an idle worker parks.
-    pub spin_before_park: Duration,
     /// Log filter.
     pub log_level: Option<String>,
     /// TLS certificate chain and key; `None`: plain HTTP.
@@ -209,8 +196,6 @@ impl Default for BalanceConfig {
             body_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
             upstream_timeout: Duration::from_secs(60),
-            io_memory: crate::config::DEFAULT_IO_MEMORY,
-            spin_before_park: Duration::ZERO,
             log_level: None,
             tls: None,
         }
@@ -279,12 +264,6 @@ impl BalanceConfig {
             body_timeout: ms(args.body_timeout_ms, file.body_timeout_ms, d.body_timeout),
             connect_timeout: ms(args.connect_timeout_ms, file.connect_timeout_ms, d.connect_timeout),
             upstream_timeout: ms(args.upstream_timeout_ms, file.upstream_timeout_ms, d.upstream_timeout),
-            io_memory: args.io_memory.or(file.io_memory).unwrap_or(d.io_memory),
-            spin_before_park: args
-                .spin_us
-                .or(file.spin_us)
-                .map(Duration::from_micros)
-                .unwrap_or(d.spin_before_park),
             log_level: args.log_level.clone().or(file.log_level),
             tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some(crate::config::TlsFiles { cert, key }),
@@ -343,5 +322,22 @@ mod tests {
         assert_eq!(c.weights.get("127.0.0.1:9002"), Some(&0));
         assert_eq!(c.health, HealthConfig::default());
         assert!(BalanceConfig::resolve(&BalanceArgs::default()).is_err());
+    }
+
+    #[test]
+    fn glommio_knobs_are_unknown_keys() {
+        // The workers run on epoll: io_uring memory and spin-before-park mean nothing.
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["io_memory = 131072", "spin_us = 0"] {
+            let path = dir.path().join("b.toml");
+            std::fs::write(&path, format!("backends = [\"127.0.0.1:9000\"]\n{key}\n")).unwrap();
+            let args = BalanceArgs { config: Some(path), ..Default::default() };
+            match BalanceConfig::resolve(&args) {
+                Err(ConfigError::Parse { source, .. }) => {
+                    assert!(source.to_string().contains("unknown field"))
+                }
+                other => panic!("{key}: want an unknown-key error, got {other:?}"),
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The balancer: `shardsync balance` (DESIGN §6).
 //!
 //! ```text
-//!  clients ──▶ worker 0..T (glommio, SO_REUSEPORT) ──pooled keep-alive──▶ shard ports of nodes
+//!  clients ──▶ worker 0..T (epoll, SO_REUSEPORT) ──pooled keep-alive──▶ shard ports of nodes
 //!                 ▲ Arc<View> (crossbeam channel)        │ Report (passive failures, admin)
 //!                 └──────────── control thread ◀─────────┘  (/shards discovery, /health checks)
 //! ```
@@ -9,7 +9,15 @@
 //! - [`key`]: the routing key of a request (URL token, else a SyncHdr scan).
 //! - [`select`]: consistent hashing (ring, Maglev) and bounded load; no health in it.
 //! - [`view`]: the immutable snapshot (members, health, weights, draining, selections).
-//! - `health` (the control thread) and `proxy` (the workers).
+//! - `health` (the control thread) and `proxy` (the workers), `stream`
+//!   (the workers' sockets).
+//!
+//! The workers do no disk I/O, so unlike `serve`'s shards they do not run
+//! on glommio (io_uring) but on an epoll reactor: one tokio current-thread
+//! runtime per worker thread, connections as tasks on its `LocalSet`. Each
+//! socket is registered with epoll once, edge-triggered; a wait costs one
+//! share of an `epoll_wait` and no syscall of its own, and wakeups stay on
+//! the thread (no IPI, no eventfd). No locked memory (`ulimit -l`) is needed.
 //!
 //! Members are shards (`host:port` of each shard's own port, learned from
 //! each node's `GET /shards`), so a forwarded request lands on the shard
@@ -20,6 +28,7 @@ mod health;
 pub mod key;
 mod proxy;
 pub mod select;
+mod stream;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -28,8 +37,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use glommio::{LocalExecutorBuilder, Placement};
 
 pub use config::{BalanceArgs, BalanceConfig};
 
@@ -50,8 +57,8 @@ pub enum BalanceError {
         /// Why.
         reason: String,
     },
-    /// A glommio executor (io_uring) could not be created.
-    #[error("cannot start balancer worker {worker}: {reason} (io_uring needed; check `ulimit -l`)")]
+    /// A worker thread or its reactor (epoll) could not be created.
+    #[error("cannot start balancer worker {worker}: {reason}")]
     Runtime {
         /// The worker.
         worker: usize,
@@ -136,26 +143,21 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
             }
         };
         let (tx, started) = mpsc::channel::<Result<SocketAddr, BalanceError>>();
-        let builder = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("balance-{id}"))
-            .io_memory(config.io_memory)
-            .spin_before_park(config.spin_before_park)
-            .preempt_timer(Duration::from_millis(100));
         let (config_w, stop_w, reports) = (config.clone(), stop.clone(), report_tx.clone());
         let tls_w = tls.clone();
         let bind_addr = listen;
         let thread = std::thread::Builder::new()
             .name(format!("balance-{id}"))
             .spawn(move || {
-                let ex = match builder.make() {
-                    Ok(ex) => ex,
+                let reactor = match Reactor::new() {
+                    Ok(r) => r,
                     Err(e) => {
                         let _ = tx.send(Err(BalanceError::Runtime { worker: id, reason: e.to_string() }));
                         return;
                     }
                 };
-                ex.run(async move {
-                    let listener = match crate::shard::listen(bind_addr) {
+                reactor.block_on(async move {
+                    let listener = match stream::listen(bind_addr) {
                         Ok(l) => l,
                         Err(e) => {
                             let _ =
@@ -169,8 +171,8 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
                     worker.tls = tls_w;
                     let worker = Rc::new(worker);
                     proxy::accept_loop(worker, listener).await;
-                    // Let in-flight requests finish briefly.
-                    glommio::timer::Timer::new(Duration::from_millis(200)).await;
+                    // Let in-flight requests finish briefly; the rest end with the runtime.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 });
             })
             .map_err(|e| BalanceError::Runtime { worker: id, reason: e.to_string() })?;
@@ -194,6 +196,31 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
         }
     }
     Ok(BalancerHandle { listen, stop, threads })
+}
+
+/// A worker's single-threaded epoll reactor and executor: a tokio
+/// current-thread runtime (I/O and timers) with a `LocalSet` for the
+/// connection tasks, which hold `Rc`s and never leave the thread.
+pub(crate) struct Reactor {
+    // Fields drop in order: the tasks (and their sockets and timers) go
+    // while the runtime's drivers still exist.
+    local: tokio::task::LocalSet,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Reactor {
+    /// Creates the reactor (epoll instance, eventfd, timer wheel).
+    pub(crate) fn new() -> std::io::Result<Reactor> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+        Ok(Reactor { local: tokio::task::LocalSet::new(), runtime })
+    }
+
+    /// Runs `future` and the tasks it spawns (`tokio::task::spawn_local`)
+    /// on this thread until `future` ends; tasks still running then are
+    /// dropped with the reactor.
+    pub(crate) fn block_on<T>(&self, future: impl std::future::Future<Output = T>) -> T {
+        self.local.block_on(&self.runtime, future)
+    }
 }
 
 /// Runs the balancer until SIGINT or SIGTERM.

@@ -1,8 +1,9 @@
-//! A worker: one glommio executor accepting client connections on the
-//! shared listen port (SO_REUSEPORT) and forwarding requests to members over
-//! its own pool of keep-alive connections. Nothing here is shared between
-//! workers except the immutable [`View`] (received over a channel) and
-//! atomic counters, so the request path takes no lock.
+//! A worker: one thread with its own epoll reactor (a tokio current-thread
+//! runtime running connection tasks on a `LocalSet`), accepting client
+//! connections on the shared listen port (SO_REUSEPORT) and forwarding
+//! requests to members over its own pool of keep-alive connections. Nothing
+//! here is shared between workers except the immutable [`View`] (received
+//! over a channel) and atomic counters, so the request path takes no lock.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -14,18 +15,16 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-use glommio::timer::Timer;
 
 use super::config::BalanceConfig;
 use super::health::Report;
 use super::key;
+use super::stream::{self, before, ClientIo, Tcp};
 use super::view::View;
 use crate::http::{
     reason, write_connection_and_end, write_continue, write_response, ConnectionHeader, Phase, RequestHead,
     RequestReader,
 };
-use crate::shard::io::Io;
 
 /// Idle pooled connections kept per member and worker.
 const MAX_IDLE_PER_MEMBER: usize = 64;
@@ -55,7 +54,7 @@ pub(crate) struct Worker {
     views: Receiver<Arc<View>>,
     view: RefCell<Arc<View>>,
     reports: Sender<Report>,
-    pool: RefCell<HashMap<SocketAddr, Vec<TcpStream>>>,
+    pool: RefCell<HashMap<SocketAddr, Vec<Tcp>>>,
     pub stop: Arc<AtomicBool>,
     /// TLS acceptor when the balancer serves HTTPS.
     pub tls: Option<crate::tls::Acceptor>,
@@ -97,11 +96,11 @@ impl Worker {
 }
 
 /// Accepts until the stop flag is set.
-pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
+pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: tokio::net::TcpListener) {
     loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+        let accepted = futures_lite::future::or(async { Some(stream::accept(&listener).await) }, async {
             while !worker.stop.load(Ordering::SeqCst) {
-                Timer::new(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             None
         })
@@ -109,11 +108,13 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener) {
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                glommio::spawn_local(serve(worker.clone(), stream)).detach();
+                // The task ends with its connection; nothing waits for it.
+                drop(tokio::task::spawn_local(serve(worker.clone(), stream)));
             }
             Some(Err(e)) => {
+                // E.g. EMFILE: back off instead of spinning on the ready listener.
                 tracing::warn!(error = %e, "accept failed");
-                Timer::new(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -128,7 +129,7 @@ enum UpstreamError {
 }
 
 struct Conn {
-    stream: Io,
+    stream: ClientIo,
     reader: RequestReader,
     /// Bytes for the client (responses), written with one send per request.
     out: Vec<u8>,
@@ -170,13 +171,13 @@ impl ResponseBuf {
     }
 }
 
-async fn serve(worker: Rc<Worker>, stream: TcpStream) {
+async fn serve(worker: Rc<Worker>, stream: Tcp) {
     let peer = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
     let stream = match &worker.tls {
-        None => Io::Plain(stream),
+        None => ClientIo::Plain(stream),
         Some(acceptor) => {
-            match crate::shard::io::accept_tls(acceptor, stream, worker.config.header_timeout).await {
+            let deadline = Instant::now() + worker.config.header_timeout;
+            match stream::accept_tls(acceptor, stream, deadline).await {
                 Ok(io) => io,
                 Err(e) => {
                     tracing::debug!(peer = ?peer, error = %e, "TLS handshake failed");
@@ -416,15 +417,13 @@ impl Conn {
         if now >= deadline {
             return Err(true);
         }
-        self.stream.set_read_timeout(Some(deadline - now)).map_err(|_| false)?;
-        match self.stream.read(self.reader.spare()).await {
-            Ok(0) => Err(false),
-            Ok(n) => {
+        match before(deadline, self.stream.read(self.reader.spare())).await {
+            None => Err(true),
+            Some(Ok(0)) | Some(Err(_)) => Err(false),
+            Some(Ok(n)) => {
                 self.reader.commit(n);
                 Ok(())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(true),
-            Err(_) => Err(false),
         }
     }
 }
@@ -499,13 +498,7 @@ async fn forward(
         let reused = pooled.is_some();
         let mut stream = match pooled {
             Some(s) => s,
-            None => {
-                let s = TcpStream::connect_timeout(addr, w.config.connect_timeout)
-                    .await
-                    .map_err(|_| UpstreamError::Connect)?;
-                let _ = s.set_nodelay(true);
-                s
-            }
+            None => Tcp::connect(addr, w.config.connect_timeout).await.map_err(|_| UpstreamError::Connect)?,
         };
         buf.len = 0;
         let mark = out.len();
@@ -537,7 +530,7 @@ async fn forward(
 /// member keeps the connection open. Errors carry whether any response byte
 /// arrived (then the connection was not merely stale).
 async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut Tcp,
     request: &[u8],
     timeout: Duration,
     buf: &mut ResponseBuf,
@@ -623,28 +616,26 @@ async fn exchange(
 /// is set to now + timeout if unset) brings to `buf`; errors carry whether
 /// response bytes had arrived.
 async fn read_some(
-    stream: &mut TcpStream,
+    stream: &mut Tcp,
     buf: &mut ResponseBuf,
     want: usize,
     (deadline, timeout): (&mut Option<Instant>, Duration),
     got: bool,
 ) -> Result<usize, (UpstreamError, bool)> {
     let now = Instant::now();
-    let left = deadline.get_or_insert(now + timeout).saturating_duration_since(now);
-    if left.is_zero() {
+    let deadline = *deadline.get_or_insert(now + timeout);
+    if now >= deadline {
         return Err((UpstreamError::Timeout, got));
     }
-    // glommio arms this timer only if the read has to wait (no syscall here).
-    stream.set_read_timeout(Some(left)).map_err(|_| (UpstreamError::Io, got))?;
     let spare = buf.spare(want.max(1));
     let spare_len = spare.len().min(want.max(1));
-    match stream.read(&mut spare[..spare_len]).await {
-        Ok(n) => {
+    match before(deadline, stream.read(&mut spare[..spare_len])).await {
+        Some(Ok(n)) => {
             buf.len += n;
             Ok(n)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err((UpstreamError::Timeout, got)),
-        Err(_) => Err((UpstreamError::Io, got)),
+        None => Err((UpstreamError::Timeout, got)),
+        Some(Err(_)) => Err((UpstreamError::Io, got)),
     }
 }
 
@@ -703,9 +694,8 @@ mod relay_tests {
     /// Runs one `exchange` against a member answering `reply`.
     fn relay(reply: &'static [u8], connection: ConnectionHeader) -> (Result<bool, UpstreamError>, String) {
         let (addr, member) = member(reply);
-        let ex = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).make().unwrap();
-        let (result, out) = ex.run(async move {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
+        let (result, out) = super::super::Reactor::new().unwrap().block_on(async move {
+            let mut stream = Tcp::connect(addr, Duration::from_secs(5)).await.unwrap();
             let mut buf = ResponseBuf { buf: Vec::new(), len: 0 };
             let mut out = b"earlier".to_vec();
             let request = b"POST /sync HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
