@@ -346,6 +346,8 @@ struct Writer<'t> {
     /// A commit touches a handful of collections, so a list beats a hash map
     /// (no key allocation or hashing per item).
     counter_cache: Vec<((String, u8), (u64, u64))>,
+    /// The entry the last counter lookup found (a batch's items share one).
+    last_counter: usize,
     /// The item blocks this commit touched, written back once at its end.
     blocks: Vec<Block>,
     /// Where each touched block is in `blocks`.
@@ -378,17 +380,32 @@ fn bucket_of(client_id: &str) -> u8 {
 fn move_mappings_into_buckets(txn: &WriteTransaction) -> Result<u64, StoreError> {
     let old = txn.open_table(MAPS_V2).map_err(be)?;
     let mut table = txn.open_table(MAP_BUCKETS).map_err(be)?;
-    let mut buckets: HashMap<BucketKey, MapBucket> = HashMap::new();
+    // The old table is ordered by (user, device, collection): one group's
+    // buckets are in memory at a time, whatever the store's size.
+    let mut group: Option<(String, String, u8)> = None;
+    let mut buckets: HashMap<u8, MapBucket> = HashMap::new();
+    let mut write = |group: &(String, String, u8), buckets: &mut HashMap<u8, MapBucket>| {
+        for (b, bucket) in buckets.drain() {
+            table.insert((group.0.as_str(), group.1.as_str(), group.2, b), bucket.bytes()).map_err(be)?;
+        }
+        Ok::<(), StoreError>(())
+    };
     let mut moved = 0u64;
     for entry in old.iter().map_err(be)? {
         let (k, v) = entry.map_err(be)?;
         let (user, device, c, client_id) = k.value();
-        let key = (user.to_owned(), device.to_owned(), c, bucket_of(client_id));
-        buckets.entry(key).or_insert_with(MapBucket::new).set(client_id, v.value());
+        let same = group.as_ref().is_some_and(|(u, d, gc)| *gc == c && u == user && d == device);
+        if !same {
+            if let Some(done) = group.take() {
+                write(&done, &mut buckets)?;
+            }
+            group = Some((user.to_owned(), device.to_owned(), c));
+        }
+        buckets.entry(bucket_of(client_id)).or_insert_with(MapBucket::new).set(client_id, v.value());
         moved += 1;
     }
-    for ((user, device, c, b), bucket) in &buckets {
-        table.insert((user.as_str(), device.as_str(), *c, *b), bucket.bytes()).map_err(be)?;
+    if let Some(done) = group {
+        write(&done, &mut buckets)?;
     }
     Ok(moved)
 }
@@ -467,6 +484,7 @@ impl<'t> Writer<'t> {
             maps: txn.open_table(MAP_BUCKETS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
             counter_cache: Vec::new(),
+            last_counter: 0,
             blocks: Vec::new(),
             block_index: HashMap::new(),
             last_block: 0,
@@ -476,7 +494,9 @@ impl<'t> Writer<'t> {
     }
 
     fn counter(&mut self, user: &str, c: u8) -> Result<&mut (u64, u64), StoreError> {
-        let at = match self.counter_cache.iter().position(|((u, cc), _)| *cc == c && u == user) {
+        let hit = |((u, cc), _): &((String, u8), (u64, u64))| *cc == c && u == user;
+        let last = self.counter_cache.get(self.last_counter).is_some_and(hit);
+        let at = match if last { Some(self.last_counter) } else { self.counter_cache.iter().position(hit) } {
             Some(at) => at,
             None => {
                 let stored = self.counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value());
@@ -484,6 +504,7 @@ impl<'t> Writer<'t> {
                 self.counter_cache.len() - 1
             }
         };
+        self.last_counter = at;
         Ok(&mut self.counter_cache[at].1)
     }
 
