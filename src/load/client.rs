@@ -60,14 +60,25 @@ pub struct ClientConfig {
 }
 
 /// One item as the device holds it: which generated item, at which revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Local {
     /// Index into the device's generated item stream (`None`: received from the server).
     index: Option<u64>,
     /// Revision (bumped by each local Replace).
     rev: u32,
-    /// xxh64 of the data received from the server (`None`: generated here).
-    received: Option<u64>,
+    /// What the server sent (`None`: generated here).
+    received: Option<Received>,
+}
+
+/// An item the device received, kept as a phone keeps it: a later slow sync
+/// sends exactly this data back (so the server can match it to its twin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Received {
+    /// xxh64 of the data as received.
+    hash: u64,
+    /// The data (item kinds are text; invalid UTF-8 is counted as an error
+    /// when received and kept with replacement characters).
+    data: std::sync::Arc<str>,
 }
 
 /// One datastore of a device.
@@ -156,8 +167,8 @@ impl Device {
         let mut sum = 0u64;
         for s in &self.stores {
             for local in s.items.values() {
-                let h = match (local.received, local.index) {
-                    (Some(h), _) => h,
+                let h = match (&local.received, local.index) {
+                    (Some(r), _) => r.hash,
                     (None, index) => xxhash_rust::xxh64::xxh64(
                         data::item(s.kind, self.seed, index.unwrap_or(0), local.rev).as_bytes(),
                         0,
@@ -1168,9 +1179,10 @@ impl Session {
             self.error("add_without_data");
             return 400;
         };
+        let local = self.received_item(data);
         let store = &mut dev.stores[si];
         let luid = store.new_luid();
-        store.items.insert(luid.clone(), received(data));
+        store.items.insert(luid.clone(), local);
         self.stores[i].maps.push((guid, luid));
         self.received.add += 1;
         201
@@ -1185,7 +1197,7 @@ impl Session {
         data: Option<&[u8]>,
     ) -> u16 {
         self.received.replace += 1;
-        let local = received(data.unwrap_or_default());
+        let local = self.received_item(data.unwrap_or_default());
         let store = &mut dev.stores[si];
         match item.and_then(|it| it.target.as_ref()).map(|l| l.loc_uri.trim().to_string()) {
             Some(luid) if store.items.contains_key(&luid) => {
@@ -1295,7 +1307,10 @@ impl Session {
                 // Slow sync and refresh from client: every item.
                 201 | 203 => {
                     for (luid, local) in &store.items {
-                        let data = data::item(kind, dev.seed, local.index.unwrap_or(0), local.rev);
+                        let data = match &local.received {
+                            Some(r) => r.data.to_string(),
+                            None => data::item(kind, dev.seed, local.index.unwrap_or(0), local.rev),
+                        };
                         queue.push_back(Change::add(luid.clone(), data));
                     }
                 }
@@ -1322,15 +1337,10 @@ impl Session {
                         match (n % 3, existing) {
                             (1, Some(luid)) => {
                                 touched.insert(luid.clone());
-                                let local = store.items.get(&luid).copied().unwrap_or(Local {
-                                    index: None,
-                                    rev: 0,
-                                    received: None,
-                                });
-                                let next = Local { index: local.index, rev: local.rev + 1, received: None };
-                                let index = local.index.unwrap_or(0);
-                                store.items.insert(luid.clone(), next);
-                                let data = data::item(kind, dev.seed, index, next.rev);
+                                let (index, rev) =
+                                    store.items.get(&luid).map_or((None, 1), |l| (l.index, l.rev + 1));
+                                store.items.insert(luid.clone(), Local { index, rev, received: None });
+                                let data = data::item(kind, dev.seed, index.unwrap_or(0), rev);
                                 queue.push_back(Change::replace(luid, data));
                             }
                             (2, Some(luid)) => {
@@ -1576,9 +1586,20 @@ impl Session {
     }
 }
 
-/// A device's record of an item it received.
-fn received(data: &[u8]) -> Local {
-    Local { index: None, rev: 0, received: Some(xxhash_rust::xxh64::xxh64(data, 0)) }
+impl Session {
+    /// A device's record of an item it received.
+    fn received_item(&mut self, data: &[u8]) -> Local {
+        let text = match std::str::from_utf8(data) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => {
+                self.error("received_data_not_utf8");
+                String::from_utf8_lossy(data)
+            }
+        };
+        let received =
+            Received { hash: xxhash_rust::xxh64::xxh64(data, 0), data: std::sync::Arc::from(text.as_ref()) };
+        Local { index: None, rev: 0, received: Some(received) }
+    }
 }
 
 fn item_cmd(
@@ -2052,6 +2073,53 @@ mod tests {
         let want = xxhash_rust::xxh64::xxh64(big.as_bytes(), 0)
             .wrapping_add(xxhash_rust::xxh64::xxh64(small.as_bytes(), 0));
         assert_eq!(dev.content_digest(), want, "the device holds both items byte for byte");
+    }
+
+    /// A device sends back what it received, as it received it, when it
+    /// later slow-syncs (so the server can match each item to its twin), and
+    /// its own items as generated.
+    #[test]
+    fn a_later_slow_sync_sends_received_items_as_received() {
+        let enc = Encoding::Xml;
+        let (mut dev, mut s, last) = refresh_started(&cfg());
+        let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:From The Server\r\nN:Server;From;;;\r\nEND:VCARD\r\n";
+        let mut body = statuses_for(&last);
+        body.push(server_sync(vec![server_add("g1", card, None, false)]));
+        let Next::Send(_) = s.on_reply(&mut dev, &server_reply(2, body, true, enc)) else {
+            panic!("{:?}", s.errors())
+        };
+        assert_eq!(s.received.add, 1);
+        let digest = dev.content_digest();
+
+        let mut slow = Session::new(&cfg(), Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+        let m1 = crate::codec::decode(enc, &slow.start(&mut dev).body).expect("decodes").into_owned();
+        let mut body = statuses_for(&m1);
+        body[0] = status(1, "0", "SyncHdr", 212);
+        body.push(server_alert(201));
+        // The second session has its own SessionID; the server echoes it.
+        let mut reply =
+            crate::codec::decode(enc, &server_reply(1, body, true, enc)).expect("decodes").into_owned();
+        reply.hdr.session_id = m1.hdr.session_id.clone();
+        let mut bytes = Vec::new();
+        crate::codec::encode(enc, &reply, &mut bytes);
+        let Next::Send(m2) = slow.on_reply(&mut dev, &bytes) else { panic!("{:?}", slow.errors()) };
+        let m2 = decode(&m2);
+        let mut sent = Vec::new();
+        for c in &m2.body {
+            if let Command::Sync(sync) = c {
+                for ic in &sync.commands {
+                    let Command::Add(add) = ic else { panic!("a slow sync sends Adds: {ic:?}") };
+                    for item in &add.items {
+                        if let Some(Data::Text(text)) = &item.data {
+                            sent.push(text.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(sent, vec![card.to_string()], "the received card, byte for byte");
+        assert!(slow.errors().is_empty(), "{:?}", slow.errors());
+        assert_eq!(dev.content_digest(), digest, "the device still holds what it received");
     }
 
     /// A server that keeps package 4 open without sending anything is
