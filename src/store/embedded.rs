@@ -343,32 +343,85 @@ struct Writer<'t> {
     maps: Table<'t, (&'static str, &'static str, u8, u8), &'static [u8]>,
     sessions: Table<'t, u64, &'static [u8]>,
     /// (next server id, highest seq) per (user, collection), written back once per commit.
-    /// A commit touches a handful of collections, so a list beats a hash map
-    /// (no key allocation or hashing per item).
-    counter_cache: Vec<((String, u8), (u64, u64))>,
-    /// The entry the last counter lookup found (a batch's items share one).
-    last_counter: usize,
+    counters_cache: CommitCache<(String, u8), (u64, u64)>,
     /// The item blocks this commit touched, written back once at its end.
-    blocks: Vec<Block>,
-    /// Where each touched block is in `blocks`.
-    block_index: HashMap<BlockKey, usize>,
-    /// The block the last item op used (consecutive adds share blocks).
-    last_block: usize,
-    /// The mapping buckets this commit changed, written back at its end (or
+    blocks: CommitCache<BlockKey, Block>,
+    /// The mapping buckets this commit touched, written back at its end (or
     /// before an op that works on the table's ranges).
-    buckets: Vec<CachedBucket>,
-    /// Where each cached bucket is in `buckets`.
-    bucket_index: HashMap<BucketKey, usize>,
+    buckets: CommitCache<BucketKey, MapBucket>,
 }
 
 /// A mapping bucket's key with owned strings: (user, device, collection byte, bucket).
 type BucketKey = (String, String, u8, u8);
 
-/// A mapping bucket being changed by a commit.
-struct CachedBucket {
-    key: BucketKey,
-    bucket: MapBucket,
+/// Values a commit reads from a table once, changes in memory and writes back
+/// once at its end (counters, item blocks, mapping buckets).
+struct CommitCache<K, V> {
+    entries: Vec<(K, Cached<V>)>,
+    /// Where each key's entry is.
+    index: HashMap<K, usize>,
+    /// The entry the last lookup found: consecutive ops mostly share one, and
+    /// checking it first needs no owned key.
+    last: usize,
+}
+
+/// A cached value and whether the commit changed it.
+struct Cached<V> {
+    value: V,
     dirty: bool,
+}
+
+impl<V> Cached<V> {
+    /// The value, to be changed (it will be written back).
+    fn changed(&mut self) -> &mut V {
+        self.dirty = true;
+        &mut self.value
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, V> CommitCache<K, V> {
+    fn new() -> Self {
+        CommitCache { entries: Vec::new(), index: HashMap::new(), last: 0 }
+    }
+
+    /// The entry `is` recognizes; `key` names it and `load` reads it on its
+    /// first use in the commit.
+    fn get_or_load(
+        &mut self,
+        is: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+        load: impl FnOnce() -> Result<V, StoreError>,
+    ) -> Result<&mut Cached<V>, StoreError> {
+        let at = match self.entries.get(self.last) {
+            Some((k, _)) if is(k) => self.last,
+            _ => {
+                let key = key();
+                match self.index.get(&key) {
+                    Some(&at) => at,
+                    None => {
+                        let value = load()?;
+                        self.index.insert(key.clone(), self.entries.len());
+                        self.entries.push((key, Cached { value, dirty: false }));
+                        self.entries.len() - 1
+                    }
+                }
+            }
+        };
+        self.last = at;
+        self.entries.get_mut(at).map(|(_, c)| c).ok_or_else(|| StoreError::Backend("commit cache".into()))
+    }
+
+    /// Every entry, emptying the cache.
+    fn drain(&mut self) -> impl Iterator<Item = (K, Cached<V>)> + '_ {
+        self.index.clear();
+        self.entries.drain(..)
+    }
+
+    /// Drops the entries whose key fails `keep`, changed or not.
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.entries.retain(|(k, _)| keep(k));
+        self.index = self.entries.iter().enumerate().map(|(at, (k, _))| (k.clone(), at)).collect();
+    }
 }
 
 /// The bucket of a client id (stable: stored data depends on it).
@@ -412,18 +465,10 @@ fn move_mappings_into_buckets(txn: &WriteTransaction) -> Result<u64, StoreError>
 
 /// An item block being changed by a commit: its records by server id.
 struct Block {
-    user: String,
-    c: u8,
-    id: u64,
     records: Vec<(u64, Vec<u8>)>,
-    dirty: bool,
 }
 
 impl Block {
-    fn is(&self, user: &str, c: u8, id: u64) -> bool {
-        self.id == id && self.c == c && self.user == user
-    }
-
     fn get(&self, sid: u64) -> Option<&[u8]> {
         let at = self.records.binary_search_by_key(&sid, |(id, _)| *id).ok()?;
         self.records.get(at).map(|(_, r)| r.as_slice())
@@ -434,7 +479,6 @@ impl Block {
             Ok(at) => self.records[at].1 = record,
             Err(at) => self.records.insert(at, (sid, record)),
         }
-        self.dirty = true;
     }
 }
 
@@ -483,55 +527,41 @@ impl<'t> Writer<'t> {
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAP_BUCKETS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
-            counter_cache: Vec::new(),
-            last_counter: 0,
-            blocks: Vec::new(),
-            block_index: HashMap::new(),
-            last_block: 0,
-            buckets: Vec::new(),
-            bucket_index: HashMap::new(),
+            counters_cache: CommitCache::new(),
+            blocks: CommitCache::new(),
+            buckets: CommitCache::new(),
         })
     }
 
     fn counter(&mut self, user: &str, c: u8) -> Result<&mut (u64, u64), StoreError> {
-        let hit = |((u, cc), _): &((String, u8), (u64, u64))| *cc == c && u == user;
-        let last = self.counter_cache.get(self.last_counter).is_some_and(hit);
-        let at = match if last { Some(self.last_counter) } else { self.counter_cache.iter().position(hit) } {
-            Some(at) => at,
-            None => {
-                let stored = self.counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value());
-                self.counter_cache.push(((user.to_owned(), c), stored));
-                self.counter_cache.len() - 1
-            }
-        };
-        self.last_counter = at;
-        Ok(&mut self.counter_cache[at].1)
+        let counters = &self.counters;
+        let entry = self.counters_cache.get_or_load(
+            |(u, cc)| *cc == c && u == user,
+            || (user.to_owned(), c),
+            || Ok(counters.get((user, c)).map_err(be)?.map_or((1, 0), |v| v.value())),
+        )?;
+        // Every counter looked up is advanced: all are written back.
+        Ok(entry.changed())
     }
 
     /// The block holding `sid`, read from the table on its first use in this commit.
-    fn block(&mut self, user: &str, c: u8, sid: u64) -> Result<&mut Block, StoreError> {
+    fn block(&mut self, user: &str, c: u8, sid: u64) -> Result<&mut Cached<Block>, StoreError> {
         let id = sid >> ITEM_BLOCK_BITS;
-        let at = match self.blocks.get(self.last_block) {
-            Some(b) if b.is(user, c, id) => self.last_block,
-            _ => match self.block_index.get(&(user.to_owned(), c, id)) {
-                Some(&at) => at,
-                None => {
-                    let records = match self.item_blocks.get((user, c, id)).map_err(be)? {
-                        Some(v) => item_block_records(v.value())?
-                            .into_iter()
-                            .map(|r| Ok((dec_item_id(r)?, r.to_vec())))
-                            .collect::<Result<Vec<_>, StoreError>>()?,
-                        None => Vec::new(),
-                    };
-                    self.blocks.push(Block { user: user.to_owned(), c, id, records, dirty: false });
-                    let at = self.blocks.len() - 1;
-                    self.block_index.insert((user.to_owned(), c, id), at);
-                    at
-                }
+        let table = &self.item_blocks;
+        self.blocks.get_or_load(
+            |(u, bc, bid)| *bid == id && *bc == c && u == user,
+            || (user.to_owned(), c, id),
+            || {
+                let records = match table.get((user, c, id)).map_err(be)? {
+                    Some(v) => item_block_records(v.value())?
+                        .into_iter()
+                        .map(|r| Ok((dec_item_id(r)?, r.to_vec())))
+                        .collect::<Result<Vec<_>, StoreError>>()?,
+                    None => Vec::new(),
+                };
+                Ok(Block { records })
             },
-        };
-        self.last_block = at;
-        self.blocks.get_mut(at).ok_or_else(|| StoreError::Backend("item block cache".into()))
+        )
     }
 
     /// The bucket `client_id` of (user, device, collection) falls in, read from
@@ -542,37 +572,28 @@ impl<'t> Writer<'t> {
         device: &str,
         c: u8,
         client_id: &str,
-    ) -> Result<&mut CachedBucket, StoreError> {
-        let key = (user.to_owned(), device.to_owned(), c, bucket_of(client_id));
-        let at = match self.bucket_index.get(&key) {
-            Some(&at) => at,
-            None => {
-                let bucket = match self.maps.get((user, device, c, key.3)).map_err(be)? {
-                    Some(v) => MapBucket::decode(v.value())?,
-                    None => MapBucket::new(),
-                };
-                self.buckets.push(CachedBucket { key: key.clone(), bucket, dirty: false });
-                self.bucket_index.insert(key, self.buckets.len() - 1);
-                self.buckets.len() - 1
-            }
-        };
-        self.buckets.get_mut(at).ok_or_else(|| StoreError::Backend("mapping bucket cache".into()))
+    ) -> Result<&mut Cached<MapBucket>, StoreError> {
+        let n = bucket_of(client_id);
+        let maps = &self.maps;
+        self.buckets.get_or_load(
+            |(u, d, bc, bn)| *bn == n && *bc == c && u == user && d == device,
+            || (user.to_owned(), device.to_owned(), c, n),
+            || match maps.get((user, device, c, n)).map_err(be)? {
+                Some(v) => MapBucket::decode(v.value()),
+                None => Ok(MapBucket::new()),
+            },
+        )
     }
 
     /// Writes the changed buckets back and empties the cache, so the table is
     /// whole again (at the end of a commit, and before range operations).
     fn flush_buckets(&mut self) -> Result<(), StoreError> {
-        self.bucket_index.clear();
-        for b in self.buckets.drain(..) {
-            if !b.dirty {
-                continue;
-            }
-            let (user, device, c, n) = &b.key;
-            let key = (user.as_str(), device.as_str(), *c, *n);
-            if b.bucket.is_empty() {
+        for ((user, device, c, n), b) in self.buckets.drain().filter(|(_, b)| b.dirty) {
+            let key = (user.as_str(), device.as_str(), c, n);
+            if b.value.is_empty() {
                 self.maps.remove(key).map_err(be)?;
             } else {
-                self.maps.insert(key, b.bucket.bytes()).map_err(be)?;
+                self.maps.insert(key, b.value.bytes()).map_err(be)?;
             }
         }
         Ok(())
@@ -580,21 +601,18 @@ impl<'t> Writer<'t> {
 
     /// Writes the changed blocks back (once per commit).
     fn flush_blocks(&mut self) -> Result<(), StoreError> {
-        self.block_index.clear();
-        for b in self.blocks.drain(..) {
-            if !b.dirty {
-                continue;
-            }
-            let size = b.records.iter().map(|(_, r)| r.len() + 8).sum();
-            let value = enc_item_block(b.records.iter().map(|(_, r)| r.as_slice()), size);
-            self.item_blocks.insert((b.user.as_str(), b.c, b.id), value.as_slice()).map_err(be)?;
+        for ((user, c, id), b) in self.blocks.drain().filter(|(_, b)| b.dirty) {
+            let records = &b.value.records;
+            let size = records.iter().map(|(_, r)| r.len() + 8).sum();
+            let value = enc_item_block(records.iter().map(|(_, r)| r.as_slice()), size);
+            self.item_blocks.insert((user.as_str(), c, id), value.as_slice()).map_err(be)?;
         }
         Ok(())
     }
 
     fn flush_counters(&mut self) -> Result<(), StoreError> {
-        for ((user, c), value) in self.counter_cache.drain(..) {
-            self.counters.insert((user.as_str(), c), value).map_err(be)?;
+        for ((user, c), counter) in self.counters_cache.drain() {
+            self.counters.insert((user.as_str(), c), counter.value).map_err(be)?;
         }
         Ok(())
     }
@@ -654,21 +672,22 @@ impl<'t> Writer<'t> {
                 counter.1 += 1;
                 let seq = counter.1;
                 let record = enc_item_fields(sid, seq, content_type, data, origin_device, false);
-                self.block(user, c, sid)?.put(sid, record);
+                self.block(user, c, sid)?.changed().put(sid, record);
                 if let Some(client_id) = map_client_id {
                     self.set_mapping(user, origin_device, c, client_id, sid)?;
                 }
             }
             WriteOp::DeleteItem { user, collection, server_id, origin_device, client_id } => {
                 let c = coll(*collection);
-                let old = self.block(user, c, *server_id)?.get(*server_id).map(dec_item_seq).transpose()?;
+                let old =
+                    self.block(user, c, *server_id)?.value.get(*server_id).map(dec_item_seq).transpose()?;
                 // Deleting a missing item or a tombstone changes nothing but mappings.
                 if let Some((_, false)) = old {
                     let counter = self.counter(user, c)?;
                     counter.1 += 1;
                     let seq = counter.1;
                     let record = enc_item_fields(*server_id, seq, "", &[], origin_device, true);
-                    self.block(user, c, *server_id)?.put(*server_id, record);
+                    self.block(user, c, *server_id)?.changed().put(*server_id, record);
                 }
                 // Other devices keep their mapping until the delete reaches them.
                 self.drop_mapping_to(user, origin_device, c, *server_id, client_id.as_deref())?;
@@ -678,7 +697,7 @@ impl<'t> Writer<'t> {
             }
             WriteOp::RemoveMapping { user, device_id, collection, client_id } => {
                 let b = self.bucket(user, device_id, coll(*collection), client_id)?;
-                if b.bucket.remove(client_id) {
+                if b.value.remove(client_id) {
                     b.dirty = true;
                 }
             }
@@ -718,9 +737,7 @@ impl<'t> Writer<'t> {
         client_id: &str,
         sid: u64,
     ) -> Result<(), StoreError> {
-        let b = self.bucket(user, device, c, client_id)?;
-        b.bucket.set(client_id, sid);
-        b.dirty = true;
+        self.bucket(user, device, c, client_id)?.changed().set(client_id, sid);
         Ok(())
     }
 
@@ -737,9 +754,8 @@ impl<'t> Writer<'t> {
     ) -> Result<(), StoreError> {
         if let Some(cid) = client_id {
             let b = self.bucket(user, device, c, cid)?;
-            if b.bucket.get(cid) == Some(sid) {
-                b.bucket.remove(cid);
-                b.dirty = true;
+            if b.value.get(cid) == Some(sid) {
+                b.changed().remove(cid);
                 return Ok(());
             }
         }
@@ -780,15 +796,13 @@ impl<'t> Writer<'t> {
         self.devices.retain_in((user, "")..(n, ""), |_, _| false).map_err(be)?;
         self.item_blocks.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
         // Changes cached for the user are gone with it.
-        self.blocks.retain(|b| b.user != user);
-        self.block_index =
-            self.blocks.iter().enumerate().map(|(at, b)| ((b.user.clone(), b.c, b.id), at)).collect();
+        self.blocks.retain(|(u, _, _)| u != user);
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
         self.states.retain_in((user, "", 0u8)..(n, "", 0u8), |_, _| false).map_err(be)?;
         self.flush_buckets()?;
         self.maps.retain_in((user, "", 0u8, 0u8)..(n, "", 0u8, 0u8), |_, _| false).map_err(be)?;
         // Forget cached counters too, so a re-created user starts from scratch.
-        self.counter_cache.retain(|((u, _), _)| u != user);
+        self.counters_cache.retain(|(u, _)| u != user);
         Ok(())
     }
 }
