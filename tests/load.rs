@@ -330,6 +330,17 @@ fn hold_idle_keeps_sessions_open() {
     assert_eq!(n(&j["messages"]), 40, "{j:#}");
 }
 
+/// SyncEvolution's server started with `opts`, and a `--users` file (with
+/// its scratch directory, kept alive by the caller) naming its one account.
+fn syncevolution_peer(opts: RefServerOptions) -> (RefServer, Scratch, String) {
+    let server = RefServer::start(opts).unwrap_or_else(|e| panic!("{e}"));
+    let users = Scratch::new("load-users");
+    let users_file = users.path().join("users");
+    std::fs::write(&users_file, "test:test\n").expect("write users file");
+    let users_file = users_file.to_str().expect("utf-8 temp path").to_string();
+    (server, users, users_file)
+}
+
 /// SyncEvolution's own server as the peer: slow sync, then empty two-way,
 /// in XML with md5 and WBXML with basic, zero errors; its database holds
 /// every item once.
@@ -338,11 +349,7 @@ fn against_syncevolution_server() {
     let devices: Vec<String> =
         (0..2).flat_map(|i| [format!("ref-slow-{i}"), format!("ref-empty-{i}")]).collect();
     let opts = RefServerOptions { device_ids: devices, ..RefServerOptions::default() };
-    let server = RefServer::start(opts).unwrap_or_else(|e| panic!("{e}"));
-    let users = Scratch::new("load-users");
-    let users_file = users.path().join("users");
-    std::fs::write(&users_file, "test:test\n").expect("write users file");
-    let users_file = users_file.to_str().expect("utf-8 temp path").to_string();
+    let (server, _users, users_file) = syncevolution_peer(opts);
     let url = server.sync_url();
     let log = || server.log_tail();
     let j = load_ok(
@@ -411,11 +418,7 @@ fn against_syncevolution_server() {
 fn against_syncevolution_server_large_objects() {
     let devices = vec!["lob-se-up-0".to_string(), "lob-se-down-0".to_string()];
     let opts = RefServerOptions { device_ids: devices, max_msg_size: 4000, ..RefServerOptions::default() };
-    let server = RefServer::start(opts).unwrap_or_else(|e| panic!("{e}"));
-    let users = Scratch::new("load-users");
-    let users_file = users.path().join("users");
-    std::fs::write(&users_file, "test:test\n").expect("write users file");
-    let users_file = users_file.to_str().expect("utf-8 temp path").to_string();
+    let (server, _users, users_file) = syncevolution_peer(opts);
     let url = server.sync_url();
     let log = || server.log_tail();
     let common = ["--users", &users_file, "--concurrency", "1", "--max-msg-size", "4000", "--devices", "1"];

@@ -1689,24 +1689,33 @@ mod tests {
         })
     }
 
-    fn reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, resp_uri: Option<&str>) -> Vec<u8> {
-        let msg = SyncMl {
-            hdr: SyncHdr {
-                ver_dtd: t("1.2"),
-                ver_proto: t("SyncML/1.2"),
-                session_id: t("1"),
-                msg_id: t(msg_id.to_string()),
-                target: Location::uri(t("dev-0")),
-                source: Location::uri(t("http://127.0.0.1:1/sync")),
-                resp_uri: resp_uri.map(t),
-                ..Default::default()
-            },
-            body,
-            final_,
-        };
+    /// The header of a scripted server's message `msg_id` in session 1.
+    fn reply_hdr(msg_id: u32) -> SyncHdr<'static> {
+        SyncHdr {
+            ver_dtd: t("1.2"),
+            ver_proto: t("SyncML/1.2"),
+            session_id: t("1"),
+            msg_id: t(msg_id.to_string()),
+            target: Location::uri(t("dev-0")),
+            source: Location::uri(t("http://127.0.0.1:1/sync")),
+            ..Default::default()
+        }
+    }
+
+    fn encode_reply(
+        hdr: SyncHdr<'static>,
+        body: Vec<Command<'static>>,
+        final_: bool,
+        enc: Encoding,
+    ) -> Vec<u8> {
         let mut out = Vec::new();
-        crate::codec::encode(Encoding::Xml, &msg, &mut out);
+        crate::codec::encode(enc, &SyncMl { hdr, body, final_ }, &mut out);
         out
+    }
+
+    fn reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, resp_uri: Option<&str>) -> Vec<u8> {
+        let hdr = SyncHdr { resp_uri: resp_uri.map(t), ..reply_hdr(msg_id) };
+        encode_reply(hdr, body, final_, Encoding::Xml)
     }
 
     fn cmd_ids(m: &SyncMl<'_>, name: &str) -> Vec<String> {
@@ -1814,27 +1823,16 @@ mod tests {
 
     /// A scripted server's reply carrying its MaxMsgSize and MaxObjSize.
     fn server_reply(msg_id: u32, body: Vec<Command<'static>>, final_: bool, enc: Encoding) -> Vec<u8> {
-        let msg = SyncMl {
-            hdr: SyncHdr {
-                ver_dtd: t("1.2"),
-                ver_proto: t("SyncML/1.2"),
-                session_id: t("1"),
-                msg_id: t(msg_id.to_string()),
-                target: Location::uri(t("dev-0")),
-                source: Location::uri(t("http://127.0.0.1:1/sync")),
-                meta: Some(Meta {
-                    max_msg_size: Some(t(SERVER_MAX_MSG.to_string())),
-                    max_obj_size: Some(t("1000000")),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            body,
-            final_,
-        };
-        let mut out = Vec::new();
-        crate::codec::encode(enc, &msg, &mut out);
-        out
+        encode_reply(SyncHdr { meta: Some(server_meta()), ..reply_hdr(msg_id) }, body, final_, enc)
+    }
+
+    /// The scripted server's MaxMsgSize and MaxObjSize.
+    fn server_meta() -> Meta<'static> {
+        Meta {
+            max_msg_size: Some(t(SERVER_MAX_MSG.to_string())),
+            max_obj_size: Some(t("1000000")),
+            ..Default::default()
+        }
     }
 
     const SERVER_MAX_MSG: usize = 2500;
@@ -2097,12 +2095,11 @@ mod tests {
         body[0] = status(1, "0", "SyncHdr", 212);
         body.push(server_alert(201));
         // The second session has its own SessionID; the server echoes it.
-        let mut reply =
-            crate::codec::decode(enc, &server_reply(1, body, true, enc)).expect("decodes").into_owned();
-        reply.hdr.session_id = m1.hdr.session_id.clone();
-        let mut bytes = Vec::new();
-        crate::codec::encode(enc, &reply, &mut bytes);
-        let Next::Send(m2) = slow.on_reply(&mut dev, &bytes) else { panic!("{:?}", slow.errors()) };
+        let hdr =
+            SyncHdr { session_id: m1.hdr.session_id.clone(), meta: Some(server_meta()), ..reply_hdr(1) };
+        let Next::Send(m2) = slow.on_reply(&mut dev, &encode_reply(hdr, body, true, enc)) else {
+            panic!("{:?}", slow.errors())
+        };
         let m2 = decode(&m2);
         let mut sent = Vec::new();
         for c in &m2.body {
