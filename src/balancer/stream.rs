@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use tokio::io::ReadBuf;
 
 /// A TCP connection on the worker's reactor.
@@ -95,27 +95,12 @@ pub(crate) async fn accept(listener: &tokio::net::TcpListener) -> io::Result<Tcp
 }
 
 /// A client connection: plain HTTP or HTTPS (after the handshake).
-#[derive(Debug)]
-pub(crate) enum ClientIo {
-    /// Plain HTTP.
-    Plain(Tcp),
-    /// HTTPS.
-    Tls(Box<futures_rustls::server::TlsStream<Tcp>>),
-}
+pub(crate) type ClientIo = crate::http::ServerStream<Tcp>;
 
 impl ClientIo {
-    fn tcp(&self) -> &Tcp {
-        match self {
-            ClientIo::Plain(s) => s,
-            ClientIo::Tls(s) => s.get_ref().0,
-        }
-    }
-
     /// Ends the sending side (TLS: close_notify first).
     pub(crate) async fn shutdown_write(&mut self) -> io::Result<()> {
-        if let ClientIo::Tls(s) = self {
-            let _ = s.close().await;
-        }
+        self.close_tls().await;
         self.tcp().shutdown_write()
     }
 }
@@ -130,38 +115,6 @@ pub(crate) async fn accept_tls(
         Ok(Ok(s)) => Ok(ClientIo::Tls(Box::new(s))),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout")),
-    }
-}
-
-impl AsyncRead for ClientIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientIo::Plain(s) => Pin::new(s).poll_close(cx),
-            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
     }
 }
 

@@ -6,16 +6,19 @@
 //! ([`RequestReader::poll_body`]) out of it. It handles keep-alive and
 //! pipelining (bytes after one request stay buffered for the next),
 //! `Content-Length` and chunked bodies, and enforces [`Limits`].
-//! [`response`] writes responses into a byte buffer. The server's shards and
-//! the balancer both build on these two pieces; timeouts are the caller's
+//! [`response`] writes responses into a byte buffer, and [`stream`] is a
+//! connection that is plain TCP or TLS over either runtime's sockets. The
+//! server's shards and the balancer both build on these pieces; timeouts are the caller's
 //! job because only the caller owns a clock ([`Phase`] tells it which one
 //! applies).
 
 pub mod request;
 pub mod response;
+pub mod stream;
 
 pub use request::{BodyFraming, Phase, RequestHead, RequestReader};
 pub use response::{reason, write_connection_and_end, write_continue, write_response, ConnectionHeader};
+pub use stream::ServerStream;
 
 /// Default cap on a request body (4 MiB).
 pub const DEFAULT_MAX_BODY: usize = 4 << 20;

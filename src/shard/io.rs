@@ -3,30 +3,14 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-/// A server-side connection.
-#[derive(Debug)]
-pub enum Io {
-    /// Plain HTTP.
-    Plain(TcpStream),
-    /// HTTPS (after the handshake).
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
-}
+/// A shard's server-side connection: plain or TLS over glommio's TCP stream.
+pub type Io = crate::http::ServerStream<TcpStream>;
 
 impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
-
     /// Sets the socket's read timeout.
     pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         self.tcp().set_read_timeout(d).map_err(|e| io::Error::other(e.to_string()))
@@ -34,9 +18,7 @@ impl Io {
 
     /// Ends the sending side (TLS: close_notify first).
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
-        if let Io::Tls(s) = self {
-            let _ = s.close().await;
-        }
+        self.close_tls().await;
         self.tcp().shutdown(Shutdown::Write).await.map_err(|e| io::Error::other(e.to_string()))
     }
 }
@@ -56,37 +38,5 @@ pub async fn accept_tls(
         Some(Ok(s)) => Ok(Io::Tls(Box::new(s))),
         Some(Err(e)) => Err(e),
         None => Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout")),
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_close(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
     }
 }
