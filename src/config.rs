@@ -143,6 +143,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDSYNC_PIN", value_name = "BOOL")]
     pub pin: Option<bool>,
 
+    /// Move a plain keep-alive connection to the shard that owns the session
+    /// of its request, instead of handing each of its requests over
+    /// (false: hand over every request) [default: true]
+    #[arg(long, env = "SHARDSYNC_MIGRATE_CONNECTIONS", value_name = "BOOL")]
+    pub migrate_connections: Option<bool>,
+
     /// Failed authentications per user name and per client address allowed
     /// (within the failure window) before the back-off starts [default: 5]
     #[arg(long, env = "SHARDSYNC_AUTH_FREE_FAILURES", value_name = "N")]
@@ -208,6 +214,7 @@ struct FileConfig {
     io_memory: Option<usize>,
     ring_depth: Option<usize>,
     pin: Option<bool>,
+    migrate_connections: Option<bool>,
     auth_free_failures: Option<u32>,
     auth_backoff_base_ms: Option<u64>,
     auth_backoff_max_secs: Option<u64>,
@@ -259,6 +266,9 @@ pub struct Config {
     pub ring_depth: usize,
     /// Pin each shard to a CPU.
     pub pin: bool,
+    /// Move plain connections on the shared port to the shard that owns
+    /// their session (else every request of theirs is handed over).
+    pub migrate_connections: bool,
     /// Abuse limits (auth back-off, sessions per user).
     pub abuse: LimitsConfig,
     /// Peers whose X-Forwarded-For is believed.
@@ -297,6 +307,7 @@ impl Default for Config {
             io_memory: None,
             ring_depth: DEFAULT_RING_DEPTH,
             pin: true,
+            migrate_connections: true,
             abuse: LimitsConfig::default(),
             trusted_proxies: Vec::new(),
             tls: None,
@@ -351,6 +362,10 @@ impl Config {
             io_memory: args.io_memory.or(file.io_memory),
             ring_depth: args.ring_depth.or(file.ring_depth).unwrap_or(d.ring_depth),
             pin: args.pin.or(file.pin).unwrap_or(d.pin),
+            migrate_connections: args
+                .migrate_connections
+                .or(file.migrate_connections)
+                .unwrap_or(d.migrate_connections),
             abuse: LimitsConfig {
                 auth_free_failures: args
                     .auth_free_failures

@@ -519,3 +519,62 @@ fn wbxml_routes_by_its_synchdr() {
     }
     h.stop().unwrap();
 }
+
+/// The value of a `/metrics` sample summed over its labels (e.g. every shard).
+fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    let text = roundtrip(addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n").text();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A keep-alive connection whose requests belong to other shards moves to
+/// their owner (`migrate_connections`, the default) instead of having each
+/// request handed over; pipelined bytes move with it. With the setting off,
+/// the same traffic is handed over request by request. Either way the owner
+/// answers every request, in order.
+#[test]
+fn keep_alive_connections_move_to_the_owner() {
+    for migrate in [true, false] {
+        let h = start(Config { migrate_connections: migrate, ..config() });
+        let shared = h.listen_addr();
+        let mut c = Client::connect(shared);
+        // Runs of requests per owner, as a session's messages come.
+        for i in 0..12 {
+            let owner = (i / 3) % 2;
+            c.send(&post(&format!("/sync?s={}", token_for(owner, 2)), &body()));
+            let r = c.response().expect("answered");
+            assert!(r.text().starts_with(&format!("shard={owner} ")), "{}", r.text());
+        }
+        // Pipelined: one request for each owner in one write, then a health check.
+        let mut batch = Vec::new();
+        for owner in [0, 1, 1, 0] {
+            batch.extend_from_slice(&post(&format!("/sync?s={}", token_for(owner, 2)), &body()));
+        }
+        batch.extend_from_slice(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        c.send(&batch);
+        for owner in [0, 1, 1, 0] {
+            let r = c.response().expect("pipelined request answered");
+            assert!(r.text().starts_with(&format!("shard={owner} ")), "{}", r.text());
+        }
+        let last = c.response().expect("health answered");
+        assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+        assert!(c.closed());
+        let (moved, handed) = (
+            metric_sum(shared, "shardsync_connection_migrations_total"),
+            metric_sum(shared, "shardsync_handoffs_total"),
+        );
+        if migrate {
+            // The owner changed 3 times in the runs and 3 times in the pipeline
+            // (plus once at the start if the connection landed on shard 1).
+            assert!((6.0..=7.0).contains(&moved), "migrations {moved}");
+            assert_eq!(handed, 0.0);
+        } else {
+            assert_eq!(moved, 0.0);
+            // Every request of the other shard's runs and pipeline is handed over.
+            assert!(handed >= 8.0, "hand-overs {handed}");
+        }
+        h.stop().unwrap();
+    }
+}

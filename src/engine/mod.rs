@@ -272,7 +272,14 @@ pub struct Session {
     encoding: Encoding,
     version: Option<Version>,
     user: Option<String>,
+    /// Not in the stored state (it is read again when needed): a session
+    /// is stored with every message, and these records, the DevInf above
+    /// all, were most of its size.
+    #[rkyv(with = rkyv::with::Skip)]
     user_record: Option<Option<UserRecord>>,
+    /// Not in the stored state either; a session continued from the store
+    /// reads it again (see [`Session::pending_reads`]).
+    #[rkyv(with = rkyv::with::Skip)]
     device_record: Option<DeviceRecord>,
     authenticated: bool,
     auth_failures: u32,
@@ -443,7 +450,11 @@ impl Session {
     pub fn pending_reads(&self, cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<ReadRequest> {
         let mut out = Vec::new();
         if let (Some(user), true) = (&self.user, self.authenticated) {
-            // A restored session: its datastores come back from the store first.
+            // A restored session: its device record (left out of the stored
+            // state) and its datastores come back from the store first.
+            if self.device_record.is_none() {
+                out.push(ReadRequest::Device { user: user.clone(), device_id: self.device_id.clone() });
+            }
             for ds in self.stores.iter().filter(|d| !d.loaded && !self.snapshots.contains_key(&d.collection))
             {
                 out.push(ReadRequest::Datastore {

@@ -1165,3 +1165,31 @@ fn foreign_session_state_is_refused() {
     rec.state.truncate(10);
     assert!(matches!(Session::from_record(&rec), Err(StateError::Corrupt(_))));
 }
+
+/// The user and device records stay out of the stored state (a DevInf made
+/// most of it); a session continued from the store reads its device again,
+/// so a DevInf Put after message 1 still updates the device record.
+#[test]
+fn stored_state_leaves_out_user_and_device_records() {
+    let mut h = Harness::new();
+    let mut b = Client::new("dev-b");
+    let devinf = "<Put><CmdID>2</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>smartphone</DevTyp><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Rx-Pref><Tx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Put>";
+    h.send(&b.init(201));
+    // Message 2 (continued from the store, as the harness does) brings the DevInf.
+    let reply = h.send(&b.sync(&[], true).replace("<Sync>", &format!("{devinf}<Sync>")));
+    assert!(statuses(&reply).iter().any(|(c, code)| c == "Put" && *code == 200), "{:?}", statuses(&reply));
+    let device = match h.backend.read(&ReadRequest::Device { user: "test".into(), device_id: "dev-b".into() })
+    {
+        Ok(ReadResponse::Device(Some(d))) => d,
+        other => panic!("device record: {other:?}"),
+    };
+    assert!(String::from_utf8_lossy(&device.devinf_xml).contains("smartphone"), "DevInf stored");
+    assert_eq!(device.nonce.len(), 16, "the nonce of message 1 is kept");
+    let key = crate::routing::session_key("dev-b", &b.session.to_string());
+    let Ok(ReadResponse::Session(Some(rec))) = h.backend.read(&ReadRequest::Session { key }) else {
+        panic!("session stored")
+    };
+    let state = String::from_utf8_lossy(&rec.state);
+    assert!(!state.contains("smartphone") && !state.contains("$argon2"), "records left out of the state");
+    h.send(&b.plain("", true));
+}

@@ -263,6 +263,10 @@ pub struct ShardMetrics {
     pub handoffs_waiting: Gauge,
     /// Hand-overs from other shards this shard is serving right now.
     pub handoffs_serving: Gauge,
+    /// Connections this shard moved to the shard owning their session.
+    pub migrations_sent: Counter,
+    /// Connections other shards moved to this one.
+    pub migrations_adopted: Counter,
 }
 
 impl Default for ShardMetrics {
@@ -282,6 +286,8 @@ impl Default for ShardMetrics {
             handoffs_sent: Counter::default(),
             handoffs_waiting: Gauge::default(),
             handoffs_serving: Gauge::default(),
+            migrations_sent: Counter::default(),
+            migrations_adopted: Counter::default(),
         }
     }
 }
@@ -493,6 +499,18 @@ impl NodeMetrics {
                 "shardsync_handoffs_total",
                 &[("shard", &i.to_string())],
                 s.handoffs_sent.get() as f64,
+            );
+        }
+        out.family(
+            "shardsync_connection_migrations_total",
+            "counter",
+            "Keep-alive connections moved to the shard owning their session, by sending shard.",
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            out.sample(
+                "shardsync_connection_migrations_total",
+                &[("shard", &i.to_string())],
+                s.migrations_sent.get() as f64,
             );
         }
         out.family(

@@ -5,6 +5,7 @@
 //! byte per second holds only its own task, and only until the deadline.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -142,6 +143,74 @@ pub(crate) async fn serve<S: SyncService>(shard: Rc<Shard<S>>, stream: TcpStream
     conn.run(&shard).await;
 }
 
+/// What became of a connection after a response.
+enum Flow {
+    /// Keep reading requests.
+    KeepAlive,
+    /// The connection was closed.
+    Closed,
+    /// The connection moved to another shard.
+    Migrated,
+}
+
+/// A plain connection moving to the shard that owns the session of the
+/// request just read on it.
+///
+/// Clients send a session's messages on one keep-alive connection, so
+/// moving the connection once (instead of handing over each message and its
+/// answer) leaves one cross-shard message per session where there were
+/// two per message. The socket moves as a duplicated descriptor: the origin
+/// drops its own copy without further I/O, the owner registers the
+/// duplicate with its own reactor and goes on with the buffered bytes.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    fd: OwnedFd,
+    kind: PortKind,
+    /// The connection's framer with whatever the client pipelined after the request.
+    reader: RequestReader,
+    head: RequestHead,
+    /// The request (its `peer` is the client address the origin worked out).
+    job: Handoff,
+}
+
+/// A second descriptor of the connection's socket (`F_DUPFD_CLOEXEC`).
+#[allow(unsafe_code)]
+fn duplicate(tcp: &TcpStream) -> std::io::Result<OwnedFd> {
+    // SAFETY: the descriptor belongs to `tcp`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+    fd.try_clone_to_owned()
+}
+
+/// The glommio stream of a moved socket, registered with this shard's reactor.
+#[allow(unsafe_code)]
+fn restore(fd: OwnedFd) -> TcpStream {
+    // SAFETY: `into_raw_fd` hands over an open socket descriptor that nothing else owns.
+    unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) }
+}
+
+/// Serves a connection that another shard moved here: first the request it
+/// brought, then the connection's next requests.
+pub(crate) async fn adopt<S: SyncService>(shard: Rc<Shard<S>>, moved: Migration) {
+    let stream = restore(moved.fd);
+    shard.metrics.migrations_adopted.inc();
+    // The peer address: the socket's own (the job's may be a forwarded one).
+    let peer = stream.peer_addr().ok();
+    let mut conn = Conn {
+        stream: Io::Plain(stream),
+        deadline: shard.deadlines.register(),
+        reader: moved.reader,
+        out: Vec::new(),
+        peer,
+        kind: moved.kind,
+        metrics: Some(shard.metrics.clone()),
+    };
+    let started = Instant::now();
+    let route = route(&moved.head, &shard.sync_path);
+    if let Flow::KeepAlive = conn.respond(&shard, moved.head, route, moved.job.body, started).await {
+        conn.run(&shard).await;
+    }
+}
+
 /// Serves a request handed over by another shard.
 pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
     serve_local(shard, &job.body, None, job.encoding, job.token.as_deref(), job.peer).await
@@ -250,89 +319,157 @@ impl Conn {
             };
 
             // ---- response
-            let mut keep_alive = head.keep_alive() && !shard.stopping();
-            let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
-            let head_only = head.method() == "HEAD";
-            let mut owner = shard.id;
-            let status = match route {
-                Route::Reject { status, reason, allow } => {
-                    self.write_text(status, reason, allow, connection, head_only);
-                    status
-                }
-                Route::Health => {
-                    write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
-                    200
-                }
-                Route::Metrics => {
-                    let text = shard.node_metrics.render();
-                    let ct = Some(crate::metrics::CONTENT_TYPE);
-                    write_response(&mut self.out, 200, ct, &[], connection, text.as_bytes(), head_only);
-                    200
-                }
-                Route::Shards => match shard.topology.get() {
-                    Some(json) => {
-                        let ct = Some("application/json");
-                        write_response(&mut self.out, 200, ct, &[], connection, json.as_bytes(), head_only);
-                        200
-                    }
-                    None => {
-                        self.write_text(503, "starting up", None, connection, head_only);
-                        503
-                    }
-                },
-                Route::Sync(encoding) => {
-                    let answer_started = Instant::now();
-                    let client = client_addr(&head, self.peer, &cfg.trusted_proxies);
-                    let token = routing::token_from_target(head.target());
-                    // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
-                    let routed = self.kind == PortKind::Shared && shard.shards > 1;
-                    let token_key = token.and_then(routing::parse_token);
-                    // Without a token the SyncHdr names the session; the decoded
-                    // message is reused when this shard is the owner.
-                    let decoded = (routed && token_key.is_none()).then(|| server::decode(encoding, &body));
-                    if routed {
-                        let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
-                        if let Some(key) = token_key.or_else(header_key) {
-                            owner = routing::jump_hash(key, shard.shards as u32) as usize;
-                        }
-                    }
-                    let outcome = if owner == shard.id {
-                        serve_local(shard, &body, decoded, encoding, token, client).await
-                    } else {
-                        drop(decoded);
-                        let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
-                        shard.metrics.handoffs_sent.inc();
-                        shard.metrics.handoffs_waiting.add(1);
-                        let outcome = shard.mesh.call(owner, job).await;
-                        shard.metrics.handoffs_waiting.add(-1);
-                        outcome
-                    };
-                    if matches!(outcome, Outcome::Reply(_)) {
-                        shard.metrics.message(encoding, answer_started.elapsed());
-                    }
-                    // Shutdown may have begun while the service worked: then say close.
-                    keep_alive = keep_alive && !shard.stopping();
-                    let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
-                    self.write_outcome(outcome, encoding, connection)
-                }
-            };
-            shard.metrics.http_status(status);
-            tracing::debug!(
-                shard = shard.id,
-                peer = ?self.peer,
-                method = head.method(),
-                target = head.target(),
-                status,
-                owner,
-                micros = started.elapsed().as_micros() as u64,
-                "request"
-            );
-            if !keep_alive {
-                let _ = self.flush().await;
-                let _ = self.stream.shutdown_write().await;
-                return;
+            match self.respond(shard, head, route, body, started).await {
+                Flow::KeepAlive => idle_since = Instant::now(),
+                Flow::Closed | Flow::Migrated => return,
             }
-            idle_since = Instant::now();
+        }
+    }
+
+    /// Answers one request whose head and body have been read.
+    async fn respond<S: SyncService>(
+        &mut self,
+        shard: &Shard<S>,
+        mut head: RequestHead,
+        route: Route,
+        body: Vec<u8>,
+        started: Instant,
+    ) -> Flow {
+        let cfg = &shard.config;
+        let mut keep_alive = head.keep_alive() && !shard.stopping();
+        let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
+        let head_only = head.method() == "HEAD";
+        let mut owner = shard.id;
+        let status = match route {
+            Route::Reject { status, reason, allow } => {
+                self.write_text(status, reason, allow, connection, head_only);
+                status
+            }
+            Route::Health => {
+                write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
+                200
+            }
+            Route::Metrics => {
+                let text = shard.node_metrics.render();
+                let ct = Some(crate::metrics::CONTENT_TYPE);
+                write_response(&mut self.out, 200, ct, &[], connection, text.as_bytes(), head_only);
+                200
+            }
+            Route::Shards => match shard.topology.get() {
+                Some(json) => {
+                    let ct = Some("application/json");
+                    write_response(&mut self.out, 200, ct, &[], connection, json.as_bytes(), head_only);
+                    200
+                }
+                None => {
+                    self.write_text(503, "starting up", None, connection, head_only);
+                    503
+                }
+            },
+            Route::Sync(encoding) => {
+                let answer_started = Instant::now();
+                let client = client_addr(&head, self.peer, &cfg.trusted_proxies);
+                let token = routing::token_from_target(head.target());
+                // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
+                let routed = self.kind == PortKind::Shared && shard.shards > 1;
+                let token_key = token.and_then(routing::parse_token);
+                // Without a token the SyncHdr names the session; the decoded
+                // message is reused when this shard is the owner.
+                let decoded = (routed && token_key.is_none()).then(|| server::decode(encoding, &body));
+                if routed {
+                    let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
+                    if let Some(key) = token_key.or_else(header_key) {
+                        owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                    }
+                }
+                let outcome = if owner == shard.id {
+                    serve_local(shard, &body, decoded, encoding, token, client).await
+                } else {
+                    drop(decoded);
+                    let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
+                    // A plain connection moves to the owner with its request,
+                    // so the session's next messages on it need no hand-over.
+                    let job = match self.migrate(shard, owner, head, job).await {
+                        Ok(()) => return Flow::Migrated,
+                        Err(back) => {
+                            head = back.0;
+                            back.1
+                        }
+                    };
+                    shard.metrics.handoffs_sent.inc();
+                    shard.metrics.handoffs_waiting.add(1);
+                    let outcome = shard.mesh.call(owner, job).await;
+                    shard.metrics.handoffs_waiting.add(-1);
+                    outcome
+                };
+                if matches!(outcome, Outcome::Reply(_)) {
+                    shard.metrics.message(encoding, answer_started.elapsed());
+                }
+                // Shutdown may have begun while the service worked: then say close.
+                keep_alive = keep_alive && !shard.stopping();
+                let connection = ConnectionHeader::for_request(head.minor_version(), keep_alive);
+                self.write_outcome(outcome, encoding, connection)
+            }
+        };
+        shard.metrics.http_status(status);
+        tracing::debug!(
+            shard = shard.id,
+            peer = ?self.peer,
+            method = head.method(),
+            target = head.target(),
+            status,
+            owner,
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        if !keep_alive {
+            let _ = self.flush().await;
+            let _ = self.stream.shutdown_write().await;
+            return Flow::Closed;
+        }
+        Flow::KeepAlive
+    }
+
+    /// Moves this connection, with the request just read, to shard `owner`
+    /// (see [`Migration`]). `Err` gives the request back when the connection
+    /// cannot move (TLS, a failed `dup`, the owner not accepting); the caller
+    /// then hands the request over instead. On `Ok` this task must drop the
+    /// connection without touching the socket again.
+    async fn migrate<S: SyncService>(
+        &mut self,
+        shard: &Shard<S>,
+        owner: usize,
+        head: RequestHead,
+        job: Handoff,
+    ) -> Result<(), (RequestHead, Handoff)> {
+        // A TLS session's state lives in this task; such requests are handed over.
+        if !shard.config.migrate_connections || !matches!(self.stream, Io::Plain(_)) {
+            return Err((head, job));
+        }
+        // Answers to earlier pipelined requests go out first, from here.
+        if self.flush().await.is_err() {
+            return Err((head, job));
+        }
+        let Io::Plain(tcp) = &self.stream else { return Err((head, job)) };
+        let fd = match duplicate(tcp) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(shard = shard.id, error = %e, "dup of a connection failed; handing the request over");
+                return Err((head, job));
+            }
+        };
+        let limits = *self.reader.limits();
+        let reader = std::mem::replace(&mut self.reader, RequestReader::new(limits));
+        let moving = Migration { fd, kind: self.kind, reader, head, job };
+        match shard.mesh.adopt(owner, moving).await {
+            Ok(()) => {
+                shard.metrics.migrations_sent.inc();
+                Ok(())
+            }
+            Err(back) => {
+                self.reader = back.reader;
+                Err((back.head, back.job))
+            }
         }
     }
 

@@ -6,6 +6,9 @@
 //! origin wakes the waiting connection through a local one-shot channel. No
 //! locks: channels are lock-free SPSC queues, the pending table is a
 //! shard-local `RefCell`.
+//!
+//! A plain connection can also move as a whole ([`Envelope::Adopt`], see
+//! [`super::conn::Migration`]): the owner then serves it from there on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -13,6 +16,7 @@ use std::net::SocketAddr;
 
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::{GlommioError, ResourceType};
 
 use crate::model::Encoding;
 use crate::service::ServiceError;
@@ -47,8 +51,17 @@ pub(crate) enum Outcome {
 /// A message between shards.
 #[derive(Debug)]
 pub(crate) enum Envelope {
-    Request { id: u64, from: usize, job: Handoff },
-    Reply { id: u64, outcome: Outcome },
+    Request {
+        id: u64,
+        from: usize,
+        job: Handoff,
+    },
+    Reply {
+        id: u64,
+        outcome: Outcome,
+    },
+    /// A connection moving to the receiving shard (no reply).
+    Adopt(Box<super::conn::Migration>),
 }
 
 /// The unconnected channel ends of one shard, built on the main thread.
@@ -139,6 +152,28 @@ impl Mesh {
             return Outcome::Unavailable(format!("shard {owner} is not accepting hand-overs"));
         }
         rx.recv().await.unwrap_or_else(|| Outcome::Unavailable(format!("shard {owner} went away")))
+    }
+
+    /// Moves a connection to shard `owner`. `Err` gives it back when the
+    /// owner does not take connections (it is shutting down).
+    pub(crate) async fn adopt(
+        &self,
+        owner: usize,
+        moving: super::conn::Migration,
+    ) -> Result<(), super::conn::Migration> {
+        let Some(Some(sender)) = self.senders.get(owner) else {
+            return Err(moving);
+        };
+        match sender.send(Envelope::Adopt(Box::new(moving))).await {
+            Ok(()) => Ok(()),
+            Err(GlommioError::Closed(ResourceType::Channel(Envelope::Adopt(back)))) => Err(*back),
+            // `send` fails only with the item in `Closed`; should that
+            // change, the connection is gone and the client reconnects.
+            Err(e) => {
+                tracing::error!(shard = self.id, owner, error = %e, "connection lost while moving it to its owner");
+                Ok(())
+            }
+        }
     }
 
     /// Delivers a reply to the waiting connection (if it is still there).

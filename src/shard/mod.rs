@@ -473,10 +473,10 @@ where
             }
         })
     };
-    for (peer, rx) in receivers {
-        glommio::spawn_local(receive_loop(shard.clone(), peer, rx)).detach();
-    }
     let gate = Gate::new();
+    for (peer, rx) in receivers {
+        glommio::spawn_local(receive_loop(shard.clone(), gate.clone(), peer, rx)).detach();
+    }
     let accept_shared =
         glommio::spawn_local(accept_loop(shard.clone(), gate.clone(), shared_listener, PortKind::Shared));
     let accept_own =
@@ -541,6 +541,7 @@ async fn accept_loop<S: SyncService>(shard: Rc<Shard<S>>, gate: Gate, listener: 
 
 async fn receive_loop<S: SyncService>(
     shard: Rc<Shard<S>>,
+    gate: Gate,
     peer: usize,
     rx: glommio::channels::shared_channel::ConnectedReceiver<mesh::Envelope>,
 ) {
@@ -557,6 +558,19 @@ async fn receive_loop<S: SyncService>(
                 .detach();
             }
             mesh::Envelope::Reply { id, outcome } => shard.mesh.complete(id, outcome),
+            mesh::Envelope::Adopt(moved) => {
+                // Like an accepted connection, it joins the gate that shutdown
+                // waits for; once that is closed, it is served outside it (it
+                // answers with `Connection: close` then).
+                let serve = conn::adopt(shard.clone(), *moved);
+                if gate.is_open() {
+                    if let Err(e) = gate.spawn(serve).map(|t| t.detach()) {
+                        tracing::warn!(shard = shard.id, error = %e, "adopted connection dropped");
+                    }
+                } else {
+                    glommio::spawn_local(serve).detach();
+                }
+            }
         }
     }
     tracing::trace!(shard = shard.id, peer, "mesh channel closed");
