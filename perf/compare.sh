@@ -20,14 +20,15 @@
 # Environment: SHARDS (2), SLOW_DEVICES (16: 1,000-contact slow syncs per
 # encoding on shardsync), SE_RUNS (3: slow syncs per encoding on SyncEvolution's
 # server, each into an empty address book; the median counts), EMPTY_SECS (8),
-# CONCURRENCY (32), SKIP_SE=1 (no SyncEvolution server), SKIP_PG=1 (no PostgreSQL part).
+# CONCURRENCY (64: connections of the empty two-way load and of wrk against the
+# fixed-answer server, the same on both sides), SKIP_SE=1 (no SyncEvolution server), SKIP_PG=1 (no PostgreSQL part).
 source "$(dirname "$0")/lib.sh"
 
 SHARDS=${SHARDS:-2}
 SLOW_DEVICES=${SLOW_DEVICES:-16}
 SE_RUNS=${SE_RUNS:-3}
 EMPTY_SECS=${EMPTY_SECS:-8}
-CONCURRENCY=${CONCURRENCY:-32}
+CONCURRENCY=${CONCURRENCY:-64}
 ITEMS=1000
 cargo build --release --quiet --example xml_ratio --example pg_copy_rate
 echo "compare: $(nproc) cpus, $SHARDS shards, $ITEMS-contact slow syncs, empty two-way for ${EMPTY_SECS}s at concurrency $CONCURRENCY"
@@ -165,13 +166,13 @@ CEIL_PID=$!
 PIDS+=("$CEIL_PID")
 wait_health "http://127.0.0.1:$CEIL_PORT/health"
 C0=$(cpu_ticks "$CEIL_PID")
-WRK=$(wrk -t1 -c64 -d5s -s perf/wrk-sync.lua "http://127.0.0.1:$CEIL_PORT/sync")
+WRK=$(wrk -t1 -c"$CONCURRENCY" -d5s -s perf/wrk-sync.lua "http://127.0.0.1:$CEIL_PORT/sync")
 C1=$(cpu_ticks "$CEIL_PID")
 CEIL_RPS=$(awk '/^Requests\/sec:/ {print $2}' <<<"$WRK")
 CEIL_REQS=$(awk '/requests in/ {print $1}' <<<"$WRK")
 CEIL_CPU_MS=$(ticks_ms $((C1 - C0)) "$CEIL_REQS")
 stop_pid "$CEIL_PID"
-row "fixed-answer server (wrk -c64, req/s)" "$(printf '%.0f' "$CEIL_RPS")" "-" "$CEIL_CPU_MS/req" "-"
+row "fixed-answer server (wrk -c$CONCURRENCY, req/s)" "$(printf '%.0f' "$CEIL_RPS")" "-" "$CEIL_CPU_MS/req" "-"
 
 # ---- 3c. raw quick-xml scan
 XMLR=$(target/release/examples/xml_ratio)

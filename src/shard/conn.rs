@@ -193,6 +193,9 @@ fn restore(fd: OwnedFd) -> TcpStream {
 pub(crate) async fn adopt<S: SyncService>(shard: Rc<Shard<S>>, moved: Migration) {
     let stream = restore(moved.fd);
     shard.metrics.migrations_adopted.inc();
+    // TCP_NODELAY is a socket option and came along; the write timeout is
+    // glommio's per-stream state and did not.
+    let _ = stream.set_write_timeout(Some(shard.config.write_timeout));
     // The peer address: the socket's own (the job's may be a forwarded one).
     let peer = stream.peer_addr().ok();
     let mut conn = Conn {
