@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use super::auth::{self, Presented};
 use super::content;
 use super::devinf::{self, ClientCaps};
+use super::init_reply::{self, Pending, PendingDevInf, MIN_CLIENT_MAX_MSG};
 use super::reply::{anchor_item, t, type_meta, Reply};
 use super::{
     ConflictPolicy, Counts, DsSession, EngineConfig, IncomingChunk, OutKind, OutOp, Outcome, Phase, Session,
@@ -13,8 +14,7 @@ use super::{
 };
 use crate::codec;
 use crate::model::{
-    Alert, Anchor, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, Results, SyncHdr,
-    SyncMl, Version,
+    Alert, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, SyncHdr, SyncMl, Version,
 };
 use crate::routing;
 use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
@@ -299,6 +299,10 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         process_command(s, cfg, &mut r, &mut batch, &mut ctx, cmd);
     }
 
+    let in_pkg2 = matches!(s.phase, Phase::Init | Phase::InitReply { .. });
+    if !in_pkg2 || ctx.suspend {
+        init_reply::emit_all(s, cfg, &mut r, version);
+    }
     if ctx.suspend {
         s.suspended = true;
         s.phase = Phase::Done;
@@ -311,25 +315,23 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
     let mut outcome = Outcome::Continue;
     match s.phase {
         Phase::Init => {
+            let combined = client_final && ctx.saw_sync;
+            if combined {
+                // Combined init + sync package: the server's Sync follows package 2.
+                start_server_sync(s, cfg, &mut batch);
+            }
+            let done = init_reply::pack(s, cfg, &mut r, version, client_final && !combined, false);
             if client_final {
-                if ctx.saw_sync {
-                    // Combined init + sync package.
-                    start_server_sync(s, cfg, &mut batch);
-                    reply_final = fill(s, cfg, &mut r, &mut batch);
-                    s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
-                } else if s.stores.is_empty() {
-                    // Nothing to sync (e.g. a DevInf exchange): the session ends here.
-                    reply_final = true;
-                    if r.only_statuses() {
-                        s.phase = Phase::Done;
-                        outcome = Outcome::Complete;
-                    } else {
-                        s.phase = Phase::Map;
-                    }
+                if done {
+                    (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, combined);
                 } else {
-                    reply_final = true;
-                    s.phase = Phase::ClientSync;
+                    s.phase = Phase::InitReply { then_sync: combined };
                 }
+            }
+        }
+        Phase::InitReply { then_sync } => {
+            if init_reply::pack(s, cfg, &mut r, version, !then_sync, true) {
+                (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, then_sync);
             }
         }
         Phase::ClientSync => {
@@ -359,6 +361,34 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         r.alert_next_message(&own, &peer);
     }
     finish(s, cfg, r, batch, reply_final, outcome, &msg_id)
+}
+
+/// Package 2 is out (its last part is in `r`): the next phase. Returns
+/// whether `r` ends the package (Final) and the session's outcome.
+fn package2_done(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    then_sync: bool,
+) -> (bool, Outcome) {
+    if then_sync {
+        let reply_final = fill(s, cfg, r, batch);
+        s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+        return (reply_final, Outcome::Continue);
+    }
+    if !s.stores.is_empty() {
+        s.phase = Phase::ClientSync;
+        return (true, Outcome::Continue);
+    }
+    // Nothing to sync (e.g. a DevInf exchange): the session ends here.
+    if r.only_statuses() {
+        s.phase = Phase::Done;
+        (true, Outcome::Complete)
+    } else {
+        s.phase = Phase::Map;
+        (true, Outcome::Continue)
+    }
 }
 
 struct Ctx<'m> {
@@ -660,30 +690,10 @@ fn handle_alert(
     if mode == 201 {
         index_twins(&mut ds);
     }
-    // The server's Alert: effective code, swapped URIs, the server's anchors.
-    let id = r.cmd_id();
-    let mut meta = Meta {
-        anchor: Some(Anchor {
-            last: if server_last.is_empty() { None } else { Some(t(server_last)) },
-            next: Some(t(server_next)),
-        }),
-        ..Default::default()
-    };
-    if ctx.version >= Version::V1_1 {
-        meta.max_obj_size = Some(t(cfg.max_obj_size.to_string()));
-    }
-    r.command(Command::Alert(Alert {
-        cmd_id: id,
-        data: Some(t(mode.to_string())),
-        items: vec![Item {
-            target: Some(Location::uri(t(source))),
-            source: Some(Location::uri(t(ds.server_uri.clone()))),
-            meta: Some(meta),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }));
     s.stores.push(ds);
+    // The server's Alert (effective code, swapped URIs, its anchors) goes
+    // out with package 2, as far as the client's MaxMsgSize allows.
+    s.pkg2.push(Pending::Alert { collection, server_last });
 }
 
 fn store_devinf(
@@ -747,25 +757,13 @@ fn handle_get(
         }
     }
     let _ = cfg;
-    let devinf = devinf::server_devinf(ctx.version, &s.server_uri, &names);
-    let ty = match s.encoding {
-        crate::model::Encoding::Xml => "application/vnd.syncml-devinf+xml",
-        crate::model::Encoding::Wbxml => "application/vnd.syncml-devinf+wbxml",
-    };
-    let id = r.cmd_id();
-    r.results(Results {
-        cmd_id: id,
-        msg_ref: Some(t(msg_id)),
-        cmd_ref: t(g.cmd_id.trim()),
-        meta: Some(type_meta(ty)),
-        target_ref: None,
-        source_ref: None,
-        items: vec![Item {
-            source: Some(Location::uri(t(target))),
-            data: Some(Data::DevInf(Box::new(devinf))),
-            ..Default::default()
-        }],
-    });
+    s.pkg2.push(Pending::DevInf(PendingDevInf {
+        msg_ref: msg_id.to_string(),
+        cmd_ref: g.cmd_id.trim().to_string(),
+        target,
+        names,
+        offset: 0,
+    }));
 }
 
 fn find_ds<'s>(s: &'s mut Session, target: Option<&str>, source: Option<&str>) -> Option<&'s mut DsSession> {
@@ -1422,7 +1420,7 @@ fn op_data(op: &OutOp) -> &[u8] {
 fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteBatch) -> bool {
     let mut probe = Vec::new();
     r.encode_into(s.encoding, true, &mut probe);
-    let limit = s.client_max_msg.max(2048);
+    let limit = s.client_max_msg.max(MIN_CLIENT_MAX_MSG);
     let xml = s.encoding == crate::model::Encoding::Xml;
     // One Sync per datastore, an empty one for datastores without changes.
     let mut syncs: Vec<(Collection, crate::model::Sync<'static>)> = Vec::new();
