@@ -1449,7 +1449,12 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
         // Chunk what would not fit in a message of its own, or fill an
         // otherwise empty message; else wait for the next message.
         let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
-        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || !added_any) {
+        // A message crowded with the statuses for a whole client message
+        // has no room even for a progress chunk: it goes without item, and
+        // the client's Alert 222 brings a message with just two statuses.
+        let crowded = r.responses.len() > 2 && used + ITEM_OVERHEAD + MIN_PROGRESS_CHUNK > limit;
+        let progress = !added_any && !crowded;
+        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || progress) {
             // The size margins above cover a progress chunk beyond `room`.
             let end = chunk_end(data, start, room.max(MIN_PROGRESS_CHUNK), xml);
             let Some(mut op) = s.queue.pop_front() else { break };
@@ -1460,7 +1465,7 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
                 op.offset = end;
                 s.queue.push_front(op);
             }
-        } else if !added_any && !can_chunk {
+        } else if progress && !can_chunk {
             // Cannot fit and cannot chunk: send it anyway rather than stall.
             let Some(op) = s.queue.pop_front() else { break };
             let len = op_data(&op).len();
