@@ -120,7 +120,9 @@ impl PendingStatus {
     }
 }
 
-/// One entry of the send order while a message is packed.
+/// One entry of the send order while a message is packed (short-lived, a
+/// few per message: the size difference of the variants does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Out {
     /// A Status of this message, made already.
     Ready(Command<'static>),
