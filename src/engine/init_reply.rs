@@ -120,6 +120,16 @@ impl PendingStatus {
     }
 }
 
+/// The encoding of a reply exactly as packed (with the Alert 222 a
+/// non-final status-only reply gets), so it need not be encoded twice; valid
+/// as long as nothing is added to the reply and its Final is `final_`.
+pub(super) struct Encoded {
+    /// Whether it was encoded with Final.
+    pub final_: bool,
+    /// The message.
+    pub bytes: Vec<u8>,
+}
+
 /// One entry of the send order while a message is packed (short-lived, a
 /// few per message: the size difference of the variants does not matter).
 #[allow(clippy::large_enum_variant)]
@@ -144,7 +154,8 @@ pub(super) fn emit_all(s: &mut Session, cfg: &EngineConfig, r: &mut Reply, versi
 /// after the statuses it holds. `may_final`: the message may end the package
 /// (nothing else follows it). `continuation`: the client asked for this part
 /// (Alert 222), so the message must make progress even over the limit.
-/// Returns true when nothing of package 2 is left.
+/// Returns true when nothing of package 2 is left, and, when the whole
+/// reply was measured as it stands, its encoding (see [`Encoded`]).
 pub(super) fn pack(
     s: &mut Session,
     cfg: &EngineConfig,
@@ -152,7 +163,7 @@ pub(super) fn pack(
     version: Version,
     may_final: bool,
     continuation: bool,
-) -> bool {
+) -> (bool, Option<Encoded>) {
     let limit = s.client_max_msg.max(MIN_CLIENT_MAX_MSG);
     let (own, peer) = (s.server_uri.clone(), s.device_id.clone());
     let enc = s.encoding;
@@ -193,8 +204,9 @@ pub(super) fn pack(
         place(r, cmd);
     }
     if probe(r, may_final, &mut buf) <= limit {
+        // The probe's Alert 222 is gone again: its CmdID is free.
         r.renumber();
-        return true;
+        return (true, Some(Encoded { final_: may_final, bytes: buf }));
     }
     r.responses.truncate(before.0);
     r.commands.truncate(before.1);
@@ -261,7 +273,7 @@ pub(super) fn pack(
             }
         });
     }
-    s.pkg2.is_empty()
+    (s.pkg2.is_empty(), None)
 }
 
 /// Puts a command where it belongs: Status and Results among the

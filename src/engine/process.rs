@@ -313,6 +313,8 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
     let client_final = msg.final_;
     let mut reply_final = false;
     let mut outcome = Outcome::Continue;
+    // Package 2 as measured when it was packed (it is sent as is).
+    let mut encoded: Option<init_reply::Encoded> = None;
     match s.phase {
         Phase::Init => {
             let combined = client_final && ctx.saw_sync;
@@ -320,7 +322,9 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
                 // Combined init + sync package: the server's Sync follows package 2.
                 start_server_sync(s, cfg, &mut batch);
             }
-            let done = init_reply::pack(s, cfg, &mut r, version, client_final && !combined, false);
+            let (done, enc) = init_reply::pack(s, cfg, &mut r, version, client_final && !combined, false);
+            // The server's Sync is still to come in a combined package.
+            encoded = enc.filter(|_| !combined);
             if client_final {
                 if done {
                     (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, combined);
@@ -330,7 +334,9 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
             }
         }
         Phase::InitReply { then_sync } => {
-            if init_reply::pack(s, cfg, &mut r, version, !then_sync, true) {
+            let (done, enc) = init_reply::pack(s, cfg, &mut r, version, !then_sync, true);
+            encoded = enc.filter(|_| !then_sync);
+            if done {
                 (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, then_sync);
             }
         }
@@ -360,7 +366,19 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         let (own, peer) = (s.server_uri.clone(), s.device_id.clone());
         r.alert_next_message(&own, &peer);
     }
-    finish(s, cfg, r, batch, reply_final, outcome, &msg_id)
+    match encoded.filter(|e| e.final_ == reply_final) {
+        Some(e) => {
+            // Engine tests check that the reuse sends what encoding the reply would.
+            #[cfg(test)]
+            {
+                let mut fresh = Vec::new();
+                codec::encode(s.encoding, &r.into_message(reply_final), &mut fresh);
+                assert!(fresh == e.bytes, "package 2 sent as measured differs from the reply");
+            }
+            finish_encoded(s, e.bytes, batch, outcome, &msg_id)
+        }
+        None => finish(s, cfg, r, batch, reply_final, outcome, &msg_id),
+    }
 }
 
 /// Package 2 is out (its last part is in `r`): the next phase. Returns
@@ -412,6 +430,11 @@ fn finish(
     let msg = r.into_message(final_);
     let mut out = Vec::with_capacity(4096);
     codec::encode(s.encoding, &msg, &mut out);
+    finish_encoded(s, out, batch, outcome, msg_id)
+}
+
+/// [`finish`] for a reply already encoded.
+fn finish_encoded(s: &mut Session, out: Vec<u8>, batch: WriteBatch, outcome: Outcome, msg_id: &str) -> Step {
     s.last_msg_in = num(msg_id).unwrap_or(s.last_msg_in + 1);
     s.last_reply = out.clone();
     let summary = summary(s);
