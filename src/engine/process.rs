@@ -391,6 +391,12 @@ fn package2_done(
     then_sync: bool,
 ) -> (bool, Outcome) {
     if then_sync {
+        if !syncs_fit(s, r) {
+            // The last part of package 2 leaves no room for the server's
+            // Syncs: they start in the next message (the client asks with 222).
+            s.phase = Phase::ServerSync;
+            return (false, Outcome::Continue);
+        }
         let reply_final = fill(s, cfg, r, batch);
         s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
         return (reply_final, Outcome::Continue);
@@ -407,6 +413,15 @@ fn package2_done(
         s.phase = Phase::Map;
         (true, Outcome::Continue)
     }
+}
+
+/// Whether the server's Syncs (one per datastore, as [`fill`] reckons
+/// them) fit next to what `r` holds.
+fn syncs_fit(s: &Session, r: &mut Reply) -> bool {
+    let mut probe = Vec::new();
+    r.encode_into(s.encoding, true, &mut probe);
+    let syncs = s.stores.iter().filter(|d| d.queued).count();
+    probe.len() + SIZE_MARGIN + 200 * syncs <= s.client_max_msg.max(MIN_CLIENT_MAX_MSG)
 }
 
 struct Ctx<'m> {

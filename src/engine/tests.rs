@@ -1380,3 +1380,96 @@ fn init_reply_split_to_the_client_max_msg_size() {
         assert_eq!(p2.alerts.iter().map(|a| a.0).collect::<Vec<_>>(), [200; 4], "{what}: {:?}", p2.statuses);
     }
 }
+
+/// Sends `first`, then Alert 222 until a reply has Final; every reply within
+/// `max` bytes. Returns the replies.
+fn until_final(
+    h: &mut Harness,
+    c: &mut Client,
+    first: &str,
+    enc: Encoding,
+    max: usize,
+) -> Vec<SyncMl<'static>> {
+    let mut replies = vec![send_as(h, first, enc)];
+    loop {
+        assert!(h.last_reply.len() <= max, "message {} is {} bytes", replies.len(), h.last_reply.len());
+        if replies.last().is_some_and(|r| r.final_) {
+            return replies;
+        }
+        assert!(replies.len() < 40, "the package does not end");
+        replies.push(send_as(h, &c.plain(ALERT_222, false), enc));
+    }
+}
+
+/// WBXML at 2048: the statuses for 80 alerts of unknown datastores (404)
+/// besides the four real ones overflow a message; the ones that do not fit
+/// follow in the next messages, each answered once, before Final.
+#[test]
+fn init_reply_carries_statuses_over_in_wbxml() {
+    let mut h = Harness::new();
+    let mut c = Client::new("dev-small");
+    c.max_msg = 2048;
+    let unknown: String = (0..80)
+        .map(|i| {
+            format!(
+                "<Alert><CmdID>{}</CmdID><Data>200</Data><Item><Target><LocURI>nothing{i}</LocURI></Target><Source><LocURI>./nothing{i}</LocURI></Source><Meta><Anchor xmlns='syncml:metinf'><Next>1</Next></Anchor></Meta></Item></Alert>",
+                200 + i
+            )
+        })
+        .collect();
+    let init = init_four_stores(&mut c, 201).replace("<Final/>", &format!("{unknown}<Final/>"));
+    let replies = until_final(&mut h, &mut c, &init, Encoding::Wbxml, 2048);
+    assert!(replies.len() >= 2, "split: {} messages", replies.len());
+    let mut p2 = Package2::default();
+    for r in &replies {
+        assert_eq!(statuses(r).first().map(|s| s.0.as_str()), Some("SyncHdr"));
+        p2.take(r);
+    }
+    for i in 0..80 {
+        let id = (200 + i).to_string();
+        let got: Vec<u16> = p2.statuses.iter().filter(|s| s.0 == "1" && s.1 == id).map(|s| s.3).collect();
+        assert_eq!(got, [404], "Alert {id}");
+    }
+    assert_eq!(p2.alerts.len(), 4);
+    assert_eq!(p2.devinf(Encoding::Wbxml).data_stores.len(), 4);
+}
+
+/// A combined package 1 (Alerts and Syncs, digest §2.7) at MaxMsgSize 2048
+/// in XML: package 2 is split, the server's Syncs follow its last part
+/// (after every Alert), each message within the limit, and the session ends.
+#[test]
+fn combined_init_and_sync_with_a_split_package_2() {
+    let mut h = Harness::new();
+    let mut c = Client::new("dev-small");
+    c.max_msg = 2048;
+    let mut syncs = String::new();
+    for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
+        let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
+        syncs.push_str(&format!(
+            "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
+            100 + i
+        ));
+    }
+    let init = init_four_stores(&mut c, 201).replace("<Final/>", &format!("{syncs}<Final/>"));
+    let replies = until_final(&mut h, &mut c, &init, Encoding::Xml, 2048);
+    assert!(replies.len() >= 3, "split: {} messages", replies.len());
+    let mut order = Vec::new();
+    let mut p2 = Package2::default();
+    for r in &replies {
+        p2.take(r);
+        for cmd in &r.body {
+            match cmd {
+                Command::Alert(a) if a.data.as_deref() != Some("222") => order.push("Alert"),
+                Command::Sync(_) => order.push("Sync"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(order, ["Alert", "Alert", "Alert", "Alert", "Sync", "Sync", "Sync", "Sync"]);
+    let syncs_ok = p2.statuses.iter().filter(|s| s.0 == "1" && s.2 == "Sync" && s.3 == 200).count();
+    assert_eq!(syncs_ok, 4, "{:?}", p2.statuses);
+    assert!(p2.statuses.iter().any(|s| s.0 == "1" && s.2 == "Add" && s.3 == 201));
+    let end = send_as(&mut h, &c.plain("", true), Encoding::Xml);
+    assert!(end.final_);
+    assert_eq!(h.items("dev-small", Collection::Contacts).len(), 1);
+}
