@@ -195,6 +195,9 @@ pub(super) fn pack(
         }
     }
     queue.extend(mine.into_iter().map(Out::Ready));
+    // Results before Alerts whatever the order of the client's Get and
+    // Alerts: a DevInf chunk must end its message (digest §8).
+    rest.sort_by_key(|o| matches!(o, Out::Later(Pending::Alert { .. })));
     queue.extend(rest);
 
     // Usually everything fits: one encode.
