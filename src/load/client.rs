@@ -668,7 +668,8 @@ impl Session {
     /// Whether items may go in chunks: the server announced a MaxObjSize
     /// (DS 1.1+: its limit on objects after reassembly of chunks). The
     /// client does not Get the server's DevInf for its SupportLargeObjs: that
-    /// reply alone can exceed a small MaxMsgSize.
+    /// reply alone can exceed a small MaxMsgSize (our server then sends it in
+    /// chunks; other servers may not).
     fn server_takes_chunks(&self) -> bool {
         self.server_max_obj != 0
     }
