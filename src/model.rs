@@ -496,6 +496,27 @@ impl<'a> Command<'a> {
         }
     }
 
+    /// The `CmdID` of the command, to change it.
+    pub fn cmd_id_mut(&mut self) -> &mut Text<'a> {
+        match self {
+            Command::Alert(c) => &mut c.cmd_id,
+            Command::Add(c)
+            | Command::Replace(c)
+            | Command::Delete(c)
+            | Command::Copy(c)
+            | Command::Move(c) => &mut c.cmd_id,
+            Command::Sync(c) => &mut c.cmd_id,
+            Command::Atomic(c) | Command::Sequence(c) => &mut c.cmd_id,
+            Command::Status(c) => &mut c.cmd_id,
+            Command::Put(c) | Command::Get(c) => &mut c.cmd_id,
+            Command::Results(c) => &mut c.cmd_id,
+            Command::Map(c) => &mut c.cmd_id,
+            Command::Exec(c) => &mut c.cmd_id,
+            Command::Search(c) => &mut c.cmd_id,
+            Command::Unknown(c) => &mut c.cmd_id,
+        }
+    }
+
     /// Copies every borrowed text.
     pub fn into_owned(self) -> Command<'static> {
         match self {

@@ -269,6 +269,58 @@ fn large_objects_xml_and_wbxml() {
     large_objects(&server, "wbxml");
 }
 
+/// At the smallest MaxMsgSize (2048) with four datastores, our server's
+/// package 2 (in XML about 3 KB: statuses and an Alert per datastore) goes
+/// over several messages; the devices answer each part with their statuses
+/// and Alert 222, check every reply against their MaxMsgSize
+/// (`reply_exceeds_max_msg_size`) and every status by the end of the
+/// server's package (`missing_status_*`): zero errors in every scenario.
+/// An empty two-way session takes 3 messages when package 2 fits one (see
+/// `scenarios`); here it takes more.
+#[test]
+fn smallest_max_msg_size_splits_package_2() {
+    let (server, _data) = serve();
+    let url = server.sync_url();
+    let dir = server.data_dir().to_str().expect("utf-8 temp path").to_string();
+    let log = || server.log_tail();
+    for encoding in ["xml", "wbxml"] {
+        let run = |extra: &[&str], devices: &str, users: &str| {
+            let mut args = vec!["--max-msg-size", "2048"];
+            args.extend_from_slice(extra);
+            let args = our_load_args(&dir, encoding, devices, users, &args);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            load_ok(&url, &refs, &log)
+        };
+        let users = format!("small-{encoding}-u");
+        let j = run(
+            &["--scenario", "slow-sync", "--devices", "3", "--items", "10"],
+            &format!("small-up-{encoding}-"),
+            &users,
+        );
+        assert_eq!(n(&j["sessions_ok"]), 3, "{j:#}");
+        assert_eq!(n(&j["items_sent"]["add"]), 3 * 4 * 10, "{j:#}");
+        let j = run(
+            &["--scenario", "empty-two-way", "--devices", "2", "--items", "2", "--sessions", "4"],
+            &format!("small-empty-{encoding}-"),
+            &format!("small-empty-{encoding}-u"),
+        );
+        assert_eq!(n(&j["sessions_ok"]), 4, "{j:#}");
+        assert_eq!(n(&j["items"]), 0, "{j:#}");
+        if encoding == "xml" {
+            assert!(n(&j["messages"]) >= 4 * 4, "package 2 over several messages: {j:#}");
+        } else {
+            assert_eq!(n(&j["messages"]), 4 * 3, "package 2 fits one WBXML message: {j:#}");
+        }
+        let j = run(
+            &["--scenario", "refresh", "--devices", "3", "--items", "0"],
+            &format!("small-down-{encoding}-"),
+            &users,
+        );
+        assert_eq!(n(&j["sessions_ok"]), 3, "{j:#}");
+        assert_eq!(n(&j["items_received"]["add"]), 3 * 4 * 10, "{j:#}");
+    }
+}
+
 #[test]
 fn too_small_max_msg_size_is_a_usage_error() {
     let out = Command::new(BIN)

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod content;
 pub mod devinf;
+mod init_reply;
 mod process;
 pub mod reply;
 pub mod report;
@@ -118,7 +119,7 @@ impl EngineConfig {
 /// Leads every stored session state: the layout's version. Bump it whenever
 /// a type inside [`Session`] changes, so that nodes of another build refuse
 /// the record (the client's session then starts over) instead of misreading it.
-const STATE_TAG: &[u8] = b"ssync-session-v1";
+const STATE_TAG: &[u8] = b"ssync-session-v2";
 
 /// Why a session's state could not be stored or restored.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,10 @@ pub struct Step {
 enum Phase {
     /// Receiving the client's initialization package (1).
     Init,
+    /// The client's package 1 is complete; sending the rest of package 2,
+    /// one message per Alert 222 of the client. `then_sync`: package 1
+    /// carried the client's Sync too, so the server's Sync follows.
+    InitReply { then_sync: bool },
     /// Receiving the client's modifications (package 3).
     ClientSync,
     /// Sending the server's modifications (package 4).
@@ -301,6 +306,9 @@ pub struct Session {
     #[rkyv(with = rkyv::with::Skip)]
     snapshots: HashMap<Collection, DatastoreSnapshot>,
     incoming: Option<IncomingChunk>,
+    /// Package 2 commands not sent yet (Statuses carried over, the DevInf
+    /// Results, the server's Alerts), in send order.
+    pkg2: Vec<init_reply::Pending>,
     queue: VecDeque<OutOp>,
     /// Adds written in the current step: (collection, client id), in op order.
     /// Empty between messages (the commit's ids land in the store's mappings).
@@ -340,6 +348,7 @@ impl Session {
             stores: Vec::new(),
             snapshots: HashMap::new(),
             incoming: None,
+            pkg2: Vec::new(),
             queue: VecDeque::new(),
             pending_new: Vec::new(),
             sent: HashMap::new(),

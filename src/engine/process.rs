@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use super::auth::{self, Presented};
 use super::content;
 use super::devinf::{self, ClientCaps};
+use super::init_reply::{self, Pending, PendingDevInf, MIN_CLIENT_MAX_MSG};
 use super::reply::{anchor_item, t, type_meta, Reply};
 use super::{
     ConflictPolicy, Counts, DsSession, EngineConfig, IncomingChunk, OutKind, OutOp, Outcome, Phase, Session,
@@ -13,8 +14,7 @@ use super::{
 };
 use crate::codec;
 use crate::model::{
-    Alert, Anchor, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, Results, SyncHdr,
-    SyncMl, Version,
+    Alert, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, SyncHdr, SyncMl, Version,
 };
 use crate::routing;
 use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
@@ -299,6 +299,10 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         process_command(s, cfg, &mut r, &mut batch, &mut ctx, cmd);
     }
 
+    let in_pkg2 = matches!(s.phase, Phase::Init | Phase::InitReply { .. });
+    if !in_pkg2 || ctx.suspend {
+        init_reply::emit_all(s, cfg, &mut r, version);
+    }
     if ctx.suspend {
         s.suspended = true;
         s.phase = Phase::Done;
@@ -309,27 +313,31 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
     let client_final = msg.final_;
     let mut reply_final = false;
     let mut outcome = Outcome::Continue;
+    // Package 2 as measured when it was packed (it is sent as is).
+    let mut encoded: Option<init_reply::Encoded> = None;
     match s.phase {
         Phase::Init => {
+            let combined = client_final && ctx.saw_sync;
+            if combined {
+                // Combined init + sync package: the server's Sync follows package 2.
+                start_server_sync(s, cfg, &mut batch);
+            }
+            let (done, enc) = init_reply::pack(s, cfg, &mut r, version, client_final && !combined, false);
+            // The server's Sync is still to come in a combined package.
+            encoded = enc.filter(|_| !combined);
             if client_final {
-                if ctx.saw_sync {
-                    // Combined init + sync package.
-                    start_server_sync(s, cfg, &mut batch);
-                    reply_final = fill(s, cfg, &mut r, &mut batch);
-                    s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
-                } else if s.stores.is_empty() {
-                    // Nothing to sync (e.g. a DevInf exchange): the session ends here.
-                    reply_final = true;
-                    if r.only_statuses() {
-                        s.phase = Phase::Done;
-                        outcome = Outcome::Complete;
-                    } else {
-                        s.phase = Phase::Map;
-                    }
+                if done {
+                    (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, combined);
                 } else {
-                    reply_final = true;
-                    s.phase = Phase::ClientSync;
+                    s.phase = Phase::InitReply { then_sync: combined };
                 }
+            }
+        }
+        Phase::InitReply { then_sync } => {
+            let (done, enc) = init_reply::pack(s, cfg, &mut r, version, !then_sync, true);
+            encoded = enc.filter(|_| !then_sync);
+            if done {
+                (reply_final, outcome) = package2_done(s, cfg, &mut r, &mut batch, then_sync);
             }
         }
         Phase::ClientSync => {
@@ -358,7 +366,62 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         let (own, peer) = (s.server_uri.clone(), s.device_id.clone());
         r.alert_next_message(&own, &peer);
     }
-    finish(s, cfg, r, batch, reply_final, outcome, &msg_id)
+    match encoded.filter(|e| e.final_ == reply_final) {
+        Some(e) => {
+            // Engine tests check that the reuse sends what encoding the reply would.
+            #[cfg(test)]
+            {
+                let mut fresh = Vec::new();
+                codec::encode(s.encoding, &r.into_message(reply_final), &mut fresh);
+                assert!(fresh == e.bytes, "package 2 sent as measured differs from the reply");
+            }
+            finish_encoded(s, e.bytes, batch, outcome, &msg_id)
+        }
+        None => finish(s, cfg, r, batch, reply_final, outcome, &msg_id),
+    }
+}
+
+/// Package 2 is out (its last part is in `r`): the next phase. Returns
+/// whether `r` ends the package (Final) and the session's outcome.
+fn package2_done(
+    s: &mut Session,
+    cfg: &EngineConfig,
+    r: &mut Reply,
+    batch: &mut WriteBatch,
+    then_sync: bool,
+) -> (bool, Outcome) {
+    if then_sync {
+        if !syncs_fit(s, r) {
+            // The last part of package 2 leaves no room for the server's
+            // Syncs: they start in the next message (the client asks with 222).
+            s.phase = Phase::ServerSync;
+            return (false, Outcome::Continue);
+        }
+        let reply_final = fill(s, cfg, r, batch);
+        s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+        return (reply_final, Outcome::Continue);
+    }
+    if !s.stores.is_empty() {
+        s.phase = Phase::ClientSync;
+        return (true, Outcome::Continue);
+    }
+    // Nothing to sync (e.g. a DevInf exchange): the session ends here.
+    if r.only_statuses() {
+        s.phase = Phase::Done;
+        (true, Outcome::Complete)
+    } else {
+        s.phase = Phase::Map;
+        (true, Outcome::Continue)
+    }
+}
+
+/// Whether the server's Syncs (one per datastore, as [`fill`] reckons
+/// them) fit next to what `r` holds.
+fn syncs_fit(s: &Session, r: &mut Reply) -> bool {
+    let mut probe = Vec::new();
+    r.encode_into(s.encoding, true, &mut probe);
+    let syncs = s.stores.iter().filter(|d| d.queued).count();
+    probe.len() + SIZE_MARGIN + 200 * syncs <= s.client_max_msg.max(MIN_CLIENT_MAX_MSG)
 }
 
 struct Ctx<'m> {
@@ -382,6 +445,11 @@ fn finish(
     let msg = r.into_message(final_);
     let mut out = Vec::with_capacity(4096);
     codec::encode(s.encoding, &msg, &mut out);
+    finish_encoded(s, out, batch, outcome, msg_id)
+}
+
+/// [`finish`] for a reply already encoded.
+fn finish_encoded(s: &mut Session, out: Vec<u8>, batch: WriteBatch, outcome: Outcome, msg_id: &str) -> Step {
     s.last_msg_in = num(msg_id).unwrap_or(s.last_msg_in + 1);
     s.last_reply = out.clone();
     let summary = summary(s);
@@ -660,30 +728,10 @@ fn handle_alert(
     if mode == 201 {
         index_twins(&mut ds);
     }
-    // The server's Alert: effective code, swapped URIs, the server's anchors.
-    let id = r.cmd_id();
-    let mut meta = Meta {
-        anchor: Some(Anchor {
-            last: if server_last.is_empty() { None } else { Some(t(server_last)) },
-            next: Some(t(server_next)),
-        }),
-        ..Default::default()
-    };
-    if ctx.version >= Version::V1_1 {
-        meta.max_obj_size = Some(t(cfg.max_obj_size.to_string()));
-    }
-    r.command(Command::Alert(Alert {
-        cmd_id: id,
-        data: Some(t(mode.to_string())),
-        items: vec![Item {
-            target: Some(Location::uri(t(source))),
-            source: Some(Location::uri(t(ds.server_uri.clone()))),
-            meta: Some(meta),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }));
     s.stores.push(ds);
+    // The server's Alert (effective code, swapped URIs, its anchors) goes
+    // out with package 2, as far as the client's MaxMsgSize allows.
+    s.pkg2.push(Pending::Alert { collection, server_last });
 }
 
 fn store_devinf(
@@ -747,25 +795,13 @@ fn handle_get(
         }
     }
     let _ = cfg;
-    let devinf = devinf::server_devinf(ctx.version, &s.server_uri, &names);
-    let ty = match s.encoding {
-        crate::model::Encoding::Xml => "application/vnd.syncml-devinf+xml",
-        crate::model::Encoding::Wbxml => "application/vnd.syncml-devinf+wbxml",
-    };
-    let id = r.cmd_id();
-    r.results(Results {
-        cmd_id: id,
-        msg_ref: Some(t(msg_id)),
-        cmd_ref: t(g.cmd_id.trim()),
-        meta: Some(type_meta(ty)),
-        target_ref: None,
-        source_ref: None,
-        items: vec![Item {
-            source: Some(Location::uri(t(target))),
-            data: Some(Data::DevInf(Box::new(devinf))),
-            ..Default::default()
-        }],
-    });
+    s.pkg2.push(Pending::DevInf(PendingDevInf {
+        msg_ref: msg_id.to_string(),
+        cmd_ref: g.cmd_id.trim().to_string(),
+        target,
+        names,
+        offset: 0,
+    }));
 }
 
 fn find_ds<'s>(s: &'s mut Session, target: Option<&str>, source: Option<&str>) -> Option<&'s mut DsSession> {
@@ -1422,7 +1458,7 @@ fn op_data(op: &OutOp) -> &[u8] {
 fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteBatch) -> bool {
     let mut probe = Vec::new();
     r.encode_into(s.encoding, true, &mut probe);
-    let limit = s.client_max_msg.max(2048);
+    let limit = s.client_max_msg.max(MIN_CLIENT_MAX_MSG);
     let xml = s.encoding == crate::model::Encoding::Xml;
     // One Sync per datastore, an empty one for datastores without changes.
     let mut syncs: Vec<(Collection, crate::model::Sync<'static>)> = Vec::new();
@@ -1451,7 +1487,12 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
         // Chunk what would not fit in a message of its own, or fill an
         // otherwise empty message; else wait for the next message.
         let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
-        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || !added_any) {
+        // A message crowded with the statuses for a whole client message
+        // has no room even for a progress chunk: it goes without item, and
+        // the client's Alert 222 brings a message with just two statuses.
+        let crowded = r.responses.len() > 2 && used + ITEM_OVERHEAD + MIN_PROGRESS_CHUNK > limit;
+        let progress = !added_any && !crowded;
+        if can_chunk && ((room >= MIN_CHUNK && too_big_alone) || progress) {
             // The size margins above cover a progress chunk beyond `room`.
             let end = chunk_end(data, start, room.max(MIN_PROGRESS_CHUNK), xml);
             let Some(mut op) = s.queue.pop_front() else { break };
@@ -1462,7 +1503,7 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
                 op.offset = end;
                 s.queue.push_front(op);
             }
-        } else if !added_any && !can_chunk {
+        } else if progress && !can_chunk {
             // Cannot fit and cannot chunk: send it anyway rather than stall.
             let Some(op) = s.queue.pop_front() else { break };
             let len = op_data(&op).len();

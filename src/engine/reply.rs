@@ -39,6 +39,18 @@ impl Reply {
         t(id.to_string())
     }
 
+    /// Numbers the commands 1, 2, ... in message order (after commands were
+    /// moved between messages). Only for replies without Sync: the ids of
+    /// the items inside a Sync are recorded elsewhere when they are made.
+    pub fn renumber(&mut self) {
+        let mut id = 0u64;
+        for cmd in self.responses.iter_mut().chain(self.commands.iter_mut()) {
+            id += 1;
+            *cmd.cmd_id_mut() = t(id.to_string());
+        }
+        self.next_cmd_id = id + 1;
+    }
+
     /// Appends a Status and returns it for further decoration.
     #[allow(clippy::too_many_arguments)]
     pub fn status(

@@ -19,6 +19,8 @@ pub(crate) struct Harness {
     pub restore: bool,
     /// Size of the last session record stored (restore mode).
     pub last_record_len: usize,
+    /// The last reply as encoded.
+    pub last_reply: Vec<u8>,
     _dir: tempfile::TempDir,
 }
 
@@ -35,6 +37,7 @@ impl Harness {
             now: 1_700_000_000,
             restore: true,
             last_record_len: 0,
+            last_reply: Vec::new(),
             _dir: dir,
         }
     }
@@ -58,6 +61,7 @@ impl Harness {
             Some(s) if s.resend(msg).is_some() => {
                 let reply = s.resend(msg).map(|r| r.to_vec()).unwrap_or_default();
                 self.sessions.insert(key, s);
+                self.last_reply = reply.clone();
                 return crate::codec::decode(enc, &reply).expect("reply decodes").into_owned();
             }
             Some(s) if !s.is_restart(msg) => s,
@@ -110,6 +114,7 @@ impl Harness {
         if step.outcome != Outcome::Aborted && !self.restore {
             self.sessions.insert(key, s);
         }
+        self.last_reply = step.reply.clone();
         crate::codec::decode(enc, &step.reply).expect("reply decodes").into_owned()
     }
 
@@ -1192,4 +1197,323 @@ fn stored_state_leaves_out_user_and_device_records() {
     let state = String::from_utf8_lossy(&rec.state);
     assert!(!state.contains("smartphone") && !state.contains("$argon2"), "records left out of the state");
     h.send(&b.plain("", true));
+}
+
+/// The four datastores a test client alerts: (client and server URI, collection).
+const FOUR_STORES: [(&str, Collection); 4] = [
+    ("addressbook", Collection::Contacts),
+    ("calendar", Collection::Calendar),
+    ("tasks", Collection::Tasks),
+    ("notes", Collection::Notes),
+];
+
+/// The Get of the server's DevInf in [`init_four_stores`].
+const GET_DEVINF: &str = "<Get><CmdID>3</CmdID><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Target><LocURI>./devinf12</LocURI></Target></Item></Get>";
+
+/// Message 1 of a client with four datastores: its DevInf (SupportLargeObjs),
+/// a Get of the server's DevInf and a slow-sync Alert per datastore.
+fn init_four_stores(c: &mut Client, code: u16) -> String {
+    // The same anchors as the first datastore's (see `Client::init`).
+    let last = c.last_anchor.as_ref().map(|l| format!("<Last>{l}</Last>")).unwrap_or_default();
+    let next = format!("A{}", c.session + 1);
+    let alerts: String = FOUR_STORES[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, (u, _))| {
+            format!(
+                "<Alert><CmdID>{}</CmdID><Data>{code}</Data><Item><Target><LocURI>{u}</LocURI></Target><Source><LocURI>./{u}</LocURI></Source><Meta><Anchor xmlns='syncml:metinf'>{last}<Next>{next}</Next></Anchor></Meta></Item></Alert>",
+                20 + i
+            )
+        })
+        .collect();
+    c.init(code)
+        .replacen("<Alert>", &format!("{LOB_DEVINF_PUT}{GET_DEVINF}<Alert>"), 1)
+        .replace("<Final/>", &format!("{alerts}<Final/>"))
+}
+
+/// What a client collects of the server's package 2.
+#[derive(Default)]
+struct Package2 {
+    /// Messages it took.
+    messages: usize,
+    /// Statuses: (MsgRef, CmdRef, Cmd, code).
+    statuses: Vec<(String, String, String, u16)>,
+    /// The server's sync Alerts: (code, client URI).
+    alerts: Vec<(u16, String)>,
+    /// The DevInf pieces of the Results (whole, or chunks reassembled).
+    devinf: Vec<u8>,
+    whole_devinf: Option<crate::model::DevInf<'static>>,
+    chunks: usize,
+}
+
+impl Package2 {
+    fn take(&mut self, m: &SyncMl<'static>) {
+        self.messages += 1;
+        for c in &m.body {
+            match c {
+                Command::Status(s) => self.statuses.push((
+                    s.msg_ref.as_deref().unwrap_or("").to_string(),
+                    s.cmd_ref.to_string(),
+                    s.cmd.to_string(),
+                    s.data.trim().parse().unwrap_or(0),
+                )),
+                Command::Alert(a) => {
+                    let code = a.data.as_deref().and_then(|d| d.parse().ok()).unwrap_or(0);
+                    if code == 222 {
+                        continue;
+                    }
+                    let uri = a.items[0].target.as_ref().map(|l| l.loc_uri.to_string()).unwrap_or_default();
+                    self.alerts.push((code, uri));
+                }
+                Command::Results(res) => {
+                    let item = &res.items[0];
+                    if item.more_data {
+                        assert!(std::ptr::eq(c, m.body.last().unwrap_or(c)), "a chunk ends its message");
+                        assert!(!m.final_, "no Final with a chunk");
+                    }
+                    match &item.data {
+                        Some(Data::DevInf(d)) => self.whole_devinf = Some((**d).clone()),
+                        Some(d) => {
+                            self.devinf.extend_from_slice(d.as_bytes().unwrap_or(&[]));
+                            self.chunks += 1;
+                        }
+                        None => panic!("Results without data"),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn devinf(&self, enc: Encoding) -> crate::model::DevInf<'static> {
+        match (&self.whole_devinf, enc) {
+            (Some(d), _) => d.clone(),
+            (None, Encoding::Xml) => {
+                crate::codec::decode_devinf_xml(&self.devinf).expect("reassembled DevInf")
+            }
+            (None, Encoding::Wbxml) => {
+                crate::codec::decode_devinf_wbxml(&self.devinf).expect("reassembled DevInf")
+            }
+        }
+    }
+}
+
+fn send_as(h: &mut Harness, xml: &str, enc: Encoding) -> SyncMl<'static> {
+    let msg = crate::xml::decode(xml.as_bytes()).expect("test message decodes");
+    h.send_msg(&msg, enc)
+}
+
+const ALERT_222: &str = "<Alert><CmdID>1</CmdID><Data>222</Data><Item><Target><LocURI>http://localhost/sync</LocURI></Target><Source><LocURI>dev-small</LocURI></Source></Item></Alert>";
+
+/// Package 2 for four datastores plus the server's DevInf at MaxMsgSize
+/// 2048 (the smallest the server packs for): every message within it, in
+/// XML (where it takes several messages, the DevInf in chunks) and WBXML;
+/// every command of message 1 answered once, the SyncHdr status first in
+/// each message; a resent part answered from the stored reply; then
+/// packages 3 to 6 as usual, and the next session is a two-way sync. The
+/// harness stores the session and restores it for every message (as another
+/// shard would), and also runs it from memory.
+#[test]
+fn init_reply_split_to_the_client_max_msg_size() {
+    let cases = [
+        (Encoding::Xml, true, false),
+        (Encoding::Wbxml, true, false),
+        (Encoding::Xml, false, false),
+        (Encoding::Xml, true, true),
+    ];
+    for (enc, restore, get_last) in cases {
+        let what = format!("{enc:?} restore={restore} get_last={get_last}");
+        let mut h = Harness::new();
+        h.restore = restore;
+        let mut c = Client::new("dev-small");
+        c.max_msg = 2048;
+        let mut init = init_four_stores(&mut c, 201);
+        if get_last {
+            // The Get after the Alerts: the Results still go before the server's Alerts.
+            init = init.replacen(GET_DEVINF, "", 1).replace("<Final/>", &format!("{GET_DEVINF}<Final/>"));
+        }
+        let mut p2 = Package2::default();
+        let mut reply = send_as(&mut h, &init, enc);
+        let part1 = h.last_reply.clone();
+        loop {
+            assert!(
+                h.last_reply.len() <= 2048,
+                "{what}: message {} is {} bytes",
+                p2.messages + 1,
+                h.last_reply.len()
+            );
+            assert_eq!(statuses(&reply).first().map(|s| s.0.as_str()), Some("SyncHdr"), "{what}");
+            p2.take(&reply);
+            eprintln!("{what}: package 2 message {} of {} bytes", p2.messages, h.last_reply.len());
+            if reply.final_ {
+                break;
+            }
+            assert!(p2.messages < 20, "{what}: package 2 does not end");
+            if p2.messages == 1 {
+                // The client did not get part 1 and sends its message 1 again.
+                let again = send_as(&mut h, &init, enc);
+                assert_eq!(h.last_reply, part1, "{what}: resend answered from the stored reply");
+                assert_eq!(again, reply);
+            }
+            // Statuses for the server's commands are not needed by the engine; Alert 222 asks for more.
+            reply = send_as(&mut h, &c.plain(ALERT_222, false), enc);
+        }
+        if enc == Encoding::Xml {
+            assert!(p2.messages >= 3, "{what}: split over {} messages", p2.messages);
+            assert!(p2.chunks >= 2, "{what}: the DevInf does not fit a message: {} chunks", p2.chunks);
+        }
+        // Every command of message 1 answered exactly once.
+        for (cmd_ref, cmd, code) in [
+            ("0", "SyncHdr", 212),
+            ("2", "Put", 200),
+            ("3", "Get", 200),
+            ("1", "Alert", 200),
+            ("20", "Alert", 200),
+            ("21", "Alert", 200),
+            ("22", "Alert", 200),
+        ] {
+            let n = p2.statuses.iter().filter(|s| s.0 == "1" && s.1 == cmd_ref && s.2 == cmd).count();
+            assert_eq!(n, 1, "{what}: status for {cmd} {cmd_ref}: {:?}", p2.statuses);
+            assert!(p2.statuses.iter().any(|s| s.0 == "1" && s.1 == cmd_ref && s.3 == code), "{what}");
+        }
+        let mut uris: Vec<&str> = p2.alerts.iter().map(|a| a.1.as_str()).collect();
+        uris.sort();
+        assert_eq!(uris, ["./addressbook", "./calendar", "./notes", "./tasks"], "{what}");
+        assert!(p2.alerts.iter().all(|a| a.0 == 201), "{what}: {:?}", p2.alerts);
+        let devinf = p2.devinf(enc);
+        assert_eq!(devinf.data_stores.len(), 4, "{what}");
+        assert_eq!(devinf.dev_typ, "server");
+
+        // Package 3: a contact and empty Syncs for the others; then 4 to 6.
+        let mut syncs = String::new();
+        for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
+            let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
+            syncs.push_str(&format!(
+                "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
+                100 + i
+            ));
+        }
+        let mut reply = send_as(&mut h, &c.plain(&syncs, true), enc);
+        let st = statuses(&reply);
+        assert_eq!(st.iter().filter(|s| s.0 == "Sync" && s.1 == 200).count(), 4, "{what}: {st:?}");
+        assert!(st.contains(&("Add".to_string(), 201)), "{what}: {st:?}");
+        for _ in 0..20 {
+            assert!(h.last_reply.len() <= 2048, "{what}: package 4 message of {} bytes", h.last_reply.len());
+            if reply.final_ {
+                break;
+            }
+            reply = send_as(&mut h, &c.plain(ALERT_222, false), enc);
+        }
+        assert!(reply.final_, "{what}: package 4 ends");
+        let end = send_as(&mut h, &c.plain("", true), enc);
+        assert!(end.final_, "{what}: package 6");
+        assert_eq!(h.items("dev-small", Collection::Contacts).len(), 1, "{what}");
+        // The anchors were stored: the next session is two-way for every datastore.
+        c.done();
+        let next = init_four_stores(&mut c, 200);
+        let mut p2 = Package2::default();
+        let mut reply = send_as(&mut h, &next, enc);
+        loop {
+            assert!(h.last_reply.len() <= 2048, "{what}");
+            p2.take(&reply);
+            if reply.final_ {
+                break;
+            }
+            reply = send_as(&mut h, &c.plain(ALERT_222, false), enc);
+        }
+        assert_eq!(p2.alerts.iter().map(|a| a.0).collect::<Vec<_>>(), [200; 4], "{what}: {:?}", p2.statuses);
+    }
+}
+
+/// Sends `first`, then Alert 222 until a reply has Final; every reply within
+/// `max` bytes. Returns the replies.
+fn until_final(
+    h: &mut Harness,
+    c: &mut Client,
+    first: &str,
+    enc: Encoding,
+    max: usize,
+) -> Vec<SyncMl<'static>> {
+    let mut replies = vec![send_as(h, first, enc)];
+    loop {
+        assert!(h.last_reply.len() <= max, "message {} is {} bytes", replies.len(), h.last_reply.len());
+        if replies.last().is_some_and(|r| r.final_) {
+            return replies;
+        }
+        assert!(replies.len() < 40, "the package does not end");
+        replies.push(send_as(h, &c.plain(ALERT_222, false), enc));
+    }
+}
+
+/// WBXML at 2048: the statuses for 80 alerts of unknown datastores (404)
+/// besides the four real ones overflow a message; the ones that do not fit
+/// follow in the next messages, each answered once, before Final.
+#[test]
+fn init_reply_carries_statuses_over_in_wbxml() {
+    let mut h = Harness::new();
+    let mut c = Client::new("dev-small");
+    c.max_msg = 2048;
+    let unknown: String = (0..80)
+        .map(|i| {
+            format!(
+                "<Alert><CmdID>{}</CmdID><Data>200</Data><Item><Target><LocURI>nothing{i}</LocURI></Target><Source><LocURI>./nothing{i}</LocURI></Source><Meta><Anchor xmlns='syncml:metinf'><Next>1</Next></Anchor></Meta></Item></Alert>",
+                200 + i
+            )
+        })
+        .collect();
+    let init = init_four_stores(&mut c, 201).replace("<Final/>", &format!("{unknown}<Final/>"));
+    let replies = until_final(&mut h, &mut c, &init, Encoding::Wbxml, 2048);
+    assert!(replies.len() >= 2, "split: {} messages", replies.len());
+    let mut p2 = Package2::default();
+    for r in &replies {
+        assert_eq!(statuses(r).first().map(|s| s.0.as_str()), Some("SyncHdr"));
+        p2.take(r);
+    }
+    for i in 0..80 {
+        let id = (200 + i).to_string();
+        let got: Vec<u16> = p2.statuses.iter().filter(|s| s.0 == "1" && s.1 == id).map(|s| s.3).collect();
+        assert_eq!(got, [404], "Alert {id}");
+    }
+    assert_eq!(p2.alerts.len(), 4);
+    assert_eq!(p2.devinf(Encoding::Wbxml).data_stores.len(), 4);
+}
+
+/// A combined package 1 (Alerts and Syncs, digest §2.7) at MaxMsgSize 2048
+/// in XML: package 2 is split, the server's Syncs follow its last part
+/// (after every Alert), each message within the limit, and the session ends.
+#[test]
+fn combined_init_and_sync_with_a_split_package_2() {
+    let mut h = Harness::new();
+    let mut c = Client::new("dev-small");
+    c.max_msg = 2048;
+    let mut syncs = String::new();
+    for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
+        let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
+        syncs.push_str(&format!(
+            "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
+            100 + i
+        ));
+    }
+    let init = init_four_stores(&mut c, 201).replace("<Final/>", &format!("{syncs}<Final/>"));
+    let replies = until_final(&mut h, &mut c, &init, Encoding::Xml, 2048);
+    assert!(replies.len() >= 3, "split: {} messages", replies.len());
+    let mut order = Vec::new();
+    let mut p2 = Package2::default();
+    for r in &replies {
+        p2.take(r);
+        for cmd in &r.body {
+            match cmd {
+                Command::Alert(a) if a.data.as_deref() != Some("222") => order.push("Alert"),
+                Command::Sync(_) => order.push("Sync"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(order, ["Alert", "Alert", "Alert", "Alert", "Sync", "Sync", "Sync", "Sync"]);
+    let syncs_ok = p2.statuses.iter().filter(|s| s.0 == "1" && s.2 == "Sync" && s.3 == 200).count();
+    assert_eq!(syncs_ok, 4, "{:?}", p2.statuses);
+    assert!(p2.statuses.iter().any(|s| s.0 == "1" && s.2 == "Add" && s.3 == 201));
+    let end = send_as(&mut h, &c.plain("", true), Encoding::Xml);
+    assert!(end.final_);
+    assert_eq!(h.items("dev-small", Collection::Contacts).len(), 1);
 }

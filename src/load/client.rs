@@ -668,7 +668,8 @@ impl Session {
     /// Whether items may go in chunks: the server announced a MaxObjSize
     /// (DS 1.1+: its limit on objects after reassembly of chunks). The
     /// client does not Get the server's DevInf for its SupportLargeObjs: that
-    /// reply alone can exceed a small MaxMsgSize.
+    /// reply alone can exceed a small MaxMsgSize (our server then sends it in
+    /// chunks; other servers may not).
     fn server_takes_chunks(&self) -> bool {
         self.server_max_obj != 0
     }
@@ -957,13 +958,16 @@ impl Session {
                 self.error("lob_incomplete");
             }
         }
-        // Every command of our last message must have its status in this reply.
-        let missing: Vec<SentKind> =
-            self.expected.iter().filter(|((m, _), _)| *m == sent_msg).map(|(_, k)| *k).collect();
-        for kind in missing {
-            self.error(format!("missing_status_{}", kind.name()));
+        // Every command we sent must have its status by the end of the
+        // server's package: in the reply to its message, or, when that reply
+        // was full, in a following message of the package (digest §2.6).
+        if msg.final_ {
+            let missing: Vec<SentKind> = self.expected.values().copied().collect();
+            for kind in missing {
+                self.error(format!("missing_status_{}", kind.name()));
+            }
+            self.expected.clear();
         }
-        self.expected.retain(|(m, _), _| *m != sent_msg);
         self.responses = responses;
         self.advance(dev, msg.final_)
     }
@@ -1794,6 +1798,66 @@ mod tests {
         );
         assert!(s.errors().iter().any(|e| e == "flow_final_package_not_final"));
         assert!(dev.stores[0].last_anchor.is_none(), "no anchor after a failed session");
+    }
+
+    /// A server package 2 over two messages (the init reply did not fit the
+    /// device's MaxMsgSize): the client answers part 1 with its statuses and
+    /// Alert 222, takes the status of its Alert from part 2, and starts
+    /// package 3 only after the server's Final; no error.
+    #[test]
+    fn waits_for_a_package_2_over_several_messages() {
+        let mut dev = Device::new("dev-0", "alice", "secret", &[DataKind::Contacts], 2, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let (put, alert) = (cmd_ids(&m1, "Put"), cmd_ids(&m1, "Alert"));
+        // Part 1: the statuses that fit, no Alert yet, no Final.
+        let part1 =
+            reply(1, vec![status(1, "0", "SyncHdr", 212), status(1, &put[0], "Put", 200)], false, None);
+        let Next::Send(m2) = s.on_reply(&mut dev, &part1) else {
+            panic!("asks for part 2: {:?}", s.errors())
+        };
+        let m2 = decode(&m2);
+        assert!(s.errors().is_empty(), "the Alert's status may come later: {:?}", s.errors());
+        assert!(!m2.final_);
+        assert!(cmd_ids(&m2, "Sync").is_empty(), "no package 3 before the server's Final");
+        let next = cmd_ids(&m2, "Alert");
+        assert_eq!(next.len(), 1);
+        assert!(m2.body.iter().any(|c| matches!(c, Command::Alert(a) if a.data.as_deref() == Some("222"))));
+        // Part 2: the carried status, the status for the 222, the server's Alert, Final.
+        let part2 = reply(
+            2,
+            vec![
+                status(2, "0", "SyncHdr", 200),
+                status(1, &alert[0], "Alert", 200),
+                status(2, &next[0], "Alert", 200),
+                server_alert(201),
+            ],
+            true,
+            None,
+        );
+        let Next::Send(m3) = s.on_reply(&mut dev, &part2) else { panic!("package 3: {:?}", s.errors()) };
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
+        let m3 = decode(&m3);
+        assert_eq!(cmd_ids(&m3, "Sync").len(), 1);
+        assert_eq!(cmd_ids(&m3, "Add").len(), 2);
+
+        // A status that never comes is counted once the server's package ends.
+        let mut dev = Device::new("dev-1", "alice", "secret", &[DataKind::Contacts], 0, 1);
+        let mut s = Session::new(&cfg(), Plan { alert: 201, changes: 0, hold: false }, &mut dev);
+        let m1 = decode(&s.start(&mut dev));
+        let put = cmd_ids(&m1, "Put");
+        let part1 =
+            reply(1, vec![status(1, "0", "SyncHdr", 212), status(1, &put[0], "Put", 200)], false, None);
+        let Next::Send(m2) = s.on_reply(&mut dev, &part1) else { panic!() };
+        let next = cmd_ids(&decode(&m2), "Alert");
+        let part2 = reply(
+            2,
+            vec![status(2, "0", "SyncHdr", 200), status(2, &next[0], "Alert", 200), server_alert(201)],
+            true,
+            None,
+        );
+        let _ = s.on_reply(&mut dev, &part2);
+        assert_eq!(s.errors(), ["missing_status_Alert".to_string()]);
     }
 
     /// A 401 with a challenge is retried once with the new nonce; a second 401 fails the session.
