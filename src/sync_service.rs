@@ -312,6 +312,9 @@ impl EngineService {
             Outcome::Aborted => ops.push(WriteOp::DeleteSession { key }),
             Outcome::Continue | Outcome::Complete => {
                 match session.to_record(now.saturating_add(self.session_timeout)) {
+                    Ok(record) if step.outcome == Outcome::Complete => {
+                        ops.push(WriteOp::FinishSession(record))
+                    }
                     Ok(record) => ops.push(WriteOp::PutSession(record)),
                     Err(e) => {
                         tracing::error!(error = %e, session = %routing::token(key), "session state not stored");

@@ -87,6 +87,13 @@ fn op() -> impl Strategy<Value = WriteOp> {
             last_reply: vec![2],
             expires_at: 0
         })),
+        1 => (1u64..4, 0u64..4).prop_map(|(key, last_msg_id)| WriteOp::FinishSession(SessionRecord {
+            key,
+            state: vec![3],
+            last_msg_id,
+            last_reply: vec![4],
+            expires_at: 0
+        })),
         1 => (1u64..4).prop_map(|key| WriteOp::DeleteSession { key }),
     ]
 }

@@ -103,7 +103,11 @@ impl Harness {
                 _ => {
                     let rec = s.to_record(self.now + 900).expect("state encodes");
                     self.last_record_len = rec.state.len();
-                    ops.push(WriteOp::PutSession(rec));
+                    ops.push(if step.outcome == Outcome::Complete {
+                        WriteOp::FinishSession(rec)
+                    } else {
+                        WriteOp::PutSession(rec)
+                    });
                 }
             }
             step.writes.ops = ops;

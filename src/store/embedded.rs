@@ -73,7 +73,13 @@ const MAPS_BY_ID_V1: TableDefinition<(&str, u8, u64, &str, &str), ()> =
     TableDefinition::new("mappings_by_server_id");
 /// Schema 1 and 2's seq index, dropped by the upgrade to 3.
 const CHANGES_V2: TableDefinition<(&str, u8, u64), u64> = TableDefinition::new("changes");
+/// Sessions in progress. Completed ones move to [`FINISHED_SESSIONS`], so this
+/// table holds only about as many records as there are sessions in flight,
+/// and each message's session write touches few pages.
 const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+/// Records of completed sessions, kept to answer a resend of their last
+/// message until they expire. A read looks in [`SESSIONS`] first.
+const FINISHED_SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("finished_sessions");
 
 /// Options for [`EmbeddedBackend::open_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +210,8 @@ impl EmbeddedBackend {
             txn.open_table(STATES).map_err(be)?;
             txn.open_table(MAP_BUCKETS).map_err(be)?;
             txn.open_table(SESSIONS).map_err(be)?;
+            // Added within schema 3 (older schema 3 builds ignore it).
+            txn.open_table(FINISHED_SESSIONS).map_err(be)?;
         }
         txn.commit().map_err(be)
     }
@@ -295,8 +303,10 @@ impl Backend for EmbeddedBackend {
             }
             ReadRequest::Session { key } => {
                 let txn = self.db.begin_read().map_err(be)?;
-                let t = txn.open_table(SESSIONS).map_err(be)?;
-                let v = t.get(*key).map_err(be)?;
+                let mut v = txn.open_table(SESSIONS).map_err(be)?.get(*key).map_err(be)?;
+                if v.is_none() {
+                    v = txn.open_table(FINISHED_SESSIONS).map_err(be)?.get(*key).map_err(be)?;
+                }
                 Ok(ReadResponse::Session(v.map(|v| dec_session(v.value())).transpose()?))
             }
             ReadRequest::ListUsers => {
@@ -342,6 +352,7 @@ struct Writer<'t> {
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
     maps: Table<'t, (&'static str, &'static str, u8, u8), &'static [u8]>,
     sessions: Table<'t, u64, &'static [u8]>,
+    finished: Table<'t, u64, &'static [u8]>,
     /// (next server id, highest seq) per (user, collection), written back once per commit.
     counters_cache: CommitCache<(String, u8), (u64, u64)>,
     /// The item blocks this commit touched, written back once at its end.
@@ -527,6 +538,7 @@ impl<'t> Writer<'t> {
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAP_BUCKETS).map_err(be)?,
             sessions: txn.open_table(SESSIONS).map_err(be)?,
+            finished: txn.open_table(FINISHED_SESSIONS).map_err(be)?,
             counters_cache: CommitCache::new(),
             blocks: CommitCache::new(),
             buckets: CommitCache::new(),
@@ -620,7 +632,11 @@ impl<'t> Writer<'t> {
     fn apply_batch(&mut self, batch: &WriteBatch) -> Result<CommitInfo, StoreError> {
         let mut info = CommitInfo::default();
         if let Some((key, last)) = batch.expected_session() {
-            let stored = match self.sessions.get(key).map_err(be)? {
+            let mut found = self.sessions.get(key).map_err(be)?;
+            if found.is_none() {
+                found = self.finished.get(key).map_err(be)?;
+            }
+            let stored = match found {
                 Some(v) => Some(dec_session_meta(v.value())?.0),
                 None => None,
             };
@@ -713,15 +729,22 @@ impl<'t> Writer<'t> {
             WriteOp::PutSession(s) => {
                 self.sessions.insert(s.key, enc_session(s).as_slice()).map_err(be)?;
             }
+            WriteOp::FinishSession(s) => {
+                self.sessions.remove(s.key).map_err(be)?;
+                self.finished.insert(s.key, enc_session(s).as_slice()).map_err(be)?;
+            }
             WriteOp::DeleteSession { key } => {
+                // Both: a finished record of an earlier session with the same key
+                // must not come back once the newer one is gone.
                 self.sessions.remove(*key).map_err(be)?;
+                self.finished.remove(*key).map_err(be)?;
             }
             WriteOp::ForgetDevice { user, device_id } => self.forget_device(user, device_id)?,
             WriteOp::PurgeSessions { expired_before } => {
                 // A record that does not decode is dropped too: it can never be continued.
-                self.sessions
-                    .retain(|_, v| dec_session_meta(v).is_ok_and(|(_, exp)| exp >= *expired_before))
-                    .map_err(be)?;
+                let live = |v: &[u8]| dec_session_meta(v).is_ok_and(|(_, exp)| exp >= *expired_before);
+                self.sessions.retain(|_, v| live(v)).map_err(be)?;
+                self.finished.retain(|_, v| live(v)).map_err(be)?;
             }
             // Checked by `apply_batch` before anything of the batch is applied.
             WriteOp::ExpectSession { .. } => {}

@@ -357,7 +357,7 @@ fn batch_bytes(batch: &WriteBatch) -> usize {
         .map(|op| {
             64 + match op {
                 WriteOp::PutItem { data, .. } => data.len(),
-                WriteOp::PutSession(s) => s.state.len() + s.last_reply.len(),
+                WriteOp::PutSession(s) | WriteOp::FinishSession(s) => s.state.len() + s.last_reply.len(),
                 WriteOp::PutDevice { device, .. } => device.devinf_xml.len(),
                 _ => 0,
             }

@@ -213,7 +213,7 @@ impl State {
             WriteOp::PutSyncState { user, device_id, collection, state } => {
                 self.states.insert((user.clone(), device_id.clone(), *collection), state.clone());
             }
-            WriteOp::PutSession(s) => {
+            WriteOp::PutSession(s) | WriteOp::FinishSession(s) => {
                 self.sessions.insert(s.key, s.clone());
             }
             WriteOp::ForgetDevice { user, device_id } => {

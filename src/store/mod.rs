@@ -352,6 +352,13 @@ pub enum WriteOp {
     },
     /// Store a session (state and last reply).
     PutSession(SessionRecord),
+    /// Store the record of a session that has completed. It replaces the
+    /// session's record and is read only to answer a resend of its last
+    /// message, until it expires; a store may keep such records apart from
+    /// those of sessions in progress (the embedded store does: its table of
+    /// sessions in progress stays small, which keeps each message's session
+    /// write cheap).
+    FinishSession(SessionRecord),
     /// Forget a session.
     DeleteSession {
         /// Session key.

@@ -812,7 +812,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             };
             if ok {
                 for op in &batch.ops {
-                    if let WriteOp::PutSession(s) = op {
+                    if let WriteOp::PutSession(s) | WriteOp::FinishSession(s) = op {
                         stored.insert(session_key(s.key), to_i64(s.last_msg_id, "MsgID")?);
                     }
                 }
@@ -1021,7 +1021,8 @@ impl<'a, 'c> Writer<'a, 'c> {
             WriteOp::PutSyncState { user, device_id, collection, state } => {
                 self.p.states.insert((user.as_str(), device_id.as_str(), coll(*collection)), state);
             }
-            WriteOp::PutSession(s) => {
+            // One table: its rows are indexed by key, the finished ones go by expiry.
+            WriteOp::PutSession(s) | WriteOp::FinishSession(s) => {
                 self.p.sessions.insert(session_key(s.key), Some(s));
             }
             WriteOp::DeleteSession { key } => {

@@ -53,6 +53,7 @@ pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
     sessions(b, prefix);
     session_guard(b, &format!("{prefix}guard"));
     purge_sessions(b, &format!("{prefix}purge"));
+    finished_sessions(b, &format!("{prefix}finished"));
     group_commit_infos(b, &format!("{prefix}group"));
     list_and_forget_devices(b, &format!("{prefix}forget"));
 }
@@ -617,6 +618,38 @@ fn purge_sessions(b: &dyn Backend, u: &str) {
         ReadResponse::Session(Some(session_rec(live, 1, 3_000)))
     );
     commit1(b, vec![WriteOp::DeleteSession { key: live }]);
+}
+
+/// `FinishSession` replaces the session's record: it reads back, guards the
+/// next batch like any record, expires with `PurgeSessions` and goes with
+/// `DeleteSession`; a new session with the same key shadows it.
+fn finished_sessions(b: &dyn Backend, u: &str) {
+    let (k, gone) = (key_of(u), key_of(&format!("{u}-gone")));
+    let read = |key| b.read(&ReadRequest::Session { key }).unwrap();
+    commit1(b, vec![WriteOp::PutSession(session_rec(k, 2, u64::MAX / 2))]);
+    let info = commit1(
+        b,
+        vec![
+            WriteOp::ExpectSession { key: k, last_msg_id: 2 },
+            WriteOp::FinishSession(session_rec(k, 3, u64::MAX / 2)),
+        ],
+    );
+    assert!(!info.session_conflict);
+    assert_eq!(read(k), ReadResponse::Session(Some(session_rec(k, 3, u64::MAX / 2))));
+    // A message after the last one is checked against the finished record.
+    let stale = commit1(b, vec![WriteOp::ExpectSession { key: k, last_msg_id: 2 }]);
+    assert!(stale.session_conflict);
+    let next = commit1(b, vec![WriteOp::ExpectSession { key: k, last_msg_id: 3 }]);
+    assert!(!next.session_conflict);
+    // A new session with the same key shadows the finished record; deleting it removes both.
+    commit1(b, vec![WriteOp::PutSession(session_rec(k, 1, u64::MAX / 2))]);
+    assert_eq!(read(k), ReadResponse::Session(Some(session_rec(k, 1, u64::MAX / 2))));
+    commit1(b, vec![WriteOp::DeleteSession { key: k }]);
+    assert_eq!(read(k), ReadResponse::Session(None));
+    // Finished records expire like the others.
+    commit1(b, vec![WriteOp::FinishSession(session_rec(gone, 3, 1_000))]);
+    commit1(b, vec![WriteOp::PurgeSessions { expired_before: 2_000 }]);
+    assert_eq!(read(gone), ReadResponse::Session(None));
 }
 
 fn group_commit_infos(b: &dyn Backend, u: &str) {
