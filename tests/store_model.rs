@@ -80,22 +80,15 @@ fn op() -> impl Strategy<Value = WriteOp> {
             user,
             device: DeviceRecord { device_id, last_seen, ..DeviceRecord::default() }
         }),
-        1 => (1u64..4, 0u64..4).prop_map(|(key, last_msg_id)| WriteOp::PutSession(SessionRecord {
-            key,
-            state: vec![1],
-            last_msg_id,
-            last_reply: vec![2],
-            expires_at: 0
-        })),
-        1 => (1u64..4, 0u64..4).prop_map(|(key, last_msg_id)| WriteOp::FinishSession(SessionRecord {
-            key,
-            state: vec![3],
-            last_msg_id,
-            last_reply: vec![4],
-            expires_at: 0
-        })),
+        1 => (1u64..4, 0u64..4).prop_map(|(key, last_msg_id)| WriteOp::PutSession(session(key, last_msg_id, 1))),
+        1 => (1u64..4, 0u64..4).prop_map(|(key, last_msg_id)| WriteOp::FinishSession(session(key, last_msg_id, 3))),
         1 => (1u64..4).prop_map(|key| WriteOp::DeleteSession { key }),
     ]
+}
+
+/// A session record whose state and reply tell which op wrote it.
+fn session(key: u64, last_msg_id: u64, tag: u8) -> SessionRecord {
+    SessionRecord { key, state: vec![tag], last_msg_id, last_reply: vec![tag + 1], expires_at: 0 }
 }
 
 fn groups() -> impl Strategy<Value = Vec<Vec<WriteBatch>>> {

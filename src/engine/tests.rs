@@ -1203,6 +1203,19 @@ fn stored_state_leaves_out_user_and_device_records() {
     h.send(&b.plain("", true));
 }
 
+/// Package 3 for [`FOUR_STORES`]: a contact for the first, empty Syncs for the others.
+fn four_syncs_one_add() -> String {
+    let mut syncs = String::new();
+    for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
+        let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
+        syncs.push_str(&format!(
+            "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
+            100 + i
+        ));
+    }
+    syncs
+}
+
 /// The four datastores a test client alerts: (client and server URI, collection).
 const FOUR_STORES: [(&str, Collection); 4] = [
     ("addressbook", Collection::Contacts),
@@ -1389,14 +1402,7 @@ fn init_reply_split_to_the_client_max_msg_size() {
         assert_eq!(devinf.dev_typ, "server");
 
         // Package 3: a contact and empty Syncs for the others; then 4 to 6.
-        let mut syncs = String::new();
-        for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
-            let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
-            syncs.push_str(&format!(
-                "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
-                100 + i
-            ));
-        }
+        let syncs = four_syncs_one_add();
         let mut reply = send_as(&mut h, &c.plain(&syncs, true), enc);
         let st = statuses(&reply);
         assert_eq!(st.iter().filter(|s| s.0 == "Sync" && s.1 == 200).count(), 4, "{what}: {st:?}");
@@ -1490,14 +1496,7 @@ fn combined_init_and_sync_with_a_split_package_2() {
     let mut h = Harness::new();
     let mut c = Client::new("dev-small");
     c.max_msg = 2048;
-    let mut syncs = String::new();
-    for (i, (uri, _)) in FOUR_STORES.iter().enumerate() {
-        let add = if i == 0 { op("Add", 90, "l1", Some(&vcard("Small", "1"))) } else { String::new() };
-        syncs.push_str(&format!(
-            "<Sync><CmdID>{}</CmdID><Target><LocURI>{uri}</LocURI></Target><Source><LocURI>./{uri}</LocURI></Source>{add}</Sync>",
-            100 + i
-        ));
-    }
+    let syncs = four_syncs_one_add();
     let init = init_four_stores(&mut c, 201).replace("<Final/>", &format!("{syncs}<Final/>"));
     let replies = until_final(&mut h, &mut c, &init, Encoding::Xml, 2048);
     assert!(replies.len() >= 3, "split: {} messages", replies.len());
