@@ -26,7 +26,10 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, DatabaseError, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, DatabaseError, Durability, ReadTransaction, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
 
 use super::codec::{
     dec_device, dec_item, dec_item_id, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user,
@@ -215,112 +218,124 @@ impl EmbeddedBackend {
         }
         txn.commit().map_err(be)
     }
+}
 
-    fn snapshot(&self, user: &str, device: &str, c: Collection) -> Result<DatastoreSnapshot, StoreError> {
-        let c = coll(c);
-        let txn = self.db.begin_read().map_err(be)?;
-        let state = match txn.open_table(STATES).map_err(be)?.get((user, device, c)).map_err(be)? {
-            Some(v) => Some(dec_state(v.value())?),
-            None => None,
-        };
-        let mut mappings = Vec::new();
-        let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
-        for entry in maps.range((user, device, c, 0u8)..=(user, device, c, u8::MAX)).map_err(be)? {
-            let (_, v) = entry.map_err(be)?;
-            mappings.extend(MapBucket::decode(v.value())?.pairs());
+impl EmbeddedBackend {}
+
+/// Answers one read within `txn`.
+fn read_in(txn: &ReadTransaction, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
+    match request {
+        ReadRequest::User { name } => {
+            let t = txn.open_table(USERS).map_err(be)?;
+            let v = t.get(name.as_str()).map_err(be)?;
+            Ok(ReadResponse::User(v.map(|v| dec_user(v.value())).transpose()?))
         }
-        // Every backend hands mappings out in client id order.
-        mappings.sort_unstable();
-        // Without a state the device has seen nothing: every tombstone counts.
-        let reached = state.as_ref().map_or(0, |s| s.seq_reached);
-        let mut items = Vec::new();
-        let table = txn.open_table(ITEM_BLOCKS).map_err(be)?;
-        for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
-            let (_, v) = entry.map_err(be)?;
-            for record in item_block_records(v.value())? {
-                let (seq, deleted) = dec_item_seq(record)?;
-                if !deleted || seq > reached {
-                    items.push(dec_item(record)?);
-                }
+        ReadRequest::Device { user, device_id } => {
+            let t = txn.open_table(DEVICES).map_err(be)?;
+            let v = t.get((user.as_str(), device_id.as_str())).map_err(be)?;
+            Ok(ReadResponse::Device(v.map(|v| dec_device(v.value())).transpose()?))
+        }
+        ReadRequest::Datastore { user, device_id, collection } => {
+            Ok(ReadResponse::Datastore(snapshot_in(txn, user, device_id, *collection)?))
+        }
+        ReadRequest::Session { key } => {
+            let mut v = txn.open_table(SESSIONS).map_err(be)?.get(*key).map_err(be)?;
+            if v.is_none() {
+                v = txn.open_table(FINISHED_SESSIONS).map_err(be)?.get(*key).map_err(be)?;
             }
+            Ok(ReadResponse::Session(v.map(|v| dec_session(v.value())).transpose()?))
         }
-        let max_seq =
-            txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
-        Ok(DatastoreSnapshot { state, mappings, items, max_seq })
+        ReadRequest::ListUsers => {
+            let t = txn.open_table(USERS).map_err(be)?;
+            let mut names = Vec::new();
+            for entry in t.iter().map_err(be)? {
+                let (k, _) = entry.map_err(be)?;
+                names.push(k.value().to_owned());
+            }
+            Ok(ReadResponse::Users(names))
+        }
+        ReadRequest::ListDevices { user } => Ok(ReadResponse::Devices(devices_in(txn, user)?)),
     }
 }
 
-impl EmbeddedBackend {
-    /// Every device of `user` with its sync states and mapping count, in one snapshot.
-    fn devices(&self, user: &str) -> Result<Vec<DeviceSummary>, StoreError> {
-        let txn = self.db.begin_read().map_err(be)?;
-        let devices = txn.open_table(DEVICES).map_err(be)?;
-        let states = txn.open_table(STATES).map_err(be)?;
-        let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
-        let next = after(user);
-        let mut out = Vec::new();
-        for entry in devices.range((user, "")..(next.as_str(), "")).map_err(be)? {
-            let (_, v) = entry.map_err(be)?;
-            out.push(DeviceSummary { device: dec_device(v.value())?, ..Default::default() });
-        }
-        for d in &mut out {
-            let id = d.device.device_id.as_str();
-            let id_next = after(id);
-            for entry in states.range((user, id, 0u8)..(user, id_next.as_str(), 0u8)).map_err(be)? {
-                let (k, v) = entry.map_err(be)?;
-                let Some(c) = Collection::ALL.get(usize::from(k.value().2)).copied() else {
-                    return Err(StoreError::Backend(format!("bad collection byte {}", k.value().2)));
-                };
-                d.states.push((c, dec_state(v.value())?));
-            }
-            let range = (user, id, 0u8, 0u8)..(user, id_next.as_str(), 0u8, 0u8);
-            for entry in maps.range(range).map_err(be)? {
-                let (_, v) = entry.map_err(be)?;
-                d.mappings += MapBucket::decode(v.value())?.len() as u64;
-            }
-        }
-        Ok(out)
+fn snapshot_in(
+    txn: &ReadTransaction,
+    user: &str,
+    device: &str,
+    c: Collection,
+) -> Result<DatastoreSnapshot, StoreError> {
+    let c = coll(c);
+    let state = match txn.open_table(STATES).map_err(be)?.get((user, device, c)).map_err(be)? {
+        Some(v) => Some(dec_state(v.value())?),
+        None => None,
+    };
+    let mut mappings = Vec::new();
+    let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
+    for entry in maps.range((user, device, c, 0u8)..=(user, device, c, u8::MAX)).map_err(be)? {
+        let (_, v) = entry.map_err(be)?;
+        mappings.extend(MapBucket::decode(v.value())?.pairs());
     }
+    // Every backend hands mappings out in client id order.
+    mappings.sort_unstable();
+    // Without a state the device has seen nothing: every tombstone counts.
+    let reached = state.as_ref().map_or(0, |s| s.seq_reached);
+    let mut items = Vec::new();
+    let table = txn.open_table(ITEM_BLOCKS).map_err(be)?;
+    for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
+        let (_, v) = entry.map_err(be)?;
+        for record in item_block_records(v.value())? {
+            let (seq, deleted) = dec_item_seq(record)?;
+            if !deleted || seq > reached {
+                items.push(dec_item(record)?);
+            }
+        }
+    }
+    let max_seq =
+        txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
+    Ok(DatastoreSnapshot { state, mappings, items, max_seq })
+}
+
+/// Every device of `user` with its sync states and mapping count, in one snapshot.
+fn devices_in(txn: &ReadTransaction, user: &str) -> Result<Vec<DeviceSummary>, StoreError> {
+    let devices = txn.open_table(DEVICES).map_err(be)?;
+    let states = txn.open_table(STATES).map_err(be)?;
+    let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
+    let next = after(user);
+    let mut out = Vec::new();
+    for entry in devices.range((user, "")..(next.as_str(), "")).map_err(be)? {
+        let (_, v) = entry.map_err(be)?;
+        out.push(DeviceSummary { device: dec_device(v.value())?, ..Default::default() });
+    }
+    for d in &mut out {
+        let id = d.device.device_id.as_str();
+        let id_next = after(id);
+        for entry in states.range((user, id, 0u8)..(user, id_next.as_str(), 0u8)).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let Some(c) = Collection::ALL.get(usize::from(k.value().2)).copied() else {
+                return Err(StoreError::Backend(format!("bad collection byte {}", k.value().2)));
+            };
+            d.states.push((c, dec_state(v.value())?));
+        }
+        let range = (user, id, 0u8, 0u8)..(user, id_next.as_str(), 0u8, 0u8);
+        for entry in maps.range(range).map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            d.mappings += MapBucket::decode(v.value())?.len() as u64;
+        }
+    }
+    Ok(out)
 }
 
 impl Backend for EmbeddedBackend {
     fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError> {
-        match request {
-            ReadRequest::User { name } => {
-                let txn = self.db.begin_read().map_err(be)?;
-                let t = txn.open_table(USERS).map_err(be)?;
-                let v = t.get(name.as_str()).map_err(be)?;
-                Ok(ReadResponse::User(v.map(|v| dec_user(v.value())).transpose()?))
-            }
-            ReadRequest::Device { user, device_id } => {
-                let txn = self.db.begin_read().map_err(be)?;
-                let t = txn.open_table(DEVICES).map_err(be)?;
-                let v = t.get((user.as_str(), device_id.as_str())).map_err(be)?;
-                Ok(ReadResponse::Device(v.map(|v| dec_device(v.value())).transpose()?))
-            }
-            ReadRequest::Datastore { user, device_id, collection } => {
-                Ok(ReadResponse::Datastore(self.snapshot(user, device_id, *collection)?))
-            }
-            ReadRequest::Session { key } => {
-                let txn = self.db.begin_read().map_err(be)?;
-                let mut v = txn.open_table(SESSIONS).map_err(be)?.get(*key).map_err(be)?;
-                if v.is_none() {
-                    v = txn.open_table(FINISHED_SESSIONS).map_err(be)?.get(*key).map_err(be)?;
-                }
-                Ok(ReadResponse::Session(v.map(|v| dec_session(v.value())).transpose()?))
-            }
-            ReadRequest::ListUsers => {
-                let txn = self.db.begin_read().map_err(be)?;
-                let t = txn.open_table(USERS).map_err(be)?;
-                let mut names = Vec::new();
-                for entry in t.iter().map_err(be)? {
-                    let (k, _) = entry.map_err(be)?;
-                    names.push(k.value().to_owned());
-                }
-                Ok(ReadResponse::Users(names))
-            }
-            ReadRequest::ListDevices { user } => Ok(ReadResponse::Devices(self.devices(user)?)),
-        }
+        read_in(&self.db.begin_read().map_err(be)?, request)
+    }
+
+    /// All answers from one read transaction: one MVCC snapshot, and one
+    /// transaction set-up instead of one per read (a new session's first
+    /// message reads its session, user, device and datastores together).
+    fn read_many(&self, requests: &[ReadRequest]) -> Result<Vec<ReadResponse>, StoreError> {
+        let txn = self.db.begin_read().map_err(be)?;
+        requests.iter().map(|r| read_in(&txn, r)).collect()
     }
 
     fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError> {

@@ -342,7 +342,10 @@ fn reader_loop(backend: &dyn Backend, rx: &Receiver<ReadJob>, counters: &Counter
                 let _ = reply.send(read_one(&request));
             }
             Ok(ReadJob::Many(requests, reply)) => {
-                let _ = reply.send(requests.iter().map(read_one).collect());
+                counters.reads.fetch_add(requests.len() as u64, Ordering::Relaxed);
+                let answers = catch_unwind(AssertUnwindSafe(|| backend.read_many(&requests)))
+                    .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())));
+                let _ = reply.send(answers);
             }
             Ok(ReadJob::Stop) | Err(_) => break,
         }

@@ -439,6 +439,12 @@ impl WriteBatch {
 pub trait Backend: Send + Sync + 'static {
     /// Answers one read.
     fn read(&self, request: &ReadRequest) -> Result<ReadResponse, StoreError>;
+    /// Answers several reads, in order, or fails with the first error (a
+    /// backend may answer them from one snapshot; by default each is a
+    /// [`Backend::read`] of its own).
+    fn read_many(&self, requests: &[ReadRequest]) -> Result<Vec<ReadResponse>, StoreError> {
+        requests.iter().map(|r| self.read(r)).collect()
+    }
     /// Applies several batches in one durable transaction (group commit);
     /// returns one [`CommitInfo`] per batch, in order. Either all batches
     /// are committed or none.

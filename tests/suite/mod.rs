@@ -54,6 +54,7 @@ pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
     session_guard(b, &format!("{prefix}guard"));
     purge_sessions(b, &format!("{prefix}purge"));
     finished_sessions(b, &format!("{prefix}finished"));
+    read_many_matches_single_reads(b, &format!("{prefix}many"));
     group_commit_infos(b, &format!("{prefix}group"));
     list_and_forget_devices(b, &format!("{prefix}forget"));
 }
@@ -650,6 +651,24 @@ fn finished_sessions(b: &dyn Backend, u: &str) {
     commit1(b, vec![WriteOp::FinishSession(session_rec(gone, 3, 1_000))]);
     commit1(b, vec![WriteOp::PurgeSessions { expired_before: 2_000 }]);
     assert_eq!(read(gone), ReadResponse::Session(None));
+}
+
+/// `read_many` answers what the single reads answer, in order.
+fn read_many_matches_single_reads(b: &dyn Backend, u: &str) {
+    let c = Collection::Contacts;
+    commit1(b, vec![WriteOp::PutUser(user_rec(u)), put(u, c, None, "x", "d", Some("X"))]);
+    commit1(b, vec![WriteOp::PutSession(session_rec(key_of(u), 2, u64::MAX / 2))]);
+    let requests = vec![
+        ReadRequest::Session { key: key_of(u) },
+        ReadRequest::User { name: u.to_string() },
+        ReadRequest::Device { user: u.to_string(), device_id: "d".into() },
+        ReadRequest::Datastore { user: u.to_string(), device_id: "d".into(), collection: c },
+        ReadRequest::Session { key: key_of(&format!("{u}-absent")) },
+    ];
+    let single: Vec<ReadResponse> = requests.iter().map(|r| b.read(r).unwrap()).collect();
+    assert_eq!(b.read_many(&requests).unwrap(), single);
+    assert!(matches!(single[3], ReadResponse::Datastore(ref s) if s.items.len() == 1));
+    commit1(b, vec![WriteOp::DeleteSession { key: key_of(u) }]);
 }
 
 fn group_commit_infos(b: &dyn Backend, u: &str) {
