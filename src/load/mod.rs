@@ -9,18 +9,21 @@
 //!
 //! Threads: `--threads` workers, each a current-thread tokio runtime (one
 //! epoll reactor) running its share of the `--concurrency` session slots as
-//! tasks; a slot has its own keep-alive HTTP connection and counters, so a
-//! message costs a write, a wait on the reactor and a read, with no thread
-//! of its own to wake. Free devices wait in a channel; a slot takes one, runs
-//! one session and puts it back, so no device ever runs two sessions at once.
+//! tasks; a slot has its own keep-alive HTTP connection (the counters are
+//! per thread), so a message costs a write, a wait on the reactor and a
+//! read, with no thread of its own to wake. Free devices wait in a channel;
+//! a slot takes one, runs one session and puts it back, so no device ever
+//! runs two sessions at once.
 
 pub mod client;
 pub mod data;
 pub mod http;
 pub mod report;
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -384,20 +387,19 @@ fn run_phase(
 }
 
 /// A worker thread: a current-thread tokio runtime (epoll reactor, timers)
-/// running `slots` session slots as tasks until they end.
+/// running `slots` session slots as tasks until they end. The slots count
+/// into one `Stats` per thread (its latency histogram is about 0.5 MiB).
 fn worker(shared: Arc<PhaseShared>, slots: usize) -> WorkerResult {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
     let local = tokio::task::LocalSet::new();
-    Ok(local.block_on(&runtime, async {
-        let tasks: Vec<_> = (0..slots).map(|_| tokio::task::spawn_local(slot(shared.clone()))).collect();
-        let mut stats = Stats::new();
+    let stats = Rc::new(RefCell::new(Stats::new()));
+    let held = local.block_on(&runtime, async {
+        let tasks: Vec<_> =
+            (0..slots).map(|_| tokio::task::spawn_local(slot(shared.clone(), stats.clone()))).collect();
         let mut held = Vec::new();
         for task in tasks {
             match task.await {
-                Ok((s, h)) => {
-                    stats.merge(&s);
-                    held.extend(h);
-                }
+                Ok(h) => held.extend(h),
                 Err(e) => match e.try_into_panic() {
                     Ok(panic) => std::panic::resume_unwind(panic),
                     // Nothing aborts a slot; a cancelled one has nothing to report.
@@ -405,17 +407,18 @@ fn worker(shared: Arc<PhaseShared>, slots: usize) -> WorkerResult {
                 },
             }
         }
-        (stats, held)
-    }))
+        held
+    });
+    let stats = Rc::try_unwrap(stats).map_or_else(|rc| rc.borrow().clone(), RefCell::into_inner);
+    Ok((stats, held))
 }
 
 /// One session slot: takes a free device, runs one session over its own
 /// keep-alive connection, puts the device back, until the phase's budget or
-/// deadline is spent.
-async fn slot(shared: Arc<PhaseShared>) -> (Stats, Vec<std::net::TcpStream>) {
+/// deadline is spent. Returns the connections of the sessions it holds.
+async fn slot(shared: Arc<PhaseShared>, stats: Rc<RefCell<Stats>>) -> Vec<std::net::TcpStream> {
     let spec = shared.spec;
     let content_type = shared.cfg.encoding.content_type();
-    let mut stats = Stats::new();
     let mut held = Vec::new();
     let mut http = HttpClient::new(shared.timeout);
     loop {
@@ -428,8 +431,7 @@ async fn slot(shared: Arc<PhaseShared>) -> (Stats, Vec<std::net::TcpStream>) {
         }
         // Never empty (at most one slot per device, see `run_phase`).
         let Ok(mut dev) = shared.free.1.try_recv() else { break };
-        let outcome =
-            run_session(&shared.cfg, spec.plan, &mut dev, &mut http, content_type, &mut stats).await;
+        let outcome = run_session(&shared.cfg, spec.plan, &mut dev, &mut http, content_type, &stats).await;
         if outcome == Outcome::Held && spec.hold_connections {
             held.extend(std::mem::replace(&mut http, HttpClient::new(shared.timeout)).into_connection());
         }
@@ -437,7 +439,7 @@ async fn slot(shared: Arc<PhaseShared>) -> (Stats, Vec<std::net::TcpStream>) {
         // The receiver is alive (in `shared`): the send cannot fail.
         let _ = shared.free.0.send(dev);
     }
-    (stats, held)
+    held
 }
 
 fn device_index(id: &str) -> u64 {
@@ -452,14 +454,15 @@ enum Outcome {
     Held,
 }
 
-/// Drives one session over `http`, counting into `stats`.
+/// Drives one session over `http`, counting into `stats` (the thread's
+/// slots share it; it is never borrowed across an `await`).
 async fn run_session(
     cfg: &ClientConfig,
     plan: Plan,
     dev: &mut Device,
     http: &mut HttpClient,
     content_type: &str,
-    stats: &mut Stats,
+    stats: &RefCell<Stats>,
 ) -> Outcome {
     let mut session = Session::new(cfg, plan, dev);
     let mut out = session.start(dev);
@@ -467,7 +470,7 @@ async fn run_session(
         let t0 = Instant::now();
         match http.post(&out.url, content_type, &out.body).await {
             Ok(resp) => {
-                stats.message(t0.elapsed(), out.body.len(), resp.wire_bytes);
+                stats.borrow_mut().message(t0.elapsed(), out.body.len(), resp.wire_bytes);
                 if resp.status != 200 {
                     tracing::debug!(device = %dev.id, status = resp.status, body = %String::from_utf8_lossy(&resp.body), "HTTP error");
                     session.fail(format!("http_{}", resp.status));
@@ -493,6 +496,7 @@ async fn run_session(
             }
         }
     };
+    let mut stats = stats.borrow_mut();
     for e in session.errors() {
         stats.error(e);
     }
