@@ -28,7 +28,7 @@ start_serve load-cost --shards 2 --data-dir "$WORK/data"
 one() {
   local threads=()
   # A build without --threads (thread per slot) gets none.
-  "$1" load --help | grep -q -- --threads && threads=(--threads "$THREADS")
+  case "$("$1" load --help)" in *--threads*) threads=(--threads "$THREADS") ;; esac
   /usr/bin/time -o "$WORK/time" -f "%U %S %M" "$1" load --url "$SERVE_URL" --scenario empty-two-way \
     --encoding wbxml --devices 256 --items 5 --user-prefix lc- --device-prefix "$4" --sessions "$3" \
     --concurrency "$2" "${threads[@]}" --json --progress never >"$WORK/json"
