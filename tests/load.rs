@@ -358,28 +358,30 @@ fn wrong_password_is_counted_by_kind() {
 fn hold_idle_keeps_sessions_open() {
     let (server, _data) = serve();
     let dir = server.data_dir().to_str().expect("utf-8 temp path").to_string();
-    let j = load_ok(
-        &server.sync_url(),
-        &[
-            "--scenario",
-            "hold-idle",
-            "--devices",
-            "40",
-            "--user-count",
-            "2",
-            "--create-users",
-            "--data-dir",
-            &dir,
-            "--hold-secs",
-            "0",
-            "--hold-connections",
-            "--concurrency",
-            "4",
-        ],
-        &|| server.log_tail(),
-    );
+    // Four session slots over two event-loop threads; every held session keeps its connection.
+    let args = [
+        "--scenario",
+        "hold-idle",
+        "--devices",
+        "40",
+        "--user-count",
+        "2",
+        "--create-users",
+        "--data-dir",
+        &dir,
+        "--hold-secs",
+        "0",
+        "--hold-connections",
+        "--concurrency",
+        "4",
+        "--threads",
+        "2",
+    ];
+    let (j, ok, stderr) = load(&server.sync_url(), &args);
+    assert!(ok && j["errors"] == 0, "{j:#}\nstderr: {stderr}\nserver log:\n{}", server.log_tail());
     assert_eq!(n(&j["sessions_held"]), 40, "{j:#}");
     assert_eq!(n(&j["messages"]), 40, "{j:#}");
+    assert!(stderr.contains("holding 40 sessions (40 open connections)"), "{stderr}");
 }
 
 /// SyncEvolution's server started with `opts`, and a `--users` file (with

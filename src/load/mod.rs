@@ -4,25 +4,33 @@
 //!
 //! * [`client`]: the sans-IO client session (messages, status checks, flow);
 //! * [`data`]: generated contacts, events, tasks and notes;
-//! * [`http`]: the blocking keep-alive HTTP/1.1 client;
+//! * [`http`]: the event-driven keep-alive HTTP/1.1 client;
 //! * [`report`]: counters, HDR histogram, JSON and table output.
 //!
-//! Threads: one per concurrency slot, each with its own HTTP connection and
-//! counters. Devices wait in a channel; a worker takes one, runs one session
-//! and puts it back, so no device ever runs two sessions at once.
+//! Threads: `--threads` workers, each a current-thread tokio runtime (one
+//! epoll reactor) running its share of the `--concurrency` session slots as
+//! tasks; a slot has its own keep-alive HTTP connection (the counters are
+//! per thread), so a message costs a write, a wait on the reactor and a
+//! read, with no thread of its own to wake. Free devices wait in a channel;
+//! a slot takes one, runs one session and puts it back, so no device ever
+//! runs two sessions at once.
 
 pub mod client;
 pub mod data;
 pub mod http;
 pub mod report;
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+
+use crossbeam_channel::{Receiver, Sender};
 
 use client::{AuthKind, ClientConfig, Device, Next, Plan, Session};
 use data::DataKind;
@@ -101,9 +109,14 @@ pub struct LoadArgs {
     /// Auth scheme.
     #[arg(long, value_enum, default_value_t = AuthArg::Md5)]
     pub auth: AuthArg,
-    /// Sessions in flight at once (one thread each).
+    /// Sessions in flight at once (each with its own keep-alive connection).
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Event-loop threads the sessions are spread over. One carries a few
+    /// hundred sessions in flight; raise it when the load process keeps a
+    /// core busy (large slow syncs, a server on other cores or hosts).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Run measured sessions for this many seconds.
     #[arg(long, conflicts_with = "sessions")]
     pub duration: Option<f64>,
@@ -189,7 +202,7 @@ pub enum LoadError {
         /// What failed.
         message: String,
     },
-    /// A worker thread could not start.
+    /// A worker thread or its event loop could not start.
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -289,89 +302,144 @@ struct PhaseSpec {
     hold_connections: bool,
 }
 
-/// Runs one phase: `concurrency` workers take devices from the pool until
-/// the session budget or the deadline is spent. Returns the devices (with
-/// their new state) and the merged counters.
+/// What the session slots of a phase share, across worker threads.
+struct PhaseShared {
+    cfg: ClientConfig,
+    spec: PhaseSpec,
+    timeout: Duration,
+    /// Free devices: a slot takes one, runs one session and puts it back.
+    free: (Sender<Device>, Receiver<Device>),
+    /// Sessions begun (the `--sessions` budget).
+    started: AtomicU64,
+    progress: Arc<Progress>,
+}
+
+/// A worker thread's result: its slots' counters and held connections.
+type WorkerResult = Result<(Stats, Vec<std::net::TcpStream>), std::io::Error>;
+
+/// Runs one phase: `concurrency` session slots, spread over `threads`
+/// event-loop threads, take devices from the pool until the session budget
+/// or the deadline is spent. Returns the devices (with their new state), the
+/// merged counters and the connections of held sessions (`hold_connections`).
 fn run_phase(
     cfg: &ClientConfig,
     devices: Vec<Device>,
-    concurrency: usize,
+    (concurrency, threads): (usize, usize),
     spec: PhaseSpec,
     timeout: Duration,
     progress: &Arc<Progress>,
-) -> Result<(Vec<Device>, Stats, Vec<HttpClient>), LoadError> {
+) -> Result<(Vec<Device>, Stats, Vec<std::net::TcpStream>), LoadError> {
     let total = devices.len();
+    // More slots than devices would only wait for devices; with at most one
+    // slot per device a slot that holds none always finds a free one.
+    let slots = concurrency.clamp(1, total.max(1));
+    let threads = threads.clamp(1, slots);
     let (tx, rx) = crossbeam_channel::unbounded::<Device>();
     for d in devices {
-        // The receiver lives in this scope: the send cannot fail.
+        // The receiver is alive: the send cannot fail.
         let _ = tx.send(d);
     }
-    let started = AtomicU64::new(0);
-    let content_type = cfg.encoding.content_type();
-    let mut results: Vec<(Stats, Vec<HttpClient>)> = Vec::new();
-    let spawn_error: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+    let shared = Arc::new(PhaseShared {
+        cfg: cfg.clone(),
+        spec,
+        timeout,
+        free: (tx, rx),
+        started: AtomicU64::new(0),
+        progress: progress.clone(),
+    });
+    let mut results: Vec<WorkerResult> = Vec::new();
+    let mut spawn_error = None;
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for w in 0..concurrency.max(1) {
-            let (tx, rx, started, progress) = (tx.clone(), rx.clone(), &started, progress.clone());
-            let builder = std::thread::Builder::new().name(format!("load-{w}")).stack_size(256 * 1024);
-            let handle = builder.spawn_scoped(scope, move || {
-                let mut stats = Stats::new();
-                let mut held = Vec::new();
-                let mut http = HttpClient::new(timeout);
-                loop {
-                    if spec.deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
-                    }
-                    let n = started.fetch_add(1, Ordering::Relaxed);
-                    if spec.sessions.is_some_and(|max| n >= max) {
-                        break;
-                    }
-                    // Wait for a free device: others hold the rest and give them back.
-                    let dev = match spec.deadline {
-                        Some(d) => rx.recv_deadline(d).ok(),
-                        None => rx.recv().ok(),
-                    };
-                    let Some(mut dev) = dev else { break };
-                    let outcome = run_session(cfg, spec.plan, &mut dev, &mut http, content_type, &mut stats);
-                    if outcome == Outcome::Held && spec.hold_connections {
-                        held.push(std::mem::replace(&mut http, HttpClient::new(timeout)));
-                    }
-                    progress.sessions.fetch_add(1, Ordering::Relaxed);
-                    let _ = tx.send(dev);
-                }
-                (stats, held)
-            });
-            match handle {
+        for t in 0..threads {
+            let n = slots / threads + usize::from(t < slots % threads);
+            let shared = shared.clone();
+            let builder = std::thread::Builder::new().name(format!("load-{t}"));
+            match builder.spawn_scoped(scope, move || worker(shared, n)) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    if let Ok(mut s) = spawn_error.lock() {
-                        *s = Some(e);
-                    }
+                    spawn_error = Some(e);
                     break;
                 }
             }
         }
         for h in handles {
-            if let Ok(r) = h.join() {
-                results.push(r);
+            match h.join() {
+                Ok(r) => results.push(r),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     });
-    drop(tx);
-    if let Ok(Some(e)) = spawn_error.into_inner() {
+    if let Some(e) = spawn_error {
         return Err(LoadError::Thread(e));
     }
-    let mut devices: Vec<Device> = rx.try_iter().collect();
-    devices.sort_by_key(|d| device_index(&d.id));
-    debug_assert_eq!(devices.len(), total);
     let mut stats = Stats::new();
     let mut held = Vec::new();
-    for (s, h) in results {
+    for r in results {
+        let (s, h) = r.map_err(LoadError::Thread)?;
         stats.merge(&s);
         held.extend(h);
     }
+    let mut devices: Vec<Device> = shared.free.1.try_iter().collect();
+    devices.sort_by_key(|d| device_index(&d.id));
+    debug_assert_eq!(devices.len(), total);
     Ok((devices, stats, held))
+}
+
+/// A worker thread: a current-thread tokio runtime (epoll reactor, timers)
+/// running `slots` session slots as tasks until they end. The slots count
+/// into one `Stats` per thread (its latency histogram is about 0.5 MiB).
+fn worker(shared: Arc<PhaseShared>, slots: usize) -> WorkerResult {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
+    let local = tokio::task::LocalSet::new();
+    let stats = Rc::new(RefCell::new(Stats::new()));
+    let held = local.block_on(&runtime, async {
+        let tasks: Vec<_> =
+            (0..slots).map(|_| tokio::task::spawn_local(slot(shared.clone(), stats.clone()))).collect();
+        let mut held = Vec::new();
+        for task in tasks {
+            match task.await {
+                Ok(h) => held.extend(h),
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Nothing aborts a slot; a cancelled one has nothing to report.
+                    Err(e) => tracing::error!(error = %e, "load slot cancelled"),
+                },
+            }
+        }
+        held
+    });
+    let stats = Rc::try_unwrap(stats).map_or_else(|rc| rc.borrow().clone(), RefCell::into_inner);
+    Ok((stats, held))
+}
+
+/// One session slot: takes a free device, runs one session over its own
+/// keep-alive connection, puts the device back, until the phase's budget or
+/// deadline is spent. Returns the connections of the sessions it holds.
+async fn slot(shared: Arc<PhaseShared>, stats: Rc<RefCell<Stats>>) -> Vec<std::net::TcpStream> {
+    let spec = shared.spec;
+    let content_type = shared.cfg.encoding.content_type();
+    let mut held = Vec::new();
+    let mut http = HttpClient::new(shared.timeout);
+    loop {
+        if spec.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let n = shared.started.fetch_add(1, Ordering::Relaxed);
+        if spec.sessions.is_some_and(|max| n >= max) {
+            break;
+        }
+        // Never empty (at most one slot per device, see `run_phase`).
+        let Ok(mut dev) = shared.free.1.try_recv() else { break };
+        let outcome = run_session(&shared.cfg, spec.plan, &mut dev, &mut http, content_type, &stats).await;
+        if outcome == Outcome::Held && spec.hold_connections {
+            held.extend(std::mem::replace(&mut http, HttpClient::new(shared.timeout)).into_connection());
+        }
+        shared.progress.sessions.fetch_add(1, Ordering::Relaxed);
+        // The receiver is alive (in `shared`): the send cannot fail.
+        let _ = shared.free.0.send(dev);
+    }
+    held
 }
 
 fn device_index(id: &str) -> u64 {
@@ -386,22 +454,23 @@ enum Outcome {
     Held,
 }
 
-/// Drives one session over `http`, counting into `stats`.
-fn run_session(
+/// Drives one session over `http`, counting into `stats` (the thread's
+/// slots share it; it is never borrowed across an `await`).
+async fn run_session(
     cfg: &ClientConfig,
     plan: Plan,
     dev: &mut Device,
     http: &mut HttpClient,
     content_type: &str,
-    stats: &mut Stats,
+    stats: &RefCell<Stats>,
 ) -> Outcome {
     let mut session = Session::new(cfg, plan, dev);
     let mut out = session.start(dev);
     let outcome = loop {
         let t0 = Instant::now();
-        match http.post(&out.url, content_type, &out.body) {
+        match http.post(&out.url, content_type, &out.body).await {
             Ok(resp) => {
-                stats.message(t0.elapsed(), out.body.len(), resp.wire_bytes);
+                stats.borrow_mut().message(t0.elapsed(), out.body.len(), resp.wire_bytes);
                 if resp.status != 200 {
                     tracing::debug!(device = %dev.id, status = resp.status, body = %String::from_utf8_lossy(&resp.body), "HTTP error");
                     session.fail(format!("http_{}", resp.status));
@@ -427,6 +496,7 @@ fn run_session(
             }
         }
     };
+    let mut stats = stats.borrow_mut();
     for e in session.errors() {
         stats.error(e);
     }
@@ -500,6 +570,9 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
             args.max_msg_size
         )));
     }
+    if args.threads == 0 {
+        return Err(LoadError::Usage("--threads must be at least 1".into()));
+    }
     http::parse_url(&args.url).map_err(|e| LoadError::Usage(e.to_string()))?;
     let users = users_of(args)?;
     if args.create_users {
@@ -530,6 +603,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         })
         .collect();
     let timeout = Duration::from_millis(args.timeout_ms);
+    let workers = (args.concurrency, args.threads);
     let tty = std::io::stderr().is_terminal();
     let show = match args.progress.as_str() {
         "always" => true,
@@ -571,8 +645,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
                 hold_connections: false,
             };
             with_progress("setup", &mut |p| {
-                let (d, s, _) =
-                    run_phase(&cfg, std::mem::take(&mut devices), args.concurrency, spec, timeout, p)?;
+                let (d, s, _) = run_phase(&cfg, std::mem::take(&mut devices), workers, spec, timeout, p)?;
                 devices = d;
                 stats.merge(&s);
                 Ok(())
@@ -613,7 +686,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let mut load_stats = Stats::new();
     let mut held = Vec::new();
     with_progress("load", &mut |p| {
-        let (d, s, h) = run_phase(&cfg, std::mem::take(&mut devices), args.concurrency, spec, timeout, p)?;
+        let (d, s, h) = run_phase(&cfg, std::mem::take(&mut devices), workers, spec, timeout, p)?;
         devices = d;
         load_stats = s;
         held = h;
@@ -639,6 +712,7 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         "devices": args.devices,
         "users": users.len(),
         "concurrency": args.concurrency,
+        "threads": args.threads,
         "datastores": kinds.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "items": args.items,
         "changes": args.changes,
