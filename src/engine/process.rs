@@ -23,6 +23,8 @@ use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
 const SIZE_MARGIN: usize = 400;
 /// Estimated encoded overhead of one item operation besides its data.
 const ITEM_OVERHEAD: usize = 260;
+/// Estimated encoded size of one (empty) server Sync.
+const SYNC_OVERHEAD: usize = 200;
 /// Smallest chunk worth sending of a large object next to other items.
 const MIN_CHUNK: usize = 1024;
 /// Smallest chunk sent in a message that carries no other item: a small
@@ -418,10 +420,17 @@ fn package2_done(
 /// Whether the server's Syncs (one per datastore, as [`fill`] reckons
 /// them) fit next to what `r` holds.
 fn syncs_fit(s: &Session, r: &mut Reply) -> bool {
+    let syncs = s.stores.iter().filter(|d| d.queued).count();
+    let (reply_len, limit) = measure_reply(s, r);
+    reply_len + SIZE_MARGIN + SYNC_OVERHEAD * syncs <= limit
+}
+
+/// Sizes for packing server commands next to `r`: its encoded length
+/// (with Final) and the client's MaxMsgSize as the server honours it.
+fn measure_reply(s: &Session, r: &mut Reply) -> (usize, usize) {
     let mut probe = Vec::new();
     r.encode_into(s.encoding, true, &mut probe);
-    let syncs = s.stores.iter().filter(|d| d.queued).count();
-    probe.len() + SIZE_MARGIN + 200 * syncs <= s.client_max_msg.max(MIN_CLIENT_MAX_MSG)
+    (probe.len(), s.client_max_msg.max(MIN_CLIENT_MAX_MSG))
 }
 
 struct Ctx<'m> {
@@ -1456,16 +1465,14 @@ fn op_data(op: &OutOp) -> &[u8] {
 /// Adds as many queued server operations as fit in the client's MaxMsgSize,
 /// one Sync per datastore. Returns true when the package is complete (Final).
 fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteBatch) -> bool {
-    let mut probe = Vec::new();
-    r.encode_into(s.encoding, true, &mut probe);
-    let limit = s.client_max_msg.max(MIN_CLIENT_MAX_MSG);
+    let (reply_len, limit) = measure_reply(s, r);
     let xml = s.encoding == crate::model::Encoding::Xml;
     // One Sync per datastore, an empty one for datastores without changes.
     let mut syncs: Vec<(Collection, crate::model::Sync<'static>)> = Vec::new();
     for ds in s.stores.iter().filter(|d| d.queued) {
         syncs.push((ds.collection, new_sync(r, ds, s.caps.number_of_changes)));
     }
-    let mut used = probe.len() + SIZE_MARGIN + 200 * syncs.len();
+    let mut used = reply_len + SIZE_MARGIN + SYNC_OVERHEAD * syncs.len();
     let mut added_any = false;
     let mut chunk_of: Option<Collection> = None;
     while let Some(op) = s.queue.front() {
@@ -1486,7 +1493,7 @@ fn fill(s: &mut Session, _cfg: &EngineConfig, r: &mut Reply, _batch: &mut WriteB
         let can_chunk = s.caps.large_objects && !rest.is_empty();
         // Chunk what would not fit in a message of its own, or fill an
         // otherwise empty message; else wait for the next message.
-        let too_big_alone = need + probe.len() + SIZE_MARGIN + 200 > limit;
+        let too_big_alone = need + reply_len + SIZE_MARGIN + SYNC_OVERHEAD > limit;
         // A message crowded with the statuses for a whole client message
         // has no room even for a progress chunk: it goes without item, and
         // the client's Alert 222 brings a message with just two statuses.
