@@ -328,24 +328,27 @@ impl Drop for StoreThreads {
     }
 }
 
+/// Runs a read job's `n` reads, counted; a backend panic fails the job, not the thread.
+fn guarded<T>(
+    counters: &Counters,
+    n: usize,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    counters.reads.fetch_add(n as u64, Ordering::Relaxed);
+    catch_unwind(AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())))
+}
+
 fn reader_loop(backend: &dyn Backend, rx: &Receiver<ReadJob>, counters: &Counters) {
-    let read_one = |request: &ReadRequest| {
-        counters.reads.fetch_add(1, Ordering::Relaxed);
-        catch_unwind(AssertUnwindSafe(|| backend.read(request)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())))
-    };
     loop {
         // The asker may have gone away (e.g. its connection closed); a failed
         // send of the answer is fine.
         match rx.recv() {
             Ok(ReadJob::Read(request, reply)) => {
-                let _ = reply.send(read_one(&request));
+                let _ = reply.send(guarded(counters, 1, || backend.read(&request)));
             }
             Ok(ReadJob::Many(requests, reply)) => {
-                counters.reads.fetch_add(requests.len() as u64, Ordering::Relaxed);
-                let answers = catch_unwind(AssertUnwindSafe(|| backend.read_many(&requests)))
-                    .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a read".into())));
-                let _ = reply.send(answers);
+                let _ = reply.send(guarded(counters, requests.len(), || backend.read_many(&requests)));
             }
             Ok(ReadJob::Stop) | Err(_) => break,
         }
