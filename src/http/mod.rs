@@ -16,7 +16,7 @@ pub mod request;
 pub mod response;
 pub mod stream;
 
-pub use request::{BodyFraming, Phase, RequestHead, RequestReader};
+pub use request::{BodyFraming, ChunkedDecoder, Phase, RequestHead, RequestReader};
 pub use response::{reason, write_connection_and_end, write_continue, write_response, ConnectionHeader};
 pub use stream::ServerStream;
 

@@ -446,9 +446,10 @@ enum ChunkState {
     Done,
 }
 
-/// Incremental decoder of the chunked transfer coding (RFC 9112 §7.1).
+/// Incremental decoder of the chunked transfer coding (RFC 9112 §7.1):
+/// request bodies here, and the load generator's response bodies.
 #[derive(Debug, Clone)]
-struct ChunkedDecoder {
+pub struct ChunkedDecoder {
     state: ChunkState,
     line_len: usize,
     trailer_bytes: usize,
@@ -468,7 +469,9 @@ impl ChunkedDecoder {
     /// Consumes bytes of `input`, appending chunk data to `body`. Returns how
     /// many bytes were used and whether the body is complete; stops right
     /// after the final CRLF so a pipelined request stays in the buffer.
-    fn decode(
+    /// `limits` bounds the body (`max_body`) and the trailer section
+    /// (`max_header_bytes`).
+    pub fn decode(
         &mut self,
         input: &[u8],
         body: &mut Vec<u8>,

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::http::{ChunkedDecoder, Limits};
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -107,6 +109,11 @@ const READ_SIZE: usize = 16 * 1024;
 
 /// A response head larger than this is refused (a SyncML server sends a few lines).
 const MAX_HEAD: usize = 64 * 1024;
+
+/// Bounds of a chunked response: its trailers like a head; its body is not
+/// bounded, as a Content-Length body is not.
+const CHUNKED_LIMITS: Limits =
+    Limits { max_header_bytes: MAX_HEAD, max_headers: usize::MAX, max_body: usize::MAX };
 
 /// Received bytes: `data[..len]`. The storage stays initialised between
 /// reads (only growth zeroes memory), so a read costs no clearing.
@@ -411,30 +418,17 @@ async fn exchange(
             conn.buf.data[head.len..end].to_vec()
         }
         Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
             let mut body = Vec::new();
             loop {
-                let Some(eol) = find_crlf(&conn.buf.filled()[pos..]) else {
-                    body_read(conn, timeout, &mut wire, "eof in chunked body").await?;
-                    continue;
-                };
-                let line = String::from_utf8_lossy(&conn.buf.data[pos..pos + eol]).to_string();
-                let size_text = line.split(';').next().unwrap_or("").trim();
-                let bad = || (HttpError::BadResponse(format!("chunk size {line:?}")), true);
-                let size = usize::from_str_radix(size_text, 16).map_err(|_| bad())?;
-                let data = pos + eol + 2;
-                let need = size.checked_add(data + 2).ok_or_else(bad)?;
-                while conn.buf.len < need {
-                    body_read(conn, timeout, &mut wire, "eof in chunk").await?;
-                }
-                if &conn.buf.data[need - 2..need] != b"\r\n" {
-                    return Err((HttpError::BadResponse("chunk not followed by CRLF".into()), true));
-                }
-                pos = need;
-                if size == 0 {
-                    // No trailers are expected from a SyncML server.
+                let (used, done) = decoder
+                    .decode(&conn.buf.filled()[pos..], &mut body, &CHUNKED_LIMITS)
+                    .map_err(|e| (HttpError::BadResponse(format!("chunked body: {e}")), true))?;
+                pos += used;
+                if done {
                     break;
                 }
-                body.extend_from_slice(&conn.buf.data[data..data + size]);
+                body_read(conn, timeout, &mut wire, "eof in chunked body").await?;
             }
             body
         }
@@ -453,10 +447,6 @@ async fn exchange(
     conn.buf.consume(pos);
     let keep = head.framing != Framing::Close && !head.close;
     Ok((Response { status: head.status, body, wire_bytes: wire }, keep))
-}
-
-fn find_crlf(b: &[u8]) -> Option<usize> {
-    b.windows(2).position(|w| w == b"\r\n")
 }
 
 #[cfg(test)]
