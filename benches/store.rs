@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_lite::future::block_on;
-use shardsync::store::{Backend, Collection, EmbeddedBackend, ReadRequest, StoreHandle, WriteBatch, WriteOp};
+use shardsync::store::{
+    Backend, Collection, EmbeddedBackend, ItemScope, ReadRequest, StoreHandle, WriteBatch, WriteOp,
+};
 
 fn vcard(n: u64) -> Vec<u8> {
     let card = format!(
@@ -107,6 +109,7 @@ fn first_reads(c: &mut Criterion) {
             user: "reader".into(),
             device_id: "bench-device".into(),
             collection: Collection::Contacts,
+            scope: ItemScope::Whole,
         },
     ];
     let mut group = c.benchmark_group("first_reads");

@@ -11,8 +11,8 @@ use shardsync::admin::{
     AdminServer,
 };
 use shardsync::store::{
-    Backend, Collection, EmbeddedBackend, ReadRequest, ReadResponse, StoreHandle, UserRecord, WriteBatch,
-    WriteOp,
+    Backend, Collection, EmbeddedBackend, ItemScope, ReadRequest, ReadResponse, StoreHandle, UserRecord,
+    WriteBatch, WriteOp,
 };
 
 fn user(b: &dyn Backend, name: &str) -> Option<UserRecord> {
@@ -122,6 +122,7 @@ fn lifecycle_with_data(dir: &Path, store: &StoreHandle) {
         user: "bob".into(),
         device_id: "phone".into(),
         collection: Collection::Contacts,
+        scope: ItemScope::Whole,
     }))
     .unwrap();
     assert_eq!(snap, ReadResponse::Datastore(Default::default()));

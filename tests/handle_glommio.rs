@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use shardsync::store::{
-    Backend, Collection, EmbeddedBackend, ReadRequest, ReadResponse, StoreHandle, WriteBatch, WriteOp,
+    Backend, Collection, EmbeddedBackend, ItemScope, ReadRequest, ReadResponse, StoreHandle, WriteBatch,
+    WriteOp,
 };
 
 #[test]
@@ -39,6 +40,7 @@ fn commit_and_read_from_a_glommio_executor() {
                 user: "g".into(),
                 device_id: "dev".into(),
                 collection: Collection::Notes,
+                scope: ItemScope::Whole,
             })
             .await
             .expect("read");

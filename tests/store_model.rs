@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use shardsync::store::{
-    Backend, Collection, DeviceRecord, EmbeddedBackend, MemoryBackend, ReadRequest, SessionRecord, SyncState,
-    UserRecord, WriteBatch, WriteOp,
+    Backend, Collection, DeviceRecord, EmbeddedBackend, ItemScope, MemoryBackend, ReadRequest, SessionRecord,
+    SyncState, UserRecord, WriteBatch, WriteOp,
 };
 
 const USERS: [&str; 3] = ["u", "uu", "v"];
@@ -62,14 +62,19 @@ fn op() -> impl Strategy<Value = WriteOp> {
         }),
         1 => (user(), device(), coll())
             .prop_map(|(user, device_id, collection)| WriteOp::ClearMappings { user, device_id, collection }),
-        1 => (user(), device(), coll(), 0u64..12).prop_map(|(user, device_id, collection, seq_reached)| {
-            WriteOp::PutSyncState {
+        // With and without a client anchor: bare reads depend on it.
+        1 => (user(), device(), coll(), 0u64..12, any::<bool>()).prop_map(
+            |(user, device_id, collection, seq_reached, anchored)| WriteOp::PutSyncState {
                 user,
                 device_id,
                 collection,
-                state: SyncState { seq_reached, ..SyncState::default() },
+                state: SyncState {
+                    seq_reached,
+                    client_anchor: if anchored { "a".into() } else { String::new() },
+                    ..SyncState::default()
+                },
             }
-        }),
+        ),
         1 => user().prop_map(|name| WriteOp::PutUser(UserRecord {
             name,
             md5_b64: "m".into(),
@@ -106,7 +111,14 @@ fn every_read() -> Vec<ReadRequest> {
         for d in DEVICES {
             reads.push(ReadRequest::Device { user: u.into(), device_id: d.into() });
             for c in COLLS {
-                reads.push(ReadRequest::Datastore { user: u.into(), device_id: d.into(), collection: c });
+                for scope in [ItemScope::Whole, ItemScope::ChangedSinceLastSync, ItemScope::ChangedSince(2)] {
+                    reads.push(ReadRequest::Datastore {
+                        user: u.into(),
+                        device_id: d.into(),
+                        collection: c,
+                        scope,
+                    });
+                }
             }
         }
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 use shardsync::store::postgres::{PgStoreError, SCHEMA_VERSION};
 use shardsync::store::{
-    Backend, Collection, PostgresBackend, ReadRequest, ReadResponse, StoreError, StoreHandle, SyncState,
-    WriteBatch, WriteOp, WriterLimits,
+    Backend, Collection, ItemScope, PostgresBackend, ReadRequest, ReadResponse, StoreError, StoreHandle,
+    SyncState, WriteBatch, WriteOp, WriterLimits,
 };
 use suite::{put, snapshot};
 
@@ -88,6 +88,7 @@ fn two_nodes_concurrent_writers_no_skipped_change() {
                         user: "shared".into(),
                         device_id: "reader".into(),
                         collection: *c,
+                        scope: ItemScope::Whole,
                     };
                     let Ok(ReadResponse::Datastore(snap)) = block_on(node.read(req)) else {
                         panic!("read failed")

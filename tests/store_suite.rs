@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use shardsync::store::{
-    Backend, Collection, EmbeddedBackend, ReadRequest, ReadResponse, StoreError, StoreHandle, SyncState,
-    WriteBatch, WriteOp,
+    Backend, Collection, EmbeddedBackend, ItemScope, ReadRequest, ReadResponse, StoreError, StoreHandle,
+    SyncState, WriteBatch, WriteOp,
 };
 use suite::{put, snapshot};
 
@@ -213,6 +213,7 @@ fn concurrent_sessions_group_commit_without_gaps() {
                     user: "shared".into(),
                     device_id: "reader".into(),
                     collection: Collection::Contacts,
+                    scope: ItemScope::Whole,
                 };
                 let Ok(ReadResponse::Datastore(snap)) = block_on(store.read(req)) else {
                     panic!("read failed")

@@ -21,13 +21,14 @@ mod init_reply;
 mod process;
 pub mod reply;
 pub mod report;
+mod scope;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::model::{Encoding, SyncMl, Version};
 use crate::store::{
-    Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ReadRequest, ReadResponse,
-    SessionRecord, UserRecord, WriteBatch,
+    Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, ItemRecord, ItemScope, ReadRequest,
+    ReadResponse, SessionRecord, UserRecord, WriteBatch,
 };
 
 pub use devinf::ClientCaps;
@@ -218,6 +219,7 @@ struct DsSession {
     prev_seq: u64,
     /// Snapshot of the collection. Not part of the stored session state:
     /// reloaded from the store when a session is continued elsewhere.
+    /// Items the mode does not use whole may be bare (see `scope`).
     #[rkyv(with = rkyv::with::Skip)]
     items: HashMap<u64, ItemRecord>,
     /// `items`, `map`, `rmap`, `twins` and `uids` are in memory (false right
@@ -470,6 +472,7 @@ impl Session {
                     user: user.clone(),
                     device_id: self.device_id.clone(),
                     collection: ds.collection,
+                    scope: scope::reload_scope(ds.mode, ds.prev_seq, ds.max_seq),
                 });
             }
         }
@@ -489,14 +492,24 @@ impl Session {
                 return out;
             }
         }
-        for c in process::alerted_collections(cfg, msg) {
-            if !self.snapshots.contains_key(&c) && !self.stores.iter().any(|d| d.collection == c) {
-                out.push(ReadRequest::Datastore {
-                    user: user.clone(),
-                    device_id: self.device_id.clone(),
-                    collection: c,
-                });
+        for a in scope::alerted(cfg, msg) {
+            if self.stores.iter().any(|d| d.collection == a.collection) {
+                continue;
             }
+            // A snapshot read with only the changes whole is read again
+            // whole when its sync turns out to need that (e.g. a slow sync
+            // forced by anchors that do not match).
+            let scope = match self.snapshots.get(&a.collection) {
+                None => a.first_scope(),
+                Some(snap) if !a.served_by(snap) => ItemScope::Whole,
+                Some(_) => continue,
+            };
+            out.push(ReadRequest::Datastore {
+                user: user.clone(),
+                device_id: self.device_id.clone(),
+                collection: a.collection,
+                scope,
+            });
         }
         out
     }
@@ -512,12 +525,13 @@ impl Session {
             return Vec::new();
         }
         let Some(user) = process::claimed_user(msg) else { return Vec::new() };
-        process::alerted_collections(cfg, msg)
+        scope::alerted(cfg, msg)
             .into_iter()
-            .map(|collection| ReadRequest::Datastore {
+            .map(|a| ReadRequest::Datastore {
                 user: user.clone(),
                 device_id: self.device_id.clone(),
-                collection,
+                collection: a.collection,
+                scope: a.first_scope(),
             })
             .collect()
     }

@@ -8,6 +8,7 @@ use super::content;
 use super::devinf::{self, ClientCaps};
 use super::init_reply::{self, Pending, PendingDevInf, MIN_CLIENT_MAX_MSG};
 use super::reply::{anchor_item, t, type_meta, Reply};
+use super::scope;
 use super::{
     ConflictPolicy, Counts, DsSession, EngineConfig, IncomingChunk, OutKind, OutOp, Outcome, Phase, Session,
     Step,
@@ -43,26 +44,7 @@ pub(super) fn claimed_user(msg: &SyncMl<'_>) -> Option<String> {
     msg.hdr.source.loc_name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty())
 }
 
-/// Collections named by the sync Alerts of a message.
-pub(super) fn alerted_collections(cfg: &EngineConfig, msg: &SyncMl<'_>) -> Vec<Collection> {
-    let mut out = Vec::new();
-    for cmd in &msg.body {
-        if let Command::Alert(a) = cmd {
-            let code: u16 = a.data.as_deref().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
-            if !(200..=210).contains(&code) && code != 225 {
-                continue;
-            }
-            if let Some(c) = a.items.first().and_then(|i| alert_collection(cfg, i)) {
-                if !out.contains(&c) {
-                    out.push(c);
-                }
-            }
-        }
-    }
-    out
-}
-
-fn alert_collection(cfg: &EngineConfig, item: &Item<'_>) -> Option<Collection> {
+pub(super) fn alert_collection(cfg: &EngineConfig, item: &Item<'_>) -> Option<Collection> {
     // Some phones omit the Target (digest §14 quirk 7): fall back to Source.
     item.target
         .as_ref()
@@ -655,39 +637,30 @@ fn handle_alert(
         }
         return;
     };
-    // Server-alerted codes echoed back by the client mean their plain modes.
-    let requested = if (206..=210).contains(&code) { code - 6 } else { code };
+    let requested = scope::plain_code(code);
     let state = snap.state.clone();
-    let anchors_match =
-        state.as_ref().is_some_and(|st| !st.client_anchor.is_empty() && st.client_anchor == last);
-    let (status_code, mode) = match requested {
-        200 | 225 => {
-            if anchors_match {
-                (200, 200)
-            } else {
-                (508, 201)
-            }
+    let (status_code, mode) = scope::alert_mode(requested, scope::anchors_match(state.as_ref(), &last));
+    let prev_seq = scope::prev_seq(state.as_ref(), mode);
+    if !scope::serves(snap.bare_up_to, mode, prev_seq) {
+        // `pending_reads` reads it again whole when the mode needs that;
+        // a caller that skipped it gets an error, not a sync without data.
+        tracing::error!(
+            collection = collection.as_str(),
+            mode,
+            bare_up_to = snap.bare_up_to,
+            "datastore snapshot lacks the item data this sync needs"
+        );
+        if respond {
+            r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), 500);
         }
-        201 => (200, 201),
-        202 | 204 => {
-            if anchors_match {
-                (200, requested)
-            } else {
-                (508, requested + 1)
-            }
-        }
-        _ => (200, requested), // 203, 205
-    };
+        return;
+    }
     if respond {
         let st = r.status(msg_id, &a.cmd_id, "Alert", Some(&target), Some(&source), status_code);
         st.items.push(status_item);
     }
     let server_last = state.as_ref().map(|st| st.server_anchor.clone()).unwrap_or_default();
     let server_next = format!("{}-{}", s.last_activity, snap.max_seq);
-    let prev_seq = match (&state, mode) {
-        (Some(st), 200 | 202 | 204) => st.seq_reached,
-        _ => 0,
-    };
     let mut ds = DsSession {
         collection,
         client_uri: source.clone(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::model::{Command, Data, Encoding, SyncMl};
 use crate::store::embedded::EmbeddedBackend;
-use crate::store::{Backend, ReadRequest, ReadResponse, UserRecord, WriteBatch, WriteOp};
+use crate::store::{Backend, ItemScope, ReadRequest, ReadResponse, UserRecord, WriteBatch, WriteOp};
 
 /// A server of one: the engine plus the embedded store, no threads.
 pub(crate) struct Harness {
@@ -134,6 +134,7 @@ impl Harness {
             user: "test".into(),
             device_id: device.into(),
             collection: c,
+            scope: ItemScope::Whole,
         }) {
             Ok(ReadResponse::Datastore(s)) => s.items.into_iter().filter(|i| !i.deleted).collect(),
             _ => Vec::new(),
@@ -505,11 +506,14 @@ fn speculative_datastore_reads_are_kept_only_for_verified_credentials() {
         }
         let spec = s.speculative_reads(&cfg, &msg);
         assert_eq!(spec.len(), 1, "one alerted datastore");
-        let ReadRequest::Datastore { device_id, collection, .. } = &spec[0] else { panic!("datastore read") };
+        let ReadRequest::Datastore { device_id, collection, scope, .. } = &spec[0] else {
+            panic!("datastore read")
+        };
         let read = ReadRequest::Datastore {
             user: read_user.into(),
             device_id: device_id.clone(),
             collection: *collection,
+            scope: *scope,
         };
         let resp = h.backend.read(&read).expect("read");
         let kept = s.provide_if_authentic(&msg, &read, resp);
@@ -1519,4 +1523,93 @@ fn combined_init_and_sync_with_a_split_package_2() {
     let end = send_as(&mut h, &c.plain("", true), Encoding::Xml);
     assert!(end.final_);
     assert_eq!(h.items("dev-small", Collection::Contacts).len(), 1);
+}
+
+/// The datastore read scopes a new session's message 1 (Alert `code`)
+/// asks for: the first read's, then any read again before it can run.
+/// Leaves the client's counters as they were.
+fn read_scopes(h: &Harness, c: &mut Client, code: u16) -> Vec<ItemScope> {
+    let (session, msg, next) = (c.session, c.msg, c.next_anchor.clone());
+    let text = c.init(code);
+    (c.session, c.msg, c.next_anchor) = (session, msg, next);
+    let msg = crate::xml::decode(text.as_bytes()).expect("decodes");
+    let mut s = Session::new(99, &msg, Encoding::Xml, h.now);
+    let mut scopes = Vec::new();
+    for r in s.pending_reads(&h.cfg, &msg) {
+        let resp = h.backend.read(&r).expect("read");
+        s.provide(&r, resp);
+    }
+    for r in s.speculative_reads(&h.cfg, &msg) {
+        if let ReadRequest::Datastore { scope, .. } = &r {
+            scopes.push(*scope);
+        }
+        let resp = h.backend.read(&r).expect("read");
+        assert!(s.provide_if_authentic(&msg, &r, resp), "credentials verify");
+    }
+    for _ in 0..4 {
+        let reads = s.pending_reads(&h.cfg, &msg);
+        if reads.is_empty() {
+            break;
+        }
+        for r in reads {
+            if let ReadRequest::Datastore { scope, .. } = &r {
+                scopes.push(*scope);
+            }
+            let resp = h.backend.read(&r).expect("read");
+            s.provide(&r, resp);
+        }
+    }
+    scopes
+}
+
+#[test]
+fn two_way_syncs_read_unchanged_items_bare_and_forced_slow_syncs_whole() {
+    for restore in [true, false] {
+        let mut h = Harness::new();
+        h.restore = restore;
+        let mut a = Client::new("dev-a");
+        let mut b = Client::new("dev-b");
+        let ops: Vec<String> = (0..4)
+            .map(|i| op("Add", 10 + i, &format!("a{i}"), Some(&vcard(&format!("Name{i}"), "1"))))
+            .collect();
+        session(&mut h, &mut a, 201, &ops);
+        let (_, _, items) = session(&mut h, &mut b, 201, &[]);
+        assert_eq!(items.len(), 4);
+
+        // The commonest sync: only changes whole, and the snapshot serves.
+        assert_eq!(read_scopes(&h, &mut b, 200), vec![ItemScope::ChangedSinceLastSync]);
+        // a changes one contact; b's two-way sync gets it whole.
+        session(&mut h, &mut a, 200, &[op("Replace", 10, "a0", Some(&vcard("Name0", "2")))]);
+        let (st, alert, items) = session(&mut h, &mut b, 200, &[]);
+        assert_eq!((st, alert), (200, 200));
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert!(items[0].2.contains("CELL:2"), "the change is sent whole: {items:?}");
+
+        // A requested slow sync reads whole at once.
+        assert_eq!(read_scopes(&h, &mut b, 201), vec![ItemScope::Whole]);
+
+        // Anchors that do not match: the bare snapshot is read again whole,
+        // and the slow sync matches the client's items against the data.
+        b.last_anchor = Some("bogus".into());
+        assert_eq!(read_scopes(&h, &mut b, 200), vec![ItemScope::ChangedSinceLastSync, ItemScope::Whole]);
+        let again: Vec<String> = (0..4)
+            .map(|i| {
+                let tel = if i == 0 { "2" } else { "1" };
+                op("Add", 10 + i, &format!("b{i}"), Some(&vcard(&format!("Name{i}"), tel)))
+            })
+            .collect();
+        let (st, alert, items) = session(&mut h, &mut b, 200, &again);
+        assert_eq!((st, alert), (508, 201), "restore {restore}");
+        assert!(items.is_empty(), "every server item matched a client item: {items:?}");
+        assert_eq!(h.items("dev-b", Collection::Contacts).len(), 4, "no duplicates");
+
+        // One-way from the server with anchors that do not match: a refresh
+        // that sends every item whole.
+        b.last_anchor = Some("bogus".into());
+        assert_eq!(read_scopes(&h, &mut b, 204), vec![ItemScope::ChangedSinceLastSync, ItemScope::Whole]);
+        let (st, alert, items) = session(&mut h, &mut b, 204, &[]);
+        assert_eq!((st, alert), (508, 205));
+        assert_eq!(items.len(), 4, "{items:?}");
+        assert!(items.iter().all(|i| i.2.contains("BEGIN:VCARD")), "sent whole: {items:?}");
+    }
 }

@@ -301,13 +301,20 @@ impl MapBucket {
 
 /// Reads only the sequence number and tombstone flag of an item (no data copy).
 pub(crate) fn dec_item_seq(b: &[u8]) -> Result<(u64, bool), StoreError> {
+    let (_, seq, deleted) = dec_item_meta(b)?;
+    Ok((seq, deleted))
+}
+
+/// Reads an item record's server id, seq and tombstone flag, skipping (not
+/// copying) its content type, data and origin device.
+pub(crate) fn dec_item_meta(b: &[u8]) -> Result<(u64, u64, bool), StoreError> {
     let mut d = Dec::new(b, "item")?;
-    let _server_id = d.u64()?;
+    let server_id = d.u64()?;
     let seq = d.u64()?;
     d.bytes()?;
     d.bytes()?;
     d.bytes()?;
-    Ok((seq, d.u64()? != 0))
+    Ok((server_id, seq, d.u64()? != 0))
 }
 
 pub(crate) fn enc_state(s: &SyncState) -> Vec<u8> {

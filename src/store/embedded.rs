@@ -32,13 +32,13 @@ use redb::{
 };
 
 use super::codec::{
-    dec_device, dec_item, dec_item_id, dec_item_seq, dec_session, dec_session_meta, dec_state, dec_user,
-    enc_device, enc_item_block, enc_item_fields, enc_session, enc_state, enc_user, item_block_records,
-    MapBucket,
+    dec_device, dec_item, dec_item_id, dec_item_meta, dec_item_seq, dec_session, dec_session_meta, dec_state,
+    dec_user, enc_device, enc_item_block, enc_item_fields, enc_session, enc_state, enc_user,
+    item_block_records, MapBucket,
 };
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ReadRequest, ReadResponse, StoreError,
-    WriteBatch, WriteOp,
+    bare_item, Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ItemScope, ReadRequest,
+    ReadResponse, StoreError, WriteBatch, WriteOp,
 };
 
 /// The file name of the store inside the data directory.
@@ -235,8 +235,8 @@ fn read_in(txn: &ReadTransaction, request: &ReadRequest) -> Result<ReadResponse,
             let v = t.get((user.as_str(), device_id.as_str())).map_err(be)?;
             Ok(ReadResponse::Device(v.map(|v| dec_device(v.value())).transpose()?))
         }
-        ReadRequest::Datastore { user, device_id, collection } => {
-            Ok(ReadResponse::Datastore(snapshot_in(txn, user, device_id, *collection)?))
+        ReadRequest::Datastore { user, device_id, collection, scope } => {
+            Ok(ReadResponse::Datastore(snapshot_in(txn, user, device_id, *collection, *scope)?))
         }
         ReadRequest::Session { key } => {
             let mut v = txn.open_table(SESSIONS).map_err(be)?.get(*key).map_err(be)?;
@@ -263,6 +263,7 @@ fn snapshot_in(
     user: &str,
     device: &str,
     c: Collection,
+    scope: ItemScope,
 ) -> Result<DatastoreSnapshot, StoreError> {
     let c = coll(c);
     let state = match txn.open_table(STATES).map_err(be)?.get((user, device, c)).map_err(be)? {
@@ -279,20 +280,22 @@ fn snapshot_in(
     mappings.sort_unstable();
     // Without a state the device has seen nothing: every tombstone counts.
     let reached = state.as_ref().map_or(0, |s| s.seq_reached);
+    let bare_up_to = scope.bare_up_to(state.as_ref());
     let mut items = Vec::new();
     let table = txn.open_table(ITEM_BLOCKS).map_err(be)?;
     for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
         let (_, v) = entry.map_err(be)?;
         for record in item_block_records(v.value())? {
-            let (seq, deleted) = dec_item_seq(record)?;
-            if !deleted || seq > reached {
-                items.push(dec_item(record)?);
+            let (server_id, seq, deleted) = dec_item_meta(record)?;
+            if deleted && seq <= reached {
+                continue;
             }
+            items.push(if seq > bare_up_to { dec_item(record)? } else { bare_item(server_id, seq, deleted) });
         }
     }
     let max_seq =
         txn.open_table(COUNTERS).map_err(be)?.get((user, c)).map_err(be)?.map_or(0, |v| v.value().1);
-    Ok(DatastoreSnapshot { state, mappings, items, max_seq })
+    Ok(DatastoreSnapshot { state, mappings, items, bare_up_to, max_seq })
 }
 
 /// Every device of `user` with its sync states and mapping count, in one snapshot.
@@ -898,6 +901,7 @@ mod tests {
                     user: "u".into(),
                     device_id: device.into(),
                     collection: Collection::Calendar,
+                    scope: ItemScope::Whole,
                 };
                 let Ok(ReadResponse::Datastore(snap)) = b.read(&request) else { panic!("datastore read") };
                 let mut got = snap.mappings.clone();
@@ -910,6 +914,7 @@ mod tests {
                     user: user.into(),
                     device_id: "other".into(),
                     collection: Collection::Calendar,
+                    scope: ItemScope::Whole,
                 };
                 let Ok(ReadResponse::Datastore(snap)) = b.read(&request) else { panic!("datastore read") };
                 let got: Vec<(u64, bool)> = snap.items.iter().map(|i| (i.server_id, i.deleted)).collect();

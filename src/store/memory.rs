@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
-    ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
+    bare_item, Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord,
+    ReadRequest, ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
 };
 
 type UserColl = (String, Collection);
@@ -51,10 +51,11 @@ impl Backend for MemoryBackend {
             ReadRequest::Device { user, device_id } => {
                 ReadResponse::Device(st.devices.get(&(user.clone(), device_id.clone())).cloned())
             }
-            ReadRequest::Datastore { user, device_id, collection } => {
+            ReadRequest::Datastore { user, device_id, collection, scope } => {
                 let c = *collection;
                 let state = st.states.get(&(user.clone(), device_id.clone(), c)).cloned();
                 let reached = state.as_ref().map_or(0, |s| s.seq_reached);
+                let bare_up_to = scope.bare_up_to(state.as_ref());
                 let mappings = st
                     .maps
                     .iter()
@@ -65,10 +66,16 @@ impl Backend for MemoryBackend {
                     .items
                     .iter()
                     .filter(|((u, ic, _), it)| u == user && *ic == c && (!it.deleted || it.seq > reached))
-                    .map(|(_, it)| it.clone())
+                    .map(|(_, it)| {
+                        if it.seq > bare_up_to {
+                            it.clone()
+                        } else {
+                            bare_item(it.server_id, it.seq, it.deleted)
+                        }
+                    })
                     .collect();
                 let max_seq = st.counters.get(&(user.clone(), c)).map_or(0, |v| v.1);
-                ReadResponse::Datastore(DatastoreSnapshot { state, mappings, items, max_seq })
+                ReadResponse::Datastore(DatastoreSnapshot { state, mappings, items, bare_up_to, max_seq })
             }
             ReadRequest::Session { key } => ReadResponse::Session(st.sessions.get(key).cloned()),
             ReadRequest::ListUsers => ReadResponse::Users(st.users.keys().cloned().collect()),

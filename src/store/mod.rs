@@ -188,6 +188,8 @@ pub enum ReadRequest {
         device_id: String,
         /// The collection.
         collection: Collection,
+        /// Which items come whole; the others come bare (see [`ItemScope`]).
+        scope: ItemScope,
     },
     /// A stored session.
     Session {
@@ -203,6 +205,55 @@ pub enum ReadRequest {
     },
 }
 
+/// Which items of a [`ReadRequest::Datastore`] come whole (with content
+/// type, data and origin device); the others come *bare*: server id, seq
+/// and tombstone flag only.
+///
+/// A two-way or one-way sync sends only what changed since the device's
+/// last sync, and needs the other items only to know they exist: reading
+/// and copying a whole address book for every such session made its cost
+/// grow with the address book. A slow sync (twin matching, sending all)
+/// and a refresh from the server need every item whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ItemScope {
+    /// Every item whole.
+    #[default]
+    Whole,
+    /// Whole: items changed after the device's `seq_reached`. Every item
+    /// is whole when the device has no sync state or its state has no
+    /// client anchor (its next sync is a slow one).
+    ChangedSinceLastSync,
+    /// Whole: items with a seq above this one (a session continued from the
+    /// store knows the seq its sync started from).
+    ChangedSince(u64),
+}
+
+impl ItemScope {
+    /// The snapshot's [`DatastoreSnapshot::bare_up_to`] for this scope,
+    /// given the device's sync state (the same for every backend).
+    pub fn bare_up_to(self, state: Option<&SyncState>) -> u64 {
+        match self {
+            ItemScope::Whole => 0,
+            ItemScope::ChangedSinceLastSync => {
+                state.filter(|s| !s.client_anchor.is_empty()).map_or(0, |s| s.seq_reached)
+            }
+            ItemScope::ChangedSince(seq) => seq,
+        }
+    }
+}
+
+/// An item with only its server id, seq and tombstone flag (see [`ItemScope`]).
+pub fn bare_item(server_id: u64, seq: u64, deleted: bool) -> ItemRecord {
+    ItemRecord {
+        server_id,
+        seq,
+        content_type: String::new(),
+        data: Vec::new(),
+        origin_device: String::new(),
+        deleted,
+    }
+}
+
 /// A snapshot of one collection for one device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DatastoreSnapshot {
@@ -212,6 +263,9 @@ pub struct DatastoreSnapshot {
     pub mappings: Vec<(String, u64)>,
     /// Live items of the collection, plus tombstones newer than `state.seq_reached`.
     pub items: Vec<ItemRecord>,
+    /// Items with `seq <= bare_up_to` are bare: their content type, data and
+    /// origin device are empty (see [`ItemScope`]). 0: every item is whole.
+    pub bare_up_to: u64,
     /// The highest change sequence number of the collection at snapshot time.
     pub max_seq: u64,
 }

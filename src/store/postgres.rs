@@ -45,8 +45,9 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row, Statement};
 
 use super::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
-    ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch, WriteOp,
+    bare_item, Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord,
+    ItemScope, ReadRequest, ReadResponse, SessionRecord, StoreError, SyncState, UserRecord, WriteBatch,
+    WriteOp,
 };
 
 /// The schema version this build reads and writes.
@@ -487,7 +488,14 @@ impl PostgresBackend {
         }
     }
 
-    fn snapshot(&self, conn: &mut Conn, user: &str, device: &str, c: i16) -> Result<DatastoreSnapshot, Fail> {
+    fn snapshot(
+        &self,
+        conn: &mut Conn,
+        user: &str,
+        device: &str,
+        c: i16,
+        scope: ItemScope,
+    ) -> Result<DatastoreSnapshot, Fail> {
         let state = conn
             .query_opt(
                 "SELECT client_anchor, server_anchor, seq_reached, client_uri, last_sync_type
@@ -519,21 +527,34 @@ impl PostgresBackend {
             Some(s) => to_i64(s.seq_reached, "seq")?,
             None => 0,
         };
+        let bare_up_to = scope.bare_up_to(state.as_ref());
+        // Bare items leave their columns out of the answer (NULLs), so the
+        // server neither reads their TOASTed data nor sends it.
         let items = conn
             .query(
-                "SELECT server_id, seq, content_type, data, origin_device, deleted FROM items
+                "SELECT server_id, seq, deleted,
+                        CASE WHEN seq > $4 THEN content_type END,
+                        CASE WHEN seq > $4 THEN data END,
+                        CASE WHEN seq > $4 THEN origin_device END
+                 FROM items
                  WHERE user_name = $1 AND coll = $2 AND (NOT deleted OR seq > $3) ORDER BY server_id",
-                &[&user, &c, &reached],
+                &[&user, &c, &reached, &to_i64(bare_up_to, "seq")?],
             )?
             .iter()
             .map(|r| {
+                let server_id = to_u64(r.try_get(0)?, "server id")?;
+                let seq = to_u64(r.try_get(1)?, "seq")?;
+                let deleted = r.try_get(2)?;
+                if seq <= bare_up_to {
+                    return Ok(bare_item(server_id, seq, deleted));
+                }
                 Ok(ItemRecord {
-                    server_id: to_u64(r.try_get(0)?, "server id")?,
-                    seq: to_u64(r.try_get(1)?, "seq")?,
-                    content_type: r.try_get(2)?,
-                    data: r.try_get(3)?,
-                    origin_device: r.try_get(4)?,
-                    deleted: r.try_get(5)?,
+                    server_id,
+                    seq,
+                    content_type: r.try_get(3)?,
+                    data: r.try_get(4)?,
+                    origin_device: r.try_get(5)?,
+                    deleted,
                 })
             })
             .collect::<Result<Vec<_>, Fail>>()?;
@@ -543,7 +564,7 @@ impl PostgresBackend {
             Some(r) => to_u64(r.try_get(0)?, "seq")?,
             None => 0,
         };
-        Ok(DatastoreSnapshot { state, mappings, items, max_seq })
+        Ok(DatastoreSnapshot { state, mappings, items, bare_up_to, max_seq })
     }
 }
 
@@ -648,11 +669,11 @@ impl Backend for PostgresBackend {
                 )?;
                 Ok(ReadResponse::Device(row.as_ref().map(read_device).transpose()?))
             }),
-            ReadRequest::Datastore { user, device_id, collection } => {
+            ReadRequest::Datastore { user, device_id, collection, scope } => {
                 // One MVCC snapshot for state, mappings, items and max_seq.
                 let c = coll(*collection);
                 self.run("read", Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), true, |conn| {
-                    Ok(ReadResponse::Datastore(self.snapshot(conn, user, device_id, c)?))
+                    Ok(ReadResponse::Datastore(self.snapshot(conn, user, device_id, c, *scope)?))
                 })
             }
             ReadRequest::Session { key } => self.run("read", None, true, |conn| {

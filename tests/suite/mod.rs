@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use futures_lite::future::block_on;
 use shardsync::store::{
-    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ReadRequest,
-    ReadResponse, SessionRecord, StoreError, StoreHandle, SyncState, UserRecord, WriteBatch, WriteOp,
+    Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceRecord, DeviceSummary, ItemRecord, ItemScope,
+    ReadRequest, ReadResponse, SessionRecord, StoreError, StoreHandle, SyncState, UserRecord, WriteBatch,
+    WriteOp,
 };
 
 /// A [`StoreHandle`] seen as a [`Backend`]: the suite through the store's
@@ -47,6 +48,7 @@ pub fn run_suite(backend: Arc<dyn Backend>, prefix: &str) {
     item_lifecycle(b, &format!("{prefix}life"));
     seq_and_ids_are_monotonic(b, &format!("{prefix}seq"));
     tombstones_in_snapshot(b, &format!("{prefix}tomb"));
+    bare_items_by_scope(b, &format!("{prefix}bare"));
     mappings(b, &format!("{prefix}map"));
     explicit_server_ids(b, &format!("{prefix}explicit"));
     delete_user(b, &format!("{prefix}del"));
@@ -193,7 +195,12 @@ pub fn del_with(user: &str, c: Collection, sid: u64, dev: &str, client_id: &str)
 
 /// Reads a datastore snapshot.
 pub fn snapshot(b: &dyn Backend, user: &str, dev: &str, c: Collection) -> DatastoreSnapshot {
-    let req = ReadRequest::Datastore { user: user.into(), device_id: dev.into(), collection: c };
+    let req = ReadRequest::Datastore {
+        user: user.into(),
+        device_id: dev.into(),
+        collection: c,
+        scope: ItemScope::Whole,
+    };
     match b.read(&req).expect("read datastore") {
         ReadResponse::Datastore(s) => s,
         other => panic!("unexpected answer {other:?}"),
@@ -379,6 +386,111 @@ fn tombstones_in_snapshot(b: &dyn Backend, u: &str) {
 
     // Another device without state still gets both tombstones.
     assert_eq!(snapshot(b, u, "d2", c).items.len(), 3);
+}
+
+/// Reads a datastore snapshot with `scope`.
+pub fn snapshot_in(
+    b: &dyn Backend,
+    user: &str,
+    dev: &str,
+    c: Collection,
+    scope: ItemScope,
+) -> DatastoreSnapshot {
+    let req = ReadRequest::Datastore { user: user.into(), device_id: dev.into(), collection: c, scope };
+    match b.read(&req).expect("read datastore") {
+        ReadResponse::Datastore(s) => s,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+/// (server id, seq, deleted, whole?) of every item, sorted; a whole item
+/// must carry exactly what was stored.
+fn shape(s: &DatastoreSnapshot, whole: &[ItemRecord]) -> Vec<(u64, u64, bool, bool)> {
+    let mut out: Vec<(u64, u64, bool, bool)> = s
+        .items
+        .iter()
+        .map(|i| {
+            let full = whole.iter().find(|w| w.server_id == i.server_id).expect("item of the whole read");
+            let is_whole = i == full;
+            if !is_whole {
+                // Bare: only id, seq and tombstone flag.
+                assert_eq!(
+                    (i.content_type.as_str(), i.data.as_slice(), i.origin_device.as_str()),
+                    ("", &[][..], ""),
+                    "a bare item carries nothing else: {i:?}"
+                );
+                assert_eq!((i.seq, i.deleted), (full.seq, full.deleted));
+            }
+            (i.server_id, i.seq, i.deleted, is_whole)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn bare_items_by_scope(b: &dyn Backend, u: &str) {
+    let c = Collection::Tasks;
+    let ids = commit1(
+        b,
+        vec![
+            put(u, c, None, "one", "d1", None),
+            put(u, c, None, "two", "d1", None),
+            put(u, c, None, "three", "d1", None),
+        ],
+    )
+    .new_server_ids;
+    let whole_before = snapshot(b, u, "d1", c);
+    assert_eq!(whole_before.bare_up_to, 0);
+    let reached = whole_before.max_seq;
+    // After the device's last sync: one change, one delete.
+    commit1(b, vec![put(u, c, Some(ids[0]), "one, changed", "d2", None), del(u, c, ids[1], "d2")]);
+    // No state yet: every scope reads whole (the next sync is a slow one).
+    for scope in [ItemScope::Whole, ItemScope::ChangedSinceLastSync] {
+        let s = snapshot_in(b, u, "d1", c, scope);
+        assert_eq!(s.bare_up_to, 0);
+        assert!(shape(&s, &snapshot(b, u, "d1", c).items).iter().all(|x| x.3), "{scope:?}");
+    }
+
+    commit1(b, vec![put_state(u, "d1", c, reached)]);
+    let whole = snapshot(b, u, "d1", c);
+    let s = snapshot_in(b, u, "d1", c, ItemScope::ChangedSinceLastSync);
+    assert_eq!(s.bare_up_to, reached);
+    assert_eq!(
+        (s.state.clone(), s.max_seq, s.mappings.clone()),
+        (whole.state.clone(), whole.max_seq, whole.mappings.clone())
+    );
+    let got = shape(&s, &whole.items);
+    // The changed item and the new tombstone are whole; the untouched one is bare.
+    let seq_of = |id: u64| item(&whole, id).map(|i| i.seq).expect("item");
+    assert_eq!(got, {
+        let mut v = vec![
+            (ids[0], seq_of(ids[0]), false, true),
+            (ids[1], seq_of(ids[1]), true, true),
+            (ids[2], seq_of(ids[2]), false, false),
+        ];
+        v.sort();
+        v
+    });
+    // An explicit seq: only what is above it is whole.
+    let s = snapshot_in(b, u, "d1", c, ItemScope::ChangedSince(whole.max_seq));
+    assert_eq!(s.bare_up_to, whole.max_seq);
+    assert!(shape(&s, &whole.items).iter().all(|x| !x.3));
+    let s = snapshot_in(b, u, "d1", c, ItemScope::ChangedSince(0));
+    assert!(shape(&s, &whole.items).iter().all(|x| x.3));
+
+    // A state without a client anchor (a slow sync was started): whole.
+    commit1(
+        b,
+        vec![WriteOp::PutSyncState {
+            user: u.into(),
+            device_id: "d1".into(),
+            collection: c,
+            state: SyncState { seq_reached: reached, ..Default::default() },
+        }],
+    );
+    let s = snapshot_in(b, u, "d1", c, ItemScope::ChangedSinceLastSync);
+    assert_eq!(s.bare_up_to, 0);
+    assert!(shape(&s, &snapshot(b, u, "d1", c).items).iter().all(|x| x.3));
 }
 
 fn mappings(b: &dyn Backend, u: &str) {
@@ -662,7 +774,12 @@ fn read_many_matches_single_reads(b: &dyn Backend, u: &str) {
         ReadRequest::Session { key: key_of(u) },
         ReadRequest::User { name: u.to_string() },
         ReadRequest::Device { user: u.to_string(), device_id: "d".into() },
-        ReadRequest::Datastore { user: u.to_string(), device_id: "d".into(), collection: c },
+        ReadRequest::Datastore {
+            user: u.to_string(),
+            device_id: "d".into(),
+            collection: c,
+            scope: ItemScope::Whole,
+        },
         ReadRequest::Session { key: key_of(&format!("{u}-absent")) },
     ];
     let single: Vec<ReadResponse> = requests.iter().map(|r| b.read(r).unwrap()).collect();
