@@ -203,6 +203,12 @@ struct IncomingChunk {
     data: Vec<u8>,
 }
 
+/// The maps a datastore holds one entry per item or mapping in (a whole
+/// collection, rebuilt for every session): keyed with aHash, which is much
+/// cheaper than std's SipHash for these keys and still seeded per process,
+/// so a client cannot precompute colliding ids.
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// The per-datastore part of a session.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct DsSession {
@@ -221,7 +227,7 @@ struct DsSession {
     /// reloaded from the store when a session is continued elsewhere.
     /// Items the mode does not use whole may be bare (see `scope`).
     #[rkyv(with = rkyv::with::Skip)]
-    items: HashMap<u64, ItemRecord>,
+    items: FastMap<u64, ItemRecord>,
     /// `items`, `map`, `rmap`, `twins` and `uids` are in memory (false right
     /// after a session was restored from its stored state).
     #[rkyv(with = rkyv::with::Skip)]
@@ -230,18 +236,18 @@ struct DsSession {
     /// client id → server id (mirrors the store's mappings after each commit,
     /// so a restored session reloads it from there).
     #[rkyv(with = rkyv::with::Skip)]
-    map: HashMap<String, u64>,
+    map: FastMap<String, u64>,
     /// server id → client id.
     #[rkyv(with = rkyv::with::Skip)]
-    rmap: HashMap<u64, String>,
+    rmap: FastMap<u64, String>,
     /// Server items the client's changes of this session already covered.
     handled: HashSet<u64>,
     /// Twin index for slow syncs: content key → unmatched server ids.
     #[rkyv(with = rkyv::with::Skip)]
-    twins: HashMap<u64, Vec<u64>>,
+    twins: FastMap<u64, Vec<u64>>,
     /// UID index for slow syncs.
     #[rkyv(with = rkyv::with::Skip)]
-    uids: HashMap<String, u64>,
+    uids: FastMap<String, u64>,
     /// Ops forced by conflict resolution (sent in package 4).
     forced: Vec<OutKind>,
     /// The client's Sync for this datastore started (once-only setup done).

@@ -10,8 +10,8 @@ use super::init_reply::{self, Pending, PendingDevInf, MIN_CLIENT_MAX_MSG};
 use super::reply::{anchor_item, t, type_meta, Reply};
 use super::scope;
 use super::{
-    ConflictPolicy, Counts, DsSession, EngineConfig, IncomingChunk, OutKind, OutOp, Outcome, Phase, Session,
-    Step,
+    ConflictPolicy, Counts, DsSession, EngineConfig, FastMap, IncomingChunk, OutKind, OutOp, Outcome, Phase,
+    Session, Step,
 };
 use crate::codec;
 use crate::model::{
@@ -661,6 +661,7 @@ fn handle_alert(
     }
     let server_last = state.as_ref().map(|st| st.server_anchor.clone()).unwrap_or_default();
     let server_next = format!("{}-{}", s.last_activity, snap.max_seq);
+    let mappings = snap.mappings.len();
     let mut ds = DsSession {
         collection,
         client_uri: source.clone(),
@@ -672,11 +673,11 @@ fn handle_alert(
         items: snap.items.into_iter().map(|i| (i.server_id, i)).collect(),
         loaded: true,
         max_seq: snap.max_seq,
-        map: HashMap::new(),
-        rmap: HashMap::new(),
+        map: FastMap::with_capacity_and_hasher(mappings, Default::default()),
+        rmap: FastMap::with_capacity_and_hasher(mappings, Default::default()),
         handled: HashSet::new(),
-        twins: HashMap::new(),
-        uids: HashMap::new(),
+        twins: FastMap::default(),
+        uids: FastMap::default(),
         forced: Vec::new(),
         client_sync_started: false,
         queued: false,
@@ -1712,6 +1713,8 @@ pub(super) fn reload_datastore(ds: &mut DsSession, snap: crate::store::Datastore
     ds.items = snap.items.into_iter().map(|i| (i.server_id, i)).collect();
     ds.map.clear();
     ds.rmap.clear();
+    ds.map.reserve(snap.mappings.len());
+    ds.rmap.reserve(snap.mappings.len());
     for (luid, guid) in snap.mappings {
         ds.rmap.insert(guid, luid.clone());
         ds.map.insert(luid, guid);
