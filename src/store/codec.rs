@@ -166,6 +166,37 @@ pub(crate) fn dec_item_id(b: &[u8]) -> Result<u64, StoreError> {
     Dec::new(b, "item")?.u64()
 }
 
+/// Bytes of one entry of an item meta block: server id, seq, tombstone flag.
+const META_ENTRY: usize = 17;
+
+/// Encodes an item block's meta: (server id, seq, tombstone) of each of its
+/// records, in server id order (see the embedded store's `item_meta`).
+pub(crate) fn enc_item_meta(entries: impl Iterator<Item = (u64, u64, bool)>, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + count * META_ENTRY);
+    out.push(VERSION);
+    for (sid, seq, deleted) in entries {
+        out.extend_from_slice(&sid.to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.push(u8::from(deleted));
+    }
+    out
+}
+
+/// The entries of an item meta block, checked whole first.
+pub(crate) fn item_meta_entries(b: &[u8]) -> Result<impl Iterator<Item = (u64, u64, bool)> + '_, StoreError> {
+    let body = match b.split_first() {
+        Some((&VERSION, rest)) if rest.len() % META_ENTRY == 0 => rest,
+        _ => return Err(corrupt("item meta")),
+    };
+    Ok(body.chunks_exact(META_ENTRY).map(|e| {
+        let mut sid = [0u8; 8];
+        let mut seq = [0u8; 8];
+        sid.copy_from_slice(&e[..8]);
+        seq.copy_from_slice(&e[8..16]);
+        (u64::from_le_bytes(sid), u64::from_le_bytes(seq), e[16] != 0)
+    }))
+}
+
 /// One bucket of a device's mappings for a collection: (client id, server id)
 /// entries sorted by client id bytes, kept encoded (`[u32 len][id][u64 sid]`
 /// each, behind the version byte) so changing one entry allocates nothing per

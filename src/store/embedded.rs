@@ -12,7 +12,10 @@
 //! - `item_blocks`: (user, collection, server id >> 4) → the records (or
 //!   tombstones) of up to 16 consecutive server ids, in id order. A slow
 //!   sync's hundred adds per message are a handful of B-tree writes, not a
-//!   hundred; a datastore read scans the collection's blocks either way.
+//!   hundred; a datastore read that needs items whole scans these blocks.
+//! - `item_meta`: the same keys → (server id, seq, tombstone) of each record
+//!   of the block: a read that needs most items bare (a two-way sync) walks
+//!   these small values and fetches only the blocks of changed items.
 //! - `counters`: (user, collection) → (next server id, highest seq)
 //! - `sync_states`: (user, device, collection) → sync state
 //! - `mapping_buckets`: (user, device, collection, bucket) → that device's
@@ -33,8 +36,8 @@ use redb::{
 
 use super::codec::{
     dec_device, dec_item, dec_item_id, dec_item_meta, dec_item_seq, dec_session, dec_session_meta, dec_state,
-    dec_user, enc_device, enc_item_block, enc_item_fields, enc_session, enc_state, enc_user,
-    item_block_records, MapBucket,
+    dec_user, enc_device, enc_item_block, enc_item_fields, enc_item_meta, enc_session, enc_state, enc_user,
+    item_block_records, item_meta_entries, MapBucket,
 };
 use super::{
     bare_item, Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ItemScope, ReadRequest,
@@ -51,8 +54,9 @@ pub const FILE_NAME: &str = "shardsync.redb";
 /// scans the collection's items, which carry their seq, so nothing read it;
 /// items are stored in blocks (`item_blocks`) and mappings in buckets
 /// (`mapping_buckets`) instead of one row each.
-/// Opening a version 1 or 2 file converts it.
-const SCHEMA_VERSION: u64 = 3;
+/// 4: `item_meta` beside `item_blocks` (see the module doc).
+/// Opening a version 1, 2 or 3 file converts it.
+const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -61,6 +65,8 @@ const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devi
 /// one item rewrites little (a block of contacts with photos is ~20 KiB).
 const ITEM_BLOCK_BITS: u32 = 4;
 const ITEM_BLOCKS: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("item_blocks");
+/// The meta of each item block (same key): see the module doc.
+const ITEM_META: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("item_meta");
 /// Schema 1 and 2's one row per item, moved into blocks by the upgrade to 3.
 const ITEMS_V2: TableDefinition<(&str, u8, u64), &[u8]> = TableDefinition::new("items");
 const COUNTERS: TableDefinition<(&str, u8), (u64, u64)> = TableDefinition::new("counters");
@@ -181,18 +187,26 @@ impl EmbeddedBackend {
                     meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
                 }
                 Some(SCHEMA_VERSION) => {}
-                Some(old @ (1 | 2)) => {
-                    // Both indexes cost an insert per item or mapping; nothing reads them now.
+                Some(old @ 1..=3) => {
                     meta.insert("schema", SCHEMA_VERSION).map_err(be)?;
-                    if old == 1 {
-                        txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
+                    if old <= 2 {
+                        // Both indexes cost an insert per item or mapping; nothing reads them now.
+                        if old == 1 {
+                            txn.delete_table(MAPS_BY_ID_V1).map_err(be)?;
+                        }
+                        txn.delete_table(CHANGES_V2).map_err(be)?;
+                        let moved = move_items_into_blocks(&txn)?;
+                        txn.delete_table(ITEMS_V2).map_err(be)?;
+                        let mappings = move_mappings_into_buckets(&txn)?;
+                        txn.delete_table(MAPS_V2).map_err(be)?;
+                        tracing::info!(
+                            items = moved,
+                            mappings,
+                            "items moved into blocks, mappings into buckets"
+                        );
                     }
-                    txn.delete_table(CHANGES_V2).map_err(be)?;
-                    let moved = move_items_into_blocks(&txn)?;
-                    txn.delete_table(ITEMS_V2).map_err(be)?;
-                    let mappings = move_mappings_into_buckets(&txn)?;
-                    txn.delete_table(MAPS_V2).map_err(be)?;
-                    tracing::info!(items = moved, mappings, "items moved into blocks, mappings into buckets");
+                    let blocks = write_item_meta(&txn)?;
+                    tracing::info!(blocks, "item meta written for every item block");
                     tracing::info!(
                         path = %self.path.display(),
                         "store upgraded from schema version {old} to {SCHEMA_VERSION}"
@@ -209,6 +223,7 @@ impl EmbeddedBackend {
             txn.open_table(USERS).map_err(be)?;
             txn.open_table(DEVICES).map_err(be)?;
             txn.open_table(ITEM_BLOCKS).map_err(be)?;
+            txn.open_table(ITEM_META).map_err(be)?;
             txn.open_table(COUNTERS).map_err(be)?;
             txn.open_table(STATES).map_err(be)?;
             txn.open_table(MAP_BUCKETS).map_err(be)?;
@@ -282,15 +297,42 @@ fn snapshot_in(
     let reached = state.as_ref().map_or(0, |s| s.seq_reached);
     let bare_up_to = scope.bare_up_to(state.as_ref());
     let mut items = Vec::new();
-    let table = txn.open_table(ITEM_BLOCKS).map_err(be)?;
-    for entry in table.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
-        let (_, v) = entry.map_err(be)?;
-        for record in item_block_records(v.value())? {
-            let (server_id, seq, deleted) = dec_item_meta(record)?;
-            if deleted && seq <= reached {
-                continue;
+    let blocks = txn.open_table(ITEM_BLOCKS).map_err(be)?;
+    if bare_up_to == 0 {
+        for entry in blocks.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
+            let (_, v) = entry.map_err(be)?;
+            for record in item_block_records(v.value())? {
+                let (seq, deleted) = dec_item_seq(record)?;
+                if !deleted || seq > reached {
+                    items.push(dec_item(record)?);
+                }
             }
-            items.push(if seq > bare_up_to { dec_item(record)? } else { bare_item(server_id, seq, deleted) });
+        }
+    } else {
+        // Mostly bare: walk the meta; fetch a block only for its changed items.
+        let meta = txn.open_table(ITEM_META).map_err(be)?;
+        for entry in meta.range((user, c, 0u64)..=(user, c, u64::MAX)).map_err(be)? {
+            let (k, v) = entry.map_err(be)?;
+            let block_id = k.value().2;
+            let mut block = None;
+            for (server_id, seq, deleted) in item_meta_entries(v.value())? {
+                if deleted && seq <= reached {
+                    continue;
+                }
+                if seq <= bare_up_to {
+                    items.push(bare_item(server_id, seq, deleted));
+                    continue;
+                }
+                if block.is_none() {
+                    block = blocks.get((user, c, block_id)).map_err(be)?;
+                }
+                let Some(b) = &block else { return Err(be("item meta names a missing item block")) };
+                let record = item_block_records(b.value())?
+                    .into_iter()
+                    .find(|r| dec_item_id(r).is_ok_and(|id| id == server_id))
+                    .ok_or_else(|| be("item meta names an item its block lacks"))?;
+                items.push(dec_item(record)?);
+            }
         }
     }
     let max_seq =
@@ -366,6 +408,7 @@ struct Writer<'t> {
     users: Table<'t, &'static str, &'static [u8]>,
     devices: Table<'t, (&'static str, &'static str), &'static [u8]>,
     item_blocks: Table<'t, (&'static str, u8, u64), &'static [u8]>,
+    item_meta: Table<'t, (&'static str, u8, u64), &'static [u8]>,
     counters: Table<'t, (&'static str, u8), (u64, u64)>,
     states: Table<'t, (&'static str, &'static str, u8), &'static [u8]>,
     maps: Table<'t, (&'static str, &'static str, u8, u8), &'static [u8]>,
@@ -511,6 +554,28 @@ impl Block {
     }
 }
 
+/// The `item_meta` value of a block holding `records`.
+fn block_meta<'r>(records: impl Iterator<Item = &'r [u8]>, count: usize) -> Result<Vec<u8>, StoreError> {
+    let entries = records.map(dec_item_meta).collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(enc_item_meta(entries.into_iter(), count))
+}
+
+/// Writes `item_meta` for every item block (upgrade to schema 4, same
+/// transaction). Returns the number of blocks.
+fn write_item_meta(txn: &WriteTransaction) -> Result<u64, StoreError> {
+    let blocks = txn.open_table(ITEM_BLOCKS).map_err(be)?;
+    let mut meta = txn.open_table(ITEM_META).map_err(be)?;
+    let mut n = 0u64;
+    for entry in blocks.iter().map_err(be)? {
+        let (k, v) = entry.map_err(be)?;
+        let records = item_block_records(v.value())?;
+        let value = block_meta(records.iter().copied(), records.len())?;
+        meta.insert(k.value(), value.as_slice()).map_err(be)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// An item block's key with owned strings: (user, collection byte, block id).
 type BlockKey = (String, u8, u64);
 
@@ -552,6 +617,7 @@ impl<'t> Writer<'t> {
             users: txn.open_table(USERS).map_err(be)?,
             devices: txn.open_table(DEVICES).map_err(be)?,
             item_blocks: txn.open_table(ITEM_BLOCKS).map_err(be)?,
+            item_meta: txn.open_table(ITEM_META).map_err(be)?,
             counters: txn.open_table(COUNTERS).map_err(be)?,
             states: txn.open_table(STATES).map_err(be)?,
             maps: txn.open_table(MAP_BUCKETS).map_err(be)?,
@@ -629,13 +695,15 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Writes the changed blocks back (once per commit).
+    /// Writes the changed blocks and their meta back (once per commit).
     fn flush_blocks(&mut self) -> Result<(), StoreError> {
         for ((user, c, id), b) in self.blocks.drain().filter(|(_, b)| b.dirty) {
             let records = &b.value.records;
             let size = records.iter().map(|(_, r)| r.len() + 8).sum();
             let value = enc_item_block(records.iter().map(|(_, r)| r.as_slice()), size);
+            let meta = block_meta(records.iter().map(|(_, r)| r.as_slice()), records.len())?;
             self.item_blocks.insert((user.as_str(), c, id), value.as_slice()).map_err(be)?;
+            self.item_meta.insert((user.as_str(), c, id), meta.as_slice()).map_err(be)?;
         }
         Ok(())
     }
@@ -836,6 +904,7 @@ impl<'t> Writer<'t> {
         self.users.remove(user).map_err(be)?;
         self.devices.retain_in((user, "")..(n, ""), |_, _| false).map_err(be)?;
         self.item_blocks.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
+        self.item_meta.retain_in((user, 0u8, 0u64)..(n, 0u8, 0u64), |_, _| false).map_err(be)?;
         // Changes cached for the user are gone with it.
         self.blocks.retain(|(u, _, _)| u != user);
         self.counters.retain_in((user, 0u8)..(n, 0u8), |_, _| false).map_err(be)?;
@@ -921,7 +990,78 @@ mod tests {
                 assert_eq!(got, want, "schema {old}: items of {user} moved into blocks");
                 assert!(snap.items.iter().all(|i| i.data == b"BEGIN:VCARD" || i.deleted));
             }
+            assert_bare_reads_match(&b, "u", Collection::Calendar);
         }
+    }
+
+    /// Reads `user`'s collection bare above every seq it holds and checks
+    /// the answer against the whole read: the same items, bare where they
+    /// should be (so the meta of every block is there).
+    fn assert_bare_reads_match(b: &EmbeddedBackend, user: &str, collection: Collection) {
+        let read = |scope| {
+            let request =
+                ReadRequest::Datastore { user: user.into(), device_id: "other".into(), collection, scope };
+            match b.read(&request) {
+                Ok(ReadResponse::Datastore(snap)) => snap,
+                other => panic!("datastore read: {other:?}"),
+            }
+        };
+        let whole = read(ItemScope::Whole);
+        assert!(!whole.items.is_empty());
+        let mut seqs: Vec<u64> = whole.items.iter().map(|i| i.seq).collect();
+        seqs.insert(0, 0);
+        for bare_up_to in seqs {
+            let snap = read(ItemScope::ChangedSince(bare_up_to));
+            assert_eq!(snap.items.len(), whole.items.len(), "bare up to {bare_up_to}");
+            for (got, full) in snap.items.iter().zip(&whole.items) {
+                if full.seq > bare_up_to {
+                    assert_eq!(got, full);
+                } else {
+                    assert_eq!(got, &crate::store::bare_item(full.server_id, full.seq, full.deleted));
+                }
+            }
+        }
+    }
+
+    /// Schema 3 files (blocks, no meta) get the meta of every block.
+    #[test]
+    fn schema_3_files_get_item_meta() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).expect("create");
+            let txn = db.begin_write().expect("txn");
+            {
+                txn.open_table(META).expect("meta").insert("schema", 3u64).expect("insert");
+                let mut blocks = txn.open_table(ITEM_BLOCKS).expect("blocks");
+                for block in 0..3u64 {
+                    let records: Vec<Vec<u8>> = (0..16u64)
+                        .map(|i| {
+                            let sid = (block << ITEM_BLOCK_BITS) + i + 1;
+                            enc_item_fields(sid, 100 - sid, "text/vcard", b"BEGIN:VCARD", "d", sid % 5 == 0)
+                        })
+                        .collect();
+                    let value = enc_item_block(records.iter().map(Vec::as_slice), 1024);
+                    blocks.insert(("u", 0u8, block), value.as_slice()).expect("insert");
+                }
+            }
+            txn.commit().expect("commit");
+        }
+        let b = EmbeddedBackend::open(dir.path()).expect("a schema 3 file opens");
+        assert_bare_reads_match(&b, "u", Collection::Contacts);
+        // New writes keep the meta up to date.
+        b.commit(&[WriteBatch {
+            ops: vec![WriteOp::PutItem {
+                user: "u".into(),
+                collection: Collection::Contacts,
+                server_id: Some(3),
+                content_type: "text/vcard".into(),
+                data: b"BEGIN:VCARD changed".to_vec(),
+                origin_device: "d2".into(),
+                map_client_id: None,
+            }],
+        }])
+        .expect("commit");
+        assert_bare_reads_match(&b, "u", Collection::Contacts);
     }
 
     /// A file from a newer build is refused, not rewritten.
