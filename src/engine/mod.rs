@@ -209,6 +209,38 @@ struct IncomingChunk {
 /// so a client cannot precompute colliding ids.
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
+/// A datastore's items from its snapshot, sorted by server id: looked up
+/// by binary search. Stores hand them out in that order, so building this
+/// costs no hashing, for a table rebuilt for every session and only read.
+#[derive(Debug, Clone, Default)]
+struct Items(Vec<ItemRecord>);
+
+impl Items {
+    fn new(mut items: Vec<ItemRecord>) -> Items {
+        if !items.is_sorted_by_key(|i| i.server_id) {
+            items.sort_by_key(|i| i.server_id);
+        }
+        Items(items)
+    }
+
+    fn get(&self, server_id: &u64) -> Option<&ItemRecord> {
+        let at = self.0.binary_search_by_key(server_id, |i| i.server_id).ok()?;
+        self.0.get(at)
+    }
+
+    fn contains_key(&self, server_id: &u64) -> bool {
+        self.get(server_id).is_some()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ItemRecord> {
+        self.0.iter()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// The per-datastore part of a session.
 #[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct DsSession {
@@ -227,7 +259,7 @@ struct DsSession {
     /// reloaded from the store when a session is continued elsewhere.
     /// Items the mode does not use whole may be bare (see `scope`).
     #[rkyv(with = rkyv::with::Skip)]
-    items: FastMap<u64, ItemRecord>,
+    items: Items,
     /// `items`, `map`, `rmap`, `twins` and `uids` are in memory (false right
     /// after a session was restored from its stored state).
     #[rkyv(with = rkyv::with::Skip)]

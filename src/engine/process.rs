@@ -10,8 +10,8 @@ use super::init_reply::{self, Pending, PendingDevInf, MIN_CLIENT_MAX_MSG};
 use super::reply::{anchor_item, t, type_meta, Reply};
 use super::scope;
 use super::{
-    ConflictPolicy, Counts, DsSession, EngineConfig, FastMap, IncomingChunk, OutKind, OutOp, Outcome, Phase,
-    Session, Step,
+    ConflictPolicy, Counts, DsSession, EngineConfig, FastMap, IncomingChunk, Items, OutKind, OutOp, Outcome,
+    Phase, Session, Step,
 };
 use crate::codec;
 use crate::model::{
@@ -670,7 +670,7 @@ fn handle_alert(
         client_next: next,
         server_next: server_next.clone(),
         prev_seq,
-        items: snap.items.into_iter().map(|i| (i.server_id, i)).collect(),
+        items: Items::new(snap.items),
         loaded: true,
         max_seq: snap.max_seq,
         map: FastMap::with_capacity_and_hasher(mappings, Default::default()),
@@ -1710,7 +1710,7 @@ fn index_twins(ds: &mut DsSession) {
 /// count as conflicts where the client touches them, and are otherwise left
 /// for the device's next sync (its `seq_reached` stays at `max_seq`).
 pub(super) fn reload_datastore(ds: &mut DsSession, snap: crate::store::DatastoreSnapshot) {
-    ds.items = snap.items.into_iter().map(|i| (i.server_id, i)).collect();
+    ds.items = Items::new(snap.items);
     ds.map.clear();
     ds.rmap.clear();
     ds.map.reserve(snap.mappings.len());
