@@ -93,13 +93,19 @@ impl EngineService {
         self.sessions.borrow().len()
     }
 
+    /// Whether a cached session is still within its idle timeout. (A stored
+    /// one carries the same deadline as `expires_at`, written with each
+    /// message: `last_activity + session_timeout`.)
+    fn alive(&self, s: &Session, now: u64) -> bool {
+        s.last_activity().saturating_add(self.session_timeout) > now
+    }
+
     fn sweep(&self, now: u64) {
         if !due(&self.last_sweep, now, SWEEP_EVERY_SECS) {
             return;
         }
-        let timeout = self.session_timeout;
         self.sessions.borrow_mut().retain(|key, s| {
-            let keep = s.last_activity() + timeout > now;
+            let keep = self.alive(s, now);
             if !keep {
                 self.expired(*key, s);
             }
@@ -219,7 +225,7 @@ impl EngineService {
         let arrived = std::time::Instant::now();
         let msg_id: Option<u64> = msg.hdr.msg_id.trim().parse().ok();
         let cached = self.sessions.borrow_mut().remove(&key).filter(|s| {
-            let alive = s.last_activity() + self.session_timeout > now;
+            let alive = self.alive(s, now);
             if !alive {
                 self.expired(key, s);
             }
@@ -230,15 +236,20 @@ impl EngineService {
         });
         // A new session's first reads ride along with the store lookup.
         let mut started = None;
+        // `load_or_start` checks the auth back-off before its store reads.
+        let mut backoff_checked = false;
         let existing = match cached {
             Some(s) => Some(s),
-            None if msg_id == Some(1) => match self.load_or_start(req, key, now).await? {
-                Ok(stored) => Some(stored),
-                Err(fresh) => {
-                    started = Some(fresh);
-                    None
+            None if msg_id == Some(1) => {
+                backoff_checked = true;
+                match self.load_or_start(req, key, now).await? {
+                    Ok(stored) => Some(stored),
+                    Err(fresh) => {
+                        started = Some(fresh);
+                        None
+                    }
                 }
-            },
+            }
             None => self.load(key, now).await?,
         };
         let mut session = match existing {
@@ -276,8 +287,11 @@ impl EngineService {
             }
         };
 
-        // Auth back-off, before any store access for a session not yet authenticated.
-        self.ops.check_backoff(session.user().is_some(), msg, req.peer)?;
+        // Auth back-off, before any store access for a session not yet
+        // authenticated (unless `load_or_start` just checked it).
+        if !backoff_checked {
+            self.ops.check_backoff(session.user().is_some(), msg, req.peer)?;
+        }
         let report_before = session.report();
         // Load what the engine needs; a few rounds at most (auth, then datastores).
         for _ in 0..4 {
