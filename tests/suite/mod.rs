@@ -351,17 +351,14 @@ fn seq_and_ids_are_monotonic(b: &dyn Backend, u: &str) {
     assert_eq!(t.max_seq, 1);
 }
 
+/// Stores new items from device "d1" in one commit; their server ids.
+fn put_new(b: &dyn Backend, u: &str, c: Collection, data: &[&str]) -> Vec<u64> {
+    commit1(b, data.iter().map(|d| put(u, c, None, d, "d1", None)).collect()).new_server_ids
+}
+
 fn tombstones_in_snapshot(b: &dyn Backend, u: &str) {
     let c = Collection::Notes;
-    let ids = commit1(
-        b,
-        vec![
-            put(u, c, None, "a", "d1", None),
-            put(u, c, None, "b", "d1", None),
-            put(u, c, None, "c", "d1", None),
-        ],
-    )
-    .new_server_ids;
+    let ids = put_new(b, u, c, &["a", "b", "c"]);
     commit1(b, vec![del(u, c, ids[0], "d1")]);
     let after_first_delete = snapshot(b, u, "d1", c).max_seq;
     commit1(b, vec![del(u, c, ids[1], "d2")]);
@@ -430,15 +427,7 @@ fn shape(s: &DatastoreSnapshot, whole: &[ItemRecord]) -> Vec<(u64, u64, bool, bo
 
 fn bare_items_by_scope(b: &dyn Backend, u: &str) {
     let c = Collection::Tasks;
-    let ids = commit1(
-        b,
-        vec![
-            put(u, c, None, "one", "d1", None),
-            put(u, c, None, "two", "d1", None),
-            put(u, c, None, "three", "d1", None),
-        ],
-    )
-    .new_server_ids;
+    let ids = put_new(b, u, c, &["one", "two", "three"]);
     let whole_before = snapshot(b, u, "d1", c);
     assert_eq!(whole_before.bare_up_to, 0);
     let reached = whole_before.max_seq;
