@@ -108,6 +108,14 @@ start_pg() {
   "$BIN" migrate --store "$PG_URL" >/dev/null
 }
 
+# create_pg_db NAME: a new, migrated database on the private PostgreSQL; prints its URL.
+create_pg_db() {
+  local url="postgres://shardsync@127.0.0.1:$PG_PORT/$1"
+  pg_tool psql -h 127.0.0.1 -p "$PG_PORT" -U shardsync -d postgres -qc "CREATE DATABASE $1" >/dev/null
+  "$BIN" migrate --store "$url" >/dev/null
+  echo "$url"
+}
+
 # CPU ticks of the postmaster and all its backends (they are its children).
 pg_cpu_ticks() {
   local sum=0 pid
