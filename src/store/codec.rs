@@ -212,6 +212,27 @@ fn map_entry(buf: &[u8], at: usize) -> Option<(&[u8], u64, usize)> {
     Some((id, sid, at + 12 + len))
 }
 
+/// Appends the (client id, server id) pairs of a stored bucket to `out`,
+/// checking it as [`MapBucket::decode`] does, without copying the bucket.
+pub(crate) fn read_map_pairs(b: &[u8], out: &mut Vec<(String, u64)>) -> Result<(), StoreError> {
+    if b.first() != Some(&VERSION) {
+        return Err(corrupt("mapping bucket"));
+    }
+    let mut at = 1;
+    let mut last: Option<&[u8]> = None;
+    while at < b.len() {
+        let (id, sid, end) = map_entry(b, at).ok_or_else(|| corrupt("mapping bucket"))?;
+        let text = std::str::from_utf8(id).map_err(|_| corrupt("mapping bucket"))?;
+        if last.is_some_and(|l| l >= id) {
+            return Err(corrupt("mapping bucket"));
+        }
+        last = Some(id);
+        out.push((text.to_owned(), sid));
+        at = end;
+    }
+    Ok(())
+}
+
 impl MapBucket {
     /// An empty bucket.
     pub(crate) fn new() -> MapBucket {
@@ -323,10 +344,13 @@ impl MapBucket {
         changed
     }
 
-    /// The entries as owned (client id, server id) pairs.
+    /// The entries as owned (client id, server id) pairs, through
+    /// [`read_map_pairs`] as the store reads them.
+    #[cfg(test)]
     pub(crate) fn pairs(&self) -> Vec<(String, u64)> {
-        // `decode` checked the ids are UTF-8; `set` only writes `&str`s.
-        self.entries().map(|(_, id, sid, _)| (String::from_utf8_lossy(id).into_owned(), sid)).collect()
+        let mut out = Vec::new();
+        read_map_pairs(&self.0, &mut out).expect("a bucket built by set() reads back");
+        out
     }
 }
 
@@ -438,6 +462,18 @@ mod tests {
             swapped.extend_from_slice(&5u64.to_le_bytes());
         }
         assert!(MapBucket::decode(&swapped).is_err(), "out of order");
+        let mut not_utf8 = MapBucket::new().bytes().to_vec();
+        not_utf8.extend_from_slice(&1u32.to_le_bytes());
+        not_utf8.push(0xff);
+        not_utf8.extend_from_slice(&5u64.to_le_bytes());
+        assert!(MapBucket::decode(&not_utf8).is_err(), "not UTF-8");
+        // The read path refuses the same buckets.
+        let mut out = Vec::new();
+        for bad in [&bytes[..bytes.len() - 1], &[][..], &swapped, &not_utf8] {
+            assert!(read_map_pairs(bad, &mut out).is_err());
+        }
+        read_map_pairs(bytes, &mut out).expect("a good bucket reads");
+        assert_eq!(out.last(), Some(&("y".to_string(), 2)));
     }
 
     use super::*;

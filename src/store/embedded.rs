@@ -37,7 +37,7 @@ use redb::{
 use super::codec::{
     dec_device, dec_item, dec_item_id, dec_item_meta, dec_item_seq, dec_session, dec_session_meta, dec_state,
     dec_user, enc_device, enc_item_block, enc_item_fields, enc_item_meta, enc_session, enc_state, enc_user,
-    item_block_records, item_meta_entries, MapBucket,
+    item_block_records, item_meta_entries, read_map_pairs, MapBucket,
 };
 use super::{
     bare_item, Backend, Collection, CommitInfo, DatastoreSnapshot, DeviceSummary, ItemScope, ReadRequest,
@@ -289,10 +289,10 @@ fn snapshot_in(
     let maps = txn.open_table(MAP_BUCKETS).map_err(be)?;
     for entry in maps.range((user, device, c, 0u8)..=(user, device, c, u8::MAX)).map_err(be)? {
         let (_, v) = entry.map_err(be)?;
-        mappings.extend(MapBucket::decode(v.value())?.pairs());
+        // Bucket by bucket: the snapshot promises no order (sorting a
+        // thousand client ids cost more than reading them).
+        read_map_pairs(v.value(), &mut mappings)?;
     }
-    // Every backend hands mappings out in client id order.
-    mappings.sort_unstable();
     // Without a state the device has seen nothing: every tombstone counts.
     let reached = state.as_ref().map_or(0, |s| s.seq_reached);
     let bare_up_to = scope.bare_up_to(state.as_ref());

@@ -259,7 +259,8 @@ pub fn bare_item(server_id: u64, seq: u64, deleted: bool) -> ItemRecord {
 pub struct DatastoreSnapshot {
     /// The device's sync state for the collection, if it ever synced it.
     pub state: Option<SyncState>,
-    /// Mappings client id → server id for this device.
+    /// Mappings client id → server id for this device, in no particular
+    /// order (the embedded store hands them out bucket by bucket).
     pub mappings: Vec<(String, u64)>,
     /// Live items of the collection, plus tombstones newer than `state.seq_reached`.
     pub items: Vec<ItemRecord>,
