@@ -212,9 +212,10 @@ fn map_entry(buf: &[u8], at: usize) -> Option<(&[u8], u64, usize)> {
     Some((id, sid, at + 12 + len))
 }
 
-/// Appends the (client id, server id) pairs of a stored bucket to `out`,
-/// checking it as [`MapBucket::decode`] does, without copying the bucket.
-pub(crate) fn read_map_pairs(b: &[u8], out: &mut Vec<(String, u64)>) -> Result<(), StoreError> {
+/// Walks a stored bucket, checking it whole: the version byte, every entry
+/// well formed, client ids UTF-8 and strictly increasing. Calls `each` with
+/// every (client id, server id).
+fn walk_map_bucket<'b>(b: &'b [u8], mut each: impl FnMut(&'b str, u64)) -> Result<(), StoreError> {
     if b.first() != Some(&VERSION) {
         return Err(corrupt("mapping bucket"));
     }
@@ -227,10 +228,16 @@ pub(crate) fn read_map_pairs(b: &[u8], out: &mut Vec<(String, u64)>) -> Result<(
             return Err(corrupt("mapping bucket"));
         }
         last = Some(id);
-        out.push((text.to_owned(), sid));
+        each(text, sid);
         at = end;
     }
     Ok(())
+}
+
+/// Appends the (client id, server id) pairs of a stored bucket to `out`,
+/// checking it as [`MapBucket::decode`] does, without copying the bucket.
+pub(crate) fn read_map_pairs(b: &[u8], out: &mut Vec<(String, u64)>) -> Result<(), StoreError> {
+    walk_map_bucket(b, |id, sid| out.push((id.to_owned(), sid)))
 }
 
 impl MapBucket {
@@ -241,19 +248,7 @@ impl MapBucket {
 
     /// Checks a stored bucket whole, so later walks cannot fail.
     pub(crate) fn decode(b: &[u8]) -> Result<MapBucket, StoreError> {
-        if b.first() != Some(&VERSION) {
-            return Err(corrupt("mapping bucket"));
-        }
-        let mut at = 1;
-        let mut last: Option<&[u8]> = None;
-        while at < b.len() {
-            let (id, _, end) = map_entry(b, at).ok_or_else(|| corrupt("mapping bucket"))?;
-            if std::str::from_utf8(id).is_err() || last.is_some_and(|l| l >= id) {
-                return Err(corrupt("mapping bucket"));
-            }
-            last = Some(id);
-            at = end;
-        }
+        walk_map_bucket(b, |_, _| {})?;
         Ok(MapBucket(b.to_vec()))
     }
 
