@@ -397,6 +397,14 @@ impl NodeMetrics {
         self.shards.iter().map(|s| f(s)).sum()
     }
 
+    /// A counter family with one sample per shard (label `shard`).
+    fn per_shard(&self, out: &mut Exposition, name: &str, help: &str, f: impl Fn(&ShardMetrics) -> u64) {
+        out.family(name, "counter", help);
+        for (i, s) in self.shards.iter().enumerate() {
+            out.sample(name, &[("shard", &i.to_string())], f(s) as f64);
+        }
+    }
+
     fn collect_shards(&self, out: &mut Exposition) {
         out.family("shardsync_sessions_active", "gauge", "SyncML sessions held by the node's shards.");
         out.sample(
@@ -489,30 +497,18 @@ impl NodeMetrics {
         }
         let other = self.sum(|s| s.http[HTTP_CODES.len()].get());
         out.sample("shardsync_http_responses_total", &[("code", "other")], other as f64);
-        out.family(
+        self.per_shard(
+            out,
             "shardsync_handoffs_total",
-            "counter",
             "Requests handed to their owner shard, by sending shard.",
+            |s| s.handoffs_sent.get(),
         );
-        for (i, s) in self.shards.iter().enumerate() {
-            out.sample(
-                "shardsync_handoffs_total",
-                &[("shard", &i.to_string())],
-                s.handoffs_sent.get() as f64,
-            );
-        }
-        out.family(
+        self.per_shard(
+            out,
             "shardsync_connection_migrations_total",
-            "counter",
             "Keep-alive connections moved to the shard owning their session, by sending shard.",
+            |s| s.migrations_sent.get(),
         );
-        for (i, s) in self.shards.iter().enumerate() {
-            out.sample(
-                "shardsync_connection_migrations_total",
-                &[("shard", &i.to_string())],
-                s.migrations_sent.get() as f64,
-            );
-        }
         out.family(
             "shardsync_shard_queue_depth",
             "gauge",
