@@ -149,10 +149,26 @@ pub struct ServeArgs {
     #[arg(long, env = "SHARDSYNC_MIGRATE_CONNECTIONS", value_name = "BOOL")]
     pub migrate_connections: Option<bool>,
 
-    /// Failed authentications per user name and per client address allowed
-    /// (within the failure window) before the back-off starts [default: 5]
+    /// Failed logins per (user name, client address) allowed (within the
+    /// failure window) before that pair backs off [default: 5]
     #[arg(long, env = "SHARDSYNC_AUTH_FREE_FAILURES", value_name = "N")]
     pub auth_free_failures: Option<u32>,
+
+    /// Failed logins per user name from all addresses before the user backs off;
+    /// a device that logged in from the same address before is never held back
+    /// by it [default: 50]
+    #[arg(long, env = "SHARDSYNC_USER_FREE_FAILURES", value_name = "N")]
+    pub user_free_failures: Option<u32>,
+
+    /// Failed logins and refused session probes per client address before the
+    /// address backs off (checked before decoding) [default: 30]
+    #[arg(long, env = "SHARDSYNC_ADDRESS_FREE_FAILURES", value_name = "N")]
+    pub address_free_failures: Option<u32>,
+
+    /// The key of the stateless auth challenges (32 bytes, created 0600 if
+    /// missing); every node of a cluster must use the same file [default: DATA_DIR/auth.key]
+    #[arg(long, env = "SHARDSYNC_AUTH_KEY_FILE", value_name = "FILE")]
+    pub auth_key_file: Option<PathBuf>,
 
     /// First back-off after the free failures; doubles with each further failure
     /// (HTTP 429 with Retry-After meanwhile) [default: 1000]
@@ -216,6 +232,9 @@ struct FileConfig {
     pin: Option<bool>,
     migrate_connections: Option<bool>,
     auth_free_failures: Option<u32>,
+    user_free_failures: Option<u32>,
+    address_free_failures: Option<u32>,
+    auth_key_file: Option<PathBuf>,
     auth_backoff_base_ms: Option<u64>,
     auth_backoff_max_secs: Option<u64>,
     auth_failure_window_secs: Option<u64>,
@@ -273,6 +292,9 @@ pub struct Config {
     pub abuse: LimitsConfig,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The auth challenge key file; `None`: `auth.key` in the data dir
+    /// (see [`Config::auth_key_path`]).
+    pub auth_key_file: Option<PathBuf>,
     /// TLS certificate chain and key (PEM files); `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
 }
@@ -310,6 +332,7 @@ impl Default for Config {
             migrate_connections: true,
             abuse: LimitsConfig::default(),
             trusted_proxies: Vec::new(),
+            auth_key_file: None,
             tls: None,
         }
     }
@@ -371,6 +394,15 @@ impl Config {
                     .auth_free_failures
                     .or(file.auth_free_failures)
                     .unwrap_or(d.abuse.auth_free_failures),
+                user_free_failures: args
+                    .user_free_failures
+                    .or(file.user_free_failures)
+                    .unwrap_or(d.abuse.user_free_failures),
+                address_free_failures: args
+                    .address_free_failures
+                    .or(file.address_free_failures)
+                    .unwrap_or(d.abuse.address_free_failures),
+                known_device_ttl: d.abuse.known_device_ttl,
                 auth_backoff_base: ms(
                     args.auth_backoff_base_ms,
                     file.auth_backoff_base_ms,
@@ -397,6 +429,7 @@ impl Config {
                     .unwrap_or(d.abuse.max_sessions_per_user),
             },
             trusted_proxies: args.trusted_proxies.clone().or(file.trusted_proxies).unwrap_or_default(),
+            auth_key_file: args.auth_key_file.clone().or(file.auth_key_file),
             tls: match (args.tls_cert.clone().or(file.tls_cert), args.tls_key.clone().or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,
@@ -405,6 +438,12 @@ impl Config {
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the auth challenge key lives: `auth_key_file`, else `auth.key`
+    /// in the data dir.
+    pub fn auth_key_path(&self) -> PathBuf {
+        self.auth_key_file.clone().unwrap_or_else(|| self.data_dir.join("auth.key"))
     }
 
     /// Checks ranges and consistency.

@@ -14,6 +14,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod load;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod routing;

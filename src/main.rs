@@ -223,6 +223,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let engine = EngineConfig {
         public_url: config.public_url.clone().unwrap_or_default(),
         max_msg_size: config.limits.max_body,
+        auth_key: auth_key(&config)?,
         ..EngineConfig::default()
     };
     let session_timeout = config.session_timeout.as_secs();
@@ -235,6 +236,55 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     threads.shutdown();
     result
+}
+
+/// The key of the stateless auth challenges: read from `auth_key_file` (or
+/// `auth.key` in the data dir), created there with 32 random bytes (mode
+/// 0600) if it does not exist. A PostgreSQL node without a data dir and
+/// without a key file runs with a random key of its own (logged: every node
+/// of a cluster should share one file).
+fn auth_key(config: &Config) -> Result<shardsync::engine::auth::AuthKey, String> {
+    use shardsync::engine::auth::AuthKey;
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let path = config.auth_key_path();
+    if config.auth_key_file.is_none() && !config.data_dir.is_dir() {
+        tracing::warn!(data_dir = %config.data_dir.display(),
+            "no auth key file and no data dir: a random challenge key for this process; give every node of a cluster the same auth_key_file");
+        return Ok(AuthKey::random());
+    }
+    let mut bytes = [0u8; 32];
+    match std::fs::File::open(&path) {
+        Ok(mut f) => {
+            let mode = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "{}: the auth key file must not be readable by others (mode {:o}; chmod 600 it)",
+                    path.display(),
+                    mode & 0o777
+                ));
+            }
+            f.read_exact(&mut bytes).map_err(|e| format!("{}: want 32 bytes: {e}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use rand::RngCore as _;
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            // Written to a private temp file and renamed, so no half key is ever read.
+            let tmp = path.with_extension("key.tmp");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+            f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(file = %path.display(), "created the auth challenge key");
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    Ok(AuthKey::new(bytes))
 }
 
 /// `balance`: the proxy in front of the cluster's shards.

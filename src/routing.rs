@@ -7,9 +7,14 @@
 //! published specification, so the key is stable across builds, platforms and
 //! Rust versions (unlike `std`'s `DefaultHasher`).
 //!
-//! The server's RespURI carries the key as a token, `?s=<16 lowercase hex>`,
-//! so a component that sees only the URL (the balancer) and one that decodes
-//! the header (a client that ignores RespURI) compute the same key.
+//! The server's RespURI carries the key as a token,
+//! `?s=<16 lowercase hex key>.<32 lowercase hex secret>`, so a component that
+//! sees only the URL (the balancer) and one that decodes the header (a client
+//! that ignores RespURI) compute the same key. The key routes; it is not a
+//! secret (anyone can hash a device id and SessionID). The second part is the
+//! session's [`SessionSecret`]: 128 random bits that prove a request belongs to
+//! the client that opened the session (see `engine::endpoint`). A token of the
+//! key alone (older builds) still routes, but proves nothing.
 //! Inside a node the owner shard is `jump_hash(key, shards)` (Lamping & Veach).
 
 use xxhash_rust::xxh64::xxh64;
@@ -31,12 +36,79 @@ pub fn token(key: u64) -> String {
     format!("{key:016x}")
 }
 
-/// Parses a token back into its key; `None` unless it is exactly 16 hex digits.
+/// The token of a session with its secret: `<key>.<secret>` (16 + 1 + 32 hex digits).
+pub fn session_token(key: u64, secret: &SessionSecret) -> String {
+    format!("{key:016x}.{}", secret.to_hex())
+}
+
+/// Parses a token's routing key: the 16 hex digits of `<key>` or of
+/// `<key>.<secret>`; `None` for anything else. The secret is not checked here.
 pub fn parse_token(token: &str) -> Option<u64> {
-    if token.len() != 16 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    parse_session_token(token).map(|t| t.key)
+}
+
+/// A session token as read from a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The routing key.
+    pub key: u64,
+    /// The session's secret, when the token carries one.
+    pub secret: Option<SessionSecret>,
+}
+
+/// Parses `<16 hex>` or `<16 hex>.<32 hex>`; `None` for any other shape.
+pub fn parse_session_token(token: &str) -> Option<SessionToken> {
+    let (key, secret) = match token.split_once('.') {
+        Some((k, s)) => (k, Some(SessionSecret::from_hex(s)?)),
+        None => (token, None),
+    };
+    if key.len() != 16 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    u64::from_str_radix(token, 16).ok()
+    Some(SessionToken { key: u64::from_str_radix(key, 16).ok()?, secret })
+}
+
+/// A session's secret: 128 bits from the OS's random source, drawn when the
+/// session starts and kept in its stored state. Compared in constant time.
+#[derive(Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SessionSecret(pub [u8; 16]);
+
+impl std::fmt::Debug for SessionSecret {
+    // Never print the secret itself (it would end up in logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSecret(..)")
+    }
+}
+
+impl SessionSecret {
+    /// 32 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write as _;
+        self.0.iter().fold(String::with_capacity(32), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+    }
+
+    /// Parses exactly 32 hex digits.
+    pub fn from_hex(s: &str) -> Option<SessionSecret> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            *o = (hi * 16 + lo) as u8;
+        }
+        Some(SessionSecret(out))
+    }
+
+    /// Compares in time independent of where the two differ.
+    pub fn ct_eq(&self, other: &SessionSecret) -> bool {
+        self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
 }
 
 /// Finds the value of the token parameter in a request target such as
@@ -78,6 +150,19 @@ mod tests {
         assert_eq!(parse_token(&token(k)), Some(k));
         assert_eq!(parse_token("xyz"), None);
         assert_eq!(parse_token("0123456789abcdeg"), None);
+        let secret = SessionSecret([0xa5; 16]);
+        let tok = session_token(k, &secret);
+        assert_eq!(tok.len(), 49);
+        assert_eq!(parse_token(&tok), Some(k));
+        let parsed = parse_session_token(&tok).unwrap();
+        assert_eq!(parsed.key, k);
+        assert!(parsed.secret.unwrap().ct_eq(&secret));
+        assert!(!parsed.secret.unwrap().ct_eq(&SessionSecret([0xa4; 16])));
+        assert_eq!(parse_session_token(&token(k)).unwrap().secret, None);
+        // A malformed secret makes the whole token invalid.
+        assert_eq!(parse_token(&format!("{}.{}", token(k), "zz")), None);
+        assert_eq!(parse_token(&format!("{}.", token(k))), None);
+        assert_eq!(format!("{secret:?}"), "SessionSecret(..)");
     }
 
     #[test]

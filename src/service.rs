@@ -55,6 +55,10 @@ pub enum ServiceError {
     /// (HTTP 429 with `Retry-After`).
     #[error("too many failed authentications; retry in {0} s")]
     Backoff(u64),
+    /// A new session under the key of another user's live session (HTTP 409):
+    /// it authenticated, but not as that session's user, so it may not replace it.
+    #[error("session in use: {0}")]
+    SessionInUse(String),
 }
 
 impl ServiceError {
@@ -65,12 +69,22 @@ impl ServiceError {
             ServiceError::BadMessage(_) => 400,
             ServiceError::Unavailable(_) => 503,
             ServiceError::Backoff(_) => 429,
+            ServiceError::SessionInUse(_) => 409,
         }
     }
 }
 
 /// A SyncML service: one instance per shard.
 pub trait SyncService: 'static {
+    /// Checks a request before its body is decoded, on the shard that will
+    /// serve it: `token` is the URL's session token, `peer` the client's
+    /// address. An `Err` is the request's answer and the body is never
+    /// decoded (so a refused client costs no decoding). The default admits all.
+    fn precheck(&self, token: Option<&str>, peer: Option<SocketAddr>) -> Result<(), ServiceError> {
+        let _ = (token, peer);
+        Ok(())
+    }
+
     /// Handles one decoded message and returns the encoded reply.
     fn handle<'a>(
         &'a self,

@@ -228,30 +228,82 @@ pub enum SessionEnd {
 }
 
 impl ActiveSessions {
-    /// Before anything is loaded for a message of a session that is not
-    /// authenticated yet: refuses it while its claimed user or its client
-    /// address is in the auth back-off. Checked for any name, known or not,
-    /// so the answer says nothing about which users exist.
-    pub fn check_backoff(
+    /// Before a request's body is decoded: refuses it while its client
+    /// address is in the back-off (failed logins and session probes).
+    pub fn check_address(&self, peer: Option<SocketAddr>) -> Result<(), ServiceError> {
+        match self.limits.check_address(peer.map(|p| p.ip())) {
+            None => Ok(()),
+            Some(b) => Err(self.refused(b, None, peer)),
+        }
+    }
+
+    /// Before anything is loaded for a message that is not in an
+    /// authenticated session yet: refuses it while its claimed user (from
+    /// that address, or everywhere unless the device is known there) or its
+    /// client address is in the back-off. Checked for any name, known or
+    /// not, so the answer says nothing about which users exist.
+    pub fn check_backoff(&self, msg: &SyncMl<'_>, peer: Option<SocketAddr>) -> Result<(), ServiceError> {
+        let user = claimed_user(msg);
+        let device = msg.hdr.source.loc_uri.trim();
+        match self.limits.check_auth(user.as_deref(), device, peer.map(|p| p.ip())) {
+            None => Ok(()),
+            Some(b) => Err(self.refused(b, user.as_deref(), peer)),
+        }
+    }
+
+    fn refused(
         &self,
-        authenticated: bool,
+        b: crate::limits::Backoff,
+        user: Option<&str>,
+        peer: Option<SocketAddr>,
+    ) -> ServiceError {
+        self.metrics.backoff(b.key);
+        let secs = b.retry_after.as_millis().div_ceil(1000).max(1) as u64;
+        tracing::info!(key = ?b.key, user = %crate::logs::Trunc(user.unwrap_or("-")), peer = ?peer.map(|p| p.ip()),
+            retry_after_s = secs, "auth back-off: request refused (429)");
+        ServiceError::Backoff(secs)
+    }
+
+    /// A request refused as a session probe (unknown session, wrong
+    /// secret): counts against its address.
+    pub fn probe(&self, peer: Option<SocketAddr>) {
+        self.metrics.session_probes.inc();
+        self.limits.record_probe(peer.map(|p| p.ip()));
+    }
+
+    /// A message whose credentials did not verify (nothing of it was
+    /// stored): counts the failure (and a failed session, when it was to
+    /// start one) and holds the answer until the failure delay has passed
+    /// since `arrived`, so unknown users, wrong passwords and store latency
+    /// all take the same time.
+    /// `stale`: the right password over a missing or old nonce
+    /// ([`crate::engine::Session::stale_nonce`]), which the back-off does not count.
+    pub async fn auth_failed(
+        &self,
         msg: &SyncMl<'_>,
         peer: Option<SocketAddr>,
-    ) -> Result<(), ServiceError> {
-        if authenticated {
-            return Ok(());
+        arrived: Instant,
+        starting: bool,
+        stale: bool,
+    ) {
+        self.metrics.auth_failures.add(1);
+        if starting {
+            self.metrics.session_failed(FailReason::Auth);
         }
-        let user = claimed_user(msg);
-        match self.limits.check_auth(user.as_deref(), peer.map(|p| p.ip())) {
-            None => Ok(()),
-            Some(b) => {
-                self.metrics.backoff(b.key);
-                let secs = b.retry_after.as_millis().div_ceil(1000).max(1) as u64;
-                tracing::info!(key = ?b.key, user = user.as_deref().unwrap_or("-"), peer = ?peer.map(|p| p.ip()),
-                    retry_after_s = secs, "auth back-off: request refused (429)");
-                Err(ServiceError::Backoff(secs))
-            }
+        if !stale {
+            let device = msg.hdr.source.loc_uri.trim();
+            self.limits.record_auth_failure(claimed_user(msg).as_deref(), device, peer.map(|p| p.ip()));
         }
+        let floor = arrived + self.limits.config().auth_fail_delay;
+        let now = Instant::now();
+        if floor > now {
+            crate::shard::sleep(floor - now).await;
+        }
+    }
+
+    /// A device logged in from `peer`: it becomes known there (see [`crate::limits`]).
+    pub fn auth_succeeded(&self, device: &str, peer: Option<SocketAddr>) {
+        self.limits.record_auth_success(device, peer.map(|p| p.ip()));
     }
 
     /// After the engine handled a message, before its writes are committed:
@@ -280,19 +332,9 @@ impl ActiveSessions {
         Some(crate::limits::busy_reply(msg, encoding))
     }
 
-    /// After a message's writes are durable: item and auth metrics, the end
-    /// of the session when it ended, and the auth failure delay.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn step_done(
-        &self,
-        key: u64,
-        before: &SessionReport,
-        after: &SessionReport,
-        outcome: Outcome,
-        msg: &SyncMl<'_>,
-        peer: Option<SocketAddr>,
-        arrived: Instant,
-    ) {
+    /// After a message's writes are durable: item metrics and the end of
+    /// the session when it ended.
+    pub fn step_done(&self, key: u64, before: &SessionReport, after: &SessionReport, outcome: Outcome) {
         for s in &after.stores {
             let prev = before.stores.iter().find(|p| p.collection == s.collection);
             let (pf, pt, pc) =
@@ -305,11 +347,6 @@ impl ActiveSessions {
             }
             self.metrics.conflicts(s.collection, u64::from(s.conflicts.saturating_sub(pc)));
         }
-        let failed_auth = after.auth_failures > before.auth_failures;
-        if failed_auth {
-            self.metrics.auth_failures.add(u64::from(after.auth_failures - before.auth_failures));
-            self.limits.record_auth_failure(claimed_user(msg).as_deref(), peer.map(|p| p.ip()));
-        }
         match outcome {
             Outcome::Continue => {}
             Outcome::Complete => self.ended(key, after, SessionEnd::Completed),
@@ -320,14 +357,6 @@ impl ActiveSessions {
                     FailReason::Protocol
                 };
                 self.ended(key, after, SessionEnd::Failed(reason));
-            }
-        }
-        if failed_auth {
-            // Same answer time whatever failed (unknown user, wrong password, store latency).
-            let floor = arrived + self.limits.config().auth_fail_delay;
-            let now = Instant::now();
-            if floor > now {
-                crate::shard::sleep(floor - now).await;
             }
         }
     }

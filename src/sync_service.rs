@@ -24,12 +24,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::engine::endpoint::{self, Admission, Entry, Refusal, SessionSecret, Then};
 use crate::engine::{EngineConfig, Outcome, Session};
+use crate::logs::Trunc;
 use crate::metrics::FailReason;
 use crate::routing;
 use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
 use crate::sessions::{ActiveSessions, SessionEnd};
 use crate::store::{ReadRequest, ReadResponse, StoreError, StoreHandle, WriteBatch, WriteOp};
+use crate::users::PasswordCheck;
 
 /// Default idle expiry of a session.
 pub const DEFAULT_SESSION_TIMEOUT_SECS: u64 = 15 * 60;
@@ -44,6 +47,8 @@ pub struct EngineService {
     /// Metrics, limits, the active-session table and the session log.
     ops: Rc<ActiveSessions>,
     last_purge: Cell<u64>,
+    /// Checks basic-auth passwords (argon2id) off the shard.
+    passwords: PasswordCheck,
 }
 
 /// How often a shard drops expired sessions from its cache.
@@ -77,7 +82,13 @@ impl EngineService {
         session_timeout: u64,
         ops: Rc<ActiveSessions>,
     ) -> EngineService {
+        // One checking thread per shard, idle unless clients use basic auth.
+        let passwords = PasswordCheck::start(1, 64).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot start the password check thread; basic auth will answer 503");
+            PasswordCheck::stopped()
+        });
         EngineService {
+            passwords,
             ops,
             cfg: Rc::new(cfg),
             store,
@@ -138,8 +149,8 @@ impl EngineService {
     ) -> Result<Result<Session, Session>, ServiceError> {
         let msg = &req.message;
         // The auth back-off comes before any store access for a new session.
-        self.ops.check_backoff(false, msg, req.peer)?;
-        let mut fresh = Session::new(key, msg, req.encoding, now);
+        self.ops.check_backoff(msg, req.peer)?;
+        let mut fresh = self.fresh(req, key, now);
         let first = fresh.pending_reads(&self.cfg, msg);
         let speculative = fresh.speculative_reads(&self.cfg, msg);
         let mut reads = Vec::with_capacity(1 + first.len() + speculative.len());
@@ -157,7 +168,7 @@ impl EngineService {
         // The datastores only count if the credentials verify; else they are
         // dropped here and read again after a successful retry.
         for (read, resp) in speculative.iter().zip(answers) {
-            fresh.provide_if_authentic(msg, read, resp);
+            fresh.provide_if_authentic(&self.cfg, msg, read, resp);
         }
         Ok(Err(fresh))
     }
@@ -187,20 +198,24 @@ impl EngineService {
             return Err(ServiceError::BadMessage("SyncHdr has no Source/LocURI (device id)".into()));
         }
         let key = routing::session_key(device, msg.hdr.session_id.trim());
-        if let Some(tok) = req.token {
-            if routing::parse_token(tok) != Some(key) {
-                return Err(ServiceError::UnknownSession(format!("token {tok} does not match the message")));
+        let secret = match req.token.map(|tok| (tok, routing::parse_session_token(tok))) {
+            None => None,
+            Some((_, Some(t))) if t.key == key => t.secret,
+            Some((tok, _)) => {
+                self.ops.probe(req.peer);
+                tracing::info!(token = %Trunc(tok), device = %Trunc(device), peer = ?req.peer, "refused: token does not name this message's session");
+                return Err(ServiceError::UnknownSession(routing::token(key)));
             }
-        }
+        };
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.sweep(now);
         // Boxed: a try holds whole `Session`s across its awaits, and an
         // unboxed future would make every connection's task that much larger
         // for as long as the connection lives, idle or not.
-        let result = match Box::pin(self.attempt(req, key, now, false)).await {
+        let result = match Box::pin(self.attempt(req, key, secret, now, false)).await {
             // Another node went on with the session since this shard cached
             // it; nothing of ours was written. Once more, from the store.
-            Err(Attempt::Conflict) => Box::pin(self.attempt(req, key, now, true)).await,
+            Err(Attempt::Conflict) => Box::pin(self.attempt(req, key, secret, now, true)).await,
             other => other,
         };
         result.map_err(|e| match e {
@@ -212,12 +227,23 @@ impl EngineService {
         })
     }
 
+    /// Puts a session that this message did not change back into the cache.
+    fn keep(&self, key: u64, s: Session) {
+        self.sessions.borrow_mut().insert(key, s);
+    }
+
+    /// A new session for a message that may start one, bound to a fresh secret.
+    fn fresh(&self, req: &SyncRequest<'_>, key: u64, now: u64) -> Session {
+        Session::new(key, &req.message, req.encoding, now, fresh_secret())
+    }
+
     /// One try at a message. `Err(Attempt::Conflict)`: the store says the
     /// session moved on elsewhere; nothing was written.
     async fn attempt(
         &self,
         req: &SyncRequest<'_>,
         key: u64,
+        secret: Option<SessionSecret>,
         now: u64,
         from_store: bool,
     ) -> Result<SyncResponse, Attempt> {
@@ -236,12 +262,9 @@ impl EngineService {
         });
         // A new session's first reads ride along with the store lookup.
         let mut started = None;
-        // `load_or_start` checks the auth back-off before its store reads.
-        let mut backoff_checked = false;
         let existing = match cached {
             Some(s) => Some(s),
-            None if msg_id == Some(1) => {
-                backoff_checked = true;
+            None if msg_id == Some(1) || msg.hdr.cred.is_some() => {
                 match self.load_or_start(req, key, now).await? {
                     Ok(stored) => Some(stored),
                     Err(fresh) => {
@@ -252,49 +275,64 @@ impl EngineService {
             }
             None => self.load(key, now).await?,
         };
-        let mut session = match existing {
-            Some(s) => {
-                if let Some(reply) = s.resend(msg) {
-                    tracing::info!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, "resend: answering from the stored reply");
-                    let body = reply.to_vec();
-                    self.sessions.borrow_mut().insert(key, s);
-                    return Ok(SyncResponse { body });
+
+        // The entry rules: who may do what with the session under this key.
+        let entry = Entry { secret, body: req.body };
+        let admission = endpoint::admit(existing.as_ref(), msg, &entry);
+        let (mut session, replacing) = match (admission, existing) {
+            (Admission::Refuse(why), existing) => {
+                if let Some(s) = existing {
+                    self.keep(key, s);
                 }
-                if s.is_restart(msg) || msg_id == Some(1) {
-                    tracing::info!(session = %routing::token(key), "client restarted the session");
-                    self.ops.ended(key, &s.report(), SessionEnd::Failed(FailReason::Restarted));
-                    Session::new(key, msg, req.encoding, now)
-                } else if msg_id.is_some_and(|id| id > s.last_msg_in() + 1) {
-                    tracing::warn!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, last = s.last_msg_in(), "messages of this session are missing");
-                    return Err(ServiceError::UnknownSession(routing::token(key)).into());
-                } else {
-                    s
+                if why.is_probe() {
+                    self.ops.probe(req.peer);
+                }
+                tracing::info!(session = %routing::token(key), device = %Trunc(msg.hdr.source.loc_uri.trim()),
+                    msg_id = %Trunc(msg.hdr.msg_id.trim()), peer = ?req.peer, reason = %why, "message refused");
+                return Err(match why {
+                    Refusal::NotAResend | Refusal::BadMsgId => ServiceError::BadMessage(why.to_string()),
+                    _ => ServiceError::UnknownSession(routing::token(key)),
+                }
+                .into());
+            }
+            (Admission::Resend, Some(s)) => return Ok(self.resend(key, s)),
+            (Admission::Prove(then), Some(mut s)) => {
+                if let Err(reply) = self.prove(&mut s, req, now, arrived).await? {
+                    self.keep(key, s);
+                    return Ok(SyncResponse { body: reply });
+                }
+                match then {
+                    Then::Resend => return Ok(self.resend(key, s)),
+                    Then::Continue => (s, None),
                 }
             }
-            None => {
-                if msg_id != Some(1) {
-                    tracing::info!(session = %routing::token(key), msg_id = %msg.hdr.msg_id, "no such session");
-                    return Err(ServiceError::UnknownSession(routing::token(key)).into());
-                }
+            (Admission::Continue, Some(s)) => (s, None),
+            (Admission::Start, _) => {
                 tracing::info!(
                     session = %routing::token(key),
-                    device = %msg.hdr.source.loc_uri.trim(),
-                    session_id = %msg.hdr.session_id.trim(),
+                    device = %Trunc(msg.hdr.source.loc_uri.trim()),
+                    session_id = %Trunc(msg.hdr.session_id.trim()),
                     encoding = ?req.encoding,
                     "session started"
                 );
-                started.unwrap_or_else(|| Session::new(key, msg, req.encoding, now))
+                (started.take().unwrap_or_else(|| self.fresh(req, key, now)), None)
             }
+            (Admission::Restart, Some(old)) => {
+                tracing::info!(session = %routing::token(key), "client starts the session over");
+                self.ops.check_backoff(msg, req.peer)?;
+                (self.fresh(req, key, now), Some(old))
+            }
+            // `admit` asks for a session only when there is one.
+            (_, None) => return Err(ServiceError::UnknownSession(routing::token(key)).into()),
         };
 
-        // Auth back-off, before any store access for a session not yet
-        // authenticated (unless `load_or_start` just checked it).
-        if !backoff_checked {
-            self.ops.check_backoff(session.user().is_some(), msg, req.peer)?;
-        }
         let report_before = session.report();
-        // Load what the engine needs; a few rounds at most (auth, then datastores).
+        let was_authenticated = session.is_authenticated();
+        // Load what the engine needs; a few rounds at most (auth, then
+        // datastores), with the basic password checked off the shard once the
+        // user's record is in.
         for _ in 0..4 {
+            self.check_basic(&mut session, msg).await?;
             let reads = session.pending_reads(&self.cfg, msg);
             if reads.is_empty() {
                 break;
@@ -304,9 +342,33 @@ impl EngineService {
                 session.provide(read, resp);
             }
         }
+        self.check_basic(&mut session, msg).await?;
 
         let before = session.last_msg_in();
         let step = session.handle(&self.cfg, msg, now, rand::random::<u64>());
+        session.set_last_body(req.body);
+        if !session.is_authenticated() {
+            // A failed login: nothing of it is stored or cached, and a
+            // session it meant to replace stays as it was.
+            if let Some(old) = replacing {
+                self.keep(key, old);
+            }
+            let stale = session.stale_nonce(&self.cfg, msg, now);
+            self.ops.auth_failed(msg, req.peer, arrived, true, stale).await;
+            return Ok(SyncResponse { body: step.reply });
+        }
+        if let Some(old) = replacing {
+            if old.user() != session.user() {
+                tracing::warn!(session = %routing::token(key), user = %Trunc(session.user().unwrap_or("-")),
+                    peer = ?req.peer, "refused: a new session may not replace another user's live session");
+                self.keep(key, old);
+                return Err(ServiceError::SessionInUse(routing::token(key)).into());
+            }
+            self.ops.ended(key, &old.report(), SessionEnd::Failed(FailReason::Restarted));
+        }
+        if !was_authenticated {
+            self.ops.auth_succeeded(session.device_id(), req.peer);
+        }
         let after = session.report();
         if let Some(busy) = self.ops.admit(key, &report_before, &after, msg, req.encoding) {
             // Over the user's session cap: nothing of this message is written.
@@ -356,10 +418,70 @@ impl EngineService {
         if step.outcome == Outcome::Continue {
             self.sessions.borrow_mut().insert(key, session);
         }
-        // Metrics, the session log line at the end, the auth failure delay.
-        self.ops.step_done(key, &report_before, &after, step.outcome, msg, req.peer, arrived).await;
+        // Metrics and the session log line at the end.
+        self.ops.step_done(key, &report_before, &after, step.outcome);
         Ok(SyncResponse { body: step.reply })
     }
+
+    /// Answers a resend from the session's stored reply; the session stays as it is.
+    fn resend(&self, key: u64, s: Session) -> SyncResponse {
+        tracing::info!(session = %routing::token(key), msg_id = s.last_msg_in(), "resend: answering from the stored reply");
+        let body = s.stored_reply().to_vec();
+        self.keep(key, s);
+        SyncResponse { body }
+    }
+
+    /// A request reached session `s` without its secret: `Ok(Ok(()))` when
+    /// its credentials verify for the session's user; `Ok(Err(reply))`: the
+    /// challenge to answer instead (the failure counted and delayed).
+    async fn prove(
+        &self,
+        s: &mut Session,
+        req: &SyncRequest<'_>,
+        now: u64,
+        arrived: std::time::Instant,
+    ) -> Result<Result<(), Vec<u8>>, ServiceError> {
+        let msg = &req.message;
+        self.ops.check_backoff(msg, req.peer)?;
+        let reads = s.credential_reads();
+        if !reads.is_empty() {
+            let answers = self.store.read_all(reads.clone()).await.map_err(read_failed)?;
+            for (read, resp) in reads.iter().zip(answers) {
+                s.provide(read, resp);
+            }
+        }
+        self.check_basic(s, msg).await?;
+        match s.verify_presented(&self.cfg, msg, now) {
+            Ok(()) => Ok(Ok(())),
+            Err(code) => {
+                tracing::info!(session = %routing::token(s.key()), code, peer = ?req.peer,
+                    "refused: no session secret and no valid credentials of the session's user");
+                let reply = crate::engine::challenge(&self.cfg, msg, req.encoding, code, now);
+                self.ops.auth_failed(msg, req.peer, arrived, false, false).await;
+                Ok(Err(reply))
+            }
+        }
+    }
+
+    /// Checks the message's basic password against the user's argon2id hash
+    /// off the shard, when the session has a verdict to take.
+    async fn check_basic(&self, s: &mut Session, msg: &crate::model::SyncMl<'_>) -> Result<(), ServiceError> {
+        let Some((password, phc)) = s.basic_to_verify(msg) else { return Ok(()) };
+        let ok = self.passwords.verify(password, phc).await.map_err(|e| {
+            tracing::warn!(error = %e, "basic credentials not checked");
+            ServiceError::Unavailable(e.to_string())
+        })?;
+        s.basic_verified(msg, ok);
+        Ok(())
+    }
+}
+
+/// 128 bits from the OS's random source for a new session's secret.
+fn fresh_secret() -> SessionSecret {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    SessionSecret(bytes)
 }
 
 /// A failed store read, logged, as the 503 the client gets.
@@ -383,6 +505,22 @@ impl From<ServiceError> for Attempt {
 }
 
 impl SyncService for EngineService {
+    /// Before decoding: the client address's back-off, and a token's secret
+    /// against the session this shard holds under its key (a wrong one is
+    /// refused as a probe without decoding the body).
+    fn precheck(&self, token: Option<&str>, peer: Option<std::net::SocketAddr>) -> Result<(), ServiceError> {
+        self.ops.check_address(peer)?;
+        let Some(tok) = token.and_then(routing::parse_session_token) else { return Ok(()) };
+        let Some(secret) = tok.secret else { return Ok(()) };
+        let wrong = self.sessions.borrow().get(&tok.key).is_some_and(|s| !s.secret().ct_eq(&secret));
+        if wrong {
+            self.ops.probe(peer);
+            tracing::info!(session = %routing::token(tok.key), peer = ?peer, "refused before decoding: wrong session secret");
+            return Err(ServiceError::UnknownSession(routing::token(tok.key)));
+        }
+        Ok(())
+    }
+
     async fn handle<'a>(&'a self, request: SyncRequest<'a>) -> Result<SyncResponse, ServiceError> {
         self.process(&request).await
     }

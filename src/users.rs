@@ -102,11 +102,8 @@ impl UserRecord {
     /// This costs one argon2id evaluation (tens of milliseconds): callers on
     /// a shard should run it off the shard or cache the result per session.
     pub fn verify_basic(&self, password: &str) -> bool {
-        let Ok(parsed) = PasswordHash::new(&self.password_hash) else {
-            return false;
-        };
         // Verify with the parameters stored in the hash, not today's defaults.
-        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
+        verify_phc(&self.password_hash, password)
     }
 
     /// Checks a clear password against the MD5 digest (cheap, constant time).
@@ -115,6 +112,87 @@ impl UserRecord {
         let (a, b) = (expected.as_bytes(), self.md5_b64.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
+}
+
+/// Checks syncml:auth-basic passwords against argon2id hashes on threads of
+/// its own: one check costs tens of milliseconds of CPU, which must not stall
+/// a shard (no blocking call on a shard). A shard awaits the verdict.
+#[derive(Debug, Clone)]
+pub struct PasswordCheck {
+    tx: crossbeam_channel::Sender<CheckJob>,
+}
+
+#[derive(Debug)]
+struct CheckJob {
+    password: String,
+    /// The user's PHC string; `None` for a user that does not exist (checked
+    /// against a dummy hash, so the time taken does not tell).
+    phc: Option<String>,
+    reply: futures_channel::oneshot::Sender<bool>,
+}
+
+/// Why a password could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// Too many checks are waiting (the client may retry later).
+    #[error("too many password checks waiting")]
+    Busy,
+    /// The checking threads are gone.
+    #[error("the password check threads stopped")]
+    Stopped,
+}
+
+impl PasswordCheck {
+    /// Starts `threads` checking threads with room for `queue` waiting
+    /// checks; they end when the last handle is dropped.
+    pub fn start(threads: usize, queue: usize) -> Result<PasswordCheck, std::io::Error> {
+        let (tx, rx) = crossbeam_channel::bounded::<CheckJob>(queue.max(1));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new().name(format!("shardsync-pwcheck-{i}")).spawn(move || {
+                let mut dummy: Option<String> = None;
+                for job in rx {
+                    let ok = match &job.phc {
+                        Some(phc) => verify_phc(phc, &job.password),
+                        None => {
+                            let phc = dummy.get_or_insert_with(|| {
+                                hash_password("shardsync unknown user").unwrap_or_default()
+                            });
+                            // Same work as for a real user; the verdict is no.
+                            std::hint::black_box(verify_phc(phc, &job.password));
+                            false
+                        }
+                    };
+                    // The shard may have given up on the request; nothing to do then.
+                    let _ = job.reply.send(ok);
+                }
+            })?;
+        }
+        Ok(PasswordCheck { tx })
+    }
+
+    /// A handle whose checks all fail with [`CheckError::Stopped`] (when no
+    /// thread could be started).
+    pub fn stopped() -> PasswordCheck {
+        let (tx, _) = crossbeam_channel::bounded(1);
+        PasswordCheck { tx }
+    }
+
+    /// Whether `password` matches `phc` (`None`: an unknown user, always false).
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, CheckError> {
+        let (reply, verdict) = futures_channel::oneshot::channel();
+        self.tx.try_send(CheckJob { password, phc, reply }).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => CheckError::Busy,
+            crossbeam_channel::TrySendError::Disconnected(_) => CheckError::Stopped,
+        })?;
+        verdict.await.map_err(|_| CheckError::Stopped)
+    }
+}
+
+/// Checks a clear password against a PHC string (its own parameters).
+fn verify_phc(phc: &str, password: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
 #[cfg(test)]
@@ -140,6 +218,19 @@ mod tests {
         assert_ne!(UserRecord::new("alice", "secret").unwrap().password_hash, u.password_hash);
         let broken = UserRecord { password_hash: "garbage".into(), ..u };
         assert!(!broken.verify_basic("secret"));
+    }
+
+    #[test]
+    fn password_checks_run_off_the_caller_and_unknown_users_always_fail() {
+        let check = PasswordCheck::start(1, 4).unwrap();
+        let u = UserRecord::new("alice", "secret").unwrap();
+        let run = |pw: &str, phc: Option<String>| {
+            futures_lite::future::block_on(check.verify(pw.to_string(), phc)).unwrap()
+        };
+        assert!(run("secret", Some(u.password_hash.clone())));
+        assert!(!run("Secret", Some(u.password_hash.clone())));
+        assert!(!run("shardsync unknown user", None));
+        assert!(!run("secret", Some("not a phc string".into())));
     }
 
     #[test]

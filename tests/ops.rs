@@ -418,12 +418,16 @@ fn session_log_line_at_every_end_and_no_secrets() {
     ] {
         assert!(done.contains(want), "{want} missing in {done}");
     }
-    let aborted = find("dev-bad");
-    assert!(aborted.contains("result=\"aborted\"") && aborted.contains("reason=\"auth\""), "{aborted}");
-    assert!(aborted.contains("user=\"-\""), "{aborted}");
+    // A failed login is no session: no session line, but a line per attempt.
+    assert!(!lines.iter().any(|l| l.contains("device=dev-bad ")), "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("authentication failed") && l.contains("dev-bad")).count(),
+        3,
+        "{log}"
+    );
     let expired = find("dev-idle");
     assert!(expired.contains("result=\"expired\"") && expired.contains("user=\"test\""), "{expired}");
-    assert_eq!(lines.len(), 3, "one line per session:\n{}", lines.join("\n"));
+    assert_eq!(lines.len(), 2, "one line per session:\n{}", lines.join("\n"));
     // No password, credential, nonce or item content anywhere in the log.
     for secret in [
         PASSWORD,
@@ -437,7 +441,7 @@ fn session_log_line_at_every_end_and_no_secrets() {
         assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
     }
     let s = server.scrape();
-    assert_eq!(s.value("shardsync_sessions_failed_total", &[("reason", "auth")]), Some(1.0));
+    assert_eq!(s.value("shardsync_sessions_failed_total", &[("reason", "auth")]), Some(3.0));
     assert_eq!(s.value("shardsync_sessions_failed_total", &[("reason", "expired")]), Some(1.0));
     assert_eq!(s.value("shardsync_sessions_completed_total", &[]), Some(1.0));
     assert_eq!(s.value("shardsync_auth_failures_total", &[]), Some(3.0));
@@ -458,6 +462,10 @@ fn auth_backoff_per_user_and_address_reveals_no_user() {
         &[
             "--auth-free-failures",
             "2",
+            "--user-free-failures",
+            "4",
+            "--address-free-failures",
+            "3",
             "--auth-backoff-base-ms",
             "20000",
             "--auth-fail-delay-ms",
@@ -490,25 +498,43 @@ fn auth_backoff_per_user_and_address_reveals_no_user() {
     }
     // The same answer, byte for byte apart from nonce, device and session.
     assert_eq!(known, unknown);
-    // Now both names are in back-off, whichever address they come from, even with the right password.
-    for (user, pw, from) in [("test", PASSWORD, "10.0.0.3"), ("ghost", "nope", "10.0.0.4")] {
+    // Each (name, address) pair is in back-off now, even with the right password ...
+    for (user, pw, from) in [("test", PASSWORD, "10.0.0.1"), ("ghost", "nope", "10.0.0.2")] {
         let (r, _) = attempt(user, pw, from, "50");
         assert_eq!(r.status, 429, "{user}: {}", r.body);
         let retry: u64 = r.header("retry-after").expect("Retry-After").parse().expect("seconds");
         assert!((1..=20).contains(&retry), "{retry}");
         assert!(r.body.starts_with("too many failed authentications"), "{}", r.body);
     }
-    // A third name from an address with three failures: the address is in back-off.
+    // ... but a stranger's failures do not lock the user out elsewhere.
+    let (r, _) = attempt("test", PASSWORD, "10.0.0.3", "51");
+    assert_eq!((r.status, r.hdr_status()), (200, 212), "{}", r.body);
+    // An address over its own ceiling is in back-off for any name.
     let (r, _) = attempt("carol", "nope", "10.0.0.1", "60");
-    assert_eq!(r.status, 429);
-    // The same name from a fresh address is simply checked (and fails: no such user).
-    let (r, _) = attempt("carol", "nope", "10.0.0.5", "61");
     assert_eq!((r.status, r.hdr_status()), (200, 401));
+    let (r, _) = attempt("carol", "nope", "10.0.0.1", "61");
+    assert_eq!(r.status, 429);
+    // Failures from many addresses reach the user's own, higher ceiling ...
+    for (i, from) in ["10.0.0.5", "10.0.0.6"].into_iter().enumerate() {
+        let (r, _) = attempt("ghost", "nope", from, &format!("{}", 70 + i));
+        assert_eq!((r.status, r.hdr_status()), (200, 401));
+    }
+    let (r, _) = attempt("ghost", "nope", "10.0.0.7", "72");
+    assert_eq!(r.status, 429);
+    for (i, from) in ["10.0.0.8", "10.0.0.9"].into_iter().enumerate() {
+        let (r, _) = attempt("test", "nope", from, &format!("{}", 80 + i));
+        assert_eq!((r.status, r.hdr_status()), (200, 401));
+    }
+    let (r, _) = attempt("test", PASSWORD, "10.0.0.10", "82");
+    assert_eq!(r.status, 429, "{}", r.body);
+    // ... which never holds back a device that logged in from the same address before.
+    let (r, _) = attempt("test", PASSWORD, "10.0.0.3", "83");
+    assert_eq!((r.status, r.hdr_status()), (200, 212), "{}", r.body);
     let s = server.scrape();
-    assert_eq!(s.value("shardsync_auth_failures_total", &[]), Some(7.0));
-    assert_eq!(s.value("shardsync_auth_backoff_total", &[("key", "user")]), Some(2.0));
+    assert_eq!(s.value("shardsync_auth_failures_total", &[]), Some(11.0));
+    assert_eq!(s.value("shardsync_auth_backoff_total", &[("key", "user")]), Some(4.0));
     assert_eq!(s.value("shardsync_auth_backoff_total", &[("key", "address")]), Some(1.0));
-    assert_eq!(s.value("shardsync_http_responses_total", &[("code", "429")]), Some(3.0));
+    assert_eq!(s.value("shardsync_http_responses_total", &[("code", "429")]), Some(5.0));
 }
 
 #[test]

@@ -2,12 +2,84 @@
 //!
 //! The store keeps `B64(MD5("user:password"))` per user, which is exactly what
 //! the DS 1.1/1.2 MD5 digest is built from, so no clear password is needed.
+//!
+//! Nonces. An md5 credential is only as good as the nonce it was computed
+//! over, so an empty nonce is never accepted. Two kinds are issued:
+//! - after a successful login, a random nonce (`NextNonce` in the 212), kept
+//!   in the device's record for its next session (written only once the
+//!   user is authenticated);
+//! - in a challenge (401/407), a *window nonce*
+//!   `HMAC-SHA-256(server key, device id, time window)`: derived, not
+//!   stored, so a failed login writes nothing and any shard or node that
+//!   holds the same [`AuthKey`] can check the retry, even when the client
+//!   retries under a new SessionID (SyncEvolution does). A window nonce is
+//!   accepted during its window and the next one ([`NONCE_WINDOW_SECS`]).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use md5::{Digest, Md5};
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
 use crate::model::{Cred, Data};
+
+/// Length of a challenge window in seconds: a window nonce is accepted in
+/// its own window and the next, so for 5 to 10 minutes.
+pub const NONCE_WINDOW_SECS: u64 = 300;
+
+/// The server's secret key for window nonces. Every node of a cluster must
+/// hold the same key (`auth_key_file`), or a retry that lands on another node
+/// is challenged once more.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey([u8; 32]);
+
+impl std::fmt::Debug for AuthKey {
+    // The key must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthKey(..)")
+    }
+}
+
+impl AuthKey {
+    /// A key from its 32 bytes (e.g. read from the key file).
+    pub fn new(bytes: [u8; 32]) -> AuthKey {
+        AuthKey(bytes)
+    }
+
+    /// A fresh key from the OS's random source (a single node without a key file).
+    pub fn random() -> AuthKey {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        AuthKey(bytes)
+    }
+
+    /// The window nonce of `device_id` for the window holding `now` (seconds
+    /// since the epoch), `back` windows earlier: 16 printable characters
+    /// (base64 of 12 MAC bytes; see [`is_printable_nonce`] for why printable).
+    pub fn window_nonce(&self, device_id: &str, now: u64, back: u64) -> Vec<u8> {
+        let window = (now / NONCE_WINDOW_SECS).saturating_sub(back);
+        // A key of any length is valid for HMAC; this cannot fail.
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) else {
+            return Vec::new();
+        };
+        mac.update(b"shardsync challenge nonce\0");
+        mac.update(&(device_id.len() as u64).to_le_bytes());
+        mac.update(device_id.as_bytes());
+        mac.update(&window.to_le_bytes());
+        let tag = mac.finalize().into_bytes();
+        B64.encode(&tag[..12]).into_bytes()
+    }
+}
+
+/// True if every byte of `nonce` is a base64 character: some clients (the
+/// Synthesis engine in SyncEvolution) treat the decoded nonce as a C string,
+/// so a NUL byte in a binary nonce breaks their digest.
+pub fn is_printable_nonce(nonce: &[u8]) -> bool {
+    !nonce.is_empty()
+        && nonce.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/' || *b == b'=')
+}
 
 /// The auth scheme names of SyncML.
 pub const AUTH_MD5: &str = "syncml:auth-md5";
@@ -106,6 +178,23 @@ mod tests {
         assert_eq!(md5_cred_from_digest(&inner, nonce), "hs4Hle6YDoxpHtFkcgpzjw==");
         assert_eq!(md5_cred_from_digest(&inner, b"4711"), "lCGkffwEIn5ahR91IE8zVw==");
         assert_eq!(md5_cred_from_digest(&inner, b""), "lOnT4YjHnGPOubN9TXInoQ==");
+    }
+
+    #[test]
+    fn window_nonces_are_keyed_per_device_and_window() {
+        let key = AuthKey::new([7; 32]);
+        let now = 10 * NONCE_WINDOW_SECS + 17;
+        let n = key.window_nonce("dev-a", now, 0);
+        assert_eq!(n.len(), 16);
+        assert!(is_printable_nonce(&n));
+        // Same window, same device: the same nonce (any shard can check it).
+        assert_eq!(n, key.window_nonce("dev-a", now + 100, 0));
+        assert_eq!(n, key.window_nonce("dev-a", now + NONCE_WINDOW_SECS, 1));
+        assert_ne!(n, key.window_nonce("dev-a", now + NONCE_WINDOW_SECS, 0));
+        assert_ne!(n, key.window_nonce("dev-b", now, 0));
+        assert_ne!(n, AuthKey::new([8; 32]).window_nonce("dev-a", now, 0));
+        assert_ne!(AuthKey::random(), AuthKey::random());
+        assert_eq!(format!("{key:?}"), "AuthKey(..)");
     }
 
     #[test]

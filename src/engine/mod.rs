@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod content;
 pub mod devinf;
+pub mod endpoint;
 mod init_reply;
 mod process;
 pub mod reply;
@@ -32,6 +33,7 @@ use crate::store::{
 };
 
 pub use devinf::ClientCaps;
+pub use process::challenge;
 
 /// How a conflict (an item changed on both sides since the last sync) is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -59,12 +61,12 @@ pub struct EngineConfig {
     pub max_obj_size: usize,
     /// Assumed client MaxMsgSize when the client announces none.
     pub default_client_max_msg_size: usize,
-    /// Failed authentication attempts allowed per session before it is aborted.
-    pub max_auth_attempts: u32,
     /// Device datastore names (lower case, without `./`) and their collections.
     pub aliases: Vec<(String, Collection)>,
     /// Conflict policy per collection (contacts, calendar, tasks, notes).
     pub conflict_policy: [ConflictPolicy; 4],
+    /// The key of the stateless challenge nonces (see [`auth`]).
+    pub auth_key: auth::AuthKey,
 }
 
 impl Default for EngineConfig {
@@ -95,9 +97,10 @@ impl Default for EngineConfig {
             max_msg_size: 4 * 1024 * 1024,
             max_obj_size: 4 * 1024 * 1024,
             default_client_max_msg_size: 100_000,
-            max_auth_attempts: 3,
             aliases: aliases.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
             conflict_policy: [ConflictPolicy::Merge; 4],
+            // A node without a key file: random per process (see `auth_key_file`).
+            auth_key: auth::AuthKey::random(),
         }
     }
 }
@@ -120,7 +123,7 @@ impl EngineConfig {
 /// Leads every stored session state: the layout's version. Bump it whenever
 /// a type inside [`Session`] changes, so that nodes of another build refuse
 /// the record (the client's session then starts over) instead of misreading it.
-const STATE_TAG: &[u8] = b"ssync-session-v2";
+const STATE_TAG: &[u8] = b"ssync-session-v3";
 
 /// Why a session's state could not be stored or restored.
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +315,17 @@ struct Counts {
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Session {
     key: u64,
+    /// Proves a request belongs to this session (see [`endpoint`]).
+    secret: endpoint::SessionSecret,
+    /// Keyed digest of the body of the last message handled (resends repeat it).
+    last_body_digest: u64,
+    /// Keyed digest of the basic credential that verified (argon2id) in this
+    /// session, so a client that repeats it costs no second slow hash.
+    basic_ok: Option<u64>,
+    /// The shell's argon2id verdict on this message's basic credential:
+    /// (digest of the credential, verified). Per message, never stored.
+    #[rkyv(with = rkyv::with::Skip)]
+    basic_verdict: Option<(u64, bool)>,
     device_id: String,
     session_id: String,
     encoding: Encoding,
@@ -363,10 +377,22 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session for the routing key and the first message's header.
-    pub fn new(key: u64, msg: &SyncMl<'_>, encoding: Encoding, now: u64) -> Session {
+    /// A new session for the routing key and the first message's header,
+    /// bound to `secret` (≥128 bits from the OS's random source, drawn by the
+    /// caller so that the engine stays deterministic).
+    pub fn new(
+        key: u64,
+        msg: &SyncMl<'_>,
+        encoding: Encoding,
+        now: u64,
+        secret: endpoint::SessionSecret,
+    ) -> Session {
         Session {
             key,
+            secret,
+            last_body_digest: 0,
+            basic_ok: None,
+            basic_verdict: None,
             device_id: msg.hdr.source.loc_uri.trim().to_string(),
             session_id: msg.hdr.session_id.trim().to_string(),
             encoding,
@@ -433,19 +459,15 @@ impl Session {
         self.started_at
     }
 
-    /// If `msg` repeats the last message answered (same MsgID), the stored reply.
-    pub fn resend(&self, msg: &SyncMl<'_>) -> Option<&[u8]> {
-        let id: u64 = msg.hdr.msg_id.trim().parse().ok()?;
-        (id == self.last_msg_in && !self.last_reply.is_empty()).then_some(self.last_reply.as_slice())
+    /// The reply to the last message answered, for a resend that
+    /// [`endpoint::admit`] accepted.
+    pub fn stored_reply(&self) -> &[u8] {
+        &self.last_reply
     }
 
-    /// True if `msg` starts over (MsgID not above the last one answered): the
-    /// client restarted, and the caller should begin a fresh session.
-    pub fn is_restart(&self, msg: &SyncMl<'_>) -> bool {
-        match msg.hdr.msg_id.trim().parse::<u64>() {
-            Ok(id) => self.last_msg_in > 0 && id < self.last_msg_in,
-            Err(_) => false,
-        }
+    /// Whether the session's user is authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// The MsgID of the last client message answered (0 before the first).
@@ -526,7 +548,7 @@ impl Session {
                 return out;
             }
             // Load datastores only for a message whose credentials verify.
-            if !self.precheck_auth(msg) {
+            if !self.precheck_auth(cfg, msg) {
                 return out;
             }
         }
@@ -580,13 +602,14 @@ impl Session {
     /// Returns whether it was kept.
     pub fn provide_if_authentic(
         &mut self,
+        cfg: &EngineConfig,
         msg: &SyncMl<'_>,
         request: &ReadRequest,
         response: ReadResponse,
     ) -> bool {
         let ReadRequest::Datastore { user, .. } = request else { return false };
         let loaded = matches!(self.user_record, Some(Some(_))) && self.device_record.is_some();
-        if !loaded || self.user.as_deref() != Some(user.as_str()) || !self.precheck_auth(msg) {
+        if !loaded || self.user.as_deref() != Some(user.as_str()) || !self.precheck_auth(cfg, msg) {
             return false;
         }
         self.provide(request, response);

@@ -18,7 +18,7 @@ use crate::model::{
     Alert, Command, Data, DevInf, Item, ItemCommand, Location, Map, Meta, PutGet, SyncHdr, SyncMl, Version,
 };
 use crate::routing;
-use crate::store::{Collection, DeviceRecord, SyncState, WriteBatch, WriteOp};
+use crate::store::{Collection, DeviceRecord, ReadRequest, SyncState, WriteBatch, WriteOp};
 
 /// Margin kept free in every reply for closing tags and Final.
 const SIZE_MARGIN: usize = 400;
@@ -59,37 +59,54 @@ fn num(s: &str) -> Option<u64> {
 impl Session {
     /// Verifies the message's credentials against the loaded records without
     /// changing state.
-    pub(super) fn precheck_auth(&self, msg: &SyncMl<'_>) -> bool {
-        matches!(self.check_cred(msg), Ok(()))
+    pub(super) fn precheck_auth(&self, cfg: &EngineConfig, msg: &SyncMl<'_>) -> bool {
+        matches!(self.check_cred_with(cfg, msg, self.last_activity), Ok(()))
     }
 
-    fn expected_nonce(&self) -> Vec<u8> {
-        match &self.session_nonce {
-            Some(n) => n.clone(),
-            None => self.device_record.as_ref().map(|d| d.nonce.clone()).unwrap_or_default(),
+    /// The nonces an md5 credential may be computed over: in an
+    /// authenticated session, the one this session sent; before, the
+    /// device's stored nonce (from its last successful login) and the
+    /// window nonces of now and the window before. Never an empty one.
+    fn accepted_nonces(&self, cfg: &EngineConfig, now: u64) -> Vec<Vec<u8>> {
+        if self.authenticated {
+            return self.session_nonce.iter().filter(|n| !n.is_empty()).cloned().collect();
         }
+        let mut out = Vec::with_capacity(3);
+        if let Some(d) = self.device_record.as_ref().filter(|d| !d.nonce.is_empty()) {
+            out.push(d.nonce.clone());
+        }
+        out.push(cfg.auth_key.window_nonce(&self.device_id, now, 0));
+        out.push(cfg.auth_key.window_nonce(&self.device_id, now, 1));
+        out
     }
 
     /// Ok, or the status code to answer (401 wrong, 407 missing, 406 scheme, 400 malformed).
-    fn check_cred(&self, msg: &SyncMl<'_>) -> Result<(), u16> {
+    fn check_cred_with(&self, cfg: &EngineConfig, msg: &SyncMl<'_>, now: u64) -> Result<(), u16> {
         let Some(cred) = &msg.hdr.cred else { return Err(407) };
         let record = match &self.user_record {
             Some(Some(r)) => r,
             _ => return Err(401),
         };
         match auth::parse_cred(cred) {
-            Presented::Basic { user, password } => {
-                let ok = user == record.name
-                    && auth::constant_time_eq(&auth::md5_user_pass_b64(&user, &password), &record.md5_b64);
-                if ok {
+            Presented::Basic { user, .. } => {
+                // The password was checked against the argon2id hash off the
+                // shard ([`Session::basic_to_verify`]); here only its verdict counts.
+                let digest = self.cred_digest(cred);
+                let verified = self.basic_ok == Some(digest) || self.basic_verdict == Some((digest, true));
+                if user == record.name && verified {
                     Ok(())
                 } else {
                     Err(401)
                 }
             }
             Presented::Md5 { digest_b64 } => {
-                let expected = auth::md5_cred_from_digest(&record.md5_b64, &self.expected_nonce());
-                if auth::constant_time_eq(&expected, &digest_b64) {
+                // Compare against every accepted nonce, all of them, so the
+                // time taken does not say which one (if any) matched.
+                let ok = self.accepted_nonces(cfg, now).iter().fold(false, |ok, nonce| {
+                    let expected = auth::md5_cred_from_digest(&record.md5_b64, nonce);
+                    auth::constant_time_eq(&expected, &digest_b64) | ok
+                });
+                if ok {
                     Ok(())
                 } else {
                     Err(401)
@@ -99,11 +116,120 @@ impl Session {
             Presented::Malformed => Err(400),
         }
     }
+
+    /// Whether a credential that failed holds the right password over a nonce
+    /// that is merely missing or old: the empty nonce (a device the server
+    /// never challenged) or a window nonce of the last hour. Such a login is
+    /// answered with a challenge like any failure, but it is no guess at the
+    /// password, so the back-off does not count it.
+    pub fn stale_nonce(&self, cfg: &EngineConfig, msg: &SyncMl<'_>, now: u64) -> bool {
+        let (Some(cred), Some(Some(record))) = (&msg.hdr.cred, &self.user_record) else { return false };
+        let Presented::Md5 { digest_b64 } = auth::parse_cred(cred) else { return false };
+        let old_windows = (2..=3600 / auth::NONCE_WINDOW_SECS)
+            .map(|back| cfg.auth_key.window_nonce(&self.device_id, now, back));
+        std::iter::once(Vec::new()).chain(old_windows).any(|nonce| {
+            auth::constant_time_eq(&auth::md5_cred_from_digest(&record.md5_b64, &nonce), &digest_b64)
+        })
+    }
+
+    /// A digest of a credential element's data, keyed with the session's secret.
+    fn cred_digest(&self, cred: &crate::model::Cred<'_>) -> u64 {
+        match &cred.data {
+            crate::model::Data::Text(t) => self.body_digest(t.trim().as_bytes()),
+            crate::model::Data::Binary(b) => self.body_digest(b),
+            _ => 0,
+        }
+    }
+
+    /// A basic credential in `msg` that must be checked against the user's
+    /// argon2id hash before [`Session::handle`] (or [`Session::verify_presented`])
+    /// can accept it: (password, the user's PHC string, or `None` for a user
+    /// that does not exist — the caller still spends the same work on a dummy
+    /// hash, so the answer time does not tell). `None`: nothing to check.
+    pub fn basic_to_verify(&self, msg: &SyncMl<'_>) -> Option<(String, Option<String>)> {
+        let cred = msg.hdr.cred.as_ref()?;
+        let Presented::Basic { user, password } = auth::parse_cred(cred) else { return None };
+        let digest = self.cred_digest(cred);
+        if self.basic_ok == Some(digest) || self.basic_verdict.is_some_and(|(d, _)| d == digest) {
+            return None;
+        }
+        match &self.user_record {
+            Some(Some(r)) if r.name == user => Some((password, Some(r.password_hash.clone()))),
+            Some(_) => Some((password, None)),
+            None => None,
+        }
+    }
+
+    /// Hands over the verdict on the credential [`Session::basic_to_verify`] named.
+    pub fn basic_verified(&mut self, msg: &SyncMl<'_>, ok: bool) {
+        if let Some(cred) = &msg.hdr.cred {
+            self.basic_verdict = Some((self.cred_digest(cred), ok));
+        }
+    }
+
+    /// The reads needed before [`Session::verify_presented`]: the session
+    /// user's record (left out of the stored state).
+    pub fn credential_reads(&self) -> Vec<ReadRequest> {
+        match (&self.user, &self.user_record) {
+            (Some(name), None) => vec![ReadRequest::User { name: name.clone() }],
+            _ => Vec::new(),
+        }
+    }
+
+    /// For a request that reached this authenticated session without its
+    /// secret ([`endpoint::Admission::Prove`]): Ok when the message carries
+    /// valid credentials of the session's user, else the status code for
+    /// [`challenge`]. Changes nothing but the per-message basic verdict.
+    pub fn verify_presented(&self, cfg: &EngineConfig, msg: &SyncMl<'_>, now: u64) -> Result<(), u16> {
+        if !self.authenticated {
+            return Err(401);
+        }
+        if let Some(cred) = &msg.hdr.cred {
+            if let Presented::Basic { user, .. } = auth::parse_cred(cred) {
+                if self.user.as_deref() != Some(user.as_str()) {
+                    return Err(401);
+                }
+            }
+        }
+        self.check_cred_with(cfg, msg, now)
+    }
 }
 
-/// A fresh nonce: 16 printable characters. Printable on purpose: some
-/// clients (the Synthesis engine in SyncEvolution) handle the decoded nonce
-/// as a C string, so a NUL byte in a binary nonce breaks their digest.
+/// The answer to a message whose credentials did not verify, built from the
+/// message alone so that it costs no state and no write: SyncHdr status
+/// `code` with a challenge (md5, the device's window nonce of `now`), the
+/// same status for every other command, Final, no RespURI.
+pub fn challenge(
+    cfg: &EngineConfig,
+    msg: &SyncMl<'_>,
+    encoding: crate::model::Encoding,
+    code: u16,
+    now: u64,
+) -> Vec<u8> {
+    let version = msg.version().unwrap_or(Version::V1_2);
+    let msg_id = msg.hdr.msg_id.trim();
+    let hdr = SyncHdr {
+        ver_dtd: t(version.ver_dtd()),
+        ver_proto: t(version.ver_proto()),
+        session_id: t(msg.hdr.session_id.trim()),
+        msg_id: t("1"),
+        target: Location::uri(t(msg.hdr.source.loc_uri.trim())),
+        source: Location::uri(t(msg.hdr.target.loc_uri.trim())),
+        ..Default::default()
+    };
+    let mut r = Reply::new(hdr);
+    let nonce = cfg.auth_key.window_nonce(msg.hdr.source.loc_uri.trim(), now, 0);
+    hdr_status(&mut r, msg, msg_id, code).chal = Some(chal(&nonce));
+    for cmd in &msg.body {
+        if !matches!(cmd, Command::Status(_)) {
+            r.status(msg_id, cmd.cmd_id(), cmd.name(), None, None, code);
+        }
+    }
+    let mut out = Vec::with_capacity(1024);
+    codec::encode(encoding, &r.into_message(true), &mut out);
+    out
+}
+
 /// The Status for the client's SyncHdr (always the first command of a reply).
 fn hdr_status<'r>(
     r: &'r mut Reply,
@@ -114,6 +240,9 @@ fn hdr_status<'r>(
     r.status(msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), code)
 }
 
+/// A fresh nonce: 16 printable characters. Printable on purpose: some
+/// clients (the Synthesis engine in SyncEvolution) handle the decoded nonce
+/// as a C string, so a NUL byte in a binary nonce breaks their digest.
 fn new_nonce(entropy: u64, now: u64) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut x = entropy ^ now.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
@@ -138,14 +267,14 @@ fn chal(nonce: &[u8]) -> Meta<'static> {
     }
 }
 
-fn resp_uri(cfg: &EngineConfig, server_uri: &str, key: u64) -> String {
+fn resp_uri(cfg: &EngineConfig, server_uri: &str, key: u64, secret: &routing::SessionSecret) -> String {
     let base = if cfg.public_url.is_empty() {
         server_uri.split('?').next().unwrap_or(server_uri).to_string()
     } else {
         cfg.public_url.clone()
     };
     let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}{}={}", routing::TOKEN_PARAM, routing::token(key))
+    format!("{base}{sep}{}={}", routing::TOKEN_PARAM, routing::session_token(key, secret))
 }
 
 /// Processes one message (see [`Session::handle`]).
@@ -179,7 +308,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
             filter: None,
         },
         source: Location::uri(t(s.server_uri.clone())),
-        resp_uri: Some(t(resp_uri(cfg, &s.server_uri, s.key))),
+        resp_uri: Some(t(resp_uri(cfg, &s.server_uri, s.key, &s.secret))),
         no_resp: false,
         cred: None,
         meta: Some(Meta {
@@ -206,18 +335,24 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         return finish(s, cfg, r, batch, true, Outcome::Aborted, &msg_id);
     }
 
-    // Authentication.
+    // Authentication. A message that fails it is answered from the message
+    // alone (a challenge with the window nonce) and writes nothing: no
+    // session, no device record, no nonce (the caller stores nothing of an
+    // unauthenticated session).
     let mut hdr_code = 200u16;
     let mut hdr_chal = None;
     if !s.authenticated {
-        let result = s.check_cred(msg);
-        let nonce = new_nonce(entropy, now);
-        hdr_chal = Some(chal(&nonce));
-        s.session_nonce = Some(nonce.clone());
-        match result {
+        match s.check_cred_with(cfg, msg, now) {
             Ok(()) => {
                 s.authenticated = true;
                 hdr_code = 212;
+                // The nonce for the device's next session: random, kept in
+                // its record (the user is authenticated now, so it may be written).
+                let nonce = new_nonce(entropy, now);
+                hdr_chal = Some(chal(&nonce));
+                s.session_nonce = Some(nonce.clone());
+                s.basic_ok =
+                    msg.hdr.cred.as_ref().filter(|_| s.basic_verdict.is_some()).map(|c| s.cred_digest(c));
                 if let (Some(user), Some(dev)) = (&s.user, &s.device_record) {
                     let mut dev = dev.clone();
                     dev.nonce = nonce;
@@ -231,31 +366,15 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
             }
             Err(code) => {
                 s.auth_failures += 1;
-                // Keep the new nonce for the client's retry (a new session with
-                // the same device), but only for users that exist; the answer
-                // is the same either way.
-                if let (Some(user), Some(Some(_)), Some(dev)) = (&s.user, &s.user_record, &s.device_record) {
-                    let mut dev = dev.clone();
-                    dev.nonce = nonce;
-                    batch.ops.push(WriteOp::PutDevice { user: user.clone(), device: dev });
-                }
-                tracing::info!(device = %s.device_id, code, attempts = s.auth_failures, "authentication failed");
-                let st = hdr_status(&mut r, msg, &msg_id, code);
-                st.chal = hdr_chal;
-                // Every other command of the message gets the same status (digest §7.4).
-                for cmd in &msg.body {
-                    if matches!(cmd, Command::Status(_)) {
-                        continue;
-                    }
-                    r.status(&msg_id, cmd.cmd_id(), cmd.name(), None, None, code);
-                }
-                let outcome = if s.auth_failures >= cfg.max_auth_attempts {
-                    Outcome::Aborted
-                } else {
-                    Outcome::Continue
+                tracing::info!(device = %crate::logs::Trunc(&s.device_id), code, "authentication failed");
+                let reply = challenge(cfg, msg, s.encoding, code, now);
+                s.last_msg_in = msg_id.parse().unwrap_or(0);
+                return Step {
+                    reply,
+                    writes: WriteBatch::default(),
+                    outcome: Outcome::Aborted,
+                    summary: String::from("authentication failed"),
                 };
-                r.hdr.resp_uri = None;
-                return finish(s, cfg, r, batch, true, outcome, &msg_id);
             }
         }
     }

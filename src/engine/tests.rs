@@ -21,7 +21,21 @@ pub(crate) struct Harness {
     pub last_record_len: usize,
     /// The last reply as encoded.
     pub last_reply: Vec<u8>,
+    /// Sessions started (each gets its own secret).
+    secrets: u64,
     _dir: tempfile::TempDir,
+}
+
+/// What the shell does for basic auth: checks the password against the
+/// user's argon2id hash (here inline) and hands the verdict to the session.
+fn check_basic(s: &mut Session, msg: &SyncMl<'_>) {
+    if let Some((password, phc)) = s.basic_to_verify(msg) {
+        let ok = phc.is_some_and(|phc| {
+            UserRecord { name: String::new(), md5_b64: String::new(), password_hash: phc }
+                .verify_basic(&password)
+        });
+        s.basic_verified(msg, ok);
+    }
 }
 
 impl Harness {
@@ -38,6 +52,7 @@ impl Harness {
             restore: true,
             last_record_len: 0,
             last_reply: Vec::new(),
+            secrets: 0,
             _dir: dir,
         }
     }
@@ -57,30 +72,41 @@ impl Harness {
                 self.sessions.insert(key, restored);
             }
         }
-        let mut s = match self.sessions.remove(&key) {
-            Some(s) if s.resend(msg).is_some() => {
-                let reply = s.resend(msg).map(|r| r.to_vec()).unwrap_or_default();
+        // The client as a well-behaved one: it follows RespURI, so it
+        // presents the secret of the session it is in.
+        let existing = self.sessions.remove(&key);
+        let secret = existing.as_ref().map(|s| *s.secret());
+        let mut body = Vec::new();
+        crate::codec::encode(enc, msg, &mut body);
+        let admission = endpoint::admit(existing.as_ref(), msg, &endpoint::Entry { secret, body: &body });
+        let mut s = match (admission, existing) {
+            (endpoint::Admission::Resend, Some(s)) => {
+                let reply = s.stored_reply().to_vec();
                 self.sessions.insert(key, s);
                 self.last_reply = reply.clone();
                 return crate::codec::decode(enc, &reply).expect("reply decodes").into_owned();
             }
-            Some(s) if !s.is_restart(msg) => s,
+            (endpoint::Admission::Continue, Some(s)) => s,
             // A new session reads as the shell does: user, device and the
             // alerted datastores together, the latter kept only if authentic.
-            _ => {
-                let mut s = Session::new(key, msg, enc, self.now);
+            (endpoint::Admission::Start | endpoint::Admission::Restart, _) => {
+                self.secrets += 1;
+                let secret = endpoint::SessionSecret((self.secrets as u128).to_le_bytes());
+                let mut s = Session::new(key, msg, enc, self.now, secret);
                 for r in s.pending_reads(&self.cfg, msg) {
                     let resp = self.backend.read(&r).expect("read");
                     s.provide(&r, resp);
                 }
                 for r in s.speculative_reads(&self.cfg, msg) {
                     let resp = self.backend.read(&r).expect("read");
-                    s.provide_if_authentic(msg, &r, resp);
+                    s.provide_if_authentic(&self.cfg, msg, &r, resp);
                 }
                 s
             }
+            (other, _) => panic!("the harness's client was refused: {other:?}"),
         };
         for _ in 0..4 {
+            check_basic(&mut s, msg);
             let reads = s.pending_reads(&self.cfg, msg);
             if reads.is_empty() {
                 break;
@@ -90,8 +116,16 @@ impl Harness {
                 s.provide(&r, resp);
             }
         }
+        check_basic(&mut s, msg);
         let before = s.last_msg_in();
         let mut step = s.handle(&self.cfg, msg, self.now, 0x1234_5678 ^ self.now);
+        s.set_last_body(&body);
+        if !s.is_authenticated() {
+            // A failed login stores and keeps nothing (as the shell does).
+            assert!(step.writes.ops.is_empty(), "an unauthenticated message wrote {:?}", step.writes.ops);
+            self.last_reply = step.reply.clone();
+            return crate::codec::decode(enc, &step.reply).expect("reply decodes").into_owned();
+        }
         if self.restore {
             let mut ops = Vec::new();
             if before > 0 {
@@ -120,6 +154,17 @@ impl Harness {
         }
         self.last_reply = step.reply.clone();
         crate::codec::decode(enc, &step.reply).expect("reply decodes").into_owned()
+    }
+
+    /// The nonce a client of `device` signs its next message with: the one
+    /// stored from its last login, else the one a challenge would give it now.
+    pub fn client_nonce(&self, device: &str) -> Vec<u8> {
+        let stored = self.device_nonce(device);
+        if stored.is_empty() {
+            self.cfg.auth_key.window_nonce(device, self.now + 1, 0)
+        } else {
+            stored
+        }
     }
 
     pub fn device_nonce(&self, device: &str) -> Vec<u8> {
@@ -499,11 +544,12 @@ fn speculative_datastore_reads_are_kept_only_for_verified_credentials() {
     let try_with = |cred_b64: &str, read_user: &str| {
         let text = Client::new("dev-spec").init_with(200, cred_b64);
         let msg = crate::xml::decode(text.as_bytes()).expect("decodes");
-        let mut s = Session::new(1, &msg, Encoding::Xml, 1);
+        let mut s = Session::new(1, &msg, Encoding::Xml, 1, endpoint::SessionSecret([1; 16]));
         for r in s.pending_reads(&cfg, &msg) {
             let resp = h.backend.read(&r).expect("read");
             s.provide(&r, resp);
         }
+        check_basic(&mut s, &msg);
         let spec = s.speculative_reads(&cfg, &msg);
         assert_eq!(spec.len(), 1, "one alerted datastore");
         let ReadRequest::Datastore { device_id, collection, scope, .. } = &spec[0] else {
@@ -516,7 +562,7 @@ fn speculative_datastore_reads_are_kept_only_for_verified_credentials() {
             scope: *scope,
         };
         let resp = h.backend.read(&read).expect("read");
-        let kept = s.provide_if_authentic(&msg, &read, resp);
+        let kept = s.provide_if_authentic(&cfg, &msg, &read, resp);
         (kept, s.pending_reads(&cfg, &msg).len())
     };
     // test:test verifies: the snapshot is kept and not read again.
@@ -528,29 +574,50 @@ fn speculative_datastore_reads_are_kept_only_for_verified_credentials() {
 }
 
 #[test]
-fn md5_auth_with_nonce_from_previous_challenge() {
+fn md5_auth_never_accepts_an_empty_nonce_and_the_retry_after_the_challenge_succeeds() {
     let mut h = Harness::new();
     let mut a = Client::new("dev-a");
-    // First: no valid nonce yet → the digest over an empty nonce works.
-    let digest = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("test", "test"), b"");
-    let m = a.init(200).replace(
-        "<Type xmlns='syncml:metinf'>syncml:auth-basic</Type>",
-        "<Type xmlns='syncml:metinf'>syncml:auth-md5</Type>",
-    );
-    let m = m.replace("dGVzdDp0ZXN0", &digest);
-    let r = h.send(&m);
-    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
-    // The next session must use the nonce the 212 carried.
-    let nonce = h.device_nonce("dev-a");
-    assert!(!nonce.is_empty());
-    let digest = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("test", "test"), &nonce);
-    let m = a.init(200).replace("syncml:auth-basic", "syncml:auth-md5").replace("dGVzdDp0ZXN0", &digest);
-    let r = h.send(&m);
-    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
-    // A stale digest fails.
-    let m = a.init(200).replace("syncml:auth-basic", "syncml:auth-md5").replace("dGVzdDp0ZXN0", &digest);
-    let r = h.send(&m);
+    let md5 = |m: String, digest: &str| {
+        m.replace(
+            "<Type xmlns='syncml:metinf'>syncml:auth-basic</Type>",
+            "<Type xmlns='syncml:metinf'>syncml:auth-md5</Type>",
+        )
+        .replace("dGVzdDp0ZXN0", digest)
+    };
+    let inner = auth::md5_user_pass_b64("test", "test");
+    // A device the server never challenged: the digest over an empty nonce
+    // (a static credential) is refused, with a challenge and nothing stored.
+    let r = h.send(&md5(a.init(200), &auth::md5_cred_from_digest(&inner, b"")));
     assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 401));
+    let chal_nonce = |r: &SyncMl<'_>| -> Vec<u8> {
+        let Some(Command::Status(st)) = r.body.first() else { panic!("status first") };
+        let b64 =
+            st.chal.as_ref().and_then(|c| c.next_nonce.as_deref()).expect("NextNonce").trim().to_string();
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.decode(b64).expect("b64 nonce")
+    };
+    let nonce = chal_nonce(&r);
+    assert!(auth::is_printable_nonce(&nonce));
+    assert!(h.device_nonce("dev-a").is_empty(), "a failed login writes no device record");
+    assert!(r.hdr.resp_uri.is_none());
+    // The retry, as SyncEvolution does it: a new SessionID, the challenge's nonce.
+    let r = h.send(&md5(a.init(200), &auth::md5_cred_from_digest(&inner, &nonce)));
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
+    // The 212 carries a random nonce for the next session, kept in the device record.
+    let stored = h.device_nonce("dev-a");
+    assert_eq!(stored, chal_nonce(&r));
+    assert_ne!(stored, nonce);
+    let digest = auth::md5_cred_from_digest(&inner, &stored);
+    let r = h.send(&md5(a.init(200), &digest));
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 212));
+    // A stale digest (that nonce was replaced) fails.
+    let r = h.send(&md5(a.init(200), &digest));
+    assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 401));
+    // The same empty-nonce credential from other new device ids: refused each time.
+    for dev in ["dev-x", "dev-y", "dev-z"] {
+        let r = h.send(&md5(Client::new(dev).init(200), &auth::md5_cred_from_digest(&inner, b"")));
+        assert_eq!(statuses(&r)[0], ("SyncHdr".to_string(), 401), "{dev}");
+    }
 }
 
 #[test]
@@ -957,7 +1024,7 @@ mod replay {
             if msg.hdr.cred.is_some() {
                 // The captured digest used the reference server's nonce; sign
                 // with ours (what the real client does after our challenge).
-                let nonce = h.device_nonce(msg.hdr.source.loc_uri.trim());
+                let nonce = h.client_nonce(msg.hdr.source.loc_uri.trim());
                 let digest = auth::md5_cred_from_digest(&auth::md5_user_pass_b64("test", "test"), &nonce);
                 msg.hdr.cred = Some(Cred {
                     meta: Some(Meta {
@@ -1533,18 +1600,19 @@ fn read_scopes(h: &Harness, c: &mut Client, code: u16) -> Vec<ItemScope> {
     let text = c.init(code);
     (c.session, c.msg, c.next_anchor) = (session, msg, next);
     let msg = crate::xml::decode(text.as_bytes()).expect("decodes");
-    let mut s = Session::new(99, &msg, Encoding::Xml, h.now);
+    let mut s = Session::new(99, &msg, Encoding::Xml, h.now, endpoint::SessionSecret([2; 16]));
     let mut scopes = Vec::new();
     for r in s.pending_reads(&h.cfg, &msg) {
         let resp = h.backend.read(&r).expect("read");
         s.provide(&r, resp);
     }
+    check_basic(&mut s, &msg);
     for r in s.speculative_reads(&h.cfg, &msg) {
         if let ReadRequest::Datastore { scope, .. } = &r {
             scopes.push(*scope);
         }
         let resp = h.backend.read(&r).expect("read");
-        assert!(s.provide_if_authentic(&msg, &r, resp), "credentials verify");
+        assert!(s.provide_if_authentic(&h.cfg, &msg, &r, resp), "credentials verify");
     }
     for _ in 0..4 {
         let reads = s.pending_reads(&h.cfg, &msg);

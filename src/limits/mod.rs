@@ -1,6 +1,22 @@
-//! Abuse limits: exponential back-off after failed authentications (per
-//! claimed user name and per client address) and a cap on concurrent
-//! sessions per user.
+//! Abuse limits: exponential back-off after failed authentications and
+//! session probes, and a cap on concurrent sessions per user.
+//!
+//! The back-off policy (three keys; a request is refused while any key that
+//! applies to it is backing off):
+//! - **address**: every failed login and every refused session probe
+//!   (unknown session, wrong session secret) from a client address counts;
+//!   after `address_free_failures` the address backs off. Checked before the
+//!   body is decoded, so a blocked address costs no decoding.
+//! - **(user, address)**: failed logins claiming a user from one address;
+//!   after `auth_free_failures` that pair backs off. A stranger elsewhere
+//!   does not lock the user out this way.
+//! - **user**: failed logins claiming a user from any address, with a higher
+//!   ceiling (`user_free_failures`), against distributed guessing. It never
+//!   holds back a device that logged in successfully from the same address
+//!   within `known_device_ttl` (so a stranger cannot lock out the user's own
+//!   phone), and such a known device's failed logins (typically a correct
+//!   password over a stale nonce after an interrupted session) count only
+//!   against its address.
 //!
 //! Counting across shards: the state is node-wide, in fixed tables of
 //! atomics shared by every shard, with no lock and no hand-over: a key (user
@@ -30,8 +46,14 @@ const SLOTS: usize = 1 << 14;
 /// Settings of the limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitsConfig {
-    /// Failed authentications of one key allowed within the window before back-off starts.
+    /// Failed logins of one (user, address) pair allowed within the window before back-off starts.
     pub auth_free_failures: u32,
+    /// Failed logins of one user from all addresses allowed before the user key backs off.
+    pub user_free_failures: u32,
+    /// Failed logins and session probes of one address allowed before it backs off.
+    pub address_free_failures: u32,
+    /// How long a device that logged in from an address stays exempt from the user key there.
+    pub known_device_ttl: Duration,
     /// The first back-off; it doubles with every further failure.
     pub auth_backoff_base: Duration,
     /// The longest back-off.
@@ -50,6 +72,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             auth_free_failures: 5,
+            user_free_failures: 50,
+            address_free_failures: 30,
+            known_device_ttl: Duration::from_secs(30 * 24 * 3600),
             auth_backoff_base: Duration::from_secs(1),
             auth_backoff_max: Duration::from_secs(300),
             auth_failure_window: Duration::from_secs(900),
@@ -161,7 +186,10 @@ impl CountTable {
 pub struct Limits {
     config: LimitsConfig,
     users: FailTable,
+    pairs: FailTable,
     addrs: FailTable,
+    /// (device, address) pairs that logged in: the time of the last success.
+    known: FailTable,
     sessions: CountTable,
     epoch: Instant,
 }
@@ -170,6 +198,24 @@ fn user_key(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(user.len() + 2);
     k.extend_from_slice(b"u:");
     k.extend_from_slice(user.as_bytes());
+    k
+}
+
+fn pair_key(user: &str, addr: IpAddr) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 20);
+    k.extend_from_slice(b"p:");
+    k.extend_from_slice(&addr_key(addr));
+    k.push(0);
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+fn known_key(device: &str, addr: IpAddr) -> Vec<u8> {
+    let mut k = Vec::with_capacity(device.len() + 20);
+    k.extend_from_slice(b"k:");
+    k.extend_from_slice(&addr_key(addr));
+    k.push(0);
+    k.extend_from_slice(device.as_bytes());
     k
 }
 
@@ -190,7 +236,9 @@ impl Limits {
         Limits {
             config,
             users: FailTable::new(),
+            pairs: FailTable::new(),
             addrs: FailTable::new(),
+            known: FailTable::new(),
             sessions: CountTable::new(),
             epoch: Instant::now(),
         }
@@ -205,39 +253,92 @@ impl Limits {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn blocked_for(&self, failures: u32, last_ms: u64, now_ms: u64) -> Option<Duration> {
+    fn blocked_for(&self, free: u32, failures: u32, last_ms: u64, now_ms: u64) -> Option<Duration> {
         let c = &self.config;
-        if failures <= c.auth_free_failures {
+        if failures <= free {
             return None;
         }
-        let doublings = (failures - c.auth_free_failures - 1).min(30);
+        let doublings = (failures - free - 1).min(30);
         let backoff = c.auth_backoff_base.saturating_mul(1 << doublings).min(c.auth_backoff_max);
         let until = last_ms.saturating_add(u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX));
         (until > now_ms).then(|| Duration::from_millis(until - now_ms))
     }
 
-    /// Whether a not yet authenticated request from `addr` claiming `user`
-    /// must wait; checked before any store access.
-    pub fn check_auth(&self, user: Option<&str>, addr: Option<IpAddr>) -> Option<Backoff> {
-        let now = self.now_ms();
-        let window = u64::try_from(self.config.auth_failure_window.as_millis()).unwrap_or(u64::MAX);
-        let found = |table: &FailTable, key: &[u8], which| {
-            let (f, last) = table.get(key, now, window);
-            self.blocked_for(f, last, now).map(|d| Backoff { key: which, retry_after: d })
-        };
-        user.and_then(|u| found(&self.users, &user_key(u), BackoffKey::User))
-            .or_else(|| addr.and_then(|a| found(&self.addrs, &addr_key(a), BackoffKey::Address)))
+    fn window_ms(&self) -> u64 {
+        u64::try_from(self.config.auth_failure_window.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Records one failed authentication of `user` from `addr`.
-    pub fn record_auth_failure(&self, user: Option<&str>, addr: Option<IpAddr>) {
+    fn found(&self, table: &FailTable, key: &[u8], free: u32, which: BackoffKey) -> Option<Backoff> {
         let now = self.now_ms();
-        let window = u64::try_from(self.config.auth_failure_window.as_millis()).unwrap_or(u64::MAX);
-        if let Some(u) = user {
-            self.users.record(&user_key(u), now, window);
+        let (f, last) = table.get(key, now, self.window_ms());
+        self.blocked_for(free, f, last, now).map(|d| Backoff { key: which, retry_after: d })
+    }
+
+    /// Whether requests from `addr` must wait (failed logins and probes
+    /// from it); checked before a request's body is decoded.
+    pub fn check_address(&self, addr: Option<IpAddr>) -> Option<Backoff> {
+        let a = addr?;
+        self.found(&self.addrs, &addr_key(a), self.config.address_free_failures, BackoffKey::Address)
+    }
+
+    /// Whether a not yet authenticated request from `addr` claiming `user`
+    /// for `device` must wait; checked before any store access.
+    pub fn check_auth(&self, user: Option<&str>, device: &str, addr: Option<IpAddr>) -> Option<Backoff> {
+        if let Some(b) = self.check_address(addr) {
+            return Some(b);
         }
+        let user = user?;
+        if let Some(a) = addr {
+            let pair = pair_key(user, a);
+            if let Some(b) = self.found(&self.pairs, &pair, self.config.auth_free_failures, BackoffKey::User)
+            {
+                return Some(b);
+            }
+        }
+        if self.is_known(device, addr) {
+            return None;
+        }
+        self.found(&self.users, &user_key(user), self.config.user_free_failures, BackoffKey::User)
+    }
+
+    /// Whether `device` logged in from `addr` within the known-device TTL.
+    fn is_known(&self, device: &str, addr: Option<IpAddr>) -> bool {
+        let Some(a) = addr else { return false };
+        let ttl = u64::try_from(self.config.known_device_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.known.get(&known_key(device, a), self.now_ms(), ttl).0 > 0
+    }
+
+    /// Records one failed login of `device` claiming `user` from `addr`.
+    pub fn record_auth_failure(&self, user: Option<&str>, device: &str, addr: Option<IpAddr>) {
+        let now = self.now_ms();
+        let window = self.window_ms();
         if let Some(a) = addr {
             self.addrs.record(&addr_key(a), now, window);
+        }
+        // A device that logged in from here before: only the address counts.
+        if self.is_known(device, addr) {
+            return;
+        }
+        if let Some(u) = user {
+            self.users.record(&user_key(u), now, window);
+            if let Some(a) = addr {
+                self.pairs.record(&pair_key(u, a), now, window);
+            }
+        }
+    }
+
+    /// Records a successful login of `device` from `addr` (it becomes a known device there).
+    pub fn record_auth_success(&self, device: &str, addr: Option<IpAddr>) {
+        if let Some(a) = addr {
+            let ttl = u64::try_from(self.config.known_device_ttl.as_millis()).unwrap_or(u64::MAX);
+            self.known.record(&known_key(device, a), self.now_ms(), ttl);
+        }
+    }
+
+    /// Records a refused session probe (unknown session, wrong secret) from `addr`.
+    pub fn record_probe(&self, addr: Option<IpAddr>) {
+        if let Some(a) = addr {
+            self.addrs.record(&addr_key(a), self.now_ms(), self.window_ms());
         }
     }
 
@@ -298,6 +399,8 @@ mod tests {
     fn limits(free: u32) -> Limits {
         Limits::new(LimitsConfig {
             auth_free_failures: free,
+            user_free_failures: 6,
+            address_free_failures: 8,
             auth_backoff_base: Duration::from_secs(10),
             auth_backoff_max: Duration::from_secs(35),
             max_sessions_per_user: 2,
@@ -305,34 +408,67 @@ mod tests {
         })
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
-    fn backoff_starts_after_free_failures_and_doubles_to_the_max() {
+    fn a_user_address_pair_backs_off_after_its_free_failures_and_doubles_to_the_max() {
         let l = limits(2);
-        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let a = ip("192.0.2.7");
         for _ in 0..2 {
-            l.record_auth_failure(Some("alice"), Some(a));
-            assert_eq!(l.check_auth(Some("alice"), None), None);
+            l.record_auth_failure(Some("alice"), "eve-phone", Some(a));
+            assert_eq!(l.check_auth(Some("alice"), "eve-phone", Some(a)), None);
         }
-        l.record_auth_failure(Some("alice"), Some(a));
-        let b = l.check_auth(Some("alice"), None).unwrap();
+        l.record_auth_failure(Some("alice"), "eve-phone", Some(a));
+        let b = l.check_auth(Some("alice"), "eve-phone", Some(a)).unwrap();
         assert_eq!(b.key, BackoffKey::User);
         assert!(b.retry_after > Duration::from_secs(9) && b.retry_after <= Duration::from_secs(10));
-        l.record_auth_failure(Some("alice"), None);
-        assert!(l.check_auth(Some("alice"), None).unwrap().retry_after > Duration::from_secs(19));
-        for _ in 0..5 {
-            l.record_auth_failure(Some("alice"), None);
+        l.record_auth_failure(Some("alice"), "eve-phone", Some(a));
+        assert!(l.check_auth(Some("alice"), "x", Some(a)).unwrap().retry_after > Duration::from_secs(19));
+        // The same user from elsewhere is not held back by that pair.
+        assert_eq!(l.check_auth(Some("alice"), "alice-phone", Some(ip("198.51.100.1"))), None);
+        // Another user from the attacker's address is not either (address not over its ceiling).
+        assert_eq!(l.check_auth(Some("bob"), "x", Some(a)), None);
+    }
+
+    #[test]
+    fn the_address_ceiling_covers_probes_and_any_user_name() {
+        let l = limits(100);
+        let a = ip("192.0.2.9");
+        for _ in 0..8 {
+            l.record_probe(Some(a));
         }
-        assert!(l.check_auth(Some("alice"), None).unwrap().retry_after <= Duration::from_secs(35));
-        // The address saw 3 failures: blocked for any user name, known or not.
-        assert_eq!(l.check_auth(Some("bob"), Some(a)).unwrap().key, BackoffKey::Address);
-        assert_eq!(l.check_auth(Some("bob"), Some("192.0.2.8".parse().unwrap())), None);
+        assert_eq!(l.check_address(Some(a)), None);
+        l.record_probe(Some(a));
+        assert_eq!(l.check_address(Some(a)).unwrap().key, BackoffKey::Address);
+        assert_eq!(l.check_auth(Some("anyone"), "d", Some(a)).unwrap().key, BackoffKey::Address);
+        assert_eq!(l.check_address(Some(ip("192.0.2.10"))), None);
         // An IPv6 /64 counts as one address.
-        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
-        let v6b: IpAddr = "2001:db8::2:3".parse().unwrap();
-        for _ in 0..3 {
-            l.record_auth_failure(None, Some(v6a));
+        let (v6a, v6b) = (ip("2001:db8::1"), ip("2001:db8::2:3"));
+        for _ in 0..9 {
+            l.record_probe(Some(v6a));
         }
-        assert!(l.check_auth(None, Some(v6b)).is_some());
+        assert!(l.check_address(Some(v6b)).is_some());
+    }
+
+    #[test]
+    fn strangers_cannot_lock_out_a_known_device() {
+        let l = limits(100);
+        let home = ip("203.0.113.5");
+        l.record_auth_success("alice-phone", Some(home));
+        // Failed logins for alice from many addresses: the user key backs off ...
+        for i in 0..7 {
+            l.record_auth_failure(Some("alice"), "x", Some(ip(&format!("198.51.100.{i}"))));
+        }
+        assert_eq!(l.check_auth(Some("alice"), "new-tablet", Some(home)).unwrap().key, BackoffKey::User);
+        // ... but not for her phone at home.
+        assert_eq!(l.check_auth(Some("alice"), "alice-phone", Some(home)), None);
+        // Her phone's own failures (a stale nonce) count only against the address.
+        for _ in 0..5 {
+            l.record_auth_failure(Some("alice"), "alice-phone", Some(home));
+        }
+        assert_eq!(l.check_auth(Some("alice"), "alice-phone", Some(home)), None);
     }
 
     #[test]
@@ -356,9 +492,10 @@ mod tests {
             auth_failure_window: Duration::from_millis(30),
             ..LimitsConfig::default()
         });
-        l.record_auth_failure(Some("eve"), None);
-        assert!(l.check_auth(Some("eve"), None).is_some());
+        let a = Some(ip("192.0.2.1"));
+        l.record_auth_failure(Some("eve"), "d", a);
+        assert!(l.check_auth(Some("eve"), "d", a).is_some());
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(l.check_auth(Some("eve"), None), None);
+        assert_eq!(l.check_auth(Some("eve"), "d", a), None);
     }
 }

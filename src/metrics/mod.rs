@@ -253,6 +253,8 @@ pub struct ShardMetrics {
     conflicts: [Counter; 4],
     /// Failed authentication attempts.
     pub auth_failures: Counter,
+    /// Requests refused as session probes (unknown session, wrong session secret).
+    pub session_probes: Counter,
     /// Requests refused with 429 because of the auth back-off, by key (user, address).
     auth_backoff: [Counter; 2],
     /// Responses by HTTP status ([`HTTP_CODES`], then `other`).
@@ -281,6 +283,7 @@ impl Default for ShardMetrics {
             items: Default::default(),
             conflicts: Default::default(),
             auth_failures: Counter::default(),
+            session_probes: Counter::default(),
             auth_backoff: Default::default(),
             http: Default::default(),
             handoffs_sent: Counter::default(),
@@ -478,6 +481,12 @@ impl NodeMetrics {
         }
         out.family("shardsync_auth_failures_total", "counter", "Failed SyncML authentication attempts.");
         out.sample("shardsync_auth_failures_total", &[], self.sum(|s| s.auth_failures.get()) as f64);
+        out.family(
+            "shardsync_session_probes_total",
+            "counter",
+            "Requests refused as session probes: unknown session, wrong session secret, colliding ids.",
+        );
+        out.sample("shardsync_session_probes_total", &[], self.sum(|s| s.session_probes.get()) as f64);
         out.family(
             "shardsync_auth_backoff_total",
             "counter",

@@ -228,6 +228,10 @@ async fn serve_local<'a, S: SyncService>(
     token: Option<&str>,
     peer: Option<SocketAddr>,
 ) -> Outcome {
+    // The address's back-off and the session secret, before any decoding.
+    if let Err(e) = shard.service.precheck(token, peer) {
+        return Outcome::Service(e);
+    }
     let message = match decoded.unwrap_or_else(|| server::decode(encoding, body)) {
         Ok(m) => m,
         Err(e) => {
@@ -376,19 +380,18 @@ impl Conn {
                 // DESIGN §4: only the shared port routes by key; a shard's own port is served here.
                 let routed = self.kind == PortKind::Shared && shard.shards > 1;
                 let token_key = token.and_then(routing::parse_token);
-                // Without a token the SyncHdr names the session; the decoded
-                // message is reused when this shard is the owner.
-                let decoded = (routed && token_key.is_none()).then(|| server::decode(encoding, &body));
+                // Without a token the SyncHdr names the session: read from the
+                // header alone (as the balancer does), so the body is decoded
+                // only by its owner, after the checks that come before decoding.
                 if routed {
-                    let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
+                    let header_key = || crate::balancer::key::scan(encoding, &body).ok().map(|ids| ids.key());
                     if let Some(key) = token_key.or_else(header_key) {
                         owner = routing::jump_hash(key, shard.shards as u32) as usize;
                     }
                 }
                 let outcome = if owner == shard.id {
-                    serve_local(shard, &body, decoded, encoding, token, client).await
+                    serve_local(shard, &body, None, encoding, token, client).await
                 } else {
-                    drop(decoded);
                     let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
                     // A plain connection moves to the owner with its request,
                     // so the session's next messages on it need no hand-over.
