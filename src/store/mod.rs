@@ -25,6 +25,7 @@ pub mod embedded;
 pub mod handle;
 pub mod memory;
 pub mod postgres;
+pub mod private;
 
 pub use embedded::EmbeddedBackend;
 pub use handle::{StoreHandle, StoreStats, StoreThreads, WriterLimits};
