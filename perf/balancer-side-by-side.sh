@@ -86,7 +86,8 @@ NG_PID=$!; pids+=($NG_PID)
 
 backends=()
 for i in $(seq 0 $((NODES - 1))); do backends+=(--backend "127.0.0.1:$((BASE + 10 + 2 * i))"); done
-"$BIN" balance --listen "127.0.0.1:$OURS_PORT" "${backends[@]}" --threads 1 --log-level warn &
+# Its admin listener (GET /status etc.) next to it: the default 127.0.0.1:8001 may be taken.
+"$BIN" balance --listen "127.0.0.1:$OURS_PORT" --admin-listen "127.0.0.1:$((BASE + 4))" "${backends[@]}" --threads 1 --log-level warn &
 OURS_PID=$!; pids+=($OURS_PID)
 wait_http "$HA_PORT" /sync; wait_http "$NG_PORT" /sync; wait_http "$OURS_PORT"
 

@@ -47,6 +47,7 @@ if [ "${SKIP_PG:-0}" != 1 ]; then
   start_pg
   for nodes in 1 2 3; do
     BPORT=$(free_port)
+    APORT=$(free_port)
     BACKENDS=()
     NODE_PIDS=()
     for i in $(seq "$nodes"); do
@@ -54,14 +55,14 @@ if [ "${SKIP_PG:-0}" != 1 ]; then
       BACKENDS+=(--backend "127.0.0.1:$SERVE_PORT")
       NODE_PIDS+=("$SERVE_PID")
     done
-    "$BIN" balance --listen "127.0.0.1:$BPORT" --public-url "http://127.0.0.1:$BPORT/sync" "${BACKENDS[@]}" \
+    "$BIN" balance --listen "127.0.0.1:$BPORT" --admin-listen "127.0.0.1:$APORT" --public-url "http://127.0.0.1:$BPORT/sync" "${BACKENDS[@]}" \
       --log-level warn >"$WORK/balance-$nodes.log" 2>&1 &
     BAL_PID=$!
     PIDS+=("$BAL_PID")
     wait_health "http://127.0.0.1:$BPORT/health"
     # Members come up after the first health round.
     for _ in $(seq 100); do
-      up=$(curl -sf "http://127.0.0.1:$BPORT/status" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for m in s.get("members",[]) if m.get("healthy", m.get("up"))))' 2>/dev/null || echo 0)
+      up=$(curl -sf "http://127.0.0.1:$APORT/status" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for m in s.get("members",[]) if m.get("healthy", m.get("up"))))' 2>/dev/null || echo 0)
       [ "$up" -ge "$nodes" ] && break
       sleep 0.1
     done

@@ -551,7 +551,7 @@ impl AdminServer {
     }
 
     /// Like [`AdminServer::spawn`]; `sessions` answers `session list`. The
-    /// socket's directory is created (0700) if missing; a socket another
+    /// socket's directory is created (0700) if missing, or tightened to 0700; a socket another
     /// running server answers on is an error, never taken over.
     pub fn spawn_with_sessions(
         store: StoreHandle,
@@ -560,7 +560,7 @@ impl AdminServer {
     ) -> std::io::Result<AdminServer> {
         let path = socket_path.into();
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+            crate::store::private::private_dir(dir)?;
         }
         if UnixStream::connect(&path).is_ok() {
             return Err(std::io::Error::new(

@@ -4,7 +4,8 @@
 //! keep-alive and pipelined requests, X-Forwarded-For, slow clients (408),
 //! idle keep-alive connections, a member dying mid-request (retried on the
 //! next member, reported as failed), a stale pooled member connection (replaced,
-//! not a failure), stopping, and a taken listen address.
+//! not a failure), stopping, a taken listen address, and the admin policy
+//! (`/status`, `/route`, `/metrics`, `/admin/*` only on the admin listener, with the token).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardsync::balancer::config::AdminToken;
 use shardsync::balancer::{self, BalanceConfig, BalancerHandle};
 
 /// What a fake node does with a POST.
@@ -165,9 +167,33 @@ fn balancer_idle(nodes: &[&Node], idle_timeout: Duration) -> BalancerHandle {
         header_timeout: Duration::from_millis(300),
         body_timeout: Duration::from_millis(300),
         idle_timeout,
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_token: Some(AdminToken::new(TOKEN).expect("token")),
         ..BalanceConfig::default()
     };
     balancer::start(config).expect("balancer starts")
+}
+
+/// The admin token of [`balancer`].
+const TOKEN: &str = "0123456789abcdef-test-token";
+
+/// `GET /status` on the admin listener with the token.
+fn status(b: &BalancerHandle) -> serde_json::Value {
+    let mut s = admin(b);
+    let mut buf = Vec::new();
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    let (code, body) = read_response(&mut s, &mut buf).expect("status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status JSON")
+}
+
+fn admin(b: &BalancerHandle) -> TcpStream {
+    let s = TcpStream::connect(b.admin_addr()).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s
 }
 
 fn client(b: &BalancerHandle) -> TcpStream {
@@ -249,10 +275,7 @@ fn a_member_dying_mid_request_is_retried_on_the_next_member_and_reported() {
     }
     assert!(dying.posts.load(Ordering::SeqCst) >= 1, "the dying member got its sessions first");
     // The failure was counted against the dying member (passive detection).
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\n\r\n").expect("write");
-    let (status, body) = read_response(&mut s, &mut buf).expect("status");
-    assert_eq!(status, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = status(&b);
     let id = format!("127.0.0.1:{}", dying.addr.port());
     let m =
         v["members"].as_array().expect("members").iter().find(|m| m["id"] == id.as_str()).expect("member");
@@ -275,9 +298,7 @@ fn a_stale_pooled_member_connection_is_replaced_without_failing_over() {
     }
     assert_eq!(a.posts.load(Ordering::SeqCst), 3, "each request reached the member once");
     // Not a member failure: no passive report, the member stays up.
-    s.write_all(b"GET /status HTTP/1.1\r\nHost: b\r\n\r\n").expect("write");
-    let (_, body) = read_response(&mut s, &mut buf).expect("status");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    let v = status(&b);
     let m = &v["members"][0];
     assert_eq!((m["failures"].as_u64(), m["healthy"].as_bool()), (Some(0), Some(true)), "{m}");
     b.stop();
@@ -306,10 +327,93 @@ fn a_taken_listen_address_is_a_bind_error() {
         listen: taken.local_addr().expect("addr"),
         backends: vec![a.addr.to_string()],
         threads: 1,
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
         ..BalanceConfig::default()
     };
     match balancer::start(config) {
         Err(balancer::BalanceError::Bind { addr, .. }) => assert_eq!(addr, taken.local_addr().expect("addr")),
         other => panic!("want a bind error, got {other:?}"),
     }
+}
+
+/// One request on a fresh connection: (status, body, head text).
+fn ask(addr: SocketAddr, method: &str, target: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("{method} {target} HTTP/1.1\r\nHost: b\r\n{auth}Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf).expect("a response")
+}
+
+#[test]
+fn topology_and_routing_controls_are_only_on_the_admin_listener_with_the_token() {
+    let a = node(Posts::Answer("a"));
+    let b = balancer(&[&a]);
+    let (public, adm) = (b.listen_addr(), b.admin_addr());
+    assert_ne!(public, adm);
+    let member = format!("127.0.0.1:{}", a.addr.port());
+    let drain = format!("/admin/drain?member={member}");
+    let reads = ["/status", "/route?s=00000000000000ab", "/metrics"];
+    // The public listener: 404 for all of it, and nothing changes; /health and POSTs still work.
+    for target in reads {
+        assert_eq!(ask(public, "GET", target, Some(TOKEN)).0, 404, "public {target}");
+    }
+    for target in [drain.as_str(), "/admin/undrain?member=x", "/admin/weight?member=x&w=2"] {
+        assert_eq!(ask(public, "POST", target, Some(TOKEN)).0, 404, "public {target}");
+    }
+    assert_eq!(ask(public, "GET", "/health", None).0, 200);
+    assert_eq!(status(&b)["members"][0]["draining"], false, "{}", status(&b));
+    // The admin listener: 401 without the token or with a wrong one, /health needs none.
+    for target in reads {
+        assert_eq!(ask(adm, "GET", target, None).0, 401, "admin {target} without a token");
+        assert_eq!(ask(adm, "GET", target, Some("0123456789abcdef-test-tokeN")).0, 401, "wrong token");
+        assert_eq!(ask(adm, "GET", target, Some(TOKEN)).0, 200, "admin {target} with the token");
+    }
+    assert_eq!(ask(adm, "POST", &drain, None).0, 401);
+    assert_eq!(ask(adm, "POST", &drain, Some("Basic abc")).0, 401);
+    assert_eq!(ask(adm, "GET", "/health", None).0, 200);
+    assert_eq!(status(&b)["members"][0]["draining"], false, "refused changes changed nothing");
+    // With the token the change is made.
+    assert_eq!(ask(adm, "POST", &drain, Some(TOKEN)).0, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while status(&b)["members"][0]["draining"] != true {
+        assert!(std::time::Instant::now() < deadline, "drain applied: {}", status(&b));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SyncML POSTs are not forwarded from the admin listener.
+    assert_eq!(ask(adm, "POST", "/sync?s=00000000000000ab", Some(TOKEN)).0, 404);
+    assert_eq!(a.posts.load(Ordering::SeqCst), 0);
+    b.stop();
+}
+
+#[test]
+fn without_a_token_admin_reads_are_local_and_changes_are_refused() {
+    let a = node(Posts::Answer("a"));
+    let config = BalanceConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        backends: vec![a.addr.to_string()],
+        threads: 1,
+        public_metrics: true,
+        ..BalanceConfig::default()
+    };
+    let b = balancer::start(config.clone()).expect("balancer starts");
+    let member = format!("127.0.0.1:{}", a.addr.port());
+    assert_eq!(ask(b.admin_addr(), "GET", "/status", None).0, 200);
+    let (code, body) = ask(b.admin_addr(), "POST", &format!("/admin/drain?member={member}"), None);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("admin_token_file"), "{body}");
+    // public_metrics: /metrics on the public listener too, /status still not.
+    assert_eq!(ask(b.listen_addr(), "GET", "/metrics", None).0, 200);
+    assert_eq!(ask(b.listen_addr(), "GET", "/status", None).0, 404);
+    b.stop();
+    // A non-loopback admin address needs a token.
+    let open = BalanceConfig { admin_listen: "0.0.0.0:0".parse().expect("addr"), ..config.clone() };
+    match balancer::start(open) {
+        Err(balancer::BalanceError::Config(e)) => assert!(e.to_string().contains("admin_token"), "{e}"),
+        other => panic!("want a config error, got {other:?}"),
+    }
+    assert!(AdminToken::new("short").is_err(), "a short token is refused");
 }

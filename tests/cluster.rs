@@ -115,11 +115,21 @@ impl Drop for Proc {
 struct Http {
     addr: SocketAddr,
     conn: Option<TcpStream>,
+    /// An `Authorization` header line sent with each request.
+    auth: String,
 }
+
+/// The balancers' admin token (`--admin-token-file`).
+const ADMIN_TOKEN: &str = "cluster-test-admin-token-0123456789";
 
 impl Http {
     fn new(port: u16) -> Http {
-        Http { addr: SocketAddr::from(([127, 0, 0, 1], port)), conn: None }
+        Http { addr: SocketAddr::from(([127, 0, 0, 1], port)), conn: None, auth: String::new() }
+    }
+
+    /// A client of a balancer's admin listener, with the admin token.
+    fn admin(port: u16) -> Http {
+        Http { auth: format!("Authorization: Bearer {ADMIN_TOKEN}\r\n"), ..Http::new(port) }
     }
 
     /// One request; `None` on any transport failure (the connection is dropped).
@@ -152,8 +162,9 @@ impl Http {
         let s = self.conn.as_mut()?;
         let ct = ctype.map(|c| format!("Content-Type: {c}\r\n")).unwrap_or_default();
         let head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {}\r\n{ct}Content-Length: {}\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\n{ct}{}Content-Length: {}\r\n\r\n",
             self.addr,
+            self.auth,
             body.len()
         );
         s.write_all(head.as_bytes()).ok()?;
@@ -198,9 +209,10 @@ impl Http {
     }
 }
 
-fn get_json(port: u16, target: &str) -> serde_json::Value {
+/// `GET target` on a balancer's admin listener.
+fn get_json(admin_port: u16, target: &str) -> serde_json::Value {
     let (status, body) =
-        Http::new(port).get(target).unwrap_or_else(|| panic!("GET {target} on {port} failed"));
+        Http::admin(admin_port).get(target).unwrap_or_else(|| panic!("GET {target} on {admin_port} failed"));
     assert_eq!(status, 200, "{target}: {body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -225,7 +237,8 @@ struct Node {
 struct Cluster {
     _dir: tempfile::TempDir,
     nodes: Vec<Node>,
-    balancers: Vec<(Proc, u16)>,
+    /// Each balancer, its public port and its admin port.
+    balancers: Vec<(Proc, u16, u16)>,
     // Last: dropped after the nodes that use it.
     _pg: support_pg::PgServer,
 }
@@ -234,6 +247,9 @@ impl Cluster {
     fn start() -> Cluster {
         let dir = tempfile::Builder::new().prefix("cluster").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let bports: Vec<u16> = (0..2).map(|_| free_ports(1)).collect();
+        let aports: Vec<u16> = (0..2).map(|_| free_ports(1)).collect();
+        let token_file = dir.path().join("admin-token");
+        std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).unwrap();
         let public = format!("http://127.0.0.1:{}/sync", bports[0]);
         let mut nodes = Vec::new();
         let pg = support_pg::PgServer::start();
@@ -284,11 +300,15 @@ impl Cluster {
             });
         }
         let mut balancers = Vec::new();
-        for (i, &port) in bports.iter().enumerate() {
+        for (i, (&port, &aport)) in bports.iter().zip(&aports).enumerate() {
             let mut args: Vec<String> = vec![
                 "balance".into(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
+                "--admin-listen".into(),
+                format!("127.0.0.1:{aport}"),
+                "--admin-token-file".into(),
+                token_file.display().to_string(),
                 "--threads".into(),
                 "1".into(),
             ];
@@ -298,11 +318,11 @@ impl Cluster {
             args.extend(["--public-url".into(), public.clone()]);
             let proc = Proc::spawn(&args, &dir.path().join(format!("balance{i}.log")));
             wait_until("balancer /status", Duration::from_secs(20), || {
-                Http::new(port)
+                Http::admin(aport)
                     .get("/status")
                     .is_some_and(|(s, b)| s == 200 && b.matches("\"healthy\":true").count() == 6)
             });
-            balancers.push((proc, port));
+            balancers.push((proc, port, aport));
         }
         Cluster { _dir: dir, nodes, balancers, _pg: pg }
     }
@@ -319,9 +339,9 @@ fn tokens(n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The member each token routes to, via a balancer's `/route`.
-fn routes(port: u16, toks: &[String], new: bool) -> Vec<String> {
-    let mut http = Http::new(port);
+/// The member each token routes to, via a balancer's `/route` (on its admin listener).
+fn routes(admin_port: u16, toks: &[String], new: bool) -> Vec<String> {
+    let mut http = Http::admin(admin_port);
     toks.iter()
         .map(|t| {
             let q = if new { format!("/route?s={t}&new=1") } else { format!("/route?s={t}") };
@@ -333,8 +353,8 @@ fn routes(port: u16, toks: &[String], new: bool) -> Vec<String> {
         .collect()
 }
 
-fn healthy(port: u16) -> Vec<(String, bool)> {
-    get_json(port, "/status")["members"]
+fn healthy(admin_port: u16) -> Vec<(String, bool)> {
+    get_json(admin_port, "/status")["members"]
         .as_array()
         .unwrap()
         .iter()
@@ -550,11 +570,12 @@ fn run_device(port: u16, d: usize, started: Arc<AtomicUsize>) -> DeviceReport {
 fn cluster_failover_draining_and_two_balancers() {
     let mut c = Cluster::start();
     let (b0, b1) = (c.balancers[0].1, c.balancers[1].1);
+    let (a0, a1) = (c.balancers[0].2, c.balancers[1].2);
     let toks = tokens(3000);
 
     // Two balancers, same members: the same owner for every key.
-    let r0 = routes(b0, &toks, false);
-    assert_eq!(r0, routes(b1, &toks, false), "balancers disagree");
+    let r0 = routes(a0, &toks, false);
+    assert_eq!(r0, routes(a1, &toks, false), "balancers disagree");
     let all_members: Vec<String> = (0..3).flat_map(|n| c.members_of(n)).collect();
     for m in &all_members {
         let share = r0.iter().filter(|r| *r == m).count() as f64 / toks.len() as f64;
@@ -563,27 +584,27 @@ fn cluster_failover_draining_and_two_balancers() {
 
     // Draining (on both balancers): new sessions avoid the member, existing ones stay.
     let drained = c.members_of(0)[0].clone();
-    for b in [b0, b1] {
+    for a in [a0, a1] {
         let (s, _) =
-            Http::new(b).request("POST", &format!("/admin/drain?member={drained}"), None, b"").unwrap();
+            Http::admin(a).request("POST", &format!("/admin/drain?member={drained}"), None, b"").unwrap();
         assert_eq!(s, 202);
     }
     wait_until("draining in /status", Duration::from_secs(5), || {
-        get_json(b0, "/status")["members"]
+        get_json(a0, "/status")["members"]
             .as_array()
             .unwrap()
             .iter()
             .any(|m| m["id"] == drained.as_str() && m["draining"] == true)
     });
     std::thread::sleep(Duration::from_millis(200));
-    let new_routes = routes(b0, &toks, true);
-    assert_eq!(routes(b0, &toks, false), r0, "draining must not move existing sessions");
+    let new_routes = routes(a0, &toks, true);
+    assert_eq!(routes(a0, &toks, false), r0, "draining must not move existing sessions");
     assert!(!new_routes.contains(&drained), "a new session went to the draining member");
-    assert_eq!(new_routes, routes(b1, &toks, true));
-    for b in [b0, b1] {
-        Http::new(b).request("POST", &format!("/admin/undrain?member={drained}"), None, b"").unwrap();
+    assert_eq!(new_routes, routes(a1, &toks, true));
+    for a in [a0, a1] {
+        Http::admin(a).request("POST", &format!("/admin/undrain?member={drained}"), None, b"").unwrap();
     }
-    wait_until("undrained", Duration::from_secs(5), || routes(b0, &toks[..50], true) == r0[..50]);
+    wait_until("undrained", Duration::from_secs(5), || routes(a0, &toks[..50], true) == r0[..50]);
 
     // Two real SyncEvolution clients (their own user), one through each balancer: slow syncs of
     // many small messages, so the kill lands in the middle of their sessions.
@@ -715,13 +736,13 @@ fn cluster_failover_draining_and_two_balancers() {
 
     // The victim is down on both balancers (passively or by checks): its keys moved, others stayed.
     let dead = c.members_of(victim);
-    for b in [b0, b1] {
+    for a in [a0, a1] {
         wait_until("victim down", Duration::from_secs(15), || {
-            healthy(b).iter().filter(|(id, up)| dead.contains(id) && !up).count() == 2
+            healthy(a).iter().filter(|(id, up)| dead.contains(id) && !up).count() == 2
         });
     }
-    let r_down = routes(b0, &toks, false);
-    assert_eq!(r_down, routes(b1, &toks, false));
+    let r_down = routes(a0, &toks, false);
+    assert_eq!(r_down, routes(a1, &toks, false));
     let owned_by_dead = r0.iter().filter(|r| dead.contains(r)).count();
     let moved_others = r0.iter().zip(&r_down).filter(|(a, b)| a != b && !dead.contains(a)).count();
     assert!(r_down.iter().all(|r| !dead.contains(r)));
@@ -729,10 +750,10 @@ fn cluster_failover_draining_and_two_balancers() {
 
     // Restart it: after `rise` good checks only its share moves back.
     c.nodes[victim].proc.start();
-    for b in [b0, b1] {
-        wait_until("victim up again", Duration::from_secs(30), || healthy(b).iter().all(|(_, up)| *up));
+    for a in [a0, a1] {
+        wait_until("victim up again", Duration::from_secs(30), || healthy(a).iter().all(|(_, up)| *up));
     }
-    let r_back = routes(b0, &toks, false);
+    let r_back = routes(a0, &toks, false);
     assert_eq!(r_back, r0, "the same members give the same routing");
     let moved_back = r_down.iter().zip(&r_back).filter(|(a, b)| a != b).count();
     eprintln!(
@@ -746,7 +767,7 @@ fn cluster_failover_draining_and_two_balancers() {
     assert_eq!((after.sessions, after.restarts), (SESSIONS_PER_DEVICE, 0));
 
     // /status shows requests on every live member.
-    let status = get_json(b0, "/status");
+    let status = get_json(a0, "/status");
     for m in status["members"].as_array().unwrap() {
         assert!(m["weight"].as_u64() == Some(1));
     }

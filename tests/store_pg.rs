@@ -369,3 +369,115 @@ fn two_processes_no_skipped_change() {
     assert_eq!(s.max_seq, total);
     eprintln!("{reads} gap-free snapshots while two processes committed {total} items");
 }
+
+/// A batch `i` of the isolation test: a device record and an item of user `iso`.
+fn iso_batch(device: &str, i: usize) -> WriteBatch {
+    WriteBatch {
+        ops: vec![
+            WriteOp::PutDevice {
+                user: "iso".into(),
+                device: shardsync::store::DeviceRecord { device_id: device.into(), ..Default::default() },
+            },
+            put("iso", Collection::Contacts, None, &format!("item {i}"), device, Some(&format!("c{i}"))),
+        ],
+    }
+}
+
+/// One group commit holding good batches and two bad ones (a NUL in a device
+/// id, refused before sending; a device id too long for PostgreSQL's index,
+/// refused by the server): the good ones commit, each bad one gets its own
+/// `StoreError::Rejected`, and the writer goes on.
+#[test]
+fn a_bad_batch_fails_alone_in_its_group_commit() {
+    if support_pg::skip() {
+        return;
+    }
+    let pg = support_pg::PgServer::start();
+    let url = migrated(&pg, "iso");
+    let backend: Arc<dyn Backend> = Arc::new(PostgresBackend::open(&url).unwrap());
+
+    // The backend alone: a group with a NUL is refused whole, before anything is sent.
+    let nul = iso_batch("dev\0nul", 99);
+    match backend.commit(&[iso_batch("g", 98), nul.clone()]) {
+        Err(StoreError::Rejected(m)) => assert!(m.contains("NUL") && m.contains("device id"), "{m}"),
+        other => panic!("want Rejected, got {other:?}"),
+    }
+    // Not stored: all or nothing.
+    assert!(snapshot(&*backend, "iso", "g", Collection::Contacts).items.is_empty());
+    // Random text does not compress below the btree row limit (SQLSTATE 54000).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let long: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'!' + (x % 90) as u8)
+        })
+        .collect();
+    match backend.commit(&[iso_batch(&long, 97)]) {
+        Err(StoreError::Rejected(m)) => assert!(m.contains("54000"), "{m}"),
+        other => panic!("want Rejected, got {other:?}"),
+    }
+
+    // Through the writer: hold the writer in its first commit (another
+    // connection locks the counter row it needs), queue the rest behind it so
+    // they form one group, then let it go.
+    let (store, threads) = StoreHandle::start(backend.clone(), 1).unwrap();
+    block_on(
+        store.commit(WriteBatch { ops: vec![put("blocker", Collection::Contacts, None, "x", "d", None)] }),
+    )
+    .unwrap();
+    let mut locker = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut lock = locker.transaction().unwrap();
+    lock.execute("SELECT 1 FROM counters WHERE user_name = 'blocker' FOR UPDATE", &[]).unwrap();
+    let before = threads.stats();
+    let mut batches =
+        vec![WriteBatch { ops: vec![put("blocker", Collection::Contacts, None, "y", "d", None)] }];
+    let good = 12;
+    for i in 0..good {
+        batches.push(iso_batch(&format!("dev{i}"), i));
+        if i == 3 {
+            batches.push(nul.clone());
+        }
+        if i == 8 {
+            batches.push(iso_batch(&long, 100));
+        }
+    }
+    let results: Vec<Result<_, StoreError>> = std::thread::scope(|s| {
+        let store = &store;
+        let mut joins = Vec::new();
+        for (n, b) in batches.into_iter().enumerate() {
+            joins.push(s.spawn(move || block_on(store.commit(b))));
+            if n == 0 {
+                // The blocker's batch first, alone: the writer takes it and waits on the lock.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        lock.rollback().unwrap();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let rejected: Vec<usize> =
+        (0..results.len()).filter(|&i| matches!(results[i], Err(StoreError::Rejected(_)))).collect();
+    // Batch order: blocker, dev0..dev3, NUL (5), dev4..dev8, long (11), dev9..dev11.
+    assert_eq!(rejected, vec![5, 11], "{results:?}");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1 + good, "{results:?}");
+    let stats = threads.stats();
+    assert_eq!(stats.rejected_batches - before.rejected_batches, 2);
+    // The queued batches were one group: refused, then committed in parts.
+    assert!(stats.batches - before.batches > 1 + good as u64 + 2, "{stats:?} {before:?}");
+    for i in 0..good {
+        let snap = snapshot(&*backend, "iso", &format!("dev{i}"), Collection::Contacts);
+        assert_eq!(snap.items.len(), good, "every good item is there");
+        assert_eq!(snap.mappings.len(), 1, "dev{i}: its own mapping");
+    }
+    let devices = match backend.read(&ReadRequest::ListDevices { user: "iso".into() }).unwrap() {
+        ReadResponse::Devices(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(devices.len(), good, "no device of a refused batch");
+    // The writer goes on.
+    block_on(store.commit(iso_batch("after", 200))).unwrap();
+    threads.shutdown();
+}

@@ -153,8 +153,11 @@ fn curl_syncs_over_https_with_serve_and_with_the_balancer() {
     )
     .expect("plain node");
     let bport = free_port();
+    // Its /metrics is on the admin listener, over TLS too.
+    let aport = free_port();
     let child = Command::new(BIN)
         .args(["balance", "--listen", &format!("127.0.0.1:{bport}"), "--threads", "1"])
+        .args(["--admin-listen", &format!("127.0.0.1:{aport}")])
         .args(["--backend", &format!("127.0.0.1:{}", plain.port())])
         .args(["--tls-cert", c, "--tls-key", k, "--check-interval-ms", "200"])
         .stdin(Stdio::null())
@@ -164,9 +167,10 @@ fn curl_syncs_over_https_with_serve_and_with_the_balancer() {
         .expect("balance");
     let _balancer = Balancer(child);
     let bbase = format!("https://127.0.0.1:{bport}");
+    let abase = format!("https://127.0.0.1:{aport}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (code, text) = curl(&format!("{bbase}/metrics"), &cert, None);
+        let (code, text) = curl(&format!("{abase}/metrics"), &cert, None);
         let up = (code == 200)
             .then(|| shardsync::metrics::parse::parse(&text).ok())
             .flatten()
@@ -178,7 +182,7 @@ fn curl_syncs_over_https_with_serve_and_with_the_balancer() {
         std::thread::sleep(Duration::from_millis(100));
     }
     curl_session(&bbase, &cert, "tls-dev-2");
-    let (_, text) = curl(&format!("{bbase}/metrics"), &cert, None);
+    let (_, text) = curl(&format!("{abase}/metrics"), &cert, None);
     let s = shardsync::metrics::parse::parse(&text).expect("balancer exposition");
     assert_eq!(s.sum("shardsync_balancer_member_requests_total", &[]), 3.0, "{text}");
     assert_eq!(s.sum("shardsync_balancer_member_failures_total", &[]), 0.0);

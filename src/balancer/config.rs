@@ -90,6 +90,20 @@ pub struct BalanceArgs {
     /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1)
     #[arg(long, env = "SHARDSYNC_BALANCE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Admin listen address: GET /status, /route, /metrics and POST /admin/* are served here
+    /// only (over TLS when the balancer has a certificate); a non-loopback one needs a token
+    /// [default: 127.0.0.1:8001]
+    #[arg(long, env = "SHARDSYNC_BALANCE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+    /// File whose first line is the admin token (`Authorization: Bearer <token>`, at least
+    /// 16 visible ASCII characters); a file, not a value, so that no command line or config
+    /// shows it [default: none: admin reads open on a loopback admin_listen, changes refused]
+    #[arg(long, env = "SHARDSYNC_BALANCE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Also serve GET /metrics on the public listener (for a scraper that cannot reach the
+    /// admin address) [default: false]
+    #[arg(long, value_name = "BOOL")]
+    pub public_metrics: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,6 +132,9 @@ struct FileConfig {
     log_level: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+    admin_token_file: Option<PathBuf>,
+    public_metrics: Option<bool>,
 }
 
 /// Active health checking (HAProxy's defaults: `inter 2s fall 3 rise 2`).
@@ -176,6 +193,55 @@ pub struct BalanceConfig {
     pub log_level: Option<String>,
     /// TLS certificate chain and key; `None`: plain HTTP.
     pub tls: Option<crate::config::TlsFiles>,
+    /// Admin listen address (see [`crate::balancer`], "Admin").
+    pub admin_listen: SocketAddr,
+    /// The admin token, if one is configured (see [`crate::balancer`], "Admin").
+    pub admin_token: Option<AdminToken>,
+    /// The file [`crate::balancer::start`] reads the admin token from when
+    /// `admin_token` is not set (read at start, so a config can be checked
+    /// where the file is not).
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve `GET /metrics` on the public listener too.
+    pub public_metrics: bool,
+}
+
+/// The admin token, compared in constant time; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token; it must be at least 16 characters of visible ASCII.
+    pub fn new(token: &str) -> Result<AdminToken, ConfigError> {
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::Invalid(
+                "the admin token must be at least 16 visible ASCII characters (e.g. `openssl rand -hex 32`)"
+                    .into(),
+            ));
+        }
+        Ok(AdminToken(token.to_string()))
+    }
+
+    /// The token on the first line of `path`.
+    pub fn from_file(path: PathBuf) -> Result<AdminToken, ConfigError> {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
+        AdminToken::new(text.lines().next().unwrap_or_default().trim())
+    }
+
+    /// Whether an `Authorization` header value is `Bearer <this token>`.
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let presented = authorization
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        presented.is_some_and(|t| crate::engine::auth::constant_time_eq(t, &self.0))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 impl Default for BalanceConfig {
@@ -198,6 +264,10 @@ impl Default for BalanceConfig {
             upstream_timeout: Duration::from_secs(60),
             log_level: None,
             tls: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            admin_token: None,
+            admin_token_file: None,
+            public_metrics: false,
         }
     }
 }
@@ -270,6 +340,10 @@ impl BalanceConfig {
                 (None, None) => None,
                 _ => return Err(ConfigError::Invalid("tls_cert and tls_key go together".into())),
             },
+            admin_listen: args.admin_listen.or(file.admin_listen).unwrap_or(d.admin_listen),
+            admin_token: None,
+            admin_token_file: args.admin_token_file.clone().or(file.admin_token_file),
+            public_metrics: args.public_metrics.or(file.public_metrics).unwrap_or(d.public_metrics),
         };
         c.validate()?;
         Ok(c)
@@ -292,6 +366,26 @@ impl BalanceConfig {
         }
         if self.limits.max_body == 0 || self.limits.max_header_bytes < 256 {
             return bad("max_body must be positive and max_header_bytes ≥ 256".into());
+        }
+        if self.admin_listen == self.listen && self.listen.port() != 0 {
+            return bad(format!("admin_listen must differ from listen ({})", self.listen));
+        }
+        if !self.admin_listen.ip().is_loopback()
+            && self.admin_token.is_none()
+            && self.admin_token_file.is_none()
+        {
+            return bad(format!(
+                "admin_listen {} is not a loopback address: set admin_token_file",
+                self.admin_listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads `admin_token_file` into `admin_token` (when the token is not set already).
+    pub fn load_admin_token(&mut self) -> Result<(), ConfigError> {
+        if let (None, Some(path)) = (&self.admin_token, &self.admin_token_file) {
+            self.admin_token = Some(AdminToken::from_file(path.clone())?);
         }
         Ok(())
     }
@@ -322,6 +416,56 @@ mod tests {
         assert_eq!(c.weights.get("127.0.0.1:9002"), Some(&0));
         assert_eq!(c.health, HealthConfig::default());
         assert!(BalanceConfig::resolve(&BalanceArgs::default()).is_err());
+    }
+
+    #[test]
+    fn admin_token_file_and_admin_listen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "  s3cret-admin-token-0123 \nignored\n").unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "backends = [\"127.0.0.1:9000\"]\nadmin_listen = \"10.0.0.5:8001\"\nadmin_token_file = {:?}\n",
+                token.display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut c =
+            BalanceConfig::resolve(&BalanceArgs { config: Some(path), ..Default::default() }).unwrap();
+        assert_eq!(c.admin_listen, "10.0.0.5:8001".parse::<SocketAddr>().unwrap());
+        assert!(c.admin_token.is_none(), "read at start");
+        c.load_admin_token().unwrap();
+        let t = c.admin_token.expect("a token");
+        assert!(t.admits(Some(b"Bearer s3cret-admin-token-0123")));
+        assert!(t.admits(Some(b"bearer  s3cret-admin-token-0123 ")));
+        assert!(!t.admits(Some(b"Bearer s3cret-admin-token-012")));
+        assert!(!t.admits(Some(b"Basic s3cret-admin-token-0123")));
+        assert!(!t.admits(Some(b"s3cret-admin-token-0123")));
+        assert!(!t.admits(None));
+        assert_eq!(format!("{t:?}"), "AdminToken(..)", "never printed");
+        // Non-loopback without a token, a short token, a missing file: refused.
+        let backends = vec!["127.0.0.1:9000".to_string()];
+        let open = BalanceArgs {
+            backends: backends.clone(),
+            admin_listen: Some("0.0.0.0:8001".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(
+            matches!(BalanceConfig::resolve(&open), Err(ConfigError::Invalid(m)) if m.contains("admin_token_file"))
+        );
+        std::fs::write(&token, "short\n").unwrap();
+        let short =
+            BalanceArgs { backends: backends.clone(), admin_token_file: Some(token), ..Default::default() };
+        assert!(BalanceConfig::resolve(&short).unwrap().load_admin_token().is_err());
+        let missing =
+            BalanceArgs { backends, admin_token_file: Some(dir.path().join("nope")), ..Default::default() };
+        let mut missing = BalanceConfig::resolve(&missing).unwrap();
+        assert!(matches!(missing.load_admin_token(), Err(ConfigError::Read { .. })));
+        // Defaults: loopback admin address, no token, /metrics not public.
+        let d = BalanceConfig::default();
+        assert!(d.admin_listen.ip().is_loopback() && d.admin_token.is_none() && !d.public_metrics);
     }
 
     #[test]

@@ -22,6 +22,22 @@
 //! Members are shards (`host:port` of each shard's own port, learned from
 //! each node's `GET /shards`), so a forwarded request lands on the shard
 //! that owns its session with no hand-over inside the node.
+//!
+//! # Admin
+//!
+//! Who may do what on the balancer's two listeners:
+//!
+//! - The public listener (`listen`) serves `GET /health` and forwards
+//!   `POST`s; `GET /metrics` only with `public_metrics`. Everything else,
+//!   `/status`, `/route` and `/admin/*` included, is 404 there.
+//! - The admin listener (`admin_listen`, loopback by default, TLS when the
+//!   balancer has a certificate) serves `GET /health`, `/status`, `/route`,
+//!   `/metrics` and `POST /admin/*`. With a token configured
+//!   (`admin_token_file`), each of them but `/health` needs
+//!   `Authorization: Bearer <token>` (else 401). Without one, the reads are
+//!   open to local clients and `/admin/*` answers 403: changing the routing
+//!   always takes the token. A non-loopback admin address without a token
+//!   is refused at start.
 
 pub mod config;
 mod health;
@@ -74,6 +90,7 @@ pub enum BalanceError {
 #[derive(Debug)]
 pub struct BalancerHandle {
     listen: SocketAddr,
+    admin: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -82,6 +99,11 @@ impl BalancerHandle {
     /// The actual listen address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// The actual admin listen address (see the module documentation, "Admin").
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 
     /// The flag that stops the balancer when set.
@@ -106,8 +128,9 @@ impl BalancerHandle {
 /// Starts the control thread and the workers; returns once they listen.
 /// The first routing view is published after one discovery round, so nodes
 /// that are up at start are members from the first request on.
-pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
+pub fn start(mut config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
     config.validate()?;
+    config.load_admin_token()?;
     let tls = match &config.tls {
         Some(f) => Some(crate::tls::acceptor(&f.cert, &f.key)?),
         None => None,
@@ -133,6 +156,7 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
             .map_err(|e| BalanceError::Runtime { worker: 0, reason: e.to_string() })?,
     );
     let mut listen = config.listen;
+    let mut admin = config.admin_listen;
     for (id, rx) in view_rxs.into_iter().enumerate() {
         // The control thread sent the first view already; take it here.
         let first = match rx.try_iter().last() {
@@ -142,10 +166,12 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
                 return Err(BalanceError::Runtime { worker: id, reason: "no routing view".into() });
             }
         };
-        let (tx, started) = mpsc::channel::<Result<SocketAddr, BalanceError>>();
+        let (tx, started) = mpsc::channel::<Result<(SocketAddr, Option<SocketAddr>), BalanceError>>();
         let (config_w, stop_w, reports) = (config.clone(), stop.clone(), report_tx.clone());
         let tls_w = tls.clone();
         let bind_addr = listen;
+        // Worker 0 also serves the admin listener (few requests, no SO_REUSEPORT).
+        let admin_addr = (id == 0).then_some(config.admin_listen);
         let thread = std::thread::Builder::new()
             .name(format!("balance-{id}"))
             .spawn(move || {
@@ -165,12 +191,29 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
                             return;
                         }
                     };
+                    let admin_listener = match admin_addr.map(stream::listen_exclusive).transpose() {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let addr = admin_addr.unwrap_or(bind_addr);
+                            let _ = tx.send(Err(BalanceError::Bind { addr, reason: e.to_string() }));
+                            return;
+                        }
+                    };
                     let actual = listener.local_addr().unwrap_or(bind_addr);
-                    let _ = tx.send(Ok(actual));
+                    let actual_admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap_or(bind_addr));
+                    let _ = tx.send(Ok((actual, actual_admin)));
                     let mut worker = proxy::Worker::new(config_w, actual, rx, first, reports, stop_w);
                     worker.tls = tls_w;
                     let worker = Rc::new(worker);
-                    proxy::accept_loop(worker, listener).await;
+                    match admin_listener {
+                        Some(admin) => {
+                            let public =
+                                proxy::accept_loop(worker.clone(), listener, proxy::Listener::Public);
+                            let admin = proxy::accept_loop(worker, admin, proxy::Listener::Admin);
+                            futures_lite::future::zip(public, admin).await;
+                        }
+                        None => proxy::accept_loop(worker, listener, proxy::Listener::Public).await,
+                    }
                     // Let in-flight requests finish briefly; the rest end with the runtime.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 });
@@ -178,7 +221,12 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
             .map_err(|e| BalanceError::Runtime { worker: id, reason: e.to_string() })?;
         threads.push(thread);
         match started.recv() {
-            Ok(Ok(addr)) => listen = addr,
+            Ok(Ok((addr, admin_addr))) => {
+                listen = addr;
+                if let Some(a) = admin_addr {
+                    admin = a;
+                }
+            }
             Ok(Err(e)) => {
                 stop.store(true, Ordering::SeqCst);
                 for t in threads {
@@ -195,7 +243,7 @@ pub fn start(config: BalanceConfig) -> Result<BalancerHandle, BalanceError> {
             }
         }
     }
-    Ok(BalancerHandle { listen, stop, threads })
+    Ok(BalancerHandle { listen, admin, stop, threads })
 }
 
 /// A worker's single-threaded epoll reactor and executor: a tokio
@@ -226,7 +274,7 @@ impl Reactor {
 /// Runs the balancer until SIGINT or SIGTERM.
 pub fn run(config: BalanceConfig) -> Result<(), BalanceError> {
     let handle = start(config)?;
-    tracing::info!(listen = %handle.listen_addr(), "shardsync balancing");
+    tracing::info!(listen = %handle.listen_addr(), admin = %handle.admin_addr(), "shardsync balancing");
     let signals = crate::server::StopOnSignal::install(handle.stop_flag())
         .map_err(|e| BalanceError::Signals(e.to_string()))?;
     handle.join();

@@ -95,8 +95,18 @@ impl Worker {
     }
 }
 
+/// Which listener a connection came in on (see the module documentation
+/// of [`super`], "Admin").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The clients' address: `/health`, SyncML `POST`s (and `/metrics` if configured).
+    Public,
+    /// The operators' address: `/status`, `/route`, `/metrics`, `/admin/*`.
+    Admin,
+}
+
 /// Accepts until the stop flag is set.
-pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: tokio::net::TcpListener) {
+pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: tokio::net::TcpListener, kind: Listener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(stream::accept(&listener).await) }, async {
             while !worker.stop.load(Ordering::SeqCst) {
@@ -109,7 +119,7 @@ pub(crate) async fn accept_loop(worker: Rc<Worker>, listener: tokio::net::TcpLis
             None => break,
             Some(Ok(stream)) => {
                 // The task ends with its connection; nothing waits for it.
-                drop(tokio::task::spawn_local(serve(worker.clone(), stream)));
+                drop(tokio::task::spawn_local(serve(worker.clone(), stream, kind)));
             }
             Some(Err(e)) => {
                 // E.g. EMFILE: back off instead of spinning on the ready listener.
@@ -133,7 +143,8 @@ struct Conn {
     reader: RequestReader,
     /// Bytes for the client (responses), written with one send per request.
     out: Vec<u8>,
-    peer: Option<SocketAddr>,
+    /// The listener the connection came in on.
+    listener: Listener,
     /// The client's address as sent in X-Forwarded-For (formatted once per connection).
     peer_ip: Option<String>,
     /// The request as sent to a member (reused from request to request).
@@ -171,7 +182,7 @@ impl ResponseBuf {
     }
 }
 
-async fn serve(worker: Rc<Worker>, stream: Tcp) {
+async fn serve(worker: Rc<Worker>, stream: Tcp, listener: Listener) {
     let peer = stream.peer_addr().ok();
     let stream = match &worker.tls {
         None => ClientIo::Plain(stream),
@@ -190,7 +201,7 @@ async fn serve(worker: Rc<Worker>, stream: Tcp) {
         stream,
         reader: RequestReader::new(worker.config.limits),
         out: Vec::with_capacity(4096),
-        peer,
+        listener,
         peer_ip: peer.map(|p| p.ip().to_string()),
         upstream: Vec::new(),
         response: ResponseBuf { buf: Vec::new(), len: 0 },
@@ -274,7 +285,35 @@ impl Conn {
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         };
-        match head.path() {
+        let admin = self.listener == Listener::Admin;
+        let path = head.path();
+        let admin_path = matches!(path, "/status" | "/route" | "/metrics") || path.starts_with("/admin/");
+        if admin_path && !(admin || (path == "/metrics" && w.config.public_metrics)) {
+            // Not on the public listener: the topology and the routing controls are for operators.
+            return self.text(404, "not found", connection);
+        }
+        if admin_path && admin {
+            match &w.config.admin_token {
+                Some(token) if !token.admits(head.header("authorization")) => {
+                    let challenge = [("WWW-Authenticate", "Bearer realm=\"shardsync-balance\"")];
+                    return self.text_with(
+                        401,
+                        "want Authorization: Bearer <admin token>",
+                        &challenge,
+                        connection,
+                    );
+                }
+                None if path.starts_with("/admin/") => {
+                    return self.text(
+                        403,
+                        "admin changes need an admin token: start the balancer with admin_token_file",
+                        connection,
+                    );
+                }
+                _ => {}
+            }
+        }
+        match path {
             "/health" if get => {
                 write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
             }
@@ -321,10 +360,7 @@ impl Conn {
                 );
             }
             path @ ("/admin/drain" | "/admin/undrain" | "/admin/weight") if method == "POST" => {
-                // Admin changes only from the local host.
-                if !self.peer.is_some_and(|p| p.ip().is_loopback()) {
-                    return self.text(403, "admin endpoints answer loopback clients only", connection);
-                }
+                // The admin listener with the token (checked above).
                 let Some(member) = param("member") else {
                     return self.text(400, "want ?member=HOST:PORT", connection);
                 };
@@ -339,7 +375,7 @@ impl Conn {
                 let _ = w.reports.send(report);
                 self.text(202, "accepted", connection);
             }
-            _ if method == "POST" => self.proxy(w, head, body, connection).await,
+            _ if method == "POST" && !admin => self.proxy(w, head, body, connection).await,
             _ => self.text(404, "not found", connection),
         }
     }
@@ -378,13 +414,17 @@ impl Conn {
     }
 
     fn text(&mut self, status: u16, msg: &str, connection: ConnectionHeader) {
+        self.text_with(status, msg, &[], connection);
+    }
+
+    fn text_with(&mut self, status: u16, msg: &str, extra: &[(&str, &str)], connection: ConnectionHeader) {
         let mut line = msg.replace(['\r', '\n'], " ");
         line.push('\n');
         write_response(
             &mut self.out,
             status,
             Some("text/plain; charset=utf-8"),
-            &[],
+            extra,
             connection,
             line.as_bytes(),
             false,

@@ -72,11 +72,21 @@ impl AsyncWrite for Tcp {
 /// restarted balancer binds while old connections linger in TIME_WAIT).
 /// Must be called on a worker thread (inside its runtime).
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    listen_with(addr, true)
+}
+
+/// A listening socket of one worker alone (no SO_REUSEPORT): the admin
+/// address, which a second process must not silently share.
+pub(crate) fn listen_exclusive(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    listen_with(addr, false)
+}
+
+fn listen_with(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

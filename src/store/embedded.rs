@@ -141,7 +141,8 @@ fn after(s: &str) -> String {
 }
 
 impl EmbeddedBackend {
-    /// Opens (or creates) the store in `data_dir`, creating the directory.
+    /// Opens (or creates) the store in `data_dir`, creating the directory
+    /// (mode 0700; the store file 0600; looser existing ones are tightened).
     ///
     /// Fails with [`StoreError::Locked`] if another process (or another open
     /// handle) holds the file.
@@ -155,18 +156,22 @@ impl EmbeddedBackend {
         options: EmbeddedOptions,
     ) -> Result<EmbeddedBackend, StoreError> {
         let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display()))
+        // 0700 / 0600 whatever the umask: the store holds the users' auth-md5 digests.
+        super::private::private_dir(dir).map_err(|e| {
+            StoreError::Backend(format!("cannot create a private data directory {}: {e}", dir.display()))
         })?;
         let path = dir.join(FILE_NAME);
-        let db =
-            Database::builder().set_cache_size(options.cache_size).create(&path).map_err(|e| match e {
+        let file = super::private::private_file(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::builder().set_cache_size(options.cache_size).create_file(file).map_err(
+            |e| match e {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(format!(
                     "{} is open in another process (is `shardsync serve` running on this data directory?)",
                     path.display()
                 )),
                 other => StoreError::Backend(format!("cannot open {}: {other}", path.display())),
-            })?;
+            },
+        )?;
         let backend = EmbeddedBackend { db, path };
         backend.init_schema()?;
         Ok(backend)

@@ -12,7 +12,9 @@
 //! The writer group-commits: it blocks for one batch, then drains every batch
 //! already queued (up to [`WriterLimits`]), applies them all in one backend
 //! transaction and only then answers each of them. A failed commit fails every
-//! batch in it; nothing of it is written.
+//! batch in it; nothing of it is written. A group the backend refuses for one
+//! batch's data ([`StoreError::Rejected`]) is committed again in halves, so
+//! that only that batch fails.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +55,11 @@ pub struct StoreStats {
     pub batches: u64,
     /// Write operations in those batches.
     pub ops: u64,
-    /// Transactions that failed (every batch in them got the error).
+    /// Transactions that failed (every batch in them got the error, except
+    /// a refused group, whose batches are committed again apart).
     pub failed_commits: u64,
+    /// Batches the backend refused for their own data ([`StoreError::Rejected`]).
+    pub rejected_batches: u64,
     /// Reads answered (successfully or not).
     pub reads: u64,
 }
@@ -65,6 +70,7 @@ struct Counters {
     batches: AtomicU64,
     ops: AtomicU64,
     failed_commits: AtomicU64,
+    rejected_batches: AtomicU64,
     reads: AtomicU64,
     /// One per writer thread, written only by that thread.
     writers: Vec<Arc<WriterMetrics>>,
@@ -77,6 +83,7 @@ impl Counters {
             batches: self.batches.load(Ordering::Relaxed),
             ops: self.ops.load(Ordering::Relaxed),
             failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            rejected_batches: self.rejected_batches.load(Ordering::Relaxed),
             reads: self.reads.load(Ordering::Relaxed),
         }
     }
@@ -246,6 +253,16 @@ impl Source for StoreHandle {
         let failed: u64 = writers.iter().map(|w| w.failed.get()).sum();
         out.sample("shardsync_store_commit_failures_total", &[], failed as f64);
         out.family(
+            "shardsync_store_rejected_batches_total",
+            "counter",
+            "Write batches the store refused for their own data (the rest of their group committed).",
+        );
+        out.sample(
+            "shardsync_store_rejected_batches_total",
+            &[],
+            c.rejected_batches.load(Ordering::Relaxed) as f64,
+        );
+        out.family(
             "shardsync_store_batches_total",
             "counter",
             "Write batches (one per SyncML message with writes) committed.",
@@ -409,46 +426,68 @@ fn writer_loop(
                 }
             }
         }
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        counters.batches.fetch_add(batches.len() as u64, Ordering::Relaxed);
-        counters.ops.fetch_add(batches.iter().map(|b| b.ops.len() as u64).sum(), Ordering::Relaxed);
-        let ops: u64 = batches.iter().map(|b| b.ops.len() as u64).sum();
-        own.commits.inc();
-        own.batches.observe_units(batches.len() as u64);
-        own.ops.observe_units(ops);
-        let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| backend.commit(&batches)))
-            .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a commit".into())));
-        own.seconds.observe_duration(started.elapsed());
-        if !matches!(&result, Ok(infos) if infos.len() == batches.len()) {
-            own.failed.inc();
-        }
-        match result {
-            Ok(infos) if infos.len() == batches.len() => {
-                for ((reply, info), batch) in replies.drain(..).zip(infos).zip(&batches) {
-                    let answer = match batch.expected_session() {
-                        Some((key, _)) if info.session_conflict => Err(StoreError::SessionConflict(key)),
-                        _ => Ok(info),
-                    };
-                    let _ = reply.send(answer);
-                }
-            }
-            Ok(infos) => {
-                counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                let msg =
-                    format!("backend answered {} commit infos for {} batches", infos.len(), batches.len());
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(StoreError::Backend(msg.clone())));
-                }
-            }
-            Err(err) => {
-                counters.failed_commits.fetch_add(1, Ordering::Relaxed);
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(copy_error(&err)));
-                }
-            }
+        let mut results = Vec::with_capacity(batches.len());
+        commit_isolating(backend, &batches, counters, own, &mut results);
+        for ((reply, result), batch) in replies.drain(..).zip(results).zip(&batches) {
+            let answer = match (result, batch.expected_session()) {
+                (Ok(info), Some((key, _))) if info.session_conflict => Err(StoreError::SessionConflict(key)),
+                (result, _) => result,
+            };
+            let _ = reply.send(answer);
         }
         batches.clear();
+    }
+}
+
+/// Commits `batches` as one group and appends one result per batch to `out`.
+///
+/// When the backend refuses the group because of one batch's data
+/// ([`StoreError::Rejected`]), nothing of it was written; the two halves are
+/// then committed apart (and so on), so that the good batches commit and only
+/// the bad one gets the error: about 2·log2(n) extra transactions for one
+/// bad batch among n, none when nothing is rejected. Any other error
+/// (connection lost, I/O) fails every batch of the group, as before: the
+/// clients retry their messages.
+fn commit_isolating(
+    backend: &dyn Backend,
+    batches: &[WriteBatch],
+    counters: &Counters,
+    own: &WriterMetrics,
+    out: &mut Vec<Result<CommitInfo, StoreError>>,
+) {
+    counters.commits.fetch_add(1, Ordering::Relaxed);
+    counters.batches.fetch_add(batches.len() as u64, Ordering::Relaxed);
+    let ops: u64 = batches.iter().map(|b| b.ops.len() as u64).sum();
+    counters.ops.fetch_add(ops, Ordering::Relaxed);
+    own.commits.inc();
+    own.batches.observe_units(batches.len() as u64);
+    own.ops.observe_units(ops);
+    let started = Instant::now();
+    let result = catch_unwind(AssertUnwindSafe(|| backend.commit(batches)))
+        .unwrap_or_else(|_| Err(StoreError::Backend("backend panicked during a commit".into())));
+    own.seconds.observe_duration(started.elapsed());
+    if !matches!(&result, Ok(infos) if infos.len() == batches.len()) {
+        own.failed.inc();
+        counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+    }
+    match result {
+        Ok(infos) if infos.len() == batches.len() => out.extend(infos.into_iter().map(Ok)),
+        Ok(infos) => {
+            let msg = format!("backend answered {} commit infos for {} batches", infos.len(), batches.len());
+            out.extend(batches.iter().map(|_| Err(StoreError::Backend(msg.clone()))));
+        }
+        Err(StoreError::Rejected(reason)) if batches.len() > 1 => {
+            tracing::warn!(batches = batches.len(), %reason, "group commit refused; committing its halves apart");
+            let (first, second) = batches.split_at(batches.len() / 2);
+            commit_isolating(backend, first, counters, own, out);
+            commit_isolating(backend, second, counters, own, out);
+        }
+        Err(err) => {
+            if matches!(err, StoreError::Rejected(_)) {
+                counters.rejected_batches.fetch_add(1, Ordering::Relaxed);
+            }
+            out.extend(batches.iter().map(|_| Err(copy_error(&err))));
+        }
     }
 }
 
@@ -459,6 +498,7 @@ fn copy_error(err: &StoreError) -> StoreError {
         StoreError::Closed => StoreError::Closed,
         StoreError::Locked(m) => StoreError::Locked(m.clone()),
         StoreError::SessionConflict(k) => StoreError::SessionConflict(*k),
+        StoreError::Rejected(m) => StoreError::Rejected(m.clone()),
     }
 }
 
@@ -632,5 +672,137 @@ mod tests {
         let ok = results.iter().filter(|r| r.is_ok()).count();
         assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Closed))));
         assert_eq!(ok as u64, backend.committed_ops.load(Ordering::SeqCst));
+    }
+
+    /// Commits a group whole, like a database transaction: refused whole
+    /// ([`StoreError::Rejected`]) when any batch holds a `DeleteSession` of
+    /// key 0 (the "bad data" here), failed whole when `down`.
+    #[derive(Default)]
+    struct Picky {
+        committed: Mutex<Vec<u64>>,
+        calls: AtomicU64,
+        down: AtomicBool,
+    }
+
+    impl Backend for Picky {
+        fn read(&self, _: &ReadRequest) -> Result<ReadResponse, StoreError> {
+            Err(StoreError::Backend("unsupported".into()))
+        }
+        fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Backend("connection lost".into()));
+            }
+            let keys: Vec<u64> = batches
+                .iter()
+                .flat_map(|b| &b.ops)
+                .filter_map(|op| match op {
+                    WriteOp::DeleteSession { key } => Some(*key),
+                    _ => None,
+                })
+                .collect();
+            if keys.contains(&0) {
+                return Err(StoreError::Rejected("key 0".into()));
+            }
+            self.committed.lock().map_err(|_| StoreError::Closed)?.extend(keys);
+            Ok(vec![CommitInfo::default(); batches.len()])
+        }
+    }
+
+    /// Batch `i` deletes session `i + 1`, or the bad key 0 when `bad[i]`.
+    fn keyed(bad: &[bool]) -> Vec<WriteBatch> {
+        bad.iter()
+            .enumerate()
+            .map(|(i, &b)| WriteBatch {
+                ops: vec![WriteOp::DeleteSession { key: if b { 0 } else { i as u64 + 1 } }],
+            })
+            .collect()
+    }
+
+    fn isolate(backend: &Picky, batches: &[WriteBatch]) -> (Vec<Result<CommitInfo, StoreError>>, Counters) {
+        let counters = Counters::default();
+        let own = WriterMetrics::default();
+        let mut out = Vec::new();
+        commit_isolating(backend, batches, &counters, &own, &mut out);
+        (out, counters)
+    }
+
+    #[test]
+    fn a_rejected_batch_fails_alone_and_the_rest_of_its_group_commits() {
+        let backend = Picky::default();
+        let mut bad = vec![false; 64];
+        bad[37] = true;
+        let (out, counters) = isolate(&backend, &keyed(&bad));
+        assert_eq!(out.len(), 64);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(matches!(r, Err(StoreError::Rejected(_))), i == 37, "batch {i}: {r:?}");
+            assert!(i == 37 || r.is_ok());
+        }
+        let want: Vec<u64> = (1..=64).filter(|&k| k != 38).collect();
+        assert_eq!(*backend.committed.lock().unwrap(), want, "each good batch once, in order");
+        // One bad batch among 64: the group, then two halves per level down to it.
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1 + 2 * 6);
+        assert_eq!(counters.rejected_batches.load(Ordering::Relaxed), 1);
+
+        // Nothing rejected: one transaction, no extra cost.
+        let backend = Picky::default();
+        let (out, _) = isolate(&backend, &keyed(&[false; 64]));
+        assert!(out.iter().all(Result::is_ok));
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_lost_connection_still_fails_the_whole_group_without_retries() {
+        let backend = Picky::default();
+        backend.down.store(true, Ordering::SeqCst);
+        let (out, counters) = isolate(&backend, &keyed(&[false, true, false, false]));
+        assert!(out.iter().all(|r| matches!(r, Err(StoreError::Backend(m)) if m == "connection lost")));
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(counters.rejected_batches.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_writer_thread_answers_each_batch_of_a_refused_group_with_its_own_result() {
+        let backend = Arc::new(Picky::default());
+        let (store, threads) = StoreHandle::start(backend.clone(), 1).unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let joins: Vec<_> = keyed(&[false, false, true, false, false, false, true, false])
+                .into_iter()
+                .map(|b| {
+                    let store = &store;
+                    s.spawn(move || block_on(store.commit(b)))
+                })
+                .collect();
+            joins.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        let rejected = results.iter().filter(|r| matches!(r, Err(StoreError::Rejected(_)))).count();
+        assert_eq!(rejected, 2, "{results:?}");
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 6, "{results:?}");
+        let mut committed = backend.committed.lock().unwrap().clone();
+        committed.sort_unstable();
+        assert_eq!(committed, vec![1, 2, 4, 5, 6, 8]);
+        assert_eq!(threads.stats().rejected_batches, 2);
+    }
+
+    proptest::proptest! {
+        /// Whatever batches are bad, every good batch commits exactly once,
+        /// in group order, and every bad one gets `Rejected`.
+        #[test]
+        fn isolation_commits_exactly_the_good_batches(bad in proptest::collection::vec(proptest::bool::weighted(0.15), 1..80)) {
+            let backend = Picky::default();
+            let (out, counters) = isolate(&backend, &keyed(&bad));
+            proptest::prop_assert_eq!(out.len(), bad.len());
+            for (r, &b) in out.iter().zip(&bad) {
+                proptest::prop_assert_eq!(matches!(r, Err(StoreError::Rejected(_))), b);
+                proptest::prop_assert_eq!(r.is_ok(), !b);
+            }
+            let want: Vec<u64> = (1..=bad.len() as u64).filter(|k| !bad[*k as usize - 1]).collect();
+            proptest::prop_assert_eq!(&*backend.committed.lock().unwrap(), &want);
+            let n_bad = bad.iter().filter(|b| **b).count() as u64;
+            proptest::prop_assert_eq!(counters.rejected_batches.load(Ordering::Relaxed), n_bad);
+            if n_bad == 0 {
+                proptest::prop_assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+            }
+        }
     }
 }

@@ -25,6 +25,7 @@ pub mod embedded;
 pub mod handle;
 pub mod memory;
 pub mod postgres;
+pub mod private;
 
 pub use embedded::EmbeddedBackend;
 pub use handle::{StoreHandle, StoreStats, StoreThreads, WriterLimits};
@@ -478,6 +479,12 @@ pub enum StoreError {
     /// elsewhere. Nothing of the batch was written.
     #[error("session {0:016x} was continued elsewhere")]
     SessionConflict(u64),
+    /// The backend refused the data of a batch (PostgreSQL: invalid text
+    /// such as a NUL byte, a constraint violation, an id too long for an
+    /// index; SQLSTATE classes 22, 23 and 54). Retrying the same batch fails again; nothing of it was written.
+    /// The writer commits the other batches of its group without it.
+    #[error("store refused the batch: {0}")]
+    Rejected(String),
 }
 
 impl WriteBatch {
@@ -502,6 +509,8 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Applies several batches in one durable transaction (group commit);
     /// returns one [`CommitInfo`] per batch, in order. Either all batches
-    /// are committed or none.
+    /// are committed or none. A failure caused by one batch's data must be
+    /// [`StoreError::Rejected`]: the writer then commits the group again in
+    /// parts, so that only that batch fails.
     fn commit(&self, batches: &[WriteBatch]) -> Result<Vec<CommitInfo>, StoreError>;
 }

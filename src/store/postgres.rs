@@ -226,11 +226,14 @@ impl Conn {
     }
 }
 
-/// An operation's failure: from PostgreSQL, or a value out of range.
+/// An operation's failure: from PostgreSQL, a value out of range, or a
+/// batch whose data PostgreSQL cannot take.
 #[derive(Debug)]
 enum Fail {
     Pg(postgres::Error),
     Value(String),
+    /// A value of the batch itself is out of range: [`StoreError::Rejected`].
+    Rejected(String),
 }
 
 impl From<postgres::Error> for Fail {
@@ -246,8 +249,12 @@ impl Fail {
 
     fn into_store(self, what: &str) -> StoreError {
         match self {
+            Fail::Pg(e) if refused_data(&e) => {
+                StoreError::Rejected(format!("PostgreSQL {what}: {}", describe(&e)))
+            }
             Fail::Pg(e) => StoreError::Backend(format!("PostgreSQL {what}: {}", describe(&e))),
             Fail::Value(m) => StoreError::Backend(format!("PostgreSQL {what}: {m}")),
+            Fail::Rejected(m) => StoreError::Rejected(format!("PostgreSQL {what}: {m}")),
         }
     }
 }
@@ -258,6 +265,63 @@ fn describe(e: &postgres::Error) -> String {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => e.to_string(),
     }
+}
+
+/// Whether PostgreSQL refused the data sent (SQLSTATE class 22, data
+/// exception: invalid text encoding or NUL, value out of range; class 23,
+/// integrity constraint violation; class 54, a program limit such as an
+/// index row too large for a very long id): the same statements with the
+/// same data fail again, so it is the data's fault, not the connection's or
+/// the server's, and the writer commits the group again in parts.
+fn refused_data(e: &postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+    })
+}
+
+/// The first text field of `op` that PostgreSQL `text` cannot store (a NUL
+/// character), named; checked before anything is sent, so a bad batch is
+/// refused alone (the writer commits the rest of its group without it).
+fn nul_text(op: &WriteOp) -> Option<&'static str> {
+    let fields: &[(&'static str, &str)] = match op {
+        WriteOp::PutUser(u) => {
+            &[("user name", &u.name), ("md5", &u.md5_b64), ("password hash", &u.password_hash)]
+        }
+        WriteOp::DeleteUser { name } => &[("user name", name)],
+        WriteOp::PutDevice { user, device } => &[("user name", user), ("device id", &device.device_id)],
+        WriteOp::PutItem { user, content_type, origin_device, map_client_id, .. } => &[
+            ("user name", user),
+            ("content type", content_type),
+            ("device id", origin_device),
+            ("client id", map_client_id.as_deref().unwrap_or_default()),
+        ],
+        WriteOp::DeleteItem { user, origin_device, client_id, .. } => &[
+            ("user name", user),
+            ("device id", origin_device),
+            ("client id", client_id.as_deref().unwrap_or_default()),
+        ],
+        WriteOp::SetMapping { user, device_id, client_id, .. }
+        | WriteOp::RemoveMapping { user, device_id, client_id, .. } => {
+            &[("user name", user), ("device id", device_id), ("client id", client_id)]
+        }
+        WriteOp::ClearMappings { user, device_id, .. } | WriteOp::ForgetDevice { user, device_id } => {
+            &[("user name", user), ("device id", device_id)]
+        }
+        WriteOp::PutSyncState { user, device_id, state, .. } => &[
+            ("user name", user),
+            ("device id", device_id),
+            ("client anchor", &state.client_anchor),
+            ("server anchor", &state.server_anchor),
+            ("client URI", &state.client_uri),
+        ],
+        WriteOp::PutSession(_)
+        | WriteOp::FinishSession(_)
+        | WriteOp::DeleteSession { .. }
+        | WriteOp::PurgeSessions { .. }
+        | WriteOp::ExpectSession { .. } => &[],
+    };
+    fields.iter().find(|(_, v)| v.contains('\0')).map(|(name, _)| *name)
 }
 
 /// Whether the connection is gone: closed, an I/O error, or the server
@@ -296,6 +360,11 @@ impl std::fmt::Debug for PostgresBackend {
 
 fn to_i64(v: u64, what: &str) -> Result<i64, Fail> {
     i64::try_from(v).map_err(|_| Fail::Value(format!("{what} {v} is out of range")))
+}
+
+/// [`to_i64`] of a value a write batch carries: out of range is the batch's fault.
+fn arg_i64(v: u64, what: &str) -> Result<i64, Fail> {
+    i64::try_from(v).map_err(|_| Fail::Rejected(format!("{what} {v} is out of range")))
 }
 
 fn to_u64(v: i64, what: &str) -> Result<u64, Fail> {
@@ -701,6 +770,10 @@ impl Backend for PostgresBackend {
         if batches.iter().all(|b| b.ops.is_empty()) {
             return Ok(vec![CommitInfo::default(); batches.len()]);
         }
+        // PostgreSQL would refuse the whole transaction (22021); refuse here, before sending.
+        if let Some(field) = batches.iter().flat_map(|b| &b.ops).find_map(nul_text) {
+            return Err(StoreError::Rejected(format!("a {field} contains a NUL character")));
+        }
         // Not idempotent: once statements ran, a broken connection is reported, never replayed.
         self.run("commit", Some("BEGIN"), false, |conn| Writer::new(conn).commit(batches))
     }
@@ -806,7 +879,7 @@ impl<'a, 'c> Writer<'a, 'c> {
     fn check_sessions(&mut self, batches: &'a [WriteBatch]) -> Result<Vec<bool>, Fail> {
         let expected: Vec<Option<(i64, i64)>> = batches
             .iter()
-            .map(|b| b.expected_session().map(|(k, m)| Ok::<_, Fail>((session_key(k), to_i64(m, "MsgID")?))))
+            .map(|b| b.expected_session().map(|(k, m)| Ok::<_, Fail>((session_key(k), arg_i64(m, "MsgID")?))))
             .map(Option::transpose)
             .collect::<Result<_, _>>()?;
         let keys: BTreeSet<i64> = expected.iter().flatten().map(|e| e.0).collect();
@@ -834,7 +907,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             if ok {
                 for op in &batch.ops {
                     if let WriteOp::PutSession(s) | WriteOp::FinishSession(s) = op {
-                        stored.insert(session_key(s.key), to_i64(s.last_msg_id, "MsgID")?);
+                        stored.insert(session_key(s.key), arg_i64(s.last_msg_id, "MsgID")?);
                     }
                 }
             }
@@ -969,7 +1042,7 @@ impl<'a, 'c> Writer<'a, 'c> {
                 map_client_id,
             } => {
                 let c = coll(*collection);
-                let explicit = server_id.map(|id| to_i64(id, "server id")).transpose()?;
+                let explicit = server_id.map(|id| arg_i64(id, "server id")).transpose()?;
                 let counter = self.counter(user, c)?;
                 let sid = match explicit {
                     Some(id) => {
@@ -1000,7 +1073,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             }
             WriteOp::DeleteItem { user, collection, server_id, origin_device, .. } => {
                 let c = coll(*collection);
-                let sid = to_i64(*server_id, "server id")?;
+                let sid = arg_i64(*server_id, "server id")?;
                 // Deleting a missing item or a tombstone changes nothing but mappings.
                 if !self.is_deleted((user.as_str(), c, sid))? {
                     let counter = self.counter(user, c)?;
@@ -1023,7 +1096,7 @@ impl<'a, 'c> Writer<'a, 'c> {
                 self.map_run(false).delete_to_sid.insert((user.as_str(), origin_device.as_str(), c, sid));
             }
             WriteOp::SetMapping { user, device_id, collection, client_id, server_id } => {
-                let sid = to_i64(*server_id, "server id")?;
+                let sid = arg_i64(*server_id, "server id")?;
                 self.map_run(true)
                     .upsert
                     .insert((user.as_str(), device_id.as_str(), coll(*collection), client_id.as_str()), sid);
@@ -1052,7 +1125,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             WriteOp::PurgeSessions { expired_before } => {
                 // Pending session rows of this group are live ones (their
                 // expiry is in the future), so deleting right away is safe.
-                let before = to_i64(*expired_before, "expiry")?;
+                let before = arg_i64(*expired_before, "expiry")?;
                 self.conn.execute("DELETE FROM sessions WHERE expires_at < $1", &[&before])?;
             }
             // Checked by `check_sessions` before anything of the group is applied.
@@ -1114,9 +1187,9 @@ impl<'a, 'c> Writer<'a, 'c> {
             let infs: Vec<&[u8]> = p.devices.values().map(|d| d.devinf_xml.as_slice()).collect();
             let nonces: Vec<&[u8]> = p.devices.values().map(|d| d.nonce.as_slice()).collect();
             let first =
-                p.devices.values().map(|d| to_i64(d.first_seen, "time")).collect::<Result<Vec<_>, _>>()?;
+                p.devices.values().map(|d| arg_i64(d.first_seen, "time")).collect::<Result<Vec<_>, _>>()?;
             let last =
-                p.devices.values().map(|d| to_i64(d.last_seen, "time")).collect::<Result<Vec<_>, _>>()?;
+                p.devices.values().map(|d| arg_i64(d.last_seen, "time")).collect::<Result<Vec<_>, _>>()?;
             self.conn.execute(
                 "INSERT INTO devices (user_name, device_id, devinf_xml, nonce, first_seen, last_seen)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::int8[], $6::int8[])
@@ -1195,7 +1268,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             let ca: Vec<&str> = p.states.values().map(|s| s.client_anchor.as_str()).collect();
             let sa: Vec<&str> = p.states.values().map(|s| s.server_anchor.as_str()).collect();
             let reached =
-                p.states.values().map(|s| to_i64(s.seq_reached, "seq")).collect::<Result<Vec<_>, _>>()?;
+                p.states.values().map(|s| arg_i64(s.seq_reached, "seq")).collect::<Result<Vec<_>, _>>()?;
             let uris: Vec<&str> = p.states.values().map(|s| s.client_uri.as_str()).collect();
             let types: Vec<i32> = p.states.values().map(|s| i32::from(s.last_sync_type)).collect();
             self.conn.execute(
@@ -1220,10 +1293,10 @@ impl<'a, 'c> Writer<'a, 'c> {
                 let keys: Vec<i64> = live.iter().map(|s| session_key(s.key)).collect();
                 let states: Vec<&[u8]> = live.iter().map(|s| s.state.as_slice()).collect();
                 let msg =
-                    live.iter().map(|s| to_i64(s.last_msg_id, "MsgID")).collect::<Result<Vec<_>, _>>()?;
+                    live.iter().map(|s| arg_i64(s.last_msg_id, "MsgID")).collect::<Result<Vec<_>, _>>()?;
                 let replies: Vec<&[u8]> = live.iter().map(|s| s.last_reply.as_slice()).collect();
                 let exp =
-                    live.iter().map(|s| to_i64(s.expires_at, "expiry")).collect::<Result<Vec<_>, _>>()?;
+                    live.iter().map(|s| arg_i64(s.expires_at, "expiry")).collect::<Result<Vec<_>, _>>()?;
                 self.conn.execute(
                     "INSERT INTO sessions (session_key, state, last_msg_id, last_reply, expires_at)
                      SELECT * FROM unnest($1::int8[], $2::bytea[], $3::int8[], $4::bytea[], $5::int8[])
