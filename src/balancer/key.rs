@@ -6,11 +6,18 @@
 //! (texts as written, no trimming; text chunks concatenated, entities
 //! resolved), so the key equals [`crate::server::route_key`] for every
 //! message; the tests check that against the captured sessions.
+//!
+//! The scan is bounded like the decoders: the ids may not be longer than
+//! the decoders' caps ([`IdLimits`]: device id 256, SessionID 64, MsgID 32
+//! bytes), and WBXML string-table references spend the same budget
+//! ([`crate::codec::DecodeLimits`]), so a header cannot make the balancer
+//! build a large string.
 
 use std::borrow::Cow;
 
 use quick_xml::events::Event;
 
+use crate::codec::IdLimits;
 use crate::model::Encoding;
 use crate::routing;
 use crate::wbxml::reader::{Event as WEvent, Reader as WReader};
@@ -34,6 +41,14 @@ pub enum KeyError {
     /// The SyncHdr has no Source/LocURI (device id).
     #[error("the SyncHdr has no Source/LocURI")]
     NoDeviceId,
+    /// A header id is longer than the decoders accept.
+    #[error("SyncHdr {field} longer than {limit} bytes")]
+    TooLong {
+        /// Which id.
+        field: &'static str,
+        /// Its cap.
+        limit: usize,
+    },
 }
 
 /// The identifiers the router needs from a SyncHdr.
@@ -97,17 +112,23 @@ enum Field {
     Msg,
 }
 
-fn push<'a>(ids: &mut HeaderIds<'a>, field: Field, piece: Cow<'a, str>) {
-    let slot = match field {
-        Field::Device => &mut ids.device_id,
-        Field::Session => &mut ids.session_id,
-        Field::Msg => &mut ids.msg_id,
+/// Appends a text piece to a header id, refusing to grow it past its cap.
+fn push<'a>(ids: &mut HeaderIds<'a>, field: Field, piece: Cow<'a, str>) -> Result<(), KeyError> {
+    let caps = IdLimits::default();
+    let (slot, name, limit) = match field {
+        Field::Device => (&mut ids.device_id, "Source/LocURI", caps.device_id),
+        Field::Session => (&mut ids.session_id, "SessionID", caps.session_id),
+        Field::Msg => (&mut ids.msg_id, "MsgID", caps.msg_id),
     };
+    if slot.len().saturating_add(piece.len()) > limit {
+        return Err(KeyError::TooLong { field: name, limit });
+    }
     if slot.is_empty() {
         *slot = piece;
     } else {
         slot.to_mut().push_str(&piece);
     }
+    Ok(())
 }
 
 /// Scans an XML message up to `</SyncHdr>` with quick-xml events.
@@ -182,13 +203,13 @@ fn scan_utf8_xml(body: &[u8]) -> Result<HeaderIds<'_>, KeyError> {
             Event::Text(t) => {
                 if let Some(f) = field(&stack) {
                     let raw = std::str::from_utf8(t.into_inner_cow()).map_err(|e| bad(&e))?;
-                    push(&mut ids, f, unescape(raw));
+                    push(&mut ids, f, unescape(raw))?;
                 }
             }
             Event::CData(t) => {
                 if let Some(f) = field(&stack) {
                     let s = std::str::from_utf8(t.into_inner_cow()).map_err(|e| bad(&e))?;
-                    push(&mut ids, f, Cow::Borrowed(s));
+                    push(&mut ids, f, Cow::Borrowed(s))?;
                 }
             }
             // An empty <SyncHdr/> has no ids (NoDeviceId follows).
@@ -307,12 +328,12 @@ pub fn scan_wbxml(body: &[u8]) -> Result<HeaderIds<'_>, KeyError> {
             }
             WEvent::Str(s) => {
                 if let Some(f) = wbxml_field(&stack) {
-                    push(&mut ids, f, s);
+                    push(&mut ids, f, s)?;
                 }
             }
             WEvent::Opaque(b) => {
                 if let Some(f) = wbxml_field(&stack) {
-                    push(&mut ids, f, String::from_utf8_lossy(b));
+                    push(&mut ids, f, String::from_utf8_lossy(b))?;
                 }
             }
             WEvent::Eof => return Err(KeyError::NoHeader),
