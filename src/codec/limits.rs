@@ -5,14 +5,20 @@
 //! element, every command one command, every WBXML string-table reference
 //! (STR_T, LITERAL) the bytes it produces, and every heap allocation the
 //! decoded message makes (list growth by capacity, boxes, owned texts) its
-//! bytes plus [`ALLOC_OVERHEAD`]. Charges are never refunded, so the memory
-//! the decoded message holds at any time is at most what was charged:
+//! bytes plus [`ALLOC_OVERHEAD`]. A growing buffer is charged its whole new
+//! size, which also covers the old buffer a reallocation holds for a moment
+//! (it is at most half the new one, and was charged before). Charges are
+//! never refunded, so the memory the decode holds at any time is at most
+//! what was charged:
 //!
 //! ```text
 //! decoded memory ≤ min(memory_per_byte × body + memory_base, memory_max)
 //! ```
 //!
-//! (defaults: 64 × body + 32 MiB, at most 128 MiB). Any list of the model
+//! (defaults: 64 × body + 48 MiB, at most 128 MiB). Outside the budget:
+//! the input itself, the parser's element stack (64 entries), and one
+//! ISO-8859-1 or UTF-8-repair conversion of a single text piece (at most 3×
+//! that piece), which is charged right after it is made. Any list of the model
 //! (items of a command, MapItems, Status refs, DevInf lists) holds at most
 //! `max_items` entries. Over a cap the decoders fail with a `TooLarge` error
 //! naming the [`Cap`]; the server answers 413.
@@ -48,7 +54,8 @@ pub struct DecodeLimits {
     /// Decoded-memory bytes allowed per body byte (default 64: a command
     /// is ~1.4 KB in memory, a WBXML Delete ~20 bytes on the wire).
     pub memory_per_byte: usize,
-    /// Decoded-memory bytes allowed on top of that (default 32 MiB).
+    /// Decoded-memory bytes allowed on top of that (default 48 MiB: 10,000
+    /// one-item commands take ~51 MB with list growth).
     pub memory_base: usize,
     /// Absolute cap on decoded memory (default 128 MiB).
     pub memory_max: usize,
@@ -69,7 +76,7 @@ impl Default for DecodeLimits {
             max_items: 10_000,
             max_elements: 500_000,
             memory_per_byte: 64,
-            memory_base: 32 * MIB,
+            memory_base: 48 * MIB,
             memory_max: 128 * MIB,
             strtbl_per_byte: 2,
             strtbl_base: 64 << 10,
@@ -162,7 +169,7 @@ pub(crate) struct Exceeded {
 
 /// The spending state of one message's decode (and of documents nested in
 /// it, which spend from the same budget).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Budget {
     elements_left: usize,
     commands_left: usize,
@@ -267,7 +274,7 @@ impl Budget {
         if need > cap {
             // Doubling keeps a text of many chunks linear in time.
             let new_cap = need.max(cap.saturating_mul(2));
-            self.charge(new_cap - cap)?;
+            self.charge(new_cap)?;
             match prev {
                 std::borrow::Cow::Owned(s) => s.reserve_exact(new_cap - s.len()),
                 std::borrow::Cow::Borrowed(b) => {
@@ -296,8 +303,8 @@ impl Budget {
         let before = v.capacity();
         // Charge before allocating, so an over-budget list never grows.
         let want = if before == 0 { 1 } else { before.saturating_mul(2).max(4) };
-        self.charge((want - before).saturating_mul(std::mem::size_of::<T>()))?;
-        v.reserve_exact(want - before);
+        self.charge(want.saturating_mul(std::mem::size_of::<T>()))?;
+        v.reserve_exact(want - v.len());
         Ok(())
     }
 
@@ -307,7 +314,7 @@ impl Budget {
         if extra <= free {
             return Ok(());
         }
-        self.charge((extra - free).saturating_mul(std::mem::size_of::<T>()))?;
+        self.charge(v.len().saturating_add(extra).saturating_mul(std::mem::size_of::<T>()))?;
         v.reserve_exact(extra);
         Ok(())
     }
@@ -503,4 +510,128 @@ fn meta(m: Option<&Meta<'_>>, l: &IdLimits) -> Result<(), IdError> {
         opt_id("Meta/Anchor/Next", &a.next, l.meta_value)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, DecodeError};
+    use crate::model::Encoding;
+
+    /// A message with header ids `dev`, `session`, `msg` and SyncBody `body`.
+    fn msg(dev: &str, session: &str, msg: &str, body: &str) -> String {
+        format!(
+            "<SyncML><SyncHdr><VerDTD>1.2</VerDTD><SessionID>{session}</SessionID><MsgID>{msg}</MsgID>\
+             <Target><LocURI>http://x/sync</LocURI></Target><Source><LocURI>{dev}</LocURI></Source>\
+             </SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+        )
+    }
+
+    fn refused(doc: &str) -> Option<IdError> {
+        match decode(Encoding::Xml, doc.as_bytes()) {
+            Err(DecodeError::Id(e)) => Some(e),
+            Ok(_) => None,
+            Err(e) => panic!("not an id error: {e}"),
+        }
+    }
+
+    #[test]
+    fn control_characters_in_header_ids_are_refused() {
+        assert_eq!(refused(&msg("dev", "1", "1", "")), None);
+        assert_eq!(
+            refused(&msg("dev&#0;", "1", "1", "")),
+            Some(IdError::ControlChar { field: "SyncHdr/Source/LocURI", code: 0 })
+        );
+        assert_eq!(
+            refused(&msg("dev", "1&#1;", "1", "")),
+            Some(IdError::ControlChar { field: "SyncHdr/SessionID", code: 1 })
+        );
+        assert_eq!(
+            refused(&msg("dev", "1", "1&#127;", "")),
+            Some(IdError::ControlChar { field: "SyncHdr/MsgID", code: 0x7F })
+        );
+        // TAB, CR and LF (formatting around texts) pass.
+        assert_eq!(refused(&msg("&#9;dev&#13;&#10;", "1\n", "\t1", "")), None);
+        // U+0080..U+009F are not C0 controls: text, not refused.
+        assert_eq!(refused(&msg("dev\u{85}", "1", "1", "")), None);
+    }
+
+    #[test]
+    fn control_characters_in_item_ids_are_refused() {
+        let cases = [
+            ("<Add><CmdID>1&#0;</CmdID></Add>", "CmdID"),
+            ("<Sync><Add><Item><Source><LocURI>a&#0;b</LocURI></Source></Item></Add></Sync>", "Item/Source"),
+            ("<Replace><Item><Target><LocURI>&#27;</LocURI></Target></Item></Replace>", "Item/Target"),
+            ("<Atomic><Delete><Item><SourceParent><LocURI>&#8;</LocURI></SourceParent></Item></Delete></Atomic>", "Item/SourceParent"),
+            ("<Map><MapItem><Source><LocURI>x&#0;</LocURI></Source></MapItem></Map>", "MapItem/Source"),
+            ("<Map><MapItem><Target><LocURI>&#31;</LocURI></Target></MapItem></Map>", "MapItem/Target"),
+            ("<Status><SourceRef>&#0;</SourceRef></Status>", "Status/SourceRef"),
+            ("<Status><TargetRef>&#0;</TargetRef></Status>", "Status/TargetRef"),
+            ("<Alert><Item><Meta><Anchor><Next>&#0;</Next></Anchor></Meta></Item></Alert>", "Meta/Anchor/Next"),
+            ("<Add><Meta><Type>text/x-vcard&#0;</Type></Meta></Add>", "Meta/Type"),
+            ("<Sync><Target><LocURI>card&#0;</LocURI></Target></Sync>", "Sync/Target"),
+        ];
+        for (body, field) in cases {
+            match refused(&msg("dev", "1", "1", body)) {
+                Some(IdError::ControlChar { field: f, .. }) => assert_eq!(f, field, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // Item data is content, not an id: a NUL there is the store's bytes.
+        assert_eq!(refused(&msg("dev", "1", "1", "<Add><Item><Data>a&#0;b</Data></Item></Add>")), None);
+    }
+
+    #[test]
+    fn header_id_lengths_are_capped() {
+        let l = IdLimits::default();
+        assert_eq!(refused(&msg(&"d".repeat(l.device_id), "1", "1", "")), None);
+        assert_eq!(
+            refused(&msg(&"d".repeat(l.device_id + 1), "1", "1", "")),
+            Some(IdError::TooLong { field: "SyncHdr/Source/LocURI", len: 257, limit: 256 })
+        );
+        assert!(matches!(
+            refused(&msg("dev", &"1".repeat(l.session_id + 1), "1", "")),
+            Some(IdError::TooLong { field: "SyncHdr/SessionID", .. })
+        ));
+        assert!(matches!(
+            refused(&msg("dev", "1", &"1".repeat(l.msg_id + 1), "")),
+            Some(IdError::TooLong { field: "SyncHdr/MsgID", .. })
+        ));
+        let long_luid =
+            format!("<Add><Item><Source><LocURI>{}</LocURI></Source></Item></Add>", "x".repeat(1025));
+        assert!(matches!(refused(&msg("dev", "1", "1", &long_luid)), Some(IdError::TooLong { .. })));
+        // A 4 MB device id is refused without being copied anywhere.
+        let e = refused(&msg(&"d".repeat(4 << 20), "1", "1", "")).expect("refused");
+        assert!(e.to_string().len() < 100, "the error does not quote the id");
+    }
+
+    #[test]
+    fn the_server_maps_caps_to_too_large_and_ids_to_invalid() {
+        use crate::server::{decode as server_decode, DecodeError as Server};
+        let many = msg("dev", "1", "1", &"<a/>".repeat(20_000));
+        assert!(matches!(server_decode(Encoding::Xml, many.as_bytes()), Err(Server::TooLarge(_))));
+        let nul = msg("dev&#0;", "1", "1", "");
+        assert!(matches!(server_decode(Encoding::Xml, nul.as_bytes()), Err(Server::Invalid(_))));
+        assert!(matches!(server_decode(Encoding::Xml, b"<SyncML><"), Err(Server::Invalid(_))));
+    }
+
+    #[test]
+    fn budget_growth_is_charged_before_it_happens() {
+        let limits = DecodeLimits { memory_base: 1000, memory_per_byte: 0, ..DecodeLimits::default() };
+        let mut b = Budget::new(&limits, 0);
+        let mut v: Vec<u64> = Vec::new();
+        b.grow(&mut v, true).expect("8 bytes");
+        assert_eq!(v.capacity(), 1, "the first entry gets an exact allocation");
+        v.push(1);
+        b.grow(&mut v, true).expect("32 bytes");
+        assert_eq!(v.capacity(), 4);
+        let mut big: Vec<[u8; 1024]> = Vec::new();
+        assert_eq!(b.grow(&mut big, true), Err(Exceeded { cap: Cap::Memory, limit: 1000 }));
+        assert_eq!(big.capacity(), 0, "nothing allocated over the budget");
+        let mut t = std::borrow::Cow::Borrowed("abc");
+        b.append_text(&mut t, "def").expect("6 bytes");
+        assert_eq!(t, "abcdef");
+        assert_eq!(b.append_text(&mut t, &"x".repeat(2000)), Err(Exceeded { cap: Cap::Memory, limit: 1000 }));
+        assert_eq!(t, "abcdef");
+    }
 }

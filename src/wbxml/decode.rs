@@ -564,7 +564,7 @@ impl<'a> Parser<'a> {
         let need = buf.len().saturating_add(b.len());
         if need > buf.capacity() {
             let new_cap = need.max(buf.capacity().saturating_mul(2));
-            self.charge(new_cap - buf.capacity())?;
+            self.charge(new_cap)?;
             buf.reserve_exact(new_cap - buf.len());
         }
         buf.extend_from_slice(b);

@@ -1456,4 +1456,91 @@ mod tests {
         assert_eq!(unescape("a & b &nbsp; &#xZZ; &"), "a & b &nbsp; &#xZZ; &");
         assert_eq!(unescape("&#1114112;é"), "&#1114112;é");
     }
+
+    use crate::codec::{Cap, DecodeLimits};
+
+    /// A message whose SyncBody holds `body`.
+    fn msg(body: &str) -> String {
+        format!(
+            "<SyncML><SyncHdr><VerDTD>1.2</VerDTD><SessionID>1</SessionID><MsgID>1</MsgID>\
+             <Target><LocURI>http://x/sync</LocURI></Target><Source><LocURI>dev</LocURI></Source>\
+             </SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+        )
+    }
+
+    fn cap_of(r: std::result::Result<SyncMl<'_>, XmlError>) -> Option<Cap> {
+        match r {
+            Err(XmlError::TooLarge { cap, .. }) => Some(cap),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn four_megabytes_of_empty_unknown_elements_stop_at_the_command_cap() {
+        let doc = msg(&"<a/>".repeat(1 << 20));
+        let t = std::time::Instant::now();
+        let e = decode(doc.as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, XmlError::TooLarge { cap: Cap::Commands, limit: 10_000, offset } if offset < 50_000),
+            "{e}"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        // Inside an Item they are skipped, yet count as elements.
+        let doc = msg(&format!("<Add><Item>{}</Item></Add>", "<a/>".repeat(1 << 20)));
+        assert_eq!(cap_of(decode(doc.as_bytes())), Some(Cap::Elements));
+        let small = DecodeLimits { max_elements: 100, ..DecodeLimits::default() };
+        // 11 elements of header and body structure (Final included), 2 of Add/Item.
+        let n = |k: usize| msg(&format!("<Add><Item>{}</Item></Add>", "<a/>".repeat(k)));
+        assert!(decode_with(n(87).as_bytes(), &small).is_ok());
+        assert_eq!(cap_of(decode_with(n(88).as_bytes(), &small)), Some(Cap::Elements));
+    }
+
+    #[test]
+    fn commands_items_and_memory_are_capped() {
+        let limits = DecodeLimits { max_commands: 50, max_items: 20, ..DecodeLimits::default() };
+        let adds = |n: usize| msg(&"<Add><Item/></Add>".repeat(n));
+        assert_eq!(decode_with(adds(50).as_bytes(), &limits).map(|m| m.body.len()), Ok(50));
+        assert_eq!(cap_of(decode_with(adds(51).as_bytes(), &limits)), Some(Cap::Commands));
+        // Nested commands count too.
+        let nested = msg(&format!("<Sync>{}</Sync>", "<Add/>".repeat(50)));
+        assert_eq!(cap_of(decode_with(nested.as_bytes(), &limits)), Some(Cap::Commands));
+        let items = |n: usize| msg(&format!("<Add>{}</Add>", "<Item/>".repeat(n)));
+        assert!(decode_with(items(20).as_bytes(), &limits).is_ok());
+        assert_eq!(cap_of(decode_with(items(21).as_bytes(), &limits)), Some(Cap::Items));
+        // Any list: Status refs, Map items.
+        let refs = msg(&format!("<Status>{}</Status>", "<SourceRef>1</SourceRef>".repeat(21)));
+        assert_eq!(cap_of(decode_with(refs.as_bytes(), &limits)), Some(Cap::Items));
+        let map = msg(&format!("<Map>{}</Map>", "<MapItem/>".repeat(21)));
+        assert_eq!(cap_of(decode_with(map.as_bytes(), &limits)), Some(Cap::Items));
+        // Memory: 5,000 one-item Adds fit the default, not a 1 MiB budget.
+        let doc = adds(5_000);
+        assert_eq!(decode(doc.as_bytes()).map(|m| m.body.len()), Ok(5_000));
+        let tight = DecodeLimits { memory_max: 1 << 20, ..DecodeLimits::default() };
+        assert_eq!(cap_of(decode_with(doc.as_bytes(), &tight)), Some(Cap::Memory));
+    }
+
+    #[test]
+    fn nested_devinf_spends_the_message_budget() {
+        // A DevInf wrapped in CDATA is decoded on the message's budget.
+        let devinf = format!("<DevInf><DataStore>{}</DataStore></DevInf>", "<Rx/>".repeat(30));
+        let doc = msg(&format!("<Put><Item><Data><![CDATA[{devinf}]]></Data></Item></Put>"));
+        let m = decode(doc.as_bytes()).expect("decodes");
+        match &m.body[0] {
+            Command::Put(p) => assert!(matches!(p.items[0].data, Some(Data::DevInf(_)))),
+            other => panic!("{other:?}"),
+        }
+        let limits = DecodeLimits { max_items: 20, ..DecodeLimits::default() };
+        assert_eq!(cap_of(decode_with(doc.as_bytes(), &limits)), Some(Cap::Items));
+    }
+
+    #[test]
+    fn long_names_are_cut_in_errors() {
+        let name = "n".repeat(100_000);
+        let e = decode(format!("<{name}/>").as_bytes()).unwrap_err();
+        assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+        let deep = format!("<SyncML>{}", format!("<{name}>").repeat(70));
+        let e = decode(deep.as_bytes()).unwrap_err();
+        assert!(matches!(e, XmlError::TooDeep { .. }), "{e}");
+        assert!(e.to_string().len() < 64 * 70, "{}", e.to_string().len());
+    }
 }
