@@ -428,4 +428,51 @@ mod tests {
         assert!(matches!(request_key("/sync", wb, b"\x02\x00"), Err(KeyError::Malformed(_))));
         assert!(matches!(request_key("/sync", wb, b""), Err(KeyError::Malformed(_))));
     }
+
+    #[test]
+    fn header_ids_and_string_table_references_are_bounded() {
+        let xml = |dev: &str| {
+            format!(
+                "<SyncML><SyncHdr><SessionID>7</SessionID><MsgID>1</MsgID>\
+                 <Source><LocURI>{dev}</LocURI></Source></SyncHdr><SyncBody/></SyncML>"
+            )
+        };
+        assert!(scan_xml(xml(&"d".repeat(256)).as_bytes()).is_ok());
+        assert_eq!(
+            scan_xml(xml(&"d".repeat(4 << 20)).as_bytes()),
+            Err(KeyError::TooLong { field: "Source/LocURI", limit: 256 })
+        );
+        // Split into chunks (CDATA + text), the sum counts.
+        let split = xml(&format!("<![CDATA[{}]]>{}", "d".repeat(200), "d".repeat(100)));
+        assert!(matches!(scan_xml(split.as_bytes()), Err(KeyError::TooLong { .. })));
+        // WBXML: a SessionID made of string-table references stops at its cap…
+        let mut tbl = vec![b'7'; 60_000];
+        tbl.push(0);
+        let wbxml = |field: u8, refs: usize| {
+            let mut doc = vec![0x02, 0xA4, 0x01, 0x6A];
+            // mb_u_int32 of the table length (60,001: three 7-bit groups).
+            let n = tbl.len();
+            doc.extend_from_slice(&[
+                0x80 | (n >> 14) as u8,
+                0x80 | ((n >> 7) & 0x7F) as u8,
+                (n & 0x7F) as u8,
+            ]);
+            doc.extend_from_slice(&tbl);
+            doc.extend_from_slice(&[0x6D, 0x6C, field]); // SyncML, SyncHdr, field
+            for _ in 0..refs {
+                doc.extend_from_slice(&[0x83, 0x00]);
+            }
+            doc.extend_from_slice(&[0x01, 0x01, 0x01]);
+            doc
+        };
+        assert_eq!(
+            scan_wbxml(&wbxml(0x40 | tok::SESSION_ID, 1)),
+            Err(KeyError::TooLong { field: "SessionID", limit: 64 })
+        );
+        // …and references in fields the scan does not keep spend the budget.
+        match scan_wbxml(&wbxml(0x40 | tok::VER_DTD, 1_000)) {
+            Err(KeyError::Malformed(m)) => assert!(m.contains("string-table bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

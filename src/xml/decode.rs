@@ -102,6 +102,9 @@ struct Parser<'a> {
     in_filter: bool,
     /// What this message (and documents nested in it) may still spend.
     budget: Budget,
+    /// Command slots [`Parser::reserve_commands`] may still reserve: one per
+    /// 200 input bytes in all, so many small Syncs cannot each reserve 128.
+    reserve_left: usize,
 }
 
 /// Resets `x` to its default (a repeated element replaces the earlier one).
@@ -135,6 +138,7 @@ impl<'a> Parser<'a> {
             cmd_depth: 0,
             in_filter: false,
             budget,
+            reserve_left: input.len() / 200,
         }
     }
 
@@ -576,12 +580,14 @@ impl<'a> Parser<'a> {
     /// Growing a Vec of kilobyte-sized commands one doubling at a time copies
     /// and touches about twice the final memory; SyncBody and Sync (the
     /// long lists) start with a guess from the bytes left to parse (a
-    /// command rarely takes under ~200 bytes), capped at 128 and at the
-    /// commands the budget still allows, and charged.
+    /// command rarely takes under ~200 bytes), capped at 128, at the
+    /// commands the budget still allows and at what the message as a whole
+    /// may reserve ([`Parser::reserve_left`]), and charged.
     fn reserve_commands(&mut self, v: &mut Vec<Command<'a>>) -> Result<()> {
         let pos = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
         let left = self.input.len().saturating_sub(pos);
-        let guess = (left / 200).clamp(4, 128).min(self.budget.commands_left());
+        let guess = (left / 200).clamp(4, 128).min(self.budget.commands_left()).min(self.reserve_left);
+        self.reserve_left -= guess;
         self.budget.reserve(v, guess).map_err(|e| self.over(e))
     }
 
