@@ -256,6 +256,8 @@ impl Budget {
 
     /// Charges what a heap-owned text holds (nothing for a borrowed one).
     #[inline]
+    // The `Cow` itself is the question (owned or borrowed), not its text.
+    #[allow(clippy::ptr_arg)]
     pub fn charge_text(&mut self, t: &std::borrow::Cow<'_, str>) -> Result<(), Exceeded> {
         match t {
             std::borrow::Cow::Borrowed(_) => Ok(()),
