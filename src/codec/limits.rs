@@ -15,10 +15,13 @@
 //! decoded memory ≤ min(memory_per_byte × body + memory_base, memory_max)
 //! ```
 //!
-//! (defaults: 64 × body + 48 MiB, at most 128 MiB). Outside the budget:
-//! the input itself, the parser's element stack (64 entries), and one
-//! ISO-8859-1 or UTF-8-repair conversion of a single text piece (at most 3×
-//! that piece), which is charged right after it is made. Any list of the model
+//! (defaults: 64 × body + 48 MiB, at most 128 MiB). Not in the budget: the
+//! input itself and the parser's element stack (64 entries). Conversions
+//! whose size is only known once made (an XML document's charset
+//! conversion, ≤ 2× body; a WBXML text piece's ISO-8859-1 conversion or
+//! UTF-8 repair, ≤ 3× the piece; an entity, ≤ 4 bytes) are charged right
+//! after they are made, so one of them can overshoot the budget once
+//! before the decode fails. Any list of the model
 //! (items of a command, MapItems, Status refs, DevInf lists) holds at most
 //! `max_items` entries. Over a cap the decoders fail with a `TooLarge` error
 //! naming the [`Cap`]; the server answers 413.
