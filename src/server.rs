@@ -129,17 +129,25 @@ impl StopOnSignal {
 /// Why a SyncML body could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The body is not a valid SyncML message in its encoding.
+    /// The body is not a valid SyncML message in its encoding, or an
+    /// identifier in it is refused (HTTP 400).
     #[error("{0}")]
     Invalid(String),
+    /// The body went over a decode cap (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
     /// This build has no decoder for the encoding.
     #[error("{0} decoder not built in")]
     NotBuiltIn(&'static str),
 }
 
-/// Decodes a SyncML body in `encoding`; the message borrows from `body`.
+/// Decodes a SyncML body in `encoding` under the default
+/// [`DecodeLimits`](crate::codec::DecodeLimits); the message borrows from `body`.
 pub fn decode(encoding: Encoding, body: &[u8]) -> Result<SyncMl<'_>, DecodeError> {
-    crate::codec::decode(encoding, body).map_err(|e| DecodeError::Invalid(e.to_string()))
+    crate::codec::decode(encoding, body).map_err(|e| match e.cap() {
+        Some(_) => DecodeError::TooLarge(e.to_string()),
+        None => DecodeError::Invalid(e.to_string()),
+    })
 }
 
 /// The routing key of a request without a `?s=` token: the session key of

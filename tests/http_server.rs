@@ -248,6 +248,30 @@ fn undecodable_syncml_is_400_with_a_reason() {
 }
 
 #[test]
+fn over_a_decode_cap_is_413_and_a_bad_id_is_400() {
+    let h = start(config());
+    let mut c = Client::connect(h.listen_addr());
+    let flood = body().replace("<Final/>", &"<a/>".repeat(20_000));
+    for target in ["/sync", "/sync?s=0000000000000001"] {
+        c.send(&post(target, &flood));
+        let r = c.response().unwrap();
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert!(r.text().contains("commands per message"), "{}", r.text());
+    }
+    c.send(&post("/sync", &syncml("dev&#0;1", "1", "x")));
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("control character U+0000"), "{}", r.text());
+    c.send(&post("/sync", &syncml(&"d".repeat(1 << 20), "1", "x")));
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().len() < 200, "the id is not echoed: {} bytes", r.text().len());
+    c.send(&post("/sync", &body()));
+    assert_eq!(c.response().unwrap().status, 200);
+    h.stop().unwrap();
+}
+
+#[test]
 fn health_and_shards() {
     let h = start(config());
     assert_serving(h.listen_addr());

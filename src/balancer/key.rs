@@ -6,11 +6,18 @@
 //! (texts as written, no trimming; text chunks concatenated, entities
 //! resolved), so the key equals [`crate::server::route_key`] for every
 //! message; the tests check that against the captured sessions.
+//!
+//! The scan is bounded like the decoders: the ids may not be longer than
+//! the decoders' caps ([`IdLimits`]: device id 256, SessionID 64, MsgID 32
+//! bytes), and WBXML string-table references spend the same budget
+//! ([`crate::codec::DecodeLimits`]), so a header cannot make the balancer
+//! build a large string.
 
 use std::borrow::Cow;
 
 use quick_xml::events::Event;
 
+use crate::codec::IdLimits;
 use crate::model::Encoding;
 use crate::routing;
 use crate::wbxml::reader::{Event as WEvent, Reader as WReader};
@@ -34,6 +41,14 @@ pub enum KeyError {
     /// The SyncHdr has no Source/LocURI (device id).
     #[error("the SyncHdr has no Source/LocURI")]
     NoDeviceId,
+    /// A header id is longer than the decoders accept.
+    #[error("SyncHdr {field} longer than {limit} bytes")]
+    TooLong {
+        /// Which id.
+        field: &'static str,
+        /// Its cap.
+        limit: usize,
+    },
 }
 
 /// The identifiers the router needs from a SyncHdr.
@@ -97,17 +112,23 @@ enum Field {
     Msg,
 }
 
-fn push<'a>(ids: &mut HeaderIds<'a>, field: Field, piece: Cow<'a, str>) {
-    let slot = match field {
-        Field::Device => &mut ids.device_id,
-        Field::Session => &mut ids.session_id,
-        Field::Msg => &mut ids.msg_id,
+/// Appends a text piece to a header id, refusing to grow it past its cap.
+fn push<'a>(ids: &mut HeaderIds<'a>, field: Field, piece: Cow<'a, str>) -> Result<(), KeyError> {
+    let caps = IdLimits::default();
+    let (slot, name, limit) = match field {
+        Field::Device => (&mut ids.device_id, "Source/LocURI", caps.device_id),
+        Field::Session => (&mut ids.session_id, "SessionID", caps.session_id),
+        Field::Msg => (&mut ids.msg_id, "MsgID", caps.msg_id),
     };
+    if slot.len().saturating_add(piece.len()) > limit {
+        return Err(KeyError::TooLong { field: name, limit });
+    }
     if slot.is_empty() {
         *slot = piece;
     } else {
         slot.to_mut().push_str(&piece);
     }
+    Ok(())
 }
 
 /// Scans an XML message up to `</SyncHdr>` with quick-xml events.
@@ -182,13 +203,13 @@ fn scan_utf8_xml(body: &[u8]) -> Result<HeaderIds<'_>, KeyError> {
             Event::Text(t) => {
                 if let Some(f) = field(&stack) {
                     let raw = std::str::from_utf8(t.into_inner_cow()).map_err(|e| bad(&e))?;
-                    push(&mut ids, f, unescape(raw));
+                    push(&mut ids, f, unescape(raw))?;
                 }
             }
             Event::CData(t) => {
                 if let Some(f) = field(&stack) {
                     let s = std::str::from_utf8(t.into_inner_cow()).map_err(|e| bad(&e))?;
-                    push(&mut ids, f, Cow::Borrowed(s));
+                    push(&mut ids, f, Cow::Borrowed(s))?;
                 }
             }
             // An empty <SyncHdr/> has no ids (NoDeviceId follows).
@@ -307,12 +328,12 @@ pub fn scan_wbxml(body: &[u8]) -> Result<HeaderIds<'_>, KeyError> {
             }
             WEvent::Str(s) => {
                 if let Some(f) = wbxml_field(&stack) {
-                    push(&mut ids, f, s);
+                    push(&mut ids, f, s)?;
                 }
             }
             WEvent::Opaque(b) => {
                 if let Some(f) = wbxml_field(&stack) {
-                    push(&mut ids, f, String::from_utf8_lossy(b));
+                    push(&mut ids, f, String::from_utf8_lossy(b))?;
                 }
             }
             WEvent::Eof => return Err(KeyError::NoHeader),
@@ -406,5 +427,52 @@ mod tests {
         let wb = Some("application/vnd.syncml+wbxml");
         assert!(matches!(request_key("/sync", wb, b"\x02\x00"), Err(KeyError::Malformed(_))));
         assert!(matches!(request_key("/sync", wb, b""), Err(KeyError::Malformed(_))));
+    }
+
+    #[test]
+    fn header_ids_and_string_table_references_are_bounded() {
+        let xml = |dev: &str| {
+            format!(
+                "<SyncML><SyncHdr><SessionID>7</SessionID><MsgID>1</MsgID>\
+                 <Source><LocURI>{dev}</LocURI></Source></SyncHdr><SyncBody/></SyncML>"
+            )
+        };
+        assert!(scan_xml(xml(&"d".repeat(256)).as_bytes()).is_ok());
+        assert_eq!(
+            scan_xml(xml(&"d".repeat(4 << 20)).as_bytes()),
+            Err(KeyError::TooLong { field: "Source/LocURI", limit: 256 })
+        );
+        // Split into chunks (CDATA + text), the sum counts.
+        let split = xml(&format!("<![CDATA[{}]]>{}", "d".repeat(200), "d".repeat(100)));
+        assert!(matches!(scan_xml(split.as_bytes()), Err(KeyError::TooLong { .. })));
+        // WBXML: a SessionID made of string-table references stops at its cap…
+        let mut tbl = vec![b'7'; 60_000];
+        tbl.push(0);
+        let wbxml = |field: u8, refs: usize| {
+            let mut doc = vec![0x02, 0xA4, 0x01, 0x6A];
+            // mb_u_int32 of the table length (60,001: three 7-bit groups).
+            let n = tbl.len();
+            doc.extend_from_slice(&[
+                0x80 | (n >> 14) as u8,
+                0x80 | ((n >> 7) & 0x7F) as u8,
+                (n & 0x7F) as u8,
+            ]);
+            doc.extend_from_slice(&tbl);
+            doc.extend_from_slice(&[0x6D, 0x6C, field]); // SyncML, SyncHdr, field
+            for _ in 0..refs {
+                doc.extend_from_slice(&[0x83, 0x00]);
+            }
+            doc.extend_from_slice(&[0x01, 0x01, 0x01]);
+            doc
+        };
+        assert_eq!(
+            scan_wbxml(&wbxml(0x40 | tok::SESSION_ID, 1)),
+            Err(KeyError::TooLong { field: "SessionID", limit: 64 })
+        );
+        // …and references in fields the scan does not keep spend the budget.
+        match scan_wbxml(&wbxml(0x40 | tok::VER_DTD, 1_000)) {
+            Err(KeyError::Malformed(m)) => assert!(m.contains("string-table bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -239,6 +239,7 @@ async fn serve_local<'a, S: SyncService>(
             return match e {
                 DecodeError::NotBuiltIn(_) => Outcome::Unsupported(e.to_string()),
                 DecodeError::Invalid(_) => Outcome::Decode(e.to_string()),
+                DecodeError::TooLarge(_) => Outcome::TooLarge(e.to_string()),
             };
         }
     };
@@ -509,6 +510,10 @@ impl Conn {
             Outcome::Decode(msg) => {
                 self.write_text(400, &format!("malformed SyncML message: {msg}"), None, connection, false);
                 400
+            }
+            Outcome::TooLarge(msg) => {
+                self.write_text(413, &format!("SyncML message too large: {msg}"), None, connection, false);
+                413
             }
             Outcome::Unsupported(msg) => {
                 self.write_text(415, &msg, None, connection, false);

@@ -42,6 +42,8 @@ pub(crate) enum Outcome {
     Service(ServiceError),
     /// The body did not decode (400).
     Decode(String),
+    /// The body went over a decode cap (413).
+    TooLarge(String),
     /// No decoder for the body's encoding in this build (415).
     Unsupported(String),
     /// The owner could not be reached (503).

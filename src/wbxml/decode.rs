@@ -3,13 +3,16 @@
 //! Elements are matched by (code page, token) in context and in any order;
 //! unknown elements are skipped (iteratively, so skipping never recurses) or,
 //! at command level, kept as [`Command::Unknown`]. Nesting of known elements
-//! is bounded by [`MAX_DEPTH`].
+//! is bounded by [`MAX_DEPTH`]; commands, list entries and every allocation
+//! of the decoded message are spent from the reader's budget
+//! ([`crate::codec::limits`]).
 
 use std::borrow::Cow;
 
 use super::reader::{utf8, Event, Reader, Tag};
 use super::tokens::{devinf as di, metinf as mi, syncml as sm};
 use super::WbxmlError;
+use crate::codec::limits::{Budget, DecodeLimits, Exceeded};
 use crate::model::*;
 
 /// Deepest element nesting the decoder follows (SyncML needs about 12).
@@ -17,29 +20,37 @@ pub const MAX_DEPTH: usize = 64;
 
 type Res<T> = Result<T, WbxmlError>;
 
-/// Decodes a SyncML document.
-pub(crate) fn syncml(input: &[u8]) -> Res<SyncMl<'_>> {
-    let r = Reader::new(input)?;
+/// Decodes a SyncML document under `limits`.
+pub(crate) fn syncml<'b>(input: &'b [u8], limits: &DecodeLimits) -> Res<SyncMl<'b>> {
+    let r = Reader::with_budget(input, Budget::new(limits, input.len()))?;
     let mut p = Parser { r, depth: 0, in_filter: false };
     let root = p.root("SyncML", 0, sm::SYNC_ML)?;
     p.syncml(root)
 }
 
-/// Decodes a DevInf document.
+/// Decodes a DevInf document under the default limits.
 pub(crate) fn devinf(input: &[u8]) -> Res<DevInf<'_>> {
-    let r = Reader::new(input)?;
+    devinf_with(input, Budget::new(&DecodeLimits::default(), input.len())).0
+}
+
+/// Decodes a DevInf document spending `budget`; returns what is left of it.
+fn devinf_with(input: &[u8], budget: Budget) -> (Res<DevInf<'_>>, Budget) {
+    let r = match Reader::with_budget(input, budget.clone()) {
+        Ok(r) => r,
+        // The header and string table were only looked at: nothing spent.
+        Err(e) => return (Err(e), budget),
+    };
     let mut p = Parser { r, depth: 0, in_filter: false };
-    let root = p.root("DevInf", 0, di::DEV_INF)?;
-    p.devinf(root)
+    let d = p.root("DevInf", 0, di::DEV_INF).and_then(|root| p.devinf(root));
+    (d, p.r.budget)
 }
 
 /// Appends `Command::$variant($ty::default())` to `$out` and parses the
 /// element `$c` into it with `$parse`.
 macro_rules! fill {
     ($p:expr, $out:expr, $c:expr, $variant:ident, $ty:ident, $parse:ident) => {{
-        $out.push(Command::$variant($ty::default()));
-        match $out.last_mut() {
-            Some(Command::$variant(x)) => $p.$parse($c, x),
+        match $p.push_command($out, Command::$variant($ty::default()), &$c)? {
+            Command::$variant(x) => $p.$parse($c, x),
             _ => Ok(()), // just pushed: unreachable
         }
     }};
@@ -62,40 +73,82 @@ fn id_in(c: &Tag<'_>, page: u8) -> u8 {
     }
 }
 
-fn last_or_default<T: Default>(v: &mut Vec<T>) -> &mut T {
-    if v.is_empty() {
-        v.push(T::default());
-    }
-    let i = v.len() - 1;
-    &mut v[i]
-}
-
-fn concat<'a>(acc: Option<Cow<'a, str>>, piece: Cow<'a, str>) -> Cow<'a, str> {
-    match acc {
-        None => piece,
-        Some(prev) => {
-            let mut s = prev.into_owned();
-            s.push_str(&piece);
-            Cow::Owned(s)
-        }
-    }
-}
-
-/// Classifies the bytes of a single OPAQUE `Data` payload.
-fn opaque_data(b: &[u8]) -> Data<'_> {
-    // An embedded DevInf is a complete WBXML document (version byte 1..=3).
-    if matches!(b.first(), Some(0x01..=0x03)) {
-        if let Ok(d) = devinf(b) {
-            return Data::DevInf(Box::new(d));
-        }
-    }
-    match std::str::from_utf8(b) {
-        Ok(s) => Data::Text(Cow::Borrowed(s)),
-        Err(_) => Data::Binary(Cow::Borrowed(b)),
-    }
-}
-
 impl<'a> Parser<'a> {
+    // ----- spending ------------------------------------------------------
+
+    fn over(&self, e: Exceeded) -> WbxmlError {
+        Reader::over(e, self.r.pos())
+    }
+
+    /// Charges `bytes` of decoded memory (one allocation).
+    fn charge(&mut self, bytes: usize) -> Res<()> {
+        self.r.budget.charge(bytes).map_err(|e| self.over(e))
+    }
+
+    /// Appends `x` to a list of the model (counted against `max_items`).
+    fn push<'v, T>(&mut self, v: &'v mut Vec<T>, x: T) -> Res<&'v mut T> {
+        self.r.budget.grow(v, true).map_err(|e| self.over(e))?;
+        let n = v.len();
+        v.push(x);
+        Ok(&mut v[n])
+    }
+
+    /// The entry at the end of `v`, created if `v` is empty.
+    fn last<'v, T: Default>(&mut self, v: &'v mut Vec<T>) -> Res<&'v mut T> {
+        if v.is_empty() {
+            return self.push(v, T::default());
+        }
+        let i = v.len() - 1;
+        Ok(&mut v[i])
+    }
+
+    /// Appends a command (counted against `max_commands`) and returns it.
+    fn push_command<'v>(
+        &mut self,
+        v: &'v mut Vec<Command<'a>>,
+        c: Command<'a>,
+        t: &Tag<'_>,
+    ) -> Res<&'v mut Command<'a>> {
+        let at = |e: Exceeded| Reader::over(e, t.offset);
+        self.r.budget.command().map_err(at)?;
+        self.r.budget.grow(v, false).map_err(at)?;
+        let n = v.len();
+        v.push(c);
+        Ok(&mut v[n])
+    }
+
+    /// Appends a text piece; the first piece stays as it is.
+    fn concat(&mut self, acc: &mut Option<Cow<'a, str>>, piece: Cow<'a, str>) -> Res<()> {
+        match acc {
+            None => *acc = Some(piece),
+            Some(prev) => self.r.budget.append_text(prev, &piece).map_err(|e| self.over(e))?,
+        }
+        Ok(())
+    }
+
+    /// Classifies the bytes of a single OPAQUE `Data` payload.
+    fn opaque_data<'b>(&mut self, b: &'b [u8]) -> Res<Data<'b>> {
+        // An embedded DevInf is a complete WBXML document (version byte
+        // 1..=3), decoded on this message's budget: over a cap the message
+        // fails, any other error leaves the bytes as they are.
+        if matches!(b.first(), Some(0x01..=0x03)) {
+            let (d, left) = devinf_with(b, self.r.budget.clone());
+            self.r.budget = left;
+            match d {
+                Ok(d) => {
+                    self.charge(std::mem::size_of::<DevInf>())?;
+                    return Ok(Data::DevInf(Box::new(d)));
+                }
+                Err(e @ WbxmlError::TooLarge { .. }) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(match std::str::from_utf8(b) {
+            Ok(s) => Data::Text(Cow::Borrowed(s)),
+            Err(_) => Data::Binary(Cow::Borrowed(b)),
+        })
+    }
+
     fn root(&mut self, name: &'static str, page: u8, id: u8) -> Res<Tag<'a>> {
         let offset = self.r.pos();
         match self.r.next()? {
@@ -167,14 +220,18 @@ impl<'a> Parser<'a> {
             let piece = match self.r.next()? {
                 Event::End => break,
                 Event::Str(s) => s,
-                Event::Opaque(b) => utf8(b),
+                Event::Opaque(b) => {
+                    let s = utf8(b);
+                    self.r.budget.charge_text(&s).map_err(|e| self.over(e))?;
+                    s
+                }
                 Event::Start(c) => {
                     self.skip(c)?;
                     continue;
                 }
                 Event::Eof => return Err(self.unclosed(&t)),
             };
-            acc = Some(concat(acc, piece));
+            self.concat(&mut acc, piece)?;
         }
         Ok(acc.unwrap_or(Cow::Borrowed("")))
     }
@@ -264,7 +321,7 @@ impl<'a> Parser<'a> {
             sm::SEARCH => fill!(self, out, c, Search, Search, search),
             _ => {
                 let u = self.unknown(c)?;
-                out.push(Command::Unknown(u));
+                self.push_command(out, Command::Unknown(u), &c)?;
                 Ok(())
             }
         }
@@ -272,20 +329,23 @@ impl<'a> Parser<'a> {
 
     /// Appends an `Item` to `items` and parses into it in place.
     fn push_item(&mut self, t: Tag<'a>, items: &mut Vec<Item<'a>>) -> Res<()> {
-        items.push(Item::default());
-        self.item(t, last_or_default(items))
+        let it = self.push(items, Item::default())?;
+        self.item(t, it)
     }
 
     #[inline(never)]
     fn unknown(&mut self, t: Tag<'a>) -> Res<UnknownCommand<'a>> {
         let name = match (t.literal, t.page) {
-            (Some(lit), _) => self.r.literal_name(lit),
+            (Some(lit), _) => self.r.literal_name(lit)?,
             (None, 0) => match sm::name(t.id) {
                 Some(n) => Cow::Borrowed(n),
                 None => Cow::Owned(format!("Unknown_p0_0x{:02X}", t.id)),
             },
             (None, page) => Cow::Owned(format!("Unknown_p{}_0x{:02X}", page, t.id)),
         };
+        if let (None, Cow::Owned(n)) = (t.literal, &name) {
+            self.charge(n.capacity())?;
+        }
         let mut u = UnknownCommand { name, cmd_id: Cow::Borrowed("") };
         self.children(t, |p, c| {
             match id_in(&c, 0) {
@@ -310,7 +370,9 @@ impl<'a> Parser<'a> {
                     p.in_filter = true;
                     let f = p.filter(c);
                     p.in_filter = false;
-                    l.filter = Some(Box::new(f?));
+                    let f = f?;
+                    p.charge(std::mem::size_of::<Filter>())?;
+                    l.filter = Some(Box::new(f));
                 }
                 _ => p.skip(c)?,
             }
@@ -394,7 +456,10 @@ impl<'a> Parser<'a> {
                 mi::NEXT_NONCE => m.next_nonce = p.opt_text(c)?,
                 mi::MAX_MSG_SIZE => m.max_msg_size = p.opt_text(c)?,
                 mi::MAX_OBJ_SIZE => m.max_obj_size = p.opt_text(c)?,
-                mi::EMI => m.emi.push(p.text(c)?),
+                mi::EMI => {
+                    let v = p.text(c)?;
+                    p.push(&mut m.emi, v)?;
+                }
                 mi::MEM => m.mem = Some(p.mem(c)?),
                 mi::FIELD_LEVEL => m.field_level = p.flag(c)?,
                 // A `MetInf` wrapper: its children are Meta's.
@@ -461,11 +526,12 @@ impl<'a> Parser<'a> {
             };
             // Several pieces (rare): concatenate their bytes.
             match (&mut joined, single.take()) {
-                (Some(buf), _) => buf.extend_from_slice(piece.as_bytes().unwrap_or_default()),
+                (Some(buf), _) => self.append_bytes(buf, piece.as_bytes().unwrap_or_default())?,
                 (None, None) => single = Some(piece),
                 (None, Some(first)) => {
-                    let mut buf = first.as_bytes().unwrap_or_default().to_vec();
-                    buf.extend_from_slice(piece.as_bytes().unwrap_or_default());
+                    let mut buf = Vec::new();
+                    self.append_bytes(&mut buf, first.as_bytes().unwrap_or_default())?;
+                    self.append_bytes(&mut buf, piece.as_bytes().unwrap_or_default())?;
                     joined = Some(buf);
                 }
             }
@@ -476,17 +542,33 @@ impl<'a> Parser<'a> {
         }
         Ok(match (joined, single) {
             // Classified like a single OPAQUE: re-encoded, it becomes one.
-            (Some(buf), _) => match opaque_data(&buf) {
-                Data::DevInf(d) => Data::DevInf(Box::new(d.into_owned())),
+            (Some(buf), _) => match self.opaque_data(&buf)? {
+                Data::DevInf(d) => {
+                    // `into_owned` copies at most the buffer's bytes.
+                    self.charge(buf.len())?;
+                    Data::DevInf(Box::new(d.into_owned()))
+                }
                 _ => match String::from_utf8(buf) {
                     Ok(s) => Data::Text(Cow::Owned(s)),
                     Err(e) => Data::Binary(Cow::Owned(e.into_bytes())),
                 },
             },
-            (None, Some(Data::Binary(Cow::Borrowed(b)))) => opaque_data(b),
+            (None, Some(Data::Binary(Cow::Borrowed(b)))) => self.opaque_data(b)?,
             (None, Some(d)) => d,
             (None, None) => Data::Text(Cow::Borrowed("")),
         })
+    }
+
+    /// Appends bytes to a joined `Data` buffer, charging its growth first.
+    fn append_bytes(&mut self, buf: &mut Vec<u8>, b: &[u8]) -> Res<()> {
+        let need = buf.len().saturating_add(b.len());
+        if need > buf.capacity() {
+            let new_cap = need.max(buf.capacity().saturating_mul(2));
+            self.charge(new_cap)?;
+            buf.reserve_exact(new_cap - buf.len());
+        }
+        buf.extend_from_slice(b);
+        Ok(())
     }
 
     fn item(&mut self, t: Tag<'a>, it: &mut Item<'a>) -> Res<()> {
@@ -576,8 +658,14 @@ impl<'a> Parser<'a> {
                 sm::MSG_REF => s.msg_ref = p.opt_text(c)?,
                 sm::CMD_REF => s.cmd_ref = p.text(c)?,
                 sm::CMD => s.cmd = p.text(c)?,
-                sm::TARGET_REF => s.target_refs.push(p.text(c)?),
-                sm::SOURCE_REF => s.source_refs.push(p.text(c)?),
+                sm::TARGET_REF => {
+                    let v = p.text(c)?;
+                    p.push(&mut s.target_refs, v)?;
+                }
+                sm::SOURCE_REF => {
+                    let v = p.text(c)?;
+                    p.push(&mut s.source_refs, v)?;
+                }
                 sm::CRED => s.cred = Some(p.cred(c)?),
                 sm::CHAL => s.chal = Some(p.chal(c)?),
                 sm::DATA => s.data = p.text(c)?,
@@ -630,7 +718,10 @@ impl<'a> Parser<'a> {
                 sm::SOURCE => m.source = p.location(c)?,
                 sm::CRED => m.cred = Some(p.cred(c)?),
                 sm::META => p.meta_into(c, m.meta.insert(Meta::default()))?,
-                sm::MAP_ITEM => m.map_items.push(p.map_item(c)?),
+                sm::MAP_ITEM => {
+                    let v = p.map_item(c)?;
+                    p.push(&mut m.map_items, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -678,7 +769,10 @@ impl<'a> Parser<'a> {
                 sm::NO_RESULTS => s.no_results = p.flag(c)?,
                 sm::CRED => s.cred = Some(p.cred(c)?),
                 sm::TARGET => s.target = Some(p.location(c)?),
-                sm::SOURCE => s.sources.push(p.location(c)?),
+                sm::SOURCE => {
+                    let v = p.location(c)?;
+                    p.push(&mut s.sources, v)?;
+                }
                 sm::LANG => s.lang = p.opt_text(c)?,
                 sm::META => p.meta_into(c, s.meta.insert(Meta::default()))?,
                 sm::DATA => s.data = Some(p.data(c)?),
@@ -706,9 +800,15 @@ impl<'a> Parser<'a> {
                 di::UTC => d.utc = p.flag(c)?,
                 di::SUPPORT_LARGE_OBJS => d.support_large_objs = p.flag(c)?,
                 di::SUPPORT_NUMBER_OF_CHANGES => d.support_number_of_changes = p.flag(c)?,
-                di::DATA_STORE => d.data_stores.push(p.data_store(c)?),
+                di::DATA_STORE => {
+                    let v = p.data_store(c)?;
+                    p.push(&mut d.data_stores, v)?;
+                }
                 di::CT_CAP => p.ct_cap(c, &mut d.ct_caps)?,
-                di::EXT => d.exts.push(p.ext(c)?),
+                di::EXT => {
+                    let v = p.ext(c)?;
+                    p.push(&mut d.exts, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -724,21 +824,36 @@ impl<'a> Parser<'a> {
                 di::DISPLAY_NAME => ds.display_name = p.opt_text(c)?,
                 di::MAX_GUID_SIZE => ds.max_guid_size = p.opt_text(c)?,
                 di::RX_PREF => ds.rx_pref = Some(p.ctv(c)?),
-                di::RX => ds.rx.push(p.ctv(c)?),
+                di::RX => {
+                    let v = p.ctv(c)?;
+                    p.push(&mut ds.rx, v)?;
+                }
                 di::TX_PREF => ds.tx_pref = Some(p.ctv(c)?),
-                di::TX => ds.tx.push(p.ctv(c)?),
+                di::TX => {
+                    let v = p.ctv(c)?;
+                    p.push(&mut ds.tx, v)?;
+                }
                 di::CT_CAP => p.ct_cap(c, &mut ds.ct_caps)?,
                 di::DS_MEM => ds.ds_mem = Some(p.ds_mem(c)?),
                 di::SUPPORT_HIERARCHICAL_SYNC => ds.support_hierarchical_sync = p.flag(c)?,
                 di::SYNC_CAP => p.children(c, |p, c| {
                     match id_in(&c, 0) {
-                        di::SYNC_TYPE => ds.sync_cap.push(p.text(c)?),
+                        di::SYNC_TYPE => {
+                            let v = p.text(c)?;
+                            p.push(&mut ds.sync_cap, v)?;
+                        }
                         _ => p.skip(c)?,
                     }
                     Ok(())
                 })?,
-                di::FILTER_RX => ds.filter_rx.push(p.ctv(c)?),
-                di::FILTER_CAP => ds.filter_caps.push(p.filter_cap(c)?),
+                di::FILTER_RX => {
+                    let v = p.ctv(c)?;
+                    p.push(&mut ds.filter_rx, v)?;
+                }
+                di::FILTER_CAP => {
+                    let v = p.filter_cap(c)?;
+                    p.push(&mut ds.filter_caps, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -779,8 +894,14 @@ impl<'a> Parser<'a> {
             match id_in(&c, 0) {
                 di::CT_TYPE => f.ct_type = p.text(c)?,
                 di::VER_CT => f.ver_ct = p.opt_text(c)?,
-                di::FILTER_KEYWORD => f.filter_keywords.push(p.text(c)?),
-                di::PROP_NAME => f.prop_names.push(p.text(c)?),
+                di::FILTER_KEYWORD => {
+                    let v = p.text(c)?;
+                    p.push(&mut f.filter_keywords, v)?;
+                }
+                di::PROP_NAME => {
+                    let v = p.text(c)?;
+                    p.push(&mut f.prop_names, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -793,7 +914,10 @@ impl<'a> Parser<'a> {
         self.children(t, |p, c| {
             match id_in(&c, 0) {
                 di::X_NAM => e.x_nam = p.text(c)?,
-                di::X_VAL => e.x_vals.push(p.text(c)?),
+                di::X_VAL => {
+                    let v = p.text(c)?;
+                    p.push(&mut e.x_vals, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -816,28 +940,37 @@ impl<'a> Parser<'a> {
                 di::CT_TYPE => {
                     let v = p.text(c)?;
                     if mine.is_empty() || typed {
-                        mine.push(CtCap::default());
+                        p.push(&mut mine, CtCap::default())?;
                     }
                     typed = true;
                     in_param = false;
-                    last_or_default(&mut mine).ct_type = v;
+                    p.last(&mut mine)?.ct_type = v;
                 }
-                di::VER_CT => last_or_default(&mut mine).ver_ct = p.opt_text(c)?,
-                di::FIELD_LEVEL => last_or_default(&mut mine).field_level = p.flag(c)?,
+                di::VER_CT => {
+                    let v = p.opt_text(c)?;
+                    p.last(&mut mine)?.ver_ct = v;
+                }
+                di::FIELD_LEVEL => {
+                    let on = p.flag(c)?;
+                    p.last(&mut mine)?.field_level = on;
+                }
                 di::PROPERTY => {
                     let prop = p.property(c)?;
-                    last_or_default(&mut mine).properties.push(prop);
+                    let cap = p.last(&mut mine)?;
+                    p.push(&mut cap.properties, prop)?;
                     in_param = false;
                 }
                 di::PROP_NAME => {
                     let prop_name = p.text(c)?;
-                    last_or_default(&mut mine).properties.push(Property { prop_name, ..Property::default() });
+                    let cap = p.last(&mut mine)?;
+                    p.push(&mut cap.properties, Property { prop_name, ..Property::default() })?;
                     in_param = false;
                 }
                 di::PARAM_NAME => {
                     let param_name = p.text(c)?;
-                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
-                    prop.prop_params.push(PropParam { param_name, ..PropParam::default() });
+                    let cap = p.last(&mut mine)?;
+                    let prop = p.last(&mut cap.properties)?;
+                    p.push(&mut prop.prop_params, PropParam { param_name, ..PropParam::default() })?;
                     in_param = true;
                 }
                 // Same grouping as the XML codec: parameter values go to the
@@ -845,19 +978,25 @@ impl<'a> Parser<'a> {
                 // (created if the sequence starts without a PropName).
                 di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME if in_param => {
                     let v = p.text(c)?;
-                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
-                    let pp = last_or_default(&mut prop.prop_params);
+                    let cap = p.last(&mut mine)?;
+                    let prop = p.last(&mut cap.properties)?;
+                    let pp = p.last(&mut prop.prop_params)?;
                     match id {
-                        di::VAL_ENUM => pp.val_enums.push(v),
+                        di::VAL_ENUM => {
+                            p.push(&mut pp.val_enums, v)?;
+                        }
                         di::DATA_TYPE => pp.data_type = Some(v),
                         _ => pp.display_name = Some(v),
                     }
                 }
                 di::VAL_ENUM | di::DATA_TYPE | di::DISPLAY_NAME | di::MAX_SIZE | di::MAX_OCCUR => {
                     let v = p.text(c)?;
-                    let prop = last_or_default(&mut last_or_default(&mut mine).properties);
+                    let cap = p.last(&mut mine)?;
+                    let prop = p.last(&mut cap.properties)?;
                     match id {
-                        di::VAL_ENUM => prop.val_enums.push(v),
+                        di::VAL_ENUM => {
+                            p.push(&mut prop.val_enums, v)?;
+                        }
                         di::DATA_TYPE => prop.data_type = Some(v),
                         di::DISPLAY_NAME => prop.display_name = Some(v),
                         di::MAX_OCCUR => prop.max_occur = Some(v),
@@ -866,16 +1005,20 @@ impl<'a> Parser<'a> {
                 }
                 di::NO_TRUNCATE => {
                     let on = p.flag(c)?;
-                    last_or_default(&mut last_or_default(&mut mine).properties).no_truncate = on;
+                    let cap = p.last(&mut mine)?;
+                    p.last(&mut cap.properties)?.no_truncate = on;
                 }
                 _ => p.skip(c)?,
             }
             Ok(())
         })?;
         if mine.is_empty() {
-            mine.push(CtCap::default());
+            self.push(&mut mine, CtCap::default())?;
         }
-        caps.append(&mut mine);
+        // Moved entry by entry so the shared list is counted and charged.
+        for cap in mine {
+            self.push(caps, cap)?;
+        }
         Ok(())
     }
 
@@ -888,9 +1031,15 @@ impl<'a> Parser<'a> {
                 di::MAX_OCCUR => pr.max_occur = p.opt_text(c)?,
                 di::MAX_SIZE => pr.max_size = p.opt_text(c)?,
                 di::NO_TRUNCATE => pr.no_truncate = p.flag(c)?,
-                di::VAL_ENUM => pr.val_enums.push(p.text(c)?),
+                di::VAL_ENUM => {
+                    let v = p.text(c)?;
+                    p.push(&mut pr.val_enums, v)?;
+                }
                 di::DISPLAY_NAME => pr.display_name = p.opt_text(c)?,
-                di::PROP_PARAM => pr.prop_params.push(p.prop_param(c)?),
+                di::PROP_PARAM => {
+                    let v = p.prop_param(c)?;
+                    p.push(&mut pr.prop_params, v)?;
+                }
                 _ => p.skip(c)?,
             }
             Ok(())
@@ -904,7 +1053,10 @@ impl<'a> Parser<'a> {
             match id_in(&c, 0) {
                 di::PARAM_NAME => pp.param_name = p.text(c)?,
                 di::DATA_TYPE => pp.data_type = p.opt_text(c)?,
-                di::VAL_ENUM => pp.val_enums.push(p.text(c)?),
+                di::VAL_ENUM => {
+                    let v = p.text(c)?;
+                    p.push(&mut pp.val_enums, v)?;
+                }
                 di::DISPLAY_NAME => pp.display_name = p.opt_text(c)?,
                 _ => p.skip(c)?,
             }

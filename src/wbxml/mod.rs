@@ -12,7 +12,10 @@
 //! [`Data::Anchor`].
 //!
 //! Decoding never panics, checks every length against the remaining input
-//! before using it, and stops nesting at [`MAX_DEPTH`] elements.
+//! before using it, stops nesting at [`MAX_DEPTH`] elements, and spends the
+//! message's decode budget ([`crate::codec::limits`]): elements, commands,
+//! list entries, string-table bytes and memory are capped, and over a cap
+//! it fails with [`WbxmlError::TooLarge`].
 //!
 //! Encoding writes WBXML 1.2, public id `-//SYNCML//DTD SyncML 1.x//EN`
 //! (numeric, from the message version), UTF-8, an empty string table; short
@@ -33,6 +36,7 @@
 
 use thiserror::Error;
 
+use crate::codec::DecodeLimits;
 use crate::model::{DevInf, SyncMl};
 
 mod decode;
@@ -133,11 +137,28 @@ pub enum WbxmlError {
         /// The nesting limit.
         limit: usize,
     },
+    /// The message went over a decode cap ([`DecodeLimits`]).
+    #[error("message too large at byte {offset}: over the limit of {limit} {cap}")]
+    TooLarge {
+        /// Which cap.
+        cap: crate::codec::Cap,
+        /// The cap's value for this message.
+        limit: usize,
+        /// Byte offset where it was reached.
+        offset: usize,
+    },
 }
 
-/// Decodes a WBXML SyncML message; texts borrow from `input` where possible.
+/// Decodes a WBXML SyncML message under the default [`DecodeLimits`]; texts
+/// borrow from `input` where possible.
 pub fn decode(input: &[u8]) -> Result<SyncMl<'_>, WbxmlError> {
-    decode::syncml(input)
+    decode::syncml(input, &DecodeLimits::default())
+}
+
+/// [`decode`] under `limits`. (Identifiers are checked by
+/// [`crate::codec::decode_with`], not here.)
+pub fn decode_with<'b>(input: &'b [u8], limits: &DecodeLimits) -> Result<SyncMl<'b>, WbxmlError> {
+    decode::syncml(input, limits)
 }
 
 /// Appends the WBXML encoding of `msg` to `out`.

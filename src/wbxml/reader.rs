@@ -2,12 +2,16 @@
 //!
 //! Everything here is bounds-checked against the input: lengths are compared
 //! with the remaining bytes before slicing, so a hostile length field can
-//! neither panic nor make us allocate.
+//! neither panic nor make us allocate. The reader spends the message's
+//! [`Budget`]: one element per start tag, the bytes of every string-table
+//! reference (STR_T, LITERAL), and the memory of every text it has to own
+//! (entities, ISO-8859-1 conversions, repaired UTF-8).
 
 use std::borrow::Cow;
 
 use super::tokens::{charset, global, public_id, ATTRS, CONTENT};
 use super::WbxmlError;
+use crate::codec::limits::{Budget, DecodeLimits, Exceeded};
 
 /// Borrowed UTF-8 text; invalid sequences (only then) are replaced in a copy.
 pub(crate) fn utf8(bytes: &[u8]) -> Cow<'_, str> {
@@ -66,12 +70,20 @@ pub(crate) struct Reader<'a> {
     page: u8,
     strtbl: &'a [u8],
     charset: Charset,
+    /// What this document (and the message it belongs to) may still spend.
+    pub budget: Budget,
 }
 
 impl<'a> Reader<'a> {
-    /// Reads the header and string table.
+    /// Reads the header and string table, with the budget of the default
+    /// [`DecodeLimits`] for this input.
     pub fn new(input: &'a [u8]) -> Result<Reader<'a>, WbxmlError> {
-        let mut r = Reader { input, pos: 0, page: 0, strtbl: &[], charset: Charset::Utf8 };
+        Reader::with_budget(input, Budget::new(&DecodeLimits::default(), input.len()))
+    }
+
+    /// Reads the header and string table; reading spends `budget`.
+    pub fn with_budget(input: &'a [u8], budget: Budget) -> Result<Reader<'a>, WbxmlError> {
+        let mut r = Reader { input, pos: 0, page: 0, strtbl: &[], charset: Charset::Utf8, budget };
         let version = r.byte("WBXML version")?;
         // WBXML 1.0 has no charset field; SyncML needs 1.1 or later. Accept
         // any minor of major 1 from 1.1 up to 1.3 (Synthesis does the same).
@@ -107,6 +119,17 @@ impl<'a> Reader<'a> {
 
     fn eof(&self, context: &'static str) -> WbxmlError {
         WbxmlError::UnexpectedEof { offset: self.pos, context }
+    }
+
+    /// The error for a spent budget, at `offset`.
+    pub fn over(e: Exceeded, offset: usize) -> WbxmlError {
+        WbxmlError::TooLarge { cap: e.cap, limit: e.limit, offset }
+    }
+
+    /// Charges a text the reader produced if it had to own it.
+    fn owned(&mut self, t: Cow<'a, str>, offset: usize) -> Result<Cow<'a, str>, WbxmlError> {
+        self.budget.charge_text(&t).map_err(|e| Self::over(e, offset))?;
+        Ok(t)
     }
 
     fn byte(&mut self, context: &'static str) -> Result<u8, WbxmlError> {
@@ -217,16 +240,21 @@ impl<'a> Reader<'a> {
                 global::ENTITY => {
                     let cp = self.mb_u32("entity")?;
                     let c = char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER);
-                    return Ok(Event::Str(Cow::Owned(c.to_string())));
+                    return Ok(Event::Str(self.owned(Cow::Owned(c.to_string()), offset)?));
                 }
                 global::STR_I => {
                     let s = self.cstr("inline string")?;
-                    return Ok(Event::Str(self.text(s)));
+                    let t = self.text(s);
+                    return Ok(Event::Str(self.owned(t, offset)?));
                 }
                 global::STR_T => {
                     let index = self.mb_u32("string table reference")?;
                     let s = self.strtbl_bytes(index, offset)?;
-                    return Ok(Event::Str(self.text(s)));
+                    // A reference costs 2 bytes and may stand for the whole
+                    // table: what references produce is budgeted.
+                    self.budget.strtbl(s.len()).map_err(|e| Self::over(e, offset))?;
+                    let t = self.text(s);
+                    return Ok(Event::Str(self.owned(t, offset)?));
                 }
                 global::OPAQUE => {
                     let len = self.mb_u32("opaque length")?;
@@ -242,11 +270,14 @@ impl<'a> Reader<'a> {
                 global::EXT_0..=global::EXT_2 => {}
                 global::PI => self.skip_attributes()?,
                 _ => {
+                    self.budget.element().map_err(|e| Self::over(e, offset))?;
                     let id = tok & 0x3F;
                     let mut literal = None;
                     if id == global::LITERAL {
                         let index = self.mb_u32("literal tag name")?;
-                        literal = Some(self.strtbl_bytes(index, offset)?);
+                        let name = self.strtbl_bytes(index, offset)?;
+                        self.budget.strtbl(name.len()).map_err(|e| Self::over(e, offset))?;
+                        literal = Some(name);
                     }
                     if tok & ATTRS != 0 {
                         self.skip_attributes()?;
@@ -269,8 +300,10 @@ impl<'a> Reader<'a> {
         self.input.get(offset).copied().unwrap_or(0)
     }
 
-    /// Decodes the name of a LITERAL tag.
-    pub fn literal_name(&self, bytes: &'a [u8]) -> Cow<'a, str> {
-        self.text(bytes)
+    /// Decodes the name of a LITERAL tag (charged if it had to be converted).
+    pub fn literal_name(&mut self, bytes: &'a [u8]) -> Result<Cow<'a, str>, WbxmlError> {
+        let t = self.text(bytes);
+        let at = self.pos;
+        self.owned(t, at)
     }
 }

@@ -227,3 +227,153 @@ fn bare_elements_at_the_depth_limit_round_trip() {
     encode(&m, &mut out);
     assert_eq!(decode(&out).expect("our encoding stays within the limit"), m);
 }
+
+// ----- decode caps ------------------------------------------------------
+
+use crate::codec::{Cap, DecodeLimits};
+
+/// A WBXML 1.2 SyncML 1.2 document head with string table `strtbl`, then
+/// `<SyncML>` open.
+fn head(strtbl: &[u8]) -> Vec<u8> {
+    let mut doc = vec![0x02, 0xA4, 0x01, 0x6A];
+    encode::mb_u32(&mut doc, strtbl.len() as u32);
+    doc.extend_from_slice(strtbl);
+    doc.push(0x6D); // SyncML, with content
+    doc
+}
+
+/// The cap a decode failed on.
+fn cap_of(r: Result<SyncMl<'_>, WbxmlError>) -> Option<Cap> {
+    match r {
+        Err(WbxmlError::TooLarge { cap, .. }) => Some(cap),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_megabyte_of_empty_commands_stops_at_the_command_cap() {
+    let mut doc = head(&[]);
+    doc.push(0x6B); // SyncBody
+    let start = doc.len();
+    doc.resize(start + (1 << 20), 0x05); // empty <Add/>, one byte each
+    doc.extend_from_slice(&[0x01, 0x01]);
+    let t = std::time::Instant::now();
+    let e = decode(&doc).unwrap_err();
+    // Stopped at the 10,001st command, not at the end of the body.
+    assert_eq!(e, WbxmlError::TooLarge { cap: Cap::Commands, limit: 10_000, offset: start + 10_000 });
+    assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+    // Just under the cap it decodes.
+    let mut ok = head(&[]);
+    ok.push(0x6B);
+    ok.resize(ok.len() + 10_000, 0x05);
+    ok.extend_from_slice(&[0x01, 0x01]);
+    assert_eq!(decode(&ok).expect("10,000 commands decode").body.len(), 10_000);
+}
+
+#[test]
+fn items_of_one_command_are_capped() {
+    let body = |n: usize| {
+        let mut doc = head(&[]);
+        doc.extend_from_slice(&[0x6B, 0x45]); // SyncBody, Add
+        doc.resize(doc.len() + n, 0x14); // empty <Item/>
+        doc.extend_from_slice(&[0x01, 0x01, 0x01]);
+        doc
+    };
+    let limits = DecodeLimits { max_items: 100, ..DecodeLimits::default() };
+    assert!(decode_with(&body(100), &limits).is_ok());
+    assert_eq!(cap_of(decode_with(&body(101), &limits)), Some(Cap::Items));
+    assert_eq!(cap_of(decode(&body(10_001))), Some(Cap::Items));
+}
+
+#[test]
+fn skipped_and_unknown_elements_count_against_the_element_cap() {
+    // Empty CmdIDs inside an Item are skipped, yet each is an element.
+    let body = |n: usize| {
+        let mut doc = head(&[]);
+        doc.extend_from_slice(&[0x6B, 0x45, 0x54]); // SyncBody, Add, Item
+        doc.resize(doc.len() + n, 0x0B);
+        doc.extend_from_slice(&[0x01, 0x01, 0x01, 0x01]);
+        doc
+    };
+    let limits = DecodeLimits { max_elements: 1_000, ..DecodeLimits::default() };
+    // 4 elements of structure plus the skipped ones.
+    assert!(decode_with(&body(996), &limits).is_ok());
+    assert_eq!(cap_of(decode_with(&body(997), &limits)), Some(Cap::Elements));
+    assert_eq!(cap_of(decode(&body(600_000))), Some(Cap::Elements));
+}
+
+#[test]
+fn string_table_references_are_budgeted() {
+    // One 60,000-byte entry, referenced from Data again and again.
+    let mut tbl = vec![b'x'; 60_000];
+    tbl.push(0);
+    let body = |refs: usize| {
+        let mut doc = head(&tbl);
+        doc.extend_from_slice(&[0x6B, 0x45, 0x54, 0x4F]); // SyncBody, Add, Item, Data
+        for _ in 0..refs {
+            doc.extend_from_slice(&[0x83, 0x00]);
+        }
+        doc.extend_from_slice(&[0x01, 0x01, 0x01, 0x01, 0x01]);
+        doc
+    };
+    // Budget: 2 × ~60 KB body + 64 KiB ≈ 185 KB, i.e. three references.
+    let three = body(3);
+    let m = decode(&three).expect("three references fit");
+    match &m.body[0] {
+        Command::Add(a) => {
+            assert_eq!(a.items[0].data.as_ref().and_then(Data::as_text).map(str::len), Some(180_000))
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = decode(&body(1_000)).unwrap_err();
+    assert!(matches!(e, WbxmlError::TooLarge { cap: Cap::StringTable, .. }), "{e}");
+    // LITERAL tag names are string-table references too.
+    let mut doc = head(&tbl);
+    doc.push(0x6B);
+    for _ in 0..1_000 {
+        doc.extend_from_slice(&[0x04, 0x00]); // LITERAL "xxx…", empty: an unknown command
+    }
+    doc.extend_from_slice(&[0x01, 0x01]);
+    assert_eq!(cap_of(decode(&doc)), Some(Cap::StringTable));
+}
+
+#[test]
+fn decoded_memory_is_budgeted() {
+    // 5,000 Adds of one Item each: ~12 MB of decoded structs from ~15 KB.
+    let mut doc = head(&[]);
+    doc.push(0x6B);
+    for _ in 0..5_000 {
+        doc.extend_from_slice(&[0x45, 0x14, 0x01]); // <Add><Item/></Add>
+    }
+    doc.extend_from_slice(&[0x01, 0x01]);
+    assert_eq!(decode(&doc).expect("within the default budget").body.len(), 5_000);
+    let tight = DecodeLimits { memory_base: 1 << 20, memory_per_byte: 16, ..DecodeLimits::default() };
+    assert_eq!(cap_of(decode_with(&doc, &tight)), Some(Cap::Memory));
+    let capped = DecodeLimits { memory_max: 1 << 20, ..DecodeLimits::default() };
+    assert_eq!(cap_of(decode_with(&doc, &capped)), Some(Cap::Memory));
+}
+
+#[test]
+fn entity_zero_decodes_but_codec_refuses_it_in_ids() {
+    // SyncHdr with Source/LocURI = "dev" ENTITY 0.
+    let mut doc = head(&[]);
+    doc.extend_from_slice(&[0x6C, 0x67, 0x57, 0x03, b'd', b'e', b'v', 0x00, 0x02, 0x00, 0x01, 0x01, 0x01]);
+    doc.extend_from_slice(&[0x6B, 0x01, 0x01]);
+    let m = decode(&doc).expect("the codec itself keeps the text");
+    assert_eq!(m.hdr.source.loc_uri, "dev\0");
+    let e = crate::codec::decode(Encoding::Wbxml, &doc).unwrap_err();
+    assert!(
+        matches!(e, crate::codec::DecodeError::Id(crate::codec::IdError::ControlChar { code: 0, .. })),
+        "{e}"
+    );
+    assert_eq!(e.cap(), None);
+    // OPAQUE bytes with a control character in an item id: refused too.
+    let mut doc = head(&[]);
+    doc.extend_from_slice(&[0x6B, 0x45, 0x54, 0x67, 0x57, 0xC3, 0x02, b'a', 0x1B]);
+    doc.extend_from_slice(&[0x01, 0x01, 0x01, 0x01, 0x01, 0x01]);
+    let e = crate::codec::decode(Encoding::Wbxml, &doc).unwrap_err();
+    assert!(matches!(
+        e,
+        crate::codec::DecodeError::Id(crate::codec::IdError::ControlChar { code: 0x1B, .. })
+    ));
+}

@@ -1,7 +1,9 @@
 //! XML → model. A recursive-descent walk over quick-xml's borrowing event
 //! stream: every element function is entered just after its start tag and
 //! returns after its end tag. Depth is bounded, so hostile input cannot
-//! exhaust the stack.
+//! exhaust the stack, and every element, command, list entry and owned text
+//! is spent from the message's [`Budget`], so it cannot exhaust memory
+//! either (see [`crate::codec::limits`]).
 
 use std::borrow::Cow;
 
@@ -9,6 +11,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use super::{charset, XmlError};
+use crate::codec::limits::{Budget, DecodeLimits, Exceeded};
 use crate::model::*;
 
 /// Maximum element nesting of a document; deeper input is rejected with
@@ -29,19 +32,46 @@ type Result<T> = std::result::Result<T, XmlError>;
 /// holding an embedded `DevInf` or MetInf `Anchor` element (or a DevInf
 /// document wrapped in CDATA / escaped) becomes [`Data::DevInf`] /
 /// [`Data::Anchor`].
+///
+/// Runs under the default [`DecodeLimits`]; see [`decode_with`].
 pub fn decode(input: &[u8]) -> std::result::Result<SyncMl<'_>, XmlError> {
+    decode_with(input, &DecodeLimits::default())
+}
+
+/// [`decode`] under `limits`: over a cap it fails with
+/// [`XmlError::TooLarge`]. (Identifiers are checked by
+/// [`crate::codec::decode_with`], not here.)
+pub fn decode_with<'b>(input: &'b [u8], limits: &DecodeLimits) -> std::result::Result<SyncMl<'b>, XmlError> {
+    let budget = Budget::new(limits, input.len());
     match charset::to_utf8(input)? {
-        Cow::Borrowed(bytes) => Parser::new(bytes).syncml(),
-        Cow::Owned(bytes) => Parser::new(&bytes).syncml().map(SyncMl::into_owned),
+        Cow::Borrowed(bytes) => Parser::new(bytes, budget).syncml(),
+        Cow::Owned(bytes) => {
+            let budget = converted(budget, &bytes)?;
+            Parser::new(&bytes, budget).syncml().map(SyncMl::into_owned)
+        }
     }
 }
 
-/// Decodes a standalone DevInf document (root element `DevInf`).
+/// Decodes a standalone DevInf document (root element `DevInf`) under the
+/// default [`DecodeLimits`].
 pub fn decode_devinf(input: &[u8]) -> std::result::Result<DevInf<'_>, XmlError> {
+    let budget = Budget::new(&DecodeLimits::default(), input.len());
     match charset::to_utf8(input)? {
-        Cow::Borrowed(bytes) => Parser::new(bytes).devinf_root(),
-        Cow::Owned(bytes) => Parser::new(&bytes).devinf_root().map(DevInf::into_owned),
+        Cow::Borrowed(bytes) => Parser::new(bytes, budget).devinf_root(),
+        Cow::Owned(bytes) => {
+            let budget = converted(budget, &bytes)?;
+            Parser::new(&bytes, budget).devinf_root().map(DevInf::into_owned)
+        }
     }
+}
+
+/// Charges a charset-converted copy of the input, and the copies
+/// `into_owned` later makes of the texts borrowed from it.
+fn converted(mut budget: Budget, bytes: &[u8]) -> Result<Budget> {
+    let over = |e: Exceeded| XmlError::TooLarge { cap: e.cap, limit: e.limit, offset: 0 };
+    budget.charge(bytes.len()).map_err(over)?;
+    budget.charge(bytes.len()).map_err(over)?;
+    Ok(budget)
 }
 
 /// One simplified tokenizer event.
@@ -70,21 +100,11 @@ struct Parser<'a> {
     cmd_depth: usize,
     /// Inside a `Filter` (nested Filters are skipped).
     in_filter: bool,
-}
-
-/// Appends a text chunk; the first chunk stays borrowed.
-fn push_text<'a>(acc: &mut Option<Cow<'a, str>>, t: Cow<'a, str>) {
-    match acc {
-        None => *acc = Some(t),
-        Some(prev) => prev.to_mut().push_str(&t),
-    }
-}
-
-/// Appends a default element and returns it, so big structs are decoded in
-/// place instead of being moved through return values.
-fn push_default<T: Default>(v: &mut Vec<T>) -> &mut T {
-    v.push(T::default());
-    last(v)
+    /// What this message (and documents nested in it) may still spend.
+    budget: Budget,
+    /// Command slots [`Parser::reserve_commands`] may still reserve: one per
+    /// 200 input bytes in all, so many small Syncs cannot each reserve 128.
+    reserve_left: usize,
 }
 
 /// Resets `x` to its default (a repeated element replaces the earlier one).
@@ -93,17 +113,16 @@ fn reset<T: Default>(x: &mut T) -> &mut T {
     x
 }
 
-/// The element at the end of `v`, created if `v` is empty.
-fn last<T: Default>(v: &mut Vec<T>) -> &mut T {
-    if v.is_empty() {
-        v.push(T::default());
-    }
-    let n = v.len() - 1;
-    &mut v[n]
+/// The longest element name an error message quotes (names are untrusted).
+const NAME_IN_ERROR: usize = 64;
+
+/// An element name for an error message, cut at [`NAME_IN_ERROR`] bytes.
+fn name_for_error(n: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(n.get(..NAME_IN_ERROR).unwrap_or(n))
 }
 
 impl<'a> Parser<'a> {
-    fn new(input: &'a [u8]) -> Self {
+    fn new(input: &'a [u8], budget: Budget) -> Self {
         let mut reader = Reader::from_reader(input);
         let cfg = reader.config_mut();
         // Texts are significant to the byte (vCard CRLF, leading blanks).
@@ -118,6 +137,8 @@ impl<'a> Parser<'a> {
             stack: Vec::with_capacity(16),
             cmd_depth: 0,
             in_filter: false,
+            budget,
+            reserve_left: input.len() / 200,
         }
     }
 
@@ -129,7 +150,7 @@ impl<'a> Parser<'a> {
             if i > 0 {
                 p.push('/');
             }
-            p.push_str(&String::from_utf8_lossy(n));
+            p.push_str(&name_for_error(n));
         }
         p
     }
@@ -148,6 +169,62 @@ impl<'a> Parser<'a> {
 
     fn too_deep(&self) -> XmlError {
         XmlError::TooDeep { path: self.path(), offset: self.reader.buffer_position() }
+    }
+
+    fn over(&self, e: Exceeded) -> XmlError {
+        XmlError::TooLarge { cap: e.cap, limit: e.limit, offset: self.reader.buffer_position() }
+    }
+
+    // ----- spending ---------------------------------------------------------
+
+    /// Charges `bytes` of decoded memory (one allocation).
+    fn charge(&mut self, bytes: usize) -> Result<()> {
+        self.budget.charge(bytes).map_err(|e| self.over(e))
+    }
+
+    /// Appends `x` to a list of the model (counted against `max_items`).
+    fn push<'v, T>(&mut self, v: &'v mut Vec<T>, x: T) -> Result<&'v mut T> {
+        self.budget.grow(v, true).map_err(|e| self.over(e))?;
+        let n = v.len();
+        v.push(x);
+        Ok(&mut v[n])
+    }
+
+    /// Appends a default entry and returns it, so big structs are decoded
+    /// in place instead of being moved through return values.
+    fn push_default<'v, T: Default>(&mut self, v: &'v mut Vec<T>) -> Result<&'v mut T> {
+        self.push(v, T::default())
+    }
+
+    /// The entry at the end of `v`, created if `v` is empty.
+    fn last<'v, T: Default>(&mut self, v: &'v mut Vec<T>) -> Result<&'v mut T> {
+        if v.is_empty() {
+            return self.push_default(v);
+        }
+        let n = v.len() - 1;
+        Ok(&mut v[n])
+    }
+
+    /// Appends a command (counted against `max_commands`) and returns it.
+    fn push_command<'v>(
+        &mut self,
+        v: &'v mut Vec<Command<'a>>,
+        c: Command<'a>,
+    ) -> Result<&'v mut Command<'a>> {
+        self.budget.command().map_err(|e| self.over(e))?;
+        self.budget.grow(v, false).map_err(|e| self.over(e))?;
+        let n = v.len();
+        v.push(c);
+        Ok(&mut v[n])
+    }
+
+    /// Appends a text chunk; the first chunk stays borrowed.
+    fn push_text(&mut self, acc: &mut Option<Cow<'a, str>>, t: Cow<'a, str>) -> Result<()> {
+        match acc {
+            None => *acc = Some(t),
+            Some(prev) => self.budget.append_text(prev, &t).map_err(|e| self.over(e))?,
+        }
+        Ok(())
     }
 
     // ----- tokens -----------------------------------------------------------
@@ -184,8 +261,14 @@ impl<'a> Parser<'a> {
                 Err(e) => return Err(self.syntax(e)),
             };
             return Ok(match ev {
-                Event::Start(e) => Tok::Start(self.local_name(&e)?),
-                Event::Empty(e) => Tok::Empty(self.local_name(&e)?),
+                Event::Start(e) => {
+                    self.budget.element().map_err(|x| self.over(x))?;
+                    Tok::Start(self.local_name(&e)?)
+                }
+                Event::Empty(e) => {
+                    self.budget.element().map_err(|x| self.over(x))?;
+                    Tok::Empty(self.local_name(&e)?)
+                }
                 Event::End(_) => Tok::End,
                 Event::Text(t) => Tok::Text(t.into_inner()),
                 Event::CData(t) => Tok::CData(t.into_inner()),
@@ -211,12 +294,18 @@ impl<'a> Parser<'a> {
 
     /// UTF-8 checks (and unescapes, for `escaped` text) one text chunk.
     #[inline]
-    fn chunk(&self, raw: Cow<'a, [u8]>, escaped: bool) -> Result<Cow<'a, str>> {
+    fn chunk(&mut self, raw: Cow<'a, [u8]>, escaped: bool) -> Result<Cow<'a, str>> {
         let s: Cow<'a, str> = match raw {
             Cow::Borrowed(b) => Cow::Borrowed(self.str_of(b)?),
-            Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|_| self.bad_utf8())?),
+            Cow::Owned(v) => {
+                // Not produced by a slice reader; charged all the same.
+                self.charge(v.capacity())?;
+                Cow::Owned(String::from_utf8(v).map_err(|_| self.bad_utf8())?)
+            }
         };
         if escaped && s.as_bytes().contains(&b'&') {
+            // Unescaping never lengthens a text: a capacity of its length.
+            self.charge(s.len())?;
             Ok(Cow::Owned(unescape(&s)))
         } else {
             Ok(s)
@@ -316,11 +405,11 @@ impl<'a> Parser<'a> {
             match tok {
                 Tok::Text(raw) => {
                     let t = self.chunk(raw, true)?;
-                    push_text(&mut acc, t);
+                    self.push_text(&mut acc, t)?;
                 }
                 Tok::CData(raw) => {
                     let t = self.chunk(raw, false)?;
-                    push_text(&mut acc, t);
+                    self.push_text(&mut acc, t)?;
                 }
                 Tok::Start(n) => {
                     self.open(n)?;
@@ -347,7 +436,7 @@ impl<'a> Parser<'a> {
             match self.next()? {
                 Tok::Start(n) | Tok::Empty(n) if n != expected.as_bytes() => {
                     return Err(XmlError::WrongRoot {
-                        found: String::from_utf8_lossy(n).into_owned(),
+                        found: name_for_error(n).into_owned(),
                         expected,
                         offset: self.reader.buffer_position(),
                     })
@@ -406,7 +495,7 @@ impl<'a> Parser<'a> {
         if empty {
             return Ok(());
         }
-        self.reserve_commands(&mut m.body);
+        self.reserve_commands(&mut m.body)?;
         while let Some((n, e)) = self.child()? {
             match n {
                 b"Final" => m.final_ = self.flag(e)?,
@@ -425,15 +514,14 @@ impl<'a> Parser<'a> {
     fn command(&mut self, name: &'a [u8], e: bool, out: &mut Vec<Command<'a>>) -> Result<()> {
         match name {
             b"Sync" => {
-                out.push(Command::Sync(Sync::default()));
-                if let Some(Command::Sync(c)) = out.last_mut() {
+                if let Command::Sync(c) = self.push_command(out, Command::Sync(Sync::default()))? {
                     self.sync(e, c)?;
                 }
             }
             b"Atomic" | b"Sequence" => {
                 let c = Container::default();
-                out.push(if name == b"Atomic" { Command::Atomic(c) } else { Command::Sequence(c) });
-                if let Some(Command::Atomic(c) | Command::Sequence(c)) = out.last_mut() {
+                let c = if name == b"Atomic" { Command::Atomic(c) } else { Command::Sequence(c) };
+                if let Command::Atomic(c) | Command::Sequence(c) = self.push_command(out, c)? {
                     self.container(e, c)?;
                 }
             }
@@ -447,8 +535,7 @@ impl<'a> Parser<'a> {
         // A `Command` is over a kilobyte: create it in the Vec, then fill it.
         macro_rules! in_place {
             ($variant:ident($ty:ident), $fill:ident) => {{
-                out.push(Command::$variant($ty::default()));
-                if let Some(Command::$variant(c)) = out.last_mut() {
+                if let Command::$variant(c) = self.push_command(out, Command::$variant($ty::default()))? {
                     self.$fill(e, c)?;
                 }
             }};
@@ -469,7 +556,7 @@ impl<'a> Parser<'a> {
             b"Search" => in_place!(Search(Search), search),
             _ => {
                 let u = self.unknown(name, e)?;
-                out.push(Command::Unknown(u));
+                self.push_command(out, Command::Unknown(u))?;
             }
         }
         Ok(())
@@ -493,11 +580,15 @@ impl<'a> Parser<'a> {
     /// Growing a Vec of kilobyte-sized commands one doubling at a time copies
     /// and touches about twice the final memory; SyncBody and Sync (the
     /// long lists) start with a guess from the bytes left to parse (a
-    /// command rarely takes under ~200 bytes), capped at 128.
-    fn reserve_commands(&self, v: &mut Vec<Command<'a>>) {
+    /// command rarely takes under ~200 bytes), capped at 128, at the
+    /// commands the budget still allows and at what the message as a whole
+    /// may reserve ([`Parser::reserve_left`]), and charged.
+    fn reserve_commands(&mut self, v: &mut Vec<Command<'a>>) -> Result<()> {
         let pos = usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX);
         let left = self.input.len().saturating_sub(pos);
-        v.reserve_exact((left / 200).clamp(4, 128));
+        let guess = (left / 200).clamp(4, 128).min(self.budget.commands_left()).min(self.reserve_left);
+        self.reserve_left -= guess;
+        self.budget.reserve(v, guess).map_err(|e| self.over(e))
     }
 
     fn enter_command(&mut self) -> Result<()> {
@@ -519,7 +610,10 @@ impl<'a> Parser<'a> {
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Data" => c.data = self.some_text(e)?,
                 b"Correlator" => c.correlator = self.some_text(e)?,
-                b"Item" => self.item(e, push_default(&mut c.items))?,
+                b"Item" => {
+                    let x = self.push_default(&mut c.items)?;
+                    self.item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -538,7 +632,10 @@ impl<'a> Parser<'a> {
                 b"SftDel" => c.sft_del = self.flag(e)?,
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
-                b"Item" => self.item(e, push_default(&mut c.items))?,
+                b"Item" => {
+                    let x = self.push_default(&mut c.items)?;
+                    self.item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -552,7 +649,7 @@ impl<'a> Parser<'a> {
             self.cmd_depth -= 1;
             return Ok(());
         }
-        self.reserve_commands(&mut c.commands);
+        self.reserve_commands(&mut c.commands)?;
         while let Some((n, e)) = self.child()? {
             if !self.sync_field(n, e, c)? {
                 self.command(n, e, &mut c.commands)?;
@@ -616,12 +713,21 @@ impl<'a> Parser<'a> {
                 b"MsgRef" => c.msg_ref = self.some_text(e)?,
                 b"CmdRef" => c.cmd_ref = self.text(e)?,
                 b"Cmd" => c.cmd = self.text(e)?,
-                b"TargetRef" => c.target_refs.push(self.text(e)?),
-                b"SourceRef" => c.source_refs.push(self.text(e)?),
+                b"TargetRef" => {
+                    let t = self.text(e)?;
+                    self.push(&mut c.target_refs, t)?;
+                }
+                b"SourceRef" => {
+                    let t = self.text(e)?;
+                    self.push(&mut c.source_refs, t)?;
+                }
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Chal" => self.chal(e, c.chal.insert(Default::default()))?,
                 b"Data" => c.data = self.text(e)?,
-                b"Item" => self.item(e, push_default(&mut c.items))?,
+                b"Item" => {
+                    let x = self.push_default(&mut c.items)?;
+                    self.item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -639,7 +745,10 @@ impl<'a> Parser<'a> {
                 b"Lang" => c.lang = self.some_text(e)?,
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
-                b"Item" => self.item(e, push_default(&mut c.items))?,
+                b"Item" => {
+                    let x = self.push_default(&mut c.items)?;
+                    self.item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -658,7 +767,10 @@ impl<'a> Parser<'a> {
                 b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"TargetRef" => c.target_ref = self.some_text(e)?,
                 b"SourceRef" => c.source_ref = self.some_text(e)?,
-                b"Item" => self.item(e, push_default(&mut c.items))?,
+                b"Item" => {
+                    let x = self.push_default(&mut c.items)?;
+                    self.item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -676,7 +788,10 @@ impl<'a> Parser<'a> {
                 b"Source" => self.location(e, reset(&mut c.source))?,
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
-                b"MapItem" => self.map_item(e, push_default(&mut c.map_items))?,
+                b"MapItem" => {
+                    let x = self.push_default(&mut c.map_items)?;
+                    self.map_item(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -726,7 +841,10 @@ impl<'a> Parser<'a> {
                 b"NoResults" => c.no_results = self.flag(e)?,
                 b"Cred" => self.cred(e, c.cred.insert(Default::default()))?,
                 b"Target" => self.location(e, c.target.insert(Default::default()))?,
-                b"Source" => self.location(e, push_default(&mut c.sources))?,
+                b"Source" => {
+                    let x = self.push_default(&mut c.sources)?;
+                    self.location(e, x)?
+                }
                 b"Lang" => c.lang = self.some_text(e)?,
                 b"Meta" => self.meta_into(e, c.meta.insert(Meta::default()))?,
                 b"Data" => c.data = Some(self.data(e)?),
@@ -751,7 +869,10 @@ impl<'a> Parser<'a> {
                 b"Filter" if self.in_filter => self.skip(e)?,
                 b"Filter" => {
                     self.in_filter = true;
-                    let r = self.filter(e, l.filter.insert(Box::default()));
+                    let r = match self.charge(std::mem::size_of::<Filter>()) {
+                        Ok(()) => self.filter(e, l.filter.insert(Box::default())),
+                        Err(x) => Err(x),
+                    };
                     self.in_filter = false;
                     r?
                 }
@@ -854,7 +975,10 @@ impl<'a> Parser<'a> {
                 b"NextNonce" => m.next_nonce = self.some_text(e)?,
                 b"MaxMsgSize" => m.max_msg_size = self.some_text(e)?,
                 b"MaxObjSize" => m.max_obj_size = self.some_text(e)?,
-                b"EMI" => m.emi.push(self.text(e)?),
+                b"EMI" => {
+                    let t = self.text(e)?;
+                    self.push(&mut m.emi, t)?;
+                }
                 b"Mem" => self.mem(e, m.mem.insert(Default::default()))?,
                 b"FieldLevel" => m.field_level = self.flag(e)?,
                 // SyncML 1.0 senders may wrap the MetInf elements.
@@ -905,16 +1029,17 @@ impl<'a> Parser<'a> {
             match self.next()? {
                 Tok::Text(raw) => {
                     let t = self.chunk(raw, true)?;
-                    push_text(&mut acc, t);
+                    self.push_text(&mut acc, t)?;
                 }
                 Tok::CData(raw) => {
                     let t = self.chunk(raw, false)?;
-                    push_text(&mut acc, t);
+                    self.push_text(&mut acc, t)?;
                 }
                 Tok::Start(n) => {
                     self.open(n)?;
                     match n {
                         b"DevInf" => {
+                            self.charge(std::mem::size_of::<DevInf>())?;
                             let mut d = Box::<DevInf>::default();
                             self.devinf(false, &mut d)?;
                             embedded = Some(Data::DevInf(d));
@@ -928,7 +1053,10 @@ impl<'a> Parser<'a> {
                     }
                 }
                 Tok::Empty(n) => match n {
-                    b"DevInf" => embedded = Some(Data::DevInf(Box::default())),
+                    b"DevInf" => {
+                        self.charge(std::mem::size_of::<DevInf>())?;
+                        embedded = Some(Data::DevInf(Box::default()))
+                    }
                     b"Anchor" => embedded = Some(Data::Anchor(Anchor::default())),
                     _ => {}
                 },
@@ -945,14 +1073,20 @@ impl<'a> Parser<'a> {
         let text = acc.unwrap_or(Cow::Borrowed(""));
         // A DevInf document wrapped in CDATA or escaped (digest §11.1).
         if looks_like_markup(&text) {
+            // The nested document spends from this message's budget; over
+            // a cap the message fails, any other error keeps the text.
             match &text {
                 Cow::Borrowed(s) => {
-                    if let Ok(d) = Parser::new(s.as_bytes()).devinf_root() {
+                    if let Some(d) = self.nested_devinf(s.as_bytes())? {
+                        self.charge(std::mem::size_of::<DevInf>())?;
                         return Ok(Data::DevInf(Box::new(d)));
                     }
                 }
                 Cow::Owned(s) => {
-                    if let Ok(d) = Parser::new(s.as_bytes()).devinf_root() {
+                    if let Some(d) = self.nested_devinf(s.as_bytes())? {
+                        // `into_owned` copies at most the text's bytes.
+                        self.charge(s.len())?;
+                        self.charge(std::mem::size_of::<DevInf>())?;
                         return Ok(Data::DevInf(Box::new(d.into_owned())));
                     }
                 }
@@ -963,7 +1097,24 @@ impl<'a> Parser<'a> {
 
     // ----- DevInf -----------------------------------------------------------
 
+    /// A DevInf document inside a text, decoded on this message's budget:
+    /// `None` if it is not one, an error only over a cap.
+    fn nested_devinf<'s>(&mut self, s: &'s [u8]) -> Result<Option<DevInf<'s>>> {
+        let mut sub = Parser::new(s, self.budget.clone());
+        let r = sub.devinf_doc();
+        self.budget = sub.budget;
+        match r {
+            Ok(d) => Ok(Some(d)),
+            Err(e @ XmlError::TooLarge { .. }) => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
     fn devinf_root(mut self) -> Result<DevInf<'a>> {
+        self.devinf_doc()
+    }
+
+    fn devinf_doc(&mut self) -> Result<DevInf<'a>> {
         let empty = self.root("DevInf")?;
         let mut d = DevInf::default();
         self.devinf(empty, &mut d)?;
@@ -988,9 +1139,15 @@ impl<'a> Parser<'a> {
                 b"UTC" => d.utc = self.flag(e)?,
                 b"SupportLargeObjs" => d.support_large_objs = self.flag(e)?,
                 b"SupportNumberOfChanges" => d.support_number_of_changes = self.flag(e)?,
-                b"DataStore" => self.data_store(e, push_default(&mut d.data_stores))?,
+                b"DataStore" => {
+                    let x = self.push_default(&mut d.data_stores)?;
+                    self.data_store(e, x)?
+                }
                 b"CTCap" => self.ct_cap(e, &mut d.ct_caps)?,
-                b"Ext" => self.ext(e, push_default(&mut d.exts))?,
+                b"Ext" => {
+                    let x = self.push_default(&mut d.exts)?;
+                    self.ext(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1007,15 +1164,27 @@ impl<'a> Parser<'a> {
                 b"DisplayName" => s.display_name = self.some_text(e)?,
                 b"MaxGUIDSize" => s.max_guid_size = self.some_text(e)?,
                 b"Rx-Pref" => self.ctv(e, s.rx_pref.insert(Default::default()))?,
-                b"Rx" => self.ctv(e, push_default(&mut s.rx))?,
+                b"Rx" => {
+                    let x = self.push_default(&mut s.rx)?;
+                    self.ctv(e, x)?
+                }
                 b"Tx-Pref" => self.ctv(e, s.tx_pref.insert(Default::default()))?,
-                b"Tx" => self.ctv(e, push_default(&mut s.tx))?,
+                b"Tx" => {
+                    let x = self.push_default(&mut s.tx)?;
+                    self.ctv(e, x)?
+                }
                 b"CTCap" => self.ct_cap(e, &mut s.ct_caps)?,
                 b"DSMem" => self.ds_mem(e, s.ds_mem.insert(Default::default()))?,
                 b"SupportHierarchicalSync" => s.support_hierarchical_sync = self.flag(e)?,
                 b"SyncCap" => self.sync_cap(e, &mut s.sync_cap)?,
-                b"Filter-Rx" => self.ctv(e, push_default(&mut s.filter_rx))?,
-                b"FilterCap" => self.filter_cap(e, push_default(&mut s.filter_caps))?,
+                b"Filter-Rx" => {
+                    let x = self.push_default(&mut s.filter_rx)?;
+                    self.ctv(e, x)?
+                }
+                b"FilterCap" => {
+                    let x = self.push_default(&mut s.filter_caps)?;
+                    self.filter_cap(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1042,7 +1211,10 @@ impl<'a> Parser<'a> {
         }
         while let Some((n, e)) = self.child()? {
             match n {
-                b"SyncType" => out.push(self.text(e)?),
+                b"SyncType" => {
+                    let t = self.text(e)?;
+                    self.push(out, t)?;
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1072,8 +1244,14 @@ impl<'a> Parser<'a> {
             match n {
                 b"CTType" => f.ct_type = self.text(e)?,
                 b"VerCT" => f.ver_ct = self.some_text(e)?,
-                b"FilterKeyword" => f.filter_keywords.push(self.text(e)?),
-                b"PropName" => f.prop_names.push(self.text(e)?),
+                b"FilterKeyword" => {
+                    let t = self.text(e)?;
+                    self.push(&mut f.filter_keywords, t)?;
+                }
+                b"PropName" => {
+                    let t = self.text(e)?;
+                    self.push(&mut f.prop_names, t)?;
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1087,7 +1265,10 @@ impl<'a> Parser<'a> {
         while let Some((n, e)) = self.child()? {
             match n {
                 b"XNam" => x.x_nam = self.text(e)?,
-                b"XVal" => x.x_vals.push(self.text(e)?),
+                b"XVal" => {
+                    let t = self.text(e)?;
+                    self.push(&mut x.x_vals, t)?;
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1099,7 +1280,7 @@ impl<'a> Parser<'a> {
     /// followed by `PropName`s, each followed by its values and `ParamName`s).
     /// The flat sequence is grouped into the 1.2 shape.
     fn ct_cap(&mut self, empty: bool, out: &mut Vec<CtCap<'a>>) -> Result<()> {
-        out.push(CtCap::default());
+        self.push_default(out)?;
         if empty {
             return Ok(());
         }
@@ -1107,55 +1288,64 @@ impl<'a> Parser<'a> {
         // Flat form: values after a ParamName belong to that parameter.
         let mut in_param = false;
         while let Some((n, e)) = self.child()? {
-            let cap = last(out);
+            let cap = self.last(out)?;
             match n {
                 b"CTType" => {
                     let t = self.text(e)?;
                     if seen_type {
-                        out.push(CtCap::default());
+                        self.push_default(out)?;
                     }
-                    last(out).ct_type = t;
+                    self.last(out)?.ct_type = t;
                     seen_type = true;
                     in_param = false;
                 }
                 b"VerCT" => cap.ver_ct = self.some_text(e)?,
                 b"FieldLevel" => cap.field_level = self.flag(e)?,
                 b"Property" => {
-                    self.property(e, push_default(&mut cap.properties))?;
+                    let p = self.push_default(&mut cap.properties)?;
+                    self.property(e, p)?;
                     in_param = false;
                 }
                 b"PropName" => {
                     let name = self.text(e)?;
-                    cap.properties.push(Property { prop_name: name, ..Property::default() });
+                    self.push(&mut cap.properties, Property { prop_name: name, ..Property::default() })?;
                     in_param = false;
                 }
                 b"ParamName" => {
                     let name = self.text(e)?;
-                    let prop = last(&mut cap.properties);
-                    prop.prop_params.push(PropParam { param_name: name, ..PropParam::default() });
+                    let prop = self.last(&mut cap.properties)?;
+                    self.push(&mut prop.prop_params, PropParam { param_name: name, ..PropParam::default() })?;
                     in_param = true;
                 }
                 b"ValEnum" | b"DataType" | b"DisplayName" if in_param => {
                     let v = self.text(e)?;
-                    let param = last(&mut last(&mut cap.properties).prop_params);
+                    let prop = self.last(&mut cap.properties)?;
+                    let param = self.last(&mut prop.prop_params)?;
                     match n {
-                        b"ValEnum" => param.val_enums.push(v),
+                        b"ValEnum" => {
+                            self.push(&mut param.val_enums, v)?;
+                        }
                         b"DataType" => param.data_type = Some(v),
                         _ => param.display_name = Some(v),
                     }
                 }
                 b"ValEnum" | b"DataType" | b"DisplayName" | b"Size" | b"MaxSize" | b"MaxOccur" => {
                     let v = self.text(e)?;
-                    let prop = last(&mut cap.properties);
+                    let prop = self.last(&mut cap.properties)?;
                     match n {
-                        b"ValEnum" => prop.val_enums.push(v),
+                        b"ValEnum" => {
+                            self.push(&mut prop.val_enums, v)?;
+                        }
                         b"DataType" => prop.data_type = Some(v),
                         b"DisplayName" => prop.display_name = Some(v),
                         b"MaxOccur" => prop.max_occur = Some(v),
                         _ => prop.max_size = Some(v),
                     }
                 }
-                b"NoTruncate" => last(&mut cap.properties).no_truncate = self.flag(e)?,
+                b"NoTruncate" => {
+                    let on = self.flag(e)?;
+                    self.last(&mut cap.properties)?.no_truncate = on;
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1174,9 +1364,15 @@ impl<'a> Parser<'a> {
                 // DevInf 1.1 calls it Size (same WBXML token).
                 b"MaxSize" | b"Size" => p.max_size = self.some_text(e)?,
                 b"NoTruncate" => p.no_truncate = self.flag(e)?,
-                b"ValEnum" => p.val_enums.push(self.text(e)?),
+                b"ValEnum" => {
+                    let t = self.text(e)?;
+                    self.push(&mut p.val_enums, t)?;
+                }
                 b"DisplayName" => p.display_name = self.some_text(e)?,
-                b"PropParam" => self.prop_param(e, push_default(&mut p.prop_params))?,
+                b"PropParam" => {
+                    let x = self.push_default(&mut p.prop_params)?;
+                    self.prop_param(e, x)?
+                }
                 _ => self.skip(e)?,
             }
         }
@@ -1191,7 +1387,10 @@ impl<'a> Parser<'a> {
             match n {
                 b"ParamName" => p.param_name = self.text(e)?,
                 b"DataType" => p.data_type = self.some_text(e)?,
-                b"ValEnum" => p.val_enums.push(self.text(e)?),
+                b"ValEnum" => {
+                    let t = self.text(e)?;
+                    self.push(&mut p.val_enums, t)?;
+                }
                 b"DisplayName" => p.display_name = self.some_text(e)?,
                 _ => self.skip(e)?,
             }
@@ -1262,5 +1461,92 @@ mod tests {
         assert_eq!(unescape("a&lt;b&gt;&amp;&#13;&#x41;&quot;&apos;"), "a<b>&\rA\"'");
         assert_eq!(unescape("a & b &nbsp; &#xZZ; &"), "a & b &nbsp; &#xZZ; &");
         assert_eq!(unescape("&#1114112;é"), "&#1114112;é");
+    }
+
+    use crate::codec::{Cap, DecodeLimits};
+
+    /// A message whose SyncBody holds `body`.
+    fn msg(body: &str) -> String {
+        format!(
+            "<SyncML><SyncHdr><VerDTD>1.2</VerDTD><SessionID>1</SessionID><MsgID>1</MsgID>\
+             <Target><LocURI>http://x/sync</LocURI></Target><Source><LocURI>dev</LocURI></Source>\
+             </SyncHdr><SyncBody>{body}<Final/></SyncBody></SyncML>"
+        )
+    }
+
+    fn cap_of(r: std::result::Result<SyncMl<'_>, XmlError>) -> Option<Cap> {
+        match r {
+            Err(XmlError::TooLarge { cap, .. }) => Some(cap),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn four_megabytes_of_empty_unknown_elements_stop_at_the_command_cap() {
+        let doc = msg(&"<a/>".repeat(1 << 20));
+        let t = std::time::Instant::now();
+        let e = decode(doc.as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, XmlError::TooLarge { cap: Cap::Commands, limit: 10_000, offset } if offset < 50_000),
+            "{e}"
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "{:?}", t.elapsed());
+        // Inside an Item they are skipped, yet count as elements.
+        let doc = msg(&format!("<Add><Item>{}</Item></Add>", "<a/>".repeat(1 << 20)));
+        assert_eq!(cap_of(decode(doc.as_bytes())), Some(Cap::Elements));
+        let small = DecodeLimits { max_elements: 100, ..DecodeLimits::default() };
+        // 11 elements of header and body structure (Final included), 2 of Add/Item.
+        let n = |k: usize| msg(&format!("<Add><Item>{}</Item></Add>", "<a/>".repeat(k)));
+        assert!(decode_with(n(87).as_bytes(), &small).is_ok());
+        assert_eq!(cap_of(decode_with(n(88).as_bytes(), &small)), Some(Cap::Elements));
+    }
+
+    #[test]
+    fn commands_items_and_memory_are_capped() {
+        let limits = DecodeLimits { max_commands: 50, max_items: 20, ..DecodeLimits::default() };
+        let adds = |n: usize| msg(&"<Add><Item/></Add>".repeat(n));
+        assert_eq!(decode_with(adds(50).as_bytes(), &limits).map(|m| m.body.len()), Ok(50));
+        assert_eq!(cap_of(decode_with(adds(51).as_bytes(), &limits)), Some(Cap::Commands));
+        // Nested commands count too.
+        let nested = msg(&format!("<Sync>{}</Sync>", "<Add/>".repeat(50)));
+        assert_eq!(cap_of(decode_with(nested.as_bytes(), &limits)), Some(Cap::Commands));
+        let items = |n: usize| msg(&format!("<Add>{}</Add>", "<Item/>".repeat(n)));
+        assert!(decode_with(items(20).as_bytes(), &limits).is_ok());
+        assert_eq!(cap_of(decode_with(items(21).as_bytes(), &limits)), Some(Cap::Items));
+        // Any list: Status refs, Map items.
+        let refs = msg(&format!("<Status>{}</Status>", "<SourceRef>1</SourceRef>".repeat(21)));
+        assert_eq!(cap_of(decode_with(refs.as_bytes(), &limits)), Some(Cap::Items));
+        let map = msg(&format!("<Map>{}</Map>", "<MapItem/>".repeat(21)));
+        assert_eq!(cap_of(decode_with(map.as_bytes(), &limits)), Some(Cap::Items));
+        // Memory: 5,000 one-item Adds fit the default, not a 1 MiB budget.
+        let doc = adds(5_000);
+        assert_eq!(decode(doc.as_bytes()).map(|m| m.body.len()), Ok(5_000));
+        let tight = DecodeLimits { memory_max: 1 << 20, ..DecodeLimits::default() };
+        assert_eq!(cap_of(decode_with(doc.as_bytes(), &tight)), Some(Cap::Memory));
+    }
+
+    #[test]
+    fn nested_devinf_spends_the_message_budget() {
+        // A DevInf wrapped in CDATA is decoded on the message's budget.
+        let devinf = format!("<DevInf><DataStore>{}</DataStore></DevInf>", "<Rx/>".repeat(30));
+        let doc = msg(&format!("<Put><Item><Data><![CDATA[{devinf}]]></Data></Item></Put>"));
+        let m = decode(doc.as_bytes()).expect("decodes");
+        match &m.body[0] {
+            Command::Put(p) => assert!(matches!(p.items[0].data, Some(Data::DevInf(_)))),
+            other => panic!("{other:?}"),
+        }
+        let limits = DecodeLimits { max_items: 20, ..DecodeLimits::default() };
+        assert_eq!(cap_of(decode_with(doc.as_bytes(), &limits)), Some(Cap::Items));
+    }
+
+    #[test]
+    fn long_names_are_cut_in_errors() {
+        let name = "n".repeat(100_000);
+        let e = decode(format!("<{name}/>").as_bytes()).unwrap_err();
+        assert!(e.to_string().len() < 200, "{}", e.to_string().len());
+        let deep = format!("<SyncML>{}", format!("<{name}>").repeat(70));
+        let e = decode(deep.as_bytes()).unwrap_err();
+        assert!(matches!(e, XmlError::TooDeep { .. }), "{e}");
+        assert!(e.to_string().len() < 64 * 70, "{}", e.to_string().len());
     }
 }

@@ -30,7 +30,7 @@ pub(crate) mod charset;
 mod decode;
 mod encode;
 
-pub use decode::{decode, decode_devinf, MAX_COMMAND_DEPTH, MAX_DEPTH};
+pub use decode::{decode, decode_devinf, decode_with, MAX_COMMAND_DEPTH, MAX_DEPTH};
 pub use encode::{encode, encode_command, encode_devinf, FINAL_LEN};
 
 /// Why an XML message could not be decoded.
@@ -91,6 +91,16 @@ pub enum XmlError {
     /// The XML declaration names a character encoding this codec cannot read.
     #[error("unsupported XML encoding {0:?}")]
     UnsupportedEncoding(String),
+    /// The message went over a decode cap ([`crate::codec::DecodeLimits`]).
+    #[error("message too large at byte {offset}: over the limit of {limit} {cap}")]
+    TooLarge {
+        /// Which cap.
+        cap: crate::codec::Cap,
+        /// The cap's value for this message.
+        limit: usize,
+        /// Byte offset where it was reached.
+        offset: u64,
+    },
 }
 
 impl XmlError {
@@ -101,7 +111,8 @@ impl XmlError {
             | XmlError::Truncated { offset, .. }
             | XmlError::InvalidUtf8 { offset, .. }
             | XmlError::TooDeep { offset, .. }
-            | XmlError::WrongRoot { offset, .. } => Some(*offset),
+            | XmlError::WrongRoot { offset, .. }
+            | XmlError::TooLarge { offset, .. } => Some(*offset),
             XmlError::NoRoot | XmlError::UnsupportedEncoding(_) => None,
         }
     }
@@ -114,7 +125,7 @@ impl XmlError {
             | XmlError::InvalidUtf8 { path, .. }
             | XmlError::TooDeep { path, .. } => Some(path),
             XmlError::WrongRoot { found, .. } => Some(found),
-            XmlError::NoRoot | XmlError::UnsupportedEncoding(_) => None,
+            XmlError::NoRoot | XmlError::UnsupportedEncoding(_) | XmlError::TooLarge { .. } => None,
         }
     }
 }
