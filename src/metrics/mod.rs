@@ -267,6 +267,23 @@ pub struct ShardMetrics {
     pub migrations_sent: Counter,
     /// Connections other shards moved to this one.
     pub migrations_adopted: Counter,
+    /// Requests whose decode or engine run panicked (answered 500).
+    pub panics: Counter,
+    /// Set when the shard's thread ended without a shutdown being asked for
+    /// (a panic that escaped a task, or an executor failure); `/health` fails.
+    exited: std::sync::atomic::AtomicBool,
+}
+
+impl ShardMetrics {
+    /// Records that the shard's thread ended unexpectedly.
+    pub fn mark_exited(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the shard's thread ended unexpectedly.
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for ShardMetrics {
@@ -288,6 +305,8 @@ impl Default for ShardMetrics {
             handoffs_serving: Gauge::default(),
             migrations_sent: Counter::default(),
             migrations_adopted: Counter::default(),
+            panics: Counter::default(),
+            exited: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -381,6 +400,11 @@ impl NodeMetrics {
     /// The number of shards.
     pub fn shards(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The shards whose thread ended unexpectedly (see [`ShardMetrics::mark_exited`]).
+    pub fn exited_shards(&self) -> Vec<usize> {
+        self.shards.iter().enumerate().filter(|(_, s)| s.exited()).map(|(i, _)| i).collect()
     }
 
     /// The Prometheus text exposition of the whole node.
@@ -509,6 +533,24 @@ impl NodeMetrics {
             "Keep-alive connections moved to the shard owning their session, by sending shard.",
             |s| s.migrations_sent.get(),
         );
+        self.per_shard(
+            out,
+            "shardsync_panics_total",
+            "Requests whose decode or engine run panicked (answered with HTTP 500), by shard.",
+            |s| s.panics.get(),
+        );
+        out.family(
+            "shardsync_shard_up",
+            "gauge",
+            "1 while the shard's thread runs, 0 once it ended unexpectedly.",
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            out.sample(
+                "shardsync_shard_up",
+                &[("shard", &i.to_string())],
+                if s.exited() { 0.0 } else { 1.0 },
+            );
+        }
         out.family(
             "shardsync_shard_queue_depth",
             "gauge",
@@ -578,6 +620,20 @@ mod tests {
         let sizes = Histogram::sizes();
         sizes.observe_units(3);
         assert_eq!(sizes.snapshot().buckets[2], 1);
+    }
+
+    #[test]
+    fn panics_and_shard_liveness_are_exposed() {
+        let node = NodeMetrics::new(3);
+        node.shard(1).panics.inc();
+        assert!(node.exited_shards().is_empty());
+        node.shard(2).mark_exited();
+        assert_eq!(node.exited_shards(), vec![2]);
+        let scrape = parse::parse(&node.render()).unwrap();
+        assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "1")]), Some(1.0));
+        assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "0")]), Some(0.0));
+        assert_eq!(scrape.value("shardsync_shard_up", &[("shard", "1")]), Some(1.0));
+        assert_eq!(scrape.value("shardsync_shard_up", &[("shard", "2")]), Some(0.0));
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! (head, body, idle) rather than one read, so a client that trickles one
 //! byte per second holds only its own task, and only until the deadline.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 
 use super::deadline::Deadline;
@@ -214,6 +217,43 @@ pub(crate) async fn adopt<S: SyncService>(shard: Rc<Shard<S>>, moved: Migration)
     }
 }
 
+/// The text of a caught panic's payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text panic payload)")
+}
+
+/// Logs and counts a panic caught at the request boundary (DESIGN §3.12).
+fn panicked<S>(
+    shard: &Shard<S>,
+    peer: Option<SocketAddr>,
+    stage: &str,
+    payload: &(dyn Any + Send),
+) -> Outcome {
+    shard.metrics.panics.inc();
+    tracing::error!(
+        shard = shard.id,
+        peer = ?peer,
+        stage,
+        panic = panic_message(payload),
+        "request panicked; answered 500, nothing of it was stored"
+    );
+    Outcome::Panicked
+}
+
+/// Decodes a body behind a panic boundary: a decoder bug costs one 500, not the shard.
+fn guarded_decode<'a, S>(
+    shard: &Shard<S>,
+    encoding: Encoding,
+    body: &'a [u8],
+    peer: Option<SocketAddr>,
+) -> Result<Result<SyncMl<'a>, DecodeError>, Outcome> {
+    catch_unwind(|| server::decode(encoding, body)).map_err(|p| panicked(shard, peer, "decode", &*p))
+}
+
 /// Serves a request handed over by another shard.
 pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
     serve_local(shard, &job.body, None, job.encoding, job.token.as_deref(), job.peer).await
@@ -228,7 +268,14 @@ async fn serve_local<'a, S: SyncService>(
     token: Option<&str>,
     peer: Option<SocketAddr>,
 ) -> Outcome {
-    let message = match decoded.unwrap_or_else(|| server::decode(encoding, body)) {
+    let decoded = match decoded {
+        Some(d) => d,
+        None => match guarded_decode(shard, encoding, body, peer) {
+            Ok(d) => d,
+            Err(outcome) => return outcome,
+        },
+    };
+    let message = match decoded {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(shard = shard.id, peer = ?peer, error = %e, "undecodable SyncML body");
@@ -239,9 +286,16 @@ async fn serve_local<'a, S: SyncService>(
         }
     };
     let request = SyncRequest { message, encoding, token, body_len: body.len(), body, peer, shard: shard.id };
-    match shard.service.handle(request).await {
-        Ok(reply) => Outcome::Reply(reply.body),
-        Err(e) => Outcome::Service(e),
+    // The engine is synchronous code inside this future: a panic in any poll
+    // of it (reads, `handle`, `committed`) unwinds to here. The future is
+    // then dropped, and with it the session the service had taken out of its
+    // cache, so the client's retry continues from the stored state. Asserted
+    // unwind-safe because nothing the future borrows is used after a panic
+    // except the shard's counters and logger.
+    match AssertUnwindSafe(shard.service.handle(request)).catch_unwind().await {
+        Ok(Ok(reply)) => Outcome::Reply(reply.body),
+        Ok(Err(e)) => Outcome::Service(e),
+        Err(p) => panicked(shard, peer, "service", &*p),
     }
 }
 
@@ -348,10 +402,19 @@ impl Conn {
                 self.write_text(status, reason, allow, connection, head_only);
                 status
             }
-            Route::Health => {
-                write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
-                200
-            }
+            // Any shard answers for the node: a node with a dead shard loses
+            // that shard's sessions' hand-overs, so it is not healthy.
+            Route::Health => match shard.node_metrics.exited_shards() {
+                exited if exited.is_empty() => {
+                    write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
+                    200
+                }
+                exited => {
+                    let reason = format!("shard thread(s) ended unexpectedly: {exited:?}");
+                    self.write_text(503, &reason, None, connection, head_only);
+                    503
+                }
+            },
             Route::Metrics => {
                 let text = shard.node_metrics.render();
                 let ct = Some(crate::metrics::CONTENT_TYPE);
@@ -378,16 +441,24 @@ impl Conn {
                 let token_key = token.and_then(routing::parse_token);
                 // Without a token the SyncHdr names the session; the decoded
                 // message is reused when this shard is the owner.
-                let decoded = (routed && token_key.is_none()).then(|| server::decode(encoding, &body));
-                if routed {
-                    let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
-                    if let Some(key) = token_key.or_else(header_key) {
-                        owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                let decoded =
+                    (routed && token_key.is_none()).then(|| guarded_decode(shard, encoding, &body, client));
+                let outcome = 'outcome: {
+                    let decoded = match decoded {
+                        // The decoder panicked: answered here, never handed over.
+                        Some(Err(panicked)) => break 'outcome panicked,
+                        Some(Ok(d)) => Some(d),
+                        None => None,
+                    };
+                    if routed {
+                        let header_key = || decoded.as_ref()?.as_ref().ok().and_then(server::header_key);
+                        if let Some(key) = token_key.or_else(header_key) {
+                            owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                        }
                     }
-                }
-                let outcome = if owner == shard.id {
-                    serve_local(shard, &body, decoded, encoding, token, client).await
-                } else {
+                    if owner == shard.id {
+                        break 'outcome serve_local(shard, &body, decoded, encoding, token, client).await;
+                    }
                     drop(decoded);
                     let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
                     // A plain connection moves to the owner with its request,
@@ -514,6 +585,11 @@ impl Conn {
             Outcome::Unavailable(msg) => {
                 self.write_text(503, &msg, None, connection, false);
                 503
+            }
+            // The panic message stays in the log: it may quote internal state.
+            Outcome::Panicked => {
+                self.write_text(500, "internal server error", None, connection, false);
+                500
             }
         }
     }

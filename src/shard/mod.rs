@@ -272,9 +272,12 @@ where
             ends,
         };
         let factory = factory.clone();
+        let exit_guard = ExitGuard { id, metrics: node_metrics.shard(id), stop: stop.clone() };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
+                // Dropped when the thread ends, also while a panic unwinds it.
+                let _exit_guard = exit_guard;
                 // Build the executor here, not with builder.spawn(), so a
                 // failure is an error we report instead of a panic.
                 let ex = match builder.make() {
@@ -323,6 +326,46 @@ where
     });
     let _ = topology.set(json.to_string());
     Ok(ServerHandle { listen, shard_addrs, stop, threads })
+}
+
+/// Marks its shard as exited (failing the node's `/health`) when the shard's
+/// thread ends without a shutdown having been asked for, or by a panic.
+struct ExitGuard {
+    id: usize,
+    metrics: Arc<ShardMetrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking || !self.stop.load(Ordering::SeqCst) {
+            self.metrics.mark_exited();
+            tracing::error!(shard = self.id, panicking, "shard thread ended unexpectedly; /health now fails");
+        }
+    }
+}
+
+/// Runs a shard task's future, catching a panic that would otherwise unwind
+/// into the executor and end the shard's thread (glommio does not isolate
+/// tasks). The request boundaries in `conn` catch engine and decoder panics
+/// first; this is the net under the rest (HTTP framing, hand-over plumbing).
+pub(crate) async fn contained(
+    id: usize,
+    metrics: Arc<ShardMetrics>,
+    task: &'static str,
+    future: impl std::future::Future<Output = ()>,
+) {
+    use futures_lite::FutureExt;
+    if let Err(payload) = std::panic::AssertUnwindSafe(future).catch_unwind().await {
+        metrics.panics.inc();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-text panic payload)");
+        tracing::error!(shard = id, task, panic = message, "shard task panicked; its connection was dropped");
+    }
 }
 
 struct ShardSetup {
@@ -526,7 +569,13 @@ async fn accept_loop<S: SyncService>(shard: Rc<Shard<S>>, gate: Gate, listener: 
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                if gate.spawn(conn::serve(shard.clone(), stream, kind)).map(|t| t.detach()).is_err() {
+                let serve = contained(
+                    shard.id,
+                    shard.metrics.clone(),
+                    "connection",
+                    conn::serve(shard.clone(), stream, kind),
+                );
+                if gate.spawn(serve).map(|t| t.detach()).is_err() {
                     break;
                 }
             }
@@ -562,7 +611,12 @@ async fn receive_loop<S: SyncService>(
                 // Like an accepted connection, it joins the gate that shutdown
                 // waits for; once that is closed, it is served outside it (it
                 // answers with `Connection: close` then).
-                let serve = conn::adopt(shard.clone(), *moved);
+                let serve = contained(
+                    shard.id,
+                    shard.metrics.clone(),
+                    "adopted connection",
+                    conn::adopt(shard.clone(), *moved),
+                );
                 if gate.is_open() {
                     if let Err(e) = gate.spawn(serve).map(|t| t.detach()) {
                         tracing::warn!(shard = shard.id, error = %e, "adopted connection dropped");
@@ -671,6 +725,45 @@ fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard a shard thread holds: a panic or an unasked-for return
+    /// marks the shard exited; a return after shutdown was asked does not.
+    #[test]
+    fn exit_guard_marks_unexpected_ends_only() {
+        let run = |stop_first: bool, panic: bool| {
+            let metrics = Arc::new(ShardMetrics::default());
+            let stop = Arc::new(AtomicBool::new(stop_first));
+            let guard = ExitGuard { id: 0, metrics: metrics.clone(), stop };
+            let joined = std::thread::spawn(move || {
+                let _guard = guard;
+                if panic {
+                    panic!("shard thread panics");
+                }
+            })
+            .join();
+            assert_eq!(joined.is_err(), panic);
+            metrics.exited()
+        };
+        assert!(!run(true, false), "a graceful stop is not an exit");
+        assert!(run(false, false), "returning without a stop is");
+        assert!(run(false, true), "a panic is");
+        assert!(run(true, true), "a panic during shutdown is too");
+    }
+
+    /// A panic inside a contained task is caught, counted and does not
+    /// reach the executor, which goes on running other tasks.
+    #[test]
+    fn contained_task_panics_do_not_end_the_executor() {
+        let metrics = Arc::new(ShardMetrics::default());
+        let m = metrics.clone();
+        let ex = glommio::LocalExecutorBuilder::new(Placement::Unbound).make().expect("executor");
+        let after = ex.run(async move {
+            glommio::spawn_local(contained(0, m.clone(), "test", async { panic!("task panics") })).await;
+            glommio::spawn_local(async { 7 }).await
+        });
+        assert_eq!(after, 7);
+        assert_eq!(metrics.panics.get(), 1);
+    }
 
     #[test]
     fn cpu_lists() {
