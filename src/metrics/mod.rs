@@ -11,7 +11,8 @@ pub mod parse;
 mod text;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 pub use text::{Exposition, CONTENT_TYPE};
 
@@ -272,6 +273,19 @@ pub struct ShardMetrics {
     /// Set when the shard's thread ended without a shutdown being asked for
     /// (a panic that escaped a task, or an executor failure); `/health` fails.
     exited: std::sync::atomic::AtomicBool,
+    /// [`monotonic_millis`] of the shard's last heartbeat (0: none yet).
+    heartbeat: AtomicU64,
+}
+
+/// A shard whose heartbeat is older than this counts as dead: its executor
+/// stopped running tasks (a panic that unwinds into glommio can leave the
+/// thread stuck in the unwinding, so the thread's end is not always seen).
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
+
+/// Milliseconds on a process-wide monotonic clock, comparable across threads.
+pub fn monotonic_millis() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl ShardMetrics {
@@ -283,6 +297,20 @@ impl ShardMetrics {
     /// Whether the shard's thread ended unexpectedly.
     pub fn exited(&self) -> bool {
         self.exited.load(Ordering::SeqCst)
+    }
+
+    /// Records that the shard's executor is running tasks (called by a
+    /// periodic task of the shard).
+    pub fn beat(&self) {
+        self.heartbeat.store(monotonic_millis().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the shard is dead at `now` ([`monotonic_millis`]): its thread
+    /// ended unexpectedly, or it beat once and not within `stale` since.
+    pub fn dead(&self, now: u64, stale: Duration) -> bool {
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        let stale = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+        self.exited() || (beat != 0 && now.saturating_sub(beat) > stale)
     }
 }
 
@@ -307,6 +335,7 @@ impl Default for ShardMetrics {
             migrations_adopted: Counter::default(),
             panics: Counter::default(),
             exited: std::sync::atomic::AtomicBool::new(false),
+            heartbeat: AtomicU64::new(0),
         }
     }
 }
@@ -402,9 +431,10 @@ impl NodeMetrics {
         self.shards.len()
     }
 
-    /// The shards whose thread ended unexpectedly (see [`ShardMetrics::mark_exited`]).
-    pub fn exited_shards(&self) -> Vec<usize> {
-        self.shards.iter().enumerate().filter(|(_, s)| s.exited()).map(|(i, _)| i).collect()
+    /// The shards that are dead now (see [`ShardMetrics::dead`]).
+    pub fn dead_shards(&self, stale: Duration) -> Vec<usize> {
+        let now = monotonic_millis();
+        self.shards.iter().enumerate().filter(|(_, s)| s.dead(now, stale)).map(|(i, _)| i).collect()
     }
 
     /// The Prometheus text exposition of the whole node.
@@ -542,14 +572,12 @@ impl NodeMetrics {
         out.family(
             "shardsync_shard_up",
             "gauge",
-            "1 while the shard's thread runs, 0 once it ended unexpectedly.",
+            "1 while the shard runs, 0 once its thread ended unexpectedly or its heartbeat stopped.",
         );
+        let now = monotonic_millis();
         for (i, s) in self.shards.iter().enumerate() {
-            out.sample(
-                "shardsync_shard_up",
-                &[("shard", &i.to_string())],
-                if s.exited() { 0.0 } else { 1.0 },
-            );
+            let up = if s.dead(now, HEARTBEAT_STALE) { 0.0 } else { 1.0 };
+            out.sample("shardsync_shard_up", &[("shard", &i.to_string())], up);
         }
         out.family(
             "shardsync_shard_queue_depth",
@@ -626,9 +654,18 @@ mod tests {
     fn panics_and_shard_liveness_are_exposed() {
         let node = NodeMetrics::new(3);
         node.shard(1).panics.inc();
-        assert!(node.exited_shards().is_empty());
+        assert!(node.dead_shards(HEARTBEAT_STALE).is_empty(), "no heartbeat yet is not dead");
+        node.shard(0).beat();
+        node.shard(1).beat();
+        assert!(node.dead_shards(HEARTBEAT_STALE).is_empty());
         node.shard(2).mark_exited();
-        assert_eq!(node.exited_shards(), vec![2]);
+        assert_eq!(node.dead_shards(HEARTBEAT_STALE), vec![2]);
+        // A heartbeat that stopped: shard 0 is stale once `stale` has passed.
+        std::thread::sleep(Duration::from_millis(30));
+        node.shard(1).beat();
+        assert_eq!(node.dead_shards(Duration::from_millis(20)), vec![0, 2]);
+        let now = monotonic_millis();
+        assert!(!node.shard(1).dead(now, Duration::from_millis(20)));
         let scrape = parse::parse(&node.render()).unwrap();
         assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "1")]), Some(1.0));
         assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "0")]), Some(0.0));

@@ -4,21 +4,18 @@
 //! (head, body, idle) rather than one read, so a client that trickles one
 //! byte per second holds only its own task, and only until the deadline.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-use futures_lite::FutureExt;
 use glommio::net::TcpStream;
 
 use super::deadline::Deadline;
 use super::io::Io;
 use super::mesh::{Handoff, Outcome};
-use super::{PortKind, Shard};
+use super::{catching, catching_sync, panic_message, PanicPayload, PortKind, Shard};
 use crate::http::{
     write_continue, write_response, BodyFraming, ConnectionHeader, Phase, RequestHead, RequestReader,
 };
@@ -217,22 +214,8 @@ pub(crate) async fn adopt<S: SyncService>(shard: Rc<Shard<S>>, moved: Migration)
     }
 }
 
-/// The text of a caught panic's payload (`panic!` gives a `&str` or a `String`).
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-text panic payload)")
-}
-
 /// Logs and counts a panic caught at the request boundary (DESIGN §3.12).
-fn panicked<S>(
-    shard: &Shard<S>,
-    peer: Option<SocketAddr>,
-    stage: &str,
-    payload: &(dyn Any + Send),
-) -> Outcome {
+fn panicked<S>(shard: &Shard<S>, peer: Option<SocketAddr>, stage: &str, payload: &PanicPayload) -> Outcome {
     shard.metrics.panics.inc();
     tracing::error!(
         shard = shard.id,
@@ -251,7 +234,7 @@ fn guarded_decode<'a, S>(
     body: &'a [u8],
     peer: Option<SocketAddr>,
 ) -> Result<Result<SyncMl<'a>, DecodeError>, Outcome> {
-    catch_unwind(|| server::decode(encoding, body)).map_err(|p| panicked(shard, peer, "decode", &*p))
+    catching_sync(|| server::decode(encoding, body)).map_err(|p| panicked(shard, peer, "decode", &p))
 }
 
 /// Serves a request handed over by another shard.
@@ -289,13 +272,11 @@ async fn serve_local<'a, S: SyncService>(
     // The engine is synchronous code inside this future: a panic in any poll
     // of it (reads, `handle`, `committed`) unwinds to here. The future is
     // then dropped, and with it the session the service had taken out of its
-    // cache, so the client's retry continues from the stored state. Asserted
-    // unwind-safe because nothing the future borrows is used after a panic
-    // except the shard's counters and logger.
-    match AssertUnwindSafe(shard.service.handle(request)).catch_unwind().await {
+    // cache, so the client's retry continues from the stored state.
+    match catching(shard.service.handle(request)).await {
         Ok(Ok(reply)) => Outcome::Reply(reply.body),
         Ok(Err(e)) => Outcome::Service(e),
-        Err(p) => panicked(shard, peer, "service", &*p),
+        Err(p) => panicked(shard, peer, "service", &p),
     }
 }
 
@@ -404,13 +385,13 @@ impl Conn {
             }
             // Any shard answers for the node: a node with a dead shard loses
             // that shard's sessions' hand-overs, so it is not healthy.
-            Route::Health => match shard.node_metrics.exited_shards() {
+            Route::Health => match shard.node_metrics.dead_shards(crate::metrics::HEARTBEAT_STALE) {
                 exited if exited.is_empty() => {
                     write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
                     200
                 }
                 exited => {
-                    let reason = format!("shard thread(s) ended unexpectedly: {exited:?}");
+                    let reason = format!("shard(s) not running: {exited:?}");
                     self.write_text(503, &reason, None, connection, head_only);
                     503
                 }

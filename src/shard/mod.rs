@@ -276,7 +276,10 @@ where
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
-                // Dropped when the thread ends, also while a panic unwinds it.
+                // A panic outside every request boundary marks the shard dead
+                // at once; the guard covers a thread that ends otherwise.
+                install_panic_hook();
+                SHARD_METRICS.with(|m| *m.borrow_mut() = Some(exit_guard.metrics.clone()));
                 let _exit_guard = exit_guard;
                 // Build the executor here, not with builder.spawn(), so a
                 // failure is an error we report instead of a panic.
@@ -346,24 +349,95 @@ impl Drop for ExitGuard {
     }
 }
 
+std::thread_local! {
+    /// This thread's shard metrics, set for the life of a shard thread.
+    static SHARD_METRICS: std::cell::RefCell<Option<Arc<ShardMetrics>>> = const { std::cell::RefCell::new(None) };
+    /// How many panic boundaries of this module enclose the running code.
+    static CAUGHT_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Inside a panic boundary until dropped (also while a panic unwinds).
+struct Boundary;
+
+impl Boundary {
+    fn enter() -> Boundary {
+        CAUGHT_DEPTH.with(|d| d.set(d.get() + 1));
+        Boundary
+    }
+}
+
+impl Drop for Boundary {
+    fn drop(&mut self) {
+        CAUGHT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// A caught panic's payload.
+pub(crate) type PanicPayload = Box<dyn std::any::Any + Send>;
+
+/// Runs `f` behind a panic boundary: a panic comes back as `Err`.
+pub(crate) fn catching_sync<T>(f: impl FnOnce() -> T) -> Result<T, PanicPayload> {
+    let _inside = Boundary::enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+}
+
+/// Polls `future` behind a panic boundary: a panic in any poll comes back
+/// as `Err` (the future is dropped). Asserted unwind-safe: after a panic the
+/// caller uses only its own counters and logger, never the future's state.
+pub(crate) async fn catching<F: std::future::Future>(future: F) -> Result<F::Output, PanicPayload> {
+    use futures_lite::FutureExt;
+    let mut future = std::pin::pin!(future);
+    let polled = futures_lite::future::poll_fn(|cx| {
+        let _inside = Boundary::enter();
+        future.as_mut().poll(cx)
+    });
+    std::panic::AssertUnwindSafe(polled).catch_unwind().await
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &PanicPayload) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text panic payload)")
+}
+
+/// Installs (once per process) a panic hook that marks a shard dead the
+/// moment a panic starts on its thread outside every boundary of this
+/// module: such a panic unwinds into glommio, which does not isolate tasks,
+/// and the shard is lost (its thread's unwinding may not even finish, so
+/// [`ExitGuard`] alone would not see it). The previous hook still runs.
+fn install_panic_hook() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CAUGHT_DEPTH.with(|d| d.get()) == 0 {
+                SHARD_METRICS.with(|m| {
+                    if let Some(m) = m.borrow().as_ref() {
+                        m.mark_exited();
+                    }
+                });
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// Runs a shard task's future, catching a panic that would otherwise unwind
-/// into the executor and end the shard's thread (glommio does not isolate
-/// tasks). The request boundaries in `conn` catch engine and decoder panics
-/// first; this is the net under the rest (HTTP framing, hand-over plumbing).
+/// into the executor and end the shard (glommio does not isolate tasks).
+/// The request boundaries in `conn` catch engine and decoder panics first;
+/// this is the net under the rest (HTTP framing, hand-over plumbing).
 pub(crate) async fn contained(
     id: usize,
     metrics: Arc<ShardMetrics>,
     task: &'static str,
     future: impl std::future::Future<Output = ()>,
 ) {
-    use futures_lite::FutureExt;
-    if let Err(payload) = std::panic::AssertUnwindSafe(future).catch_unwind().await {
+    if let Err(payload) = catching(future).await {
         metrics.panics.inc();
-        let message = payload
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(non-text panic payload)");
+        let message = panic_message(&payload);
         tracing::error!(shard = id, task, panic = message, "shard task panicked; its connection was dropped");
     }
 }
@@ -460,6 +534,7 @@ where
         return Ok(());
     };
     let metrics = node_metrics.shard(id);
+    metrics.beat();
     let sessions = Rc::new(
         ActiveSessions::new(id, metrics.clone(), limits).with_idle_timeout(config.session_timeout.as_secs()),
     );
@@ -513,6 +588,8 @@ where
             loop {
                 Timer::new(shard.deadlines.tick()).await;
                 shard.deadlines.sweep(Instant::now(), shard.stopping());
+                // At most 250 ms apart while the executor runs tasks (`/health`).
+                shard.metrics.beat();
             }
         })
     };
