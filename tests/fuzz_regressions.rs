@@ -172,3 +172,24 @@ fn engine_slow_sync_of_emoji_notes() {
         }
     }
 }
+
+/// Items whose numbers overflowed in the conversions (found by reading the
+/// code for the fuzz target): durations past chrono's range, i32::MIN
+/// ordinals, a BYMONTH of u32::MAX.
+#[test]
+fn content_convert_out_of_range_numbers() {
+    let cal = |body: &str| {
+        format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1\r\n{body}END:VEVENT\r\nEND:VCALENDAR\r\n")
+    };
+    for body in [
+        "DTSTART:20240102T030405Z\r\nDURATION:PT9223372036854775807S\r\n",
+        "DTSTART;VALUE=DATE:20240102\r\nDURATION:P15250284452471W\r\n",
+        "DTSTART:20240102T030405Z\r\nRRULE:FREQ=MONTHLY;BYMONTHDAY=-2147483648\r\n",
+        "DTSTART:20240102T030405Z\r\nRRULE:FREQ=MONTHLY;BYDAY=-2147483648SU\r\n",
+    ] {
+        targets::content_convert(cal(body).as_bytes());
+    }
+    targets::content_convert(
+        b"BEGIN:VCALENDAR\r\nVERSION:1.0\r\nBEGIN:VEVENT\r\nDTSTART:20240102T030405Z\r\nRRULE:MD1 -2147483648- #0\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    );
+}
