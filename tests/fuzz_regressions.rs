@@ -165,10 +165,14 @@ fn engine_slow_sync_of_emoji_notes() {
     // And directly, checking that the messages were understood (not just skipped).
     let mut h = targets::EngineHarness::new();
     for session in [1, 2] {
-        for m in [init(session), adds(session), fin(session)] {
+        for (i, m) in [init(session), adds(session), fin(session)].iter().enumerate() {
             let reply = h.send(m.as_bytes()).expect("message decodes");
             let reply = String::from_utf8(reply).expect("XML reply");
             assert!(!reply.contains("<Data>500</Data>"), "{reply}");
+            if i == 0 {
+                // Logged in (the harness's user): the engine runs past authentication.
+                assert!(reply.contains("<Data>212</Data>"), "{reply}");
+            }
         }
     }
 }
