@@ -28,13 +28,13 @@ fi
 FUZZ_FLAGS=(--sanitizer none --debug-assertions)
 
 seed() {
-    local target=$1 ext
+    local target=$1 pattern
     mkdir -p "fuzz/corpus/$target"
     case $target in
-        wbxml_*) ext=wbxml ;;
-        xml_*) ext=xml ;;
-        http_framing) ext=http ;;
-        balancer_key) ext=c2s.* ;;
+        wbxml_*) pattern='*.wbxml' ;;
+        xml_*) pattern='*.xml' ;;
+        http_framing) pattern='*.http' ;;
+        balancer_key) pattern='*-c2s.*' ;;
         engine_messages | content_convert)
             # Whole client sessions (messages joined by the target's
             # separator, logins made auth-basic test:test so that the engine
@@ -43,7 +43,7 @@ seed() {
             return
             ;;
     esac
-    find tests/fixtures/captures -name "*.$ext" | while read -r f; do
+    find tests/fixtures/captures -name "$pattern" | while read -r f; do
         # Flatten the path into a unique corpus file name.
         cp -n "$f" "fuzz/corpus/$target/seed-$(echo "$f" | tr '/' '_')" 2>/dev/null || true
     done
