@@ -6,6 +6,7 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the
 # nightly-only flags cargo-fuzz passes are unlocked with RUSTC_BOOTSTRAP=1.
+# CARGO_TARGET_DIR is honoured (keep fuzz builds apart from the others).
 # Corpora live in fuzz/corpus/<target> (not committed) and are seeded from
 # tests/fixtures/captures on every run; findings land in fuzz/artifacts/.
 # A summary line per target (runs, execs/s) is appended to fuzz/fuzz-log.txt.
@@ -15,21 +16,34 @@ SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(wbxml_decode xml_decode wbxml_roundtrip xml_roundtrip)
+    TARGETS=(wbxml_decode xml_decode wbxml_roundtrip xml_roundtrip http_framing balancer_key engine_messages content_convert)
 fi
-export RUSTC_BOOTSTRAP=1
+# Nightly (e.g. RUSTUP_TOOLCHAIN=nightly) needs no unlocking, and setting it
+# there would only change the build's environment.
+if ! rustc -V | grep -q nightly; then
+    export RUSTC_BOOTSTRAP=1
+fi
 # Rust is memory-safe here (#![deny(unsafe_code)]): no sanitizer, so more
 # executions per second; debug assertions catch arithmetic overflow.
 FUZZ_FLAGS=(--sanitizer none --debug-assertions)
 
 seed() {
-    local target=$1 ext
-    case $target in
-        wbxml_*) ext=wbxml ;;
-        xml_*) ext=xml ;;
-    esac
+    local target=$1 pattern
     mkdir -p "fuzz/corpus/$target"
-    find tests/fixtures/captures -name "*.$ext" | while read -r f; do
+    case $target in
+        wbxml_*) pattern='*.wbxml' ;;
+        xml_*) pattern='*.xml' ;;
+        http_framing) pattern='*.http' ;;
+        balancer_key) pattern='*-c2s.*' ;;
+        engine_messages | content_convert)
+            # Whole client sessions (messages joined by the target's
+            # separator, logins made auth-basic test:test so that the engine
+            # gets past authentication) and the item texts they carry.
+            python3 perf/fuzz_seeds.py "$target" tests/fixtures/captures "fuzz/corpus/$target"
+            return
+            ;;
+    esac
+    find tests/fixtures/captures -name "$pattern" | while read -r f; do
         # Flatten the path into a unique corpus file name.
         cp -n "$f" "fuzz/corpus/$target/seed-$(echo "$f" | tr '/' '_')" 2>/dev/null || true
     done

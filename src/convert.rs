@@ -443,17 +443,16 @@ impl When {
         }
     }
 
+    /// `secs` later; an offset past chrono's range (a DURATION of 10^15 s
+    /// in an item) leaves the value as it is instead of panicking.
     fn add(&self, secs: i64) -> When {
-        let d = Duration::seconds(secs);
+        let Some(d) = Duration::try_seconds(secs) else { return *self };
         match self {
-            When::Date(day) => {
-                let t = day.and_time(chrono::NaiveTime::MIN) + d;
-                if t.time() == chrono::NaiveTime::MIN {
-                    When::Date(t.date())
-                } else {
-                    When::Floating(t)
-                }
-            }
+            When::Date(day) => match day.and_time(chrono::NaiveTime::MIN).checked_add_signed(d) {
+                Some(t) if t.time() == chrono::NaiveTime::MIN => When::Date(t.date()),
+                Some(t) => When::Floating(t),
+                None => *self,
+            },
             When::Floating(t) => When::Floating(t.checked_add_signed(d).unwrap_or(*t)),
             When::Utc(t) => When::Utc(t.checked_add_signed(d).unwrap_or(*t)),
         }
@@ -480,8 +479,11 @@ fn format_pdt(p: &PartialDateTime) -> String {
             (Some(th), tm) => {
                 // A numeric offset is not valid iCalendar: normalise to UTC.
                 if let Some(r) = p.to_date_time() {
-                    if let Some(off) = r.offset {
-                        let utc = r.date_time - Duration::seconds(off.local_minus_utc() as i64);
+                    // Checked: a date at the end of chrono's range would overflow.
+                    let utc = r.offset.and_then(|off| {
+                        r.date_time.checked_sub_signed(Duration::seconds(i64::from(off.local_minus_utc())))
+                    });
+                    if let Some(utc) = utc {
                         return utc.format("%Y%m%dT%H%M%SZ").to_string();
                     }
                 }
@@ -529,6 +531,7 @@ fn parse_duration(s: &str) -> Option<i64> {
     if num.is_some() {
         return None;
     }
+    // `total` is never i64::MIN (it is a sum of non-negative values).
     Some(if neg { -total } else { total })
 }
 
@@ -1320,9 +1323,10 @@ fn nth_weekday(year: i32, month: u32, ord: i32, wd: chrono::Weekday) -> Option<N
         NaiveDate::from_weekday_of_month_opt(year, month, wd, ord as u8)
     } else {
         let first_next = if month == 12 {
-            NaiveDate::from_ymd_opt(year + 1, 1, 1)?
+            NaiveDate::from_ymd_opt(year.checked_add(1)?, 1, 1)?
         } else {
-            NaiveDate::from_ymd_opt(year, month + 1, 1)?
+            // Checked: BYMONTH comes from the item and may be any u32.
+            NaiveDate::from_ymd_opt(year, month.checked_add(1)?, 1)?
         };
         let last = first_next.pred_opt()?;
         let back = (last.weekday().num_days_from_monday() + 7 - wd.num_days_from_monday()) % 7;
@@ -1395,7 +1399,7 @@ fn rrule_20_to_10(rule: &str, tz: &TzContext, tzid: Option<&str>) -> Option<Stri
             for d in &bymonthday {
                 let n: i32 = d.parse().ok()?;
                 s.push(' ');
-                s.push_str(&if n < 0 { format!("{}-", -n) } else { n.to_string() });
+                s.push_str(&if n < 0 { format!("{}-", n.unsigned_abs()) } else { n.to_string() });
             }
             s
         }
@@ -1412,7 +1416,7 @@ fn rrule_20_to_10(rule: &str, tz: &TzContext, tzid: Option<&str>) -> Option<Stri
                 if ord == 0 {
                     return None;
                 }
-                s.push_str(&if ord < 0 { format!(" {}- ", -ord) } else { format!(" {ord}+ ") });
+                s.push_str(&if ord < 0 { format!(" {}- ", ord.unsigned_abs()) } else { format!(" {ord}+ ") });
                 s.push_str(&wd_code(wd));
             }
             s
@@ -1429,7 +1433,7 @@ fn rrule_20_to_10(rule: &str, tz: &TzContext, tzid: Option<&str>) -> Option<Stri
             let mut s = format!("YD{interval}");
             for d in &byyearday {
                 let n: i32 = d.parse().ok()?;
-                s.push_str(&if n < 0 { format!(" {}-", -n) } else { format!(" {n}") });
+                s.push_str(&if n < 0 { format!(" {}-", n.unsigned_abs()) } else { format!(" {n}") });
             }
             s
         }
@@ -1513,7 +1517,7 @@ fn rrule_10_to_20(rule: &str, all_day: bool) -> Option<String> {
             return Some(-1);
         }
         if let Some(n) = t.strip_suffix('-') {
-            return n.parse::<i32>().ok().map(|n| -n);
+            return n.parse::<i32>().ok().and_then(i32::checked_neg);
         }
         t.strip_suffix('+').unwrap_or(t).parse().ok()
     };
@@ -2191,5 +2195,73 @@ mod tests {
             convert(b"hello", Format::VCard21, Format::VCard30),
             Err(ConvertError::Invalid { .. })
         ));
+    }
+
+    /// Every pair of formats on `text`, plus its cuts at every byte: no panic.
+    fn convert_all_ways(text: &str) {
+        const ALL: [Format; 5] =
+            [Format::VCard21, Format::VCard30, Format::VCalendar10, Format::ICalendar20, Format::PlainText];
+        for from in ALL {
+            for to in ALL {
+                let _ = convert(text.as_bytes(), from, to);
+            }
+        }
+    }
+
+    #[test]
+    fn multi_byte_items_convert_without_panics() {
+        let card =
+            "BEGIN:VCARD\r\nVERSION:3.0\r\nN:山田;太郎;;;\r\nFN:山田 太郎 😀\r\nNOTE:メモ😀\r\nEND:VCARD\r\n";
+        let out = convert(card.as_bytes(), Format::VCard30, Format::VCard21).unwrap();
+        let back = convert(&out, Format::VCard21, Format::VCard30).unwrap();
+        assert!(String::from_utf8_lossy(&back).contains("山田"), "{}", String::from_utf8_lossy(&back));
+        let event = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:😀\r\nSUMMARY:会議😀\r\nDTSTART:20240102T030405Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let note = "Hello😀 日本語";
+        for text in [card, event, note] {
+            for end in (0..=text.len()).filter(|&e| text.is_char_boundary(e)) {
+                convert_all_ways(&text[..end]);
+            }
+        }
+        assert_eq!(
+            &*convert(note.as_bytes(), Format::PlainText, Format::PlainText).unwrap(),
+            note.as_bytes()
+        );
+    }
+
+    #[test]
+    fn out_of_range_numbers_in_items_do_not_panic() {
+        let cal = |body: &str| {
+            format!("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:1\r\n{body}END:VEVENT\r\nEND:VCALENDAR\r\n")
+        };
+        let vcal = |body: &str| {
+            format!("BEGIN:VCALENDAR\r\nVERSION:1.0\r\nBEGIN:VEVENT\r\n{body}END:VEVENT\r\nEND:VCALENDAR\r\n")
+        };
+        for body in [
+            // Durations past chrono's range (TimeDelta::seconds panics there).
+            "DTSTART:20240102T030405Z\r\nDURATION:PT9223372036854775807S\r\n",
+            "DTSTART;VALUE=DATE:20240102\r\nDURATION:P15250284452471W\r\n",
+            "DTSTART:20240102T030405Z\r\nBEGIN:VALARM\r\nTRIGGER:-PT9223372036854775807S\r\nEND:VALARM\r\n",
+            // i32::MIN has no positive counterpart.
+            "DTSTART:20240102T030405Z\r\nRRULE:FREQ=MONTHLY;BYMONTHDAY=-2147483648\r\n",
+            "DTSTART:20240102T030405Z\r\nRRULE:FREQ=MONTHLY;BYDAY=-2147483648SU\r\n",
+            "DTSTART:20240102T030405Z\r\nRRULE:FREQ=MONTHLY;BYDAY=SU;BYSETPOS=-2147483648\r\n",
+            "DTSTART:20240102T030405Z\r\nRRULE:FREQ=YEARLY;BYYEARDAY=-2147483648\r\n",
+            // A date at the end of chrono's range with a numeric offset.
+            "DTSTART:+2623470101T000000-0100\r\n",
+        ] {
+            let _ = convert(cal(body).as_bytes(), Format::ICalendar20, Format::VCalendar10);
+        }
+        for body in
+            ["DTSTART:20240102T030405Z\r\nRRULE:MD1 2147483648- #0\r\n", "RRULE:MD1 -2147483648- #0\r\n"]
+        {
+            let _ = convert(vcal(body).as_bytes(), Format::VCalendar10, Format::ICalendar20);
+        }
+        // A time zone rule with a BYMONTH of u32::MAX.
+        let tz = "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\nBEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nRRULE:FREQ=YEARLY;BYMONTH=4294967295;BYDAY=-1SU\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:1\r\nDTSTART;TZID=X:20240102T030405\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let _ = convert(tz.as_bytes(), Format::ICalendar20, Format::VCalendar10);
+        assert_eq!(nth_weekday(2024, u32::MAX, -1, chrono::Weekday::Sun), None);
+        let d = NaiveDate::from_ymd_opt(2024, 1, 2).unwrap();
+        assert_eq!(When::Date(d).add(i64::MAX), When::Date(d));
+        assert_eq!(When::Date(d).add(86_400), When::Date(d.succ_opt().unwrap()));
     }
 }

@@ -368,6 +368,9 @@ fn unknown_session_probes_are_refused_after_a_few_dozen() {
         // MsgID 5 of sessions that do not exist: each one a probe.
         let r =
             post_xml(port, "/sync", &message("victim-phone", &sid.to_string(), 5, Cred::None, ""), prober);
+        if r.status == 429 {
+            assert!(r.headers.to_ascii_lowercase().contains("\r\nretry-after:"), "{}", r.headers);
+        }
         statuses.push(r.status);
     }
     let refused_at = statuses.iter().position(|s| *s == 429).expect("probes are held back");
@@ -421,11 +424,8 @@ fn amplification_bodies_cost_bounded_memory_and_get_a_clear_status() {
     assert!(matches!(r.status, 400 | 413), "{} {}", r.status, r.text());
     // 1 MB of one-byte empty WBXML commands (0x05).
     let mut wbxml = Vec::new();
-    let m = shardsync::codec::decode(
-        shardsync::model::Encoding::Xml,
-        message("amp-phone", "2", 1, Cred::None, "").as_bytes(),
-    )
-    .expect("decodes");
+    let plain = message("amp-phone", "2", 1, Cred::None, "");
+    let m = shardsync::codec::decode(shardsync::model::Encoding::Xml, plain.as_bytes()).expect("decodes");
     shardsync::codec::encode(shardsync::model::Encoding::Wbxml, &m, &mut wbxml);
     let body = wbxml.windows(2).rposition(|w| w == [0x6B, 0x12]).expect("SyncBody with Final") + 1;
     wbxml.splice(body..body, std::iter::repeat_n(0x05u8, 1 << 20));

@@ -29,7 +29,8 @@ fn body() -> String {
 }
 
 /// Answers `shard=<id> token=<token> len=<body length>`; a body containing
-/// `SLOW` takes 300 ms, one containing `GONE` gets UnknownSession (404).
+/// `SLOW` takes 300 ms, one containing `GONE` gets UnknownSession (404),
+/// `PANIC` panics inside the request and `KILL` panics in a detached task.
 struct WhoAmI {
     shard: usize,
 }
@@ -40,6 +41,20 @@ impl SyncService for WhoAmI {
         let text = String::from_utf8_lossy(req.body);
         if text.contains("GONE") {
             return Err(ServiceError::UnknownSession("no such session".into()));
+        }
+        if text.contains("PANIC") {
+            // A bug in the engine, as the request boundary sees it.
+            panic!("test service panics on request");
+        }
+        if text.contains("KILL") {
+            // A bug outside any request boundary: a detached task's panic
+            // unwinds into the executor and ends the shard's thread.
+            // After a pause, so that the executor's own loop polls it.
+            glommio::spawn_local(async {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                panic!("test task panics outside a request")
+            })
+            .detach();
         }
         if text.contains("SLOW") {
             glommio::timer::sleep(Duration::from_millis(300)).await;
@@ -601,4 +616,70 @@ fn keep_alive_connections_move_to_the_owner() {
         }
         h.stop().unwrap();
     }
+}
+
+/// A panic inside a request (the engine's code, as far as the shard knows)
+/// costs that request a 500, a log line and `shardsync_panics_total`; the
+/// shard goes on serving, on the same connection too, and /health stays 200.
+#[test]
+fn a_panicking_request_is_500_and_the_shard_keeps_serving() {
+    let h = start(config());
+    for (i, &own) in h.shard_addrs().iter().enumerate() {
+        let mut c = Client::connect(own);
+        c.send(&post("/sync", &syncml("dev-p", "1", "PANIC")));
+        let r = c.response().expect("an answer to the panicking request");
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert!(!r.text().contains("test service panics"), "the panic message is not sent: {}", r.text());
+        c.send(&post("/sync", &body()));
+        let r = c.response().expect("the shard answers after the panic");
+        assert_eq!((r.status, r.text()), (200, format!("shard={i} token=- len={}", body().len())));
+    }
+    // Handed over (or moved) to the owner: the owner's boundary answers 500 too.
+    for owner in 0..2 {
+        let target = format!("/sync?s={}", token_for(owner, 2));
+        let r = roundtrip(h.listen_addr(), &post(&target, &syncml("dev-p", "1", "PANIC")));
+        assert_eq!(r.status, 500, "{}", r.text());
+    }
+    assert_eq!(metric_sum(h.listen_addr(), "shardsync_panics_total"), 4.0);
+    assert_eq!(metric_sum(h.listen_addr(), "shardsync_shard_up"), 2.0);
+    for &own in h.shard_addrs() {
+        assert_serving(own);
+    }
+    h.stop().expect("no shard died");
+}
+
+/// A shard whose thread ended makes /health fail on every other shard.
+#[test]
+fn a_dead_shard_makes_health_fail() {
+    let h = start(config());
+    let (alive, doomed) = (h.shard_addrs()[0], h.shard_addrs()[1]);
+    assert_serving(alive);
+    let mut c = Client::connect(doomed);
+    c.send(&post("/sync", &syncml("dev-k", "1", "KILL")));
+    // The reply may or may not get out before the thread unwinds.
+    let _ = c.response();
+    // Seen through the thread's end or, if the unwinding stalls, through
+    // the shard's heartbeat (stale after 10 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = roundtrip(alive, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+        if r.status != 200 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("[1]"), "{}", r.text());
+    assert_eq!(metric_sum(alive, "shardsync_shard_up"), 1.0);
+    // The dead shard's own port no longer answers.
+    assert!(TcpStream::connect(doomed)
+        .map(|mut s| {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\n\r\n");
+            let mut b = [0u8; 1];
+            matches!(s.read(&mut b), Ok(0) | Err(_))
+        })
+        .unwrap_or(true));
+    // Not joined: the dead shard's thread may never end.
+    h.shutdown();
 }

@@ -93,8 +93,9 @@ fn is_volatile(name: &str) -> bool {
 }
 
 fn is_structured(text: &str) -> bool {
-    let t = text.trim_start();
-    t.len() >= 6 && t[..6].eq_ignore_ascii_case("BEGIN:")
+    // Compared as bytes: the 6th byte may sit inside a multi-byte character
+    // (a note starting "Hello😀"), where slicing the str would panic.
+    text.trim_start().as_bytes().get(..6).is_some_and(|p| p.eq_ignore_ascii_case(b"BEGIN:"))
 }
 
 /// A hash of the item's normalized content: equal for two copies of the same
@@ -272,6 +273,39 @@ mod tests {
         assert_ne!(twin_key(b"note two"), twin_key(b"note\ntwo"));
         // Invalid UTF-8 is compared lossily, never rejected.
         assert_eq!(twin_key(b"BEGIN:VCARD\nN:\xff\nEND:VCARD"), twin_key(b"BEGIN:VCARD\nN:\xfe\nEND:VCARD"));
+    }
+
+    #[test]
+    fn multi_byte_text_at_every_boundary_never_panics() {
+        // Each prefix length puts a cut inside an emoji or a CJK character
+        // somewhere, including at byte 6 where `is_structured` looks.
+        let samples = [
+            "Hello😀 world",
+            "😀😀😀",
+            "日本語のメモ",
+            "BEGIN:😀\nEND:😀",
+            "BEGIN:VCARD\nN:山田;太郎\nNOTE:😀\nEND:VCARD",
+        ];
+        for s in samples {
+            for end in 0..=s.len() {
+                let Some(t) = s.get(..end) else { continue };
+                let _ = twin_key(t.as_bytes());
+                let _ = uid(t.as_bytes());
+                let _ = merge(t.as_bytes(), s.as_bytes());
+                let _ = unfold(t);
+                let _ = prop_name(t);
+            }
+            // Also cut as raw bytes (invalid UTF-8 at the end).
+            for end in 0..=s.len() {
+                let _ = twin_key(&s.as_bytes()[..end]);
+                let _ = uid(&s.as_bytes()[..end]);
+            }
+        }
+        assert!(!is_structured("Hello😀"));
+        assert!(!is_structured("日本語"));
+        assert!(is_structured("  begin:VCARD"));
+        assert_eq!(twin_key("Hello😀\r\n".as_bytes()), twin_key("Hello😀".as_bytes()));
+        assert_eq!(uid("BEGIN:VCALENDAR\nUID:日本😀\nEND:VCALENDAR".as_bytes()), Some("日本😀".into()));
     }
 
     #[test]

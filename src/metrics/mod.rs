@@ -11,7 +11,8 @@ pub mod parse;
 mod text;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 pub use text::{Exposition, CONTENT_TYPE};
 
@@ -269,6 +270,50 @@ pub struct ShardMetrics {
     pub migrations_sent: Counter,
     /// Connections other shards moved to this one.
     pub migrations_adopted: Counter,
+    /// Requests whose decode or engine run panicked (answered 500).
+    pub panics: Counter,
+    /// Set when the shard's thread ended without a shutdown being asked for
+    /// (a panic that escaped a task, or an executor failure); `/health` fails.
+    exited: std::sync::atomic::AtomicBool,
+    /// [`monotonic_millis`] of the shard's last heartbeat (0: none yet).
+    heartbeat: AtomicU64,
+}
+
+/// A shard whose heartbeat is older than this counts as dead: its executor
+/// stopped running tasks (a panic that unwinds into glommio can leave the
+/// thread stuck in the unwinding, so the thread's end is not always seen).
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
+
+/// Milliseconds on a process-wide monotonic clock, comparable across threads.
+pub fn monotonic_millis() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ShardMetrics {
+    /// Records that the shard's thread ended unexpectedly.
+    pub fn mark_exited(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the shard's thread ended unexpectedly.
+    pub fn exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
+    /// Records that the shard's executor is running tasks (called by a
+    /// periodic task of the shard).
+    pub fn beat(&self) {
+        self.heartbeat.store(monotonic_millis().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the shard is dead at `now` ([`monotonic_millis`]): its thread
+    /// ended unexpectedly, or it beat once and not within `stale` since.
+    pub fn dead(&self, now: u64, stale: Duration) -> bool {
+        let beat = self.heartbeat.load(Ordering::Relaxed);
+        let stale = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX);
+        self.exited() || (beat != 0 && now.saturating_sub(beat) > stale)
+    }
 }
 
 impl Default for ShardMetrics {
@@ -291,6 +336,9 @@ impl Default for ShardMetrics {
             handoffs_serving: Gauge::default(),
             migrations_sent: Counter::default(),
             migrations_adopted: Counter::default(),
+            panics: Counter::default(),
+            exited: std::sync::atomic::AtomicBool::new(false),
+            heartbeat: AtomicU64::new(0),
         }
     }
 }
@@ -384,6 +432,12 @@ impl NodeMetrics {
     /// The number of shards.
     pub fn shards(&self) -> usize {
         self.shards.len()
+    }
+
+    /// The shards that are dead now (see [`ShardMetrics::dead`]).
+    pub fn dead_shards(&self, stale: Duration) -> Vec<usize> {
+        let now = monotonic_millis();
+        self.shards.iter().enumerate().filter(|(_, s)| s.dead(now, stale)).map(|(i, _)| i).collect()
     }
 
     /// The Prometheus text exposition of the whole node.
@@ -518,6 +572,22 @@ impl NodeMetrics {
             "Keep-alive connections moved to the shard owning their session, by sending shard.",
             |s| s.migrations_sent.get(),
         );
+        self.per_shard(
+            out,
+            "shardsync_panics_total",
+            "Requests whose decode or engine run panicked (answered with HTTP 500), by shard.",
+            |s| s.panics.get(),
+        );
+        out.family(
+            "shardsync_shard_up",
+            "gauge",
+            "1 while the shard runs, 0 once its thread ended unexpectedly or its heartbeat stopped.",
+        );
+        let now = monotonic_millis();
+        for (i, s) in self.shards.iter().enumerate() {
+            let up = if s.dead(now, HEARTBEAT_STALE) { 0.0 } else { 1.0 };
+            out.sample("shardsync_shard_up", &[("shard", &i.to_string())], up);
+        }
         out.family(
             "shardsync_shard_queue_depth",
             "gauge",
@@ -587,6 +657,29 @@ mod tests {
         let sizes = Histogram::sizes();
         sizes.observe_units(3);
         assert_eq!(sizes.snapshot().buckets[2], 1);
+    }
+
+    #[test]
+    fn panics_and_shard_liveness_are_exposed() {
+        let node = NodeMetrics::new(3);
+        node.shard(1).panics.inc();
+        assert!(node.dead_shards(HEARTBEAT_STALE).is_empty(), "no heartbeat yet is not dead");
+        node.shard(0).beat();
+        node.shard(1).beat();
+        assert!(node.dead_shards(HEARTBEAT_STALE).is_empty());
+        node.shard(2).mark_exited();
+        assert_eq!(node.dead_shards(HEARTBEAT_STALE), vec![2]);
+        // A heartbeat that stopped: shard 0 is stale once `stale` has passed.
+        std::thread::sleep(Duration::from_millis(30));
+        node.shard(1).beat();
+        assert_eq!(node.dead_shards(Duration::from_millis(20)), vec![0, 2]);
+        let now = monotonic_millis();
+        assert!(!node.shard(1).dead(now, Duration::from_millis(20)));
+        let scrape = parse::parse(&node.render()).unwrap();
+        assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "1")]), Some(1.0));
+        assert_eq!(scrape.value("shardsync_panics_total", &[("shard", "0")]), Some(0.0));
+        assert_eq!(scrape.value("shardsync_shard_up", &[("shard", "1")]), Some(1.0));
+        assert_eq!(scrape.value("shardsync_shard_up", &[("shard", "2")]), Some(0.0));
     }
 
     #[test]

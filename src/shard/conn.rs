@@ -15,7 +15,7 @@ use glommio::net::TcpStream;
 use super::deadline::Deadline;
 use super::io::Io;
 use super::mesh::{Handoff, Outcome};
-use super::{PortKind, Shard};
+use super::{catching, catching_sync, panic_message, PanicPayload, PortKind, Shard};
 use crate::http::{
     write_continue, write_response, BodyFraming, ConnectionHeader, Phase, RequestHead, RequestReader,
 };
@@ -214,16 +214,38 @@ pub(crate) async fn adopt<S: SyncService>(shard: Rc<Shard<S>>, moved: Migration)
     }
 }
 
-/// Serves a request handed over by another shard.
-pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
-    serve_local(shard, &job.body, None, job.encoding, job.token.as_deref(), job.peer).await
+/// Logs and counts a panic caught at the request boundary (DESIGN §3.12).
+fn panicked<S>(shard: &Shard<S>, peer: Option<SocketAddr>, stage: &str, payload: &PanicPayload) -> Outcome {
+    shard.metrics.panics.inc();
+    tracing::error!(
+        shard = shard.id,
+        peer = ?peer,
+        stage,
+        panic = panic_message(payload),
+        "request panicked; answered 500, nothing of it was stored"
+    );
+    Outcome::Panicked
 }
 
-/// Decodes (unless routing already did) and runs a SyncML request on this shard's service.
-async fn serve_local<'a, S: SyncService>(
+/// Decodes a body behind a panic boundary: a decoder bug costs one 500, not the shard.
+fn guarded_decode<'a, S>(
     shard: &Shard<S>,
+    encoding: Encoding,
     body: &'a [u8],
-    decoded: Option<Result<SyncMl<'a>, DecodeError>>,
+    peer: Option<SocketAddr>,
+) -> Result<Result<SyncMl<'a>, DecodeError>, Outcome> {
+    catching_sync(|| server::decode(encoding, body)).map_err(|p| panicked(shard, peer, "decode", &p))
+}
+
+/// Serves a request handed over by another shard.
+pub(crate) async fn serve_owned<S: SyncService>(shard: &Shard<S>, job: Handoff) -> Outcome {
+    serve_local(shard, &job.body, job.encoding, job.token.as_deref(), job.peer).await
+}
+
+/// Checks (before decoding), decodes and runs a SyncML request on this shard's service.
+async fn serve_local<S: SyncService>(
+    shard: &Shard<S>,
+    body: &[u8],
     encoding: Encoding,
     token: Option<&str>,
     peer: Option<SocketAddr>,
@@ -232,7 +254,11 @@ async fn serve_local<'a, S: SyncService>(
     if let Err(e) = shard.service.precheck(token, peer) {
         return Outcome::Service(e);
     }
-    let message = match decoded.unwrap_or_else(|| server::decode(encoding, body)) {
+    let decoded = match guarded_decode(shard, encoding, body, peer) {
+        Ok(d) => d,
+        Err(outcome) => return outcome,
+    };
+    let message = match decoded {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(shard = shard.id, peer = ?peer, error = %e, "undecodable SyncML body");
@@ -244,9 +270,14 @@ async fn serve_local<'a, S: SyncService>(
         }
     };
     let request = SyncRequest { message, encoding, token, body_len: body.len(), body, peer, shard: shard.id };
-    match shard.service.handle(request).await {
-        Ok(reply) => Outcome::Reply(reply.body),
-        Err(e) => Outcome::Service(e),
+    // The engine is synchronous code inside this future: a panic in any poll
+    // of it (reads, `handle`, `committed`) unwinds to here. The future is
+    // then dropped, and with it the session the service had taken out of its
+    // cache, so the client's retry continues from the stored state.
+    match catching(shard.service.handle(request)).await {
+        Ok(Ok(reply)) => Outcome::Reply(reply.body),
+        Ok(Err(e)) => Outcome::Service(e),
+        Err(p) => panicked(shard, peer, "service", &p),
     }
 }
 
@@ -353,10 +384,19 @@ impl Conn {
                 self.write_text(status, reason, allow, connection, head_only);
                 status
             }
-            Route::Health => {
-                write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
-                200
-            }
+            // Any shard answers for the node: a node with a dead shard loses
+            // that shard's sessions' hand-overs, so it is not healthy.
+            Route::Health => match shard.node_metrics.dead_shards(crate::metrics::HEARTBEAT_STALE) {
+                exited if exited.is_empty() => {
+                    write_response(&mut self.out, 200, Some("text/plain"), &[], connection, b"ok", head_only);
+                    200
+                }
+                exited => {
+                    let reason = format!("shard(s) not running: {exited:?}");
+                    self.write_text(503, &reason, None, connection, head_only);
+                    503
+                }
+            },
             Route::Metrics => {
                 let text = shard.node_metrics.render();
                 let ct = Some(crate::metrics::CONTENT_TYPE);
@@ -384,15 +424,23 @@ impl Conn {
                 // Without a token the SyncHdr names the session: read from the
                 // header alone (as the balancer does), so the body is decoded
                 // only by its owner, after the checks that come before decoding.
-                if routed {
-                    let header_key = || crate::balancer::key::scan(encoding, &body).ok().map(|ids| ids.key());
-                    if let Some(key) = token_key.or_else(header_key) {
-                        owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                let outcome = 'outcome: {
+                    if routed {
+                        let scanned = catching_sync(|| {
+                            crate::balancer::key::scan(encoding, &body).ok().map(|ids| ids.key())
+                        });
+                        let header_key = match scanned {
+                            Ok(k) => k,
+                            // The scanner panicked: answered here, never handed over.
+                            Err(p) => break 'outcome panicked(shard, client, "header scan", &p),
+                        };
+                        if let Some(key) = token_key.or(header_key) {
+                            owner = routing::jump_hash(key, shard.shards as u32) as usize;
+                        }
                     }
-                }
-                let outcome = if owner == shard.id {
-                    serve_local(shard, &body, None, encoding, token, client).await
-                } else {
+                    if owner == shard.id {
+                        break 'outcome serve_local(shard, &body, encoding, token, client).await;
+                    }
                     let job = Handoff { body, encoding, token: token.map(str::to_owned), peer: client };
                     // A plain connection moves to the owner with its request,
                     // so the session's next messages on it need no hand-over.
@@ -522,6 +570,11 @@ impl Conn {
             Outcome::Unavailable(msg) => {
                 self.write_text(503, &msg, None, connection, false);
                 503
+            }
+            // The panic message stays in the log: it may quote internal state.
+            Outcome::Panicked => {
+                self.write_text(500, "internal server error", None, connection, false);
+                500
             }
         }
     }

@@ -48,6 +48,8 @@ pub(crate) enum Outcome {
     Unsupported(String),
     /// The owner could not be reached (503).
     Unavailable(String),
+    /// Decoding or the service panicked; the panic was caught (500).
+    Panicked,
 }
 
 /// A message between shards.

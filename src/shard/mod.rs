@@ -272,9 +272,15 @@ where
             ends,
         };
         let factory = factory.clone();
+        let exit_guard = ExitGuard { id, metrics: node_metrics.shard(id), stop: stop.clone() };
         let thread = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
+                // A panic outside every request boundary marks the shard dead
+                // at once; the guard covers a thread that ends otherwise.
+                install_panic_hook();
+                SHARD_METRICS.with(|m| *m.borrow_mut() = Some(exit_guard.metrics.clone()));
+                let _exit_guard = exit_guard;
                 // Build the executor here, not with builder.spawn(), so a
                 // failure is an error we report instead of a panic.
                 let ex = match builder.make() {
@@ -323,6 +329,117 @@ where
     });
     let _ = topology.set(json.to_string());
     Ok(ServerHandle { listen, shard_addrs, stop, threads })
+}
+
+/// Marks its shard as exited (failing the node's `/health`) when the shard's
+/// thread ends without a shutdown having been asked for, or by a panic.
+struct ExitGuard {
+    id: usize,
+    metrics: Arc<ShardMetrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        if panicking || !self.stop.load(Ordering::SeqCst) {
+            self.metrics.mark_exited();
+            tracing::error!(shard = self.id, panicking, "shard thread ended unexpectedly; /health now fails");
+        }
+    }
+}
+
+std::thread_local! {
+    /// This thread's shard metrics, set for the life of a shard thread.
+    static SHARD_METRICS: std::cell::RefCell<Option<Arc<ShardMetrics>>> = const { std::cell::RefCell::new(None) };
+    /// How many panic boundaries of this module enclose the running code.
+    static CAUGHT_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Inside a panic boundary until dropped (also while a panic unwinds).
+struct Boundary;
+
+impl Boundary {
+    fn enter() -> Boundary {
+        CAUGHT_DEPTH.with(|d| d.set(d.get() + 1));
+        Boundary
+    }
+}
+
+impl Drop for Boundary {
+    fn drop(&mut self) {
+        CAUGHT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// A caught panic's payload.
+pub(crate) type PanicPayload = Box<dyn std::any::Any + Send>;
+
+/// Runs `f` behind a panic boundary: a panic comes back as `Err`.
+pub(crate) fn catching_sync<T>(f: impl FnOnce() -> T) -> Result<T, PanicPayload> {
+    let _inside = Boundary::enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+}
+
+/// Polls `future` behind a panic boundary: a panic in any poll comes back
+/// as `Err` (the future is dropped). Asserted unwind-safe: after a panic the
+/// caller uses only its own counters and logger, never the future's state.
+pub(crate) async fn catching<F: std::future::Future>(future: F) -> Result<F::Output, PanicPayload> {
+    use futures_lite::FutureExt;
+    let mut future = std::pin::pin!(future);
+    let polled = futures_lite::future::poll_fn(|cx| {
+        let _inside = Boundary::enter();
+        future.as_mut().poll(cx)
+    });
+    std::panic::AssertUnwindSafe(polled).catch_unwind().await
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &PanicPayload) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text panic payload)")
+}
+
+/// Installs (once per process) a panic hook that marks a shard dead the
+/// moment a panic starts on its thread outside every boundary of this
+/// module: such a panic unwinds into glommio, which does not isolate tasks,
+/// and the shard is lost (its thread's unwinding may not even finish, so
+/// [`ExitGuard`] alone would not see it). The previous hook still runs.
+fn install_panic_hook() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if CAUGHT_DEPTH.with(|d| d.get()) == 0 {
+                SHARD_METRICS.with(|m| {
+                    if let Some(m) = m.borrow().as_ref() {
+                        m.mark_exited();
+                    }
+                });
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Runs a shard task's future, catching a panic that would otherwise unwind
+/// into the executor and end the shard (glommio does not isolate tasks).
+/// The request boundaries in `conn` catch engine and decoder panics first;
+/// this is the net under the rest (HTTP framing, hand-over plumbing).
+pub(crate) async fn contained(
+    id: usize,
+    metrics: Arc<ShardMetrics>,
+    task: &'static str,
+    future: impl std::future::Future<Output = ()>,
+) {
+    if let Err(payload) = catching(future).await {
+        metrics.panics.inc();
+        let message = panic_message(&payload);
+        tracing::error!(shard = id, task, panic = message, "shard task panicked; its connection was dropped");
+    }
 }
 
 struct ShardSetup {
@@ -417,6 +534,7 @@ where
         return Ok(());
     };
     let metrics = node_metrics.shard(id);
+    metrics.beat();
     let sessions = Rc::new(
         ActiveSessions::new(id, metrics.clone(), limits).with_idle_timeout(config.session_timeout.as_secs()),
     );
@@ -470,6 +588,8 @@ where
             loop {
                 Timer::new(shard.deadlines.tick()).await;
                 shard.deadlines.sweep(Instant::now(), shard.stopping());
+                // At most 250 ms apart while the executor runs tasks (`/health`).
+                shard.metrics.beat();
             }
         })
     };
@@ -526,7 +646,13 @@ async fn accept_loop<S: SyncService>(shard: Rc<Shard<S>>, gate: Gate, listener: 
         match accepted {
             None => break,
             Some(Ok(stream)) => {
-                if gate.spawn(conn::serve(shard.clone(), stream, kind)).map(|t| t.detach()).is_err() {
+                let serve = contained(
+                    shard.id,
+                    shard.metrics.clone(),
+                    "connection",
+                    conn::serve(shard.clone(), stream, kind),
+                );
+                if gate.spawn(serve).map(|t| t.detach()).is_err() {
                     break;
                 }
             }
@@ -562,7 +688,12 @@ async fn receive_loop<S: SyncService>(
                 // Like an accepted connection, it joins the gate that shutdown
                 // waits for; once that is closed, it is served outside it (it
                 // answers with `Connection: close` then).
-                let serve = conn::adopt(shard.clone(), *moved);
+                let serve = contained(
+                    shard.id,
+                    shard.metrics.clone(),
+                    "adopted connection",
+                    conn::adopt(shard.clone(), *moved),
+                );
                 if gate.is_open() {
                     if let Err(e) = gate.spawn(serve).map(|t| t.detach()) {
                         tracing::warn!(shard = shard.id, error = %e, "adopted connection dropped");
@@ -671,6 +802,45 @@ fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard a shard thread holds: a panic or an unasked-for return
+    /// marks the shard exited; a return after shutdown was asked does not.
+    #[test]
+    fn exit_guard_marks_unexpected_ends_only() {
+        let run = |stop_first: bool, panic: bool| {
+            let metrics = Arc::new(ShardMetrics::default());
+            let stop = Arc::new(AtomicBool::new(stop_first));
+            let guard = ExitGuard { id: 0, metrics: metrics.clone(), stop };
+            let joined = std::thread::spawn(move || {
+                let _guard = guard;
+                if panic {
+                    panic!("shard thread panics");
+                }
+            })
+            .join();
+            assert_eq!(joined.is_err(), panic);
+            metrics.exited()
+        };
+        assert!(!run(true, false), "a graceful stop is not an exit");
+        assert!(run(false, false), "returning without a stop is");
+        assert!(run(false, true), "a panic is");
+        assert!(run(true, true), "a panic during shutdown is too");
+    }
+
+    /// A panic inside a contained task is caught, counted and does not
+    /// reach the executor, which goes on running other tasks.
+    #[test]
+    fn contained_task_panics_do_not_end_the_executor() {
+        let metrics = Arc::new(ShardMetrics::default());
+        let m = metrics.clone();
+        let ex = glommio::LocalExecutorBuilder::new(Placement::Unbound).make().expect("executor");
+        let after = ex.run(async move {
+            glommio::spawn_local(contained(0, m.clone(), "test", async { panic!("task panics") })).await;
+            glommio::spawn_local(async { 7 }).await
+        });
+        assert_eq!(after, 7);
+        assert_eq!(metrics.panics.get(), 1);
+    }
 
     #[test]
     fn cpu_lists() {
