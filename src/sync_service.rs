@@ -131,9 +131,12 @@ impl EngineService {
     }
 
     /// The stored session `key`, unless absent, expired or unusable.
-    async fn load(&self, key: u64, now: u64) -> Result<Option<Session>, ServiceError> {
+    /// The stored session `key` (unless absent, expired or unusable) and the
+    /// last MsgID of the record stored under the key (0: none).
+    async fn load(&self, key: u64, now: u64) -> Result<(Option<Session>, u64), ServiceError> {
         let resp = self.store.read(ReadRequest::Session { key }).await.map_err(read_failed)?;
-        Ok(Self::restore(key, resp, now))
+        let last = stored_last(&resp);
+        Ok((Self::restore(key, resp, now), last))
     }
 
     /// Message 1 of a session this shard does not hold: the stored session
@@ -146,7 +149,7 @@ impl EngineService {
         req: &SyncRequest<'_>,
         key: u64,
         now: u64,
-    ) -> Result<Result<Session, Session>, ServiceError> {
+    ) -> Result<(Result<Session, Session>, u64), ServiceError> {
         let msg = &req.message;
         // The auth back-off comes before any store access for a new session.
         self.ops.check_backoff(msg, req.peer)?;
@@ -158,9 +161,13 @@ impl EngineService {
         reads.extend(first.iter().cloned());
         reads.extend(speculative.iter().cloned());
         let mut answers = self.store.read_all(reads).await.map_err(read_failed)?.into_iter();
-        let stored = answers.next().and_then(|resp| Self::restore(key, resp, now));
+        let mut last = 0;
+        let stored = answers.next().and_then(|resp| {
+            last = stored_last(&resp);
+            Self::restore(key, resp, now)
+        });
         if let Some(s) = stored {
-            return Ok(Ok(s));
+            return Ok((Ok(s), last));
         }
         for (read, resp) in first.iter().zip(answers.by_ref()) {
             fresh.provide(read, resp);
@@ -170,7 +177,7 @@ impl EngineService {
         for (read, resp) in speculative.iter().zip(answers) {
             fresh.provide_if_authentic(&self.cfg, msg, read, resp);
         }
-        Ok(Err(fresh))
+        Ok((Err(fresh), last))
     }
 
     /// A stored session read back, unless absent, expired or unusable.
@@ -262,10 +269,15 @@ impl EngineService {
         });
         // A new session's first reads ride along with the store lookup.
         let mut started = None;
+        // The last MsgID of the record under the key: what a new session's
+        // commit expects to find there (see below).
+        let mut stored_last = cached.as_ref().map_or(0, |s| s.last_msg_in());
         let existing = match cached {
             Some(s) => Some(s),
             None if msg_id == Some(1) || msg.hdr.cred.is_some() => {
-                match self.load_or_start(req, key, now).await? {
+                let (found, last) = self.load_or_start(req, key, now).await?;
+                stored_last = last;
+                match found {
                     Ok(stored) => Some(stored),
                     Err(fresh) => {
                         started = Some(fresh);
@@ -273,7 +285,11 @@ impl EngineService {
                     }
                 }
             }
-            None => self.load(key, now).await?,
+            None => {
+                let (found, last) = self.load(key, now).await?;
+                stored_last = last;
+                found
+            }
         };
 
         // The entry rules: who may do what with the session under this key.
@@ -344,7 +360,10 @@ impl EngineService {
         }
         self.check_basic(&mut session, msg).await?;
 
-        let before = session.last_msg_in();
+        // The commit expects the stored session to be where this message
+        // found it: for a new session, the record it replaces (0: none), so
+        // that of two new sessions racing for one key only the first is stored.
+        let expect = if session.last_msg_in() > 0 { session.last_msg_in() } else { stored_last };
         let step = session.handle(&self.cfg, msg, now, rand::random::<u64>());
         session.set_last_body(req.body);
         if !session.is_authenticated() {
@@ -377,9 +396,7 @@ impl EngineService {
         // The session's state and reply go with the message's writes, so any
         // shard of any node can continue it or answer a resend (DESIGN §3.3).
         let mut ops = Vec::with_capacity(step.writes.ops.len() + 2);
-        if before > 0 {
-            ops.push(WriteOp::ExpectSession { key, last_msg_id: before });
-        }
+        ops.push(WriteOp::ExpectSession { key, last_msg_id: expect });
         ops.extend(step.writes.ops);
         if due(&self.last_purge, now, PURGE_EVERY_SECS) {
             ops.push(WriteOp::PurgeSessions { expired_before: now });
@@ -473,6 +490,14 @@ impl EngineService {
         })?;
         s.basic_verified(msg, ok);
         Ok(())
+    }
+}
+
+/// The last MsgID of a stored session record, expired or not (0: none).
+fn stored_last(resp: &ReadResponse) -> u64 {
+    match resp {
+        ReadResponse::Session(Some(record)) => record.last_msg_id,
+        _ => 0,
     }
 }
 

@@ -731,7 +731,8 @@ impl<'t> Writer<'t> {
                 Some(v) => Some(dec_session_meta(v.value())?.0),
                 None => None,
             };
-            if stored != Some(last) {
+            // 0: the batch starts a session and expects none under its key.
+            if stored.unwrap_or(0) != last {
                 info.session_conflict = true;
                 return Ok(info);
             }

@@ -110,7 +110,8 @@ impl State {
     fn apply_batch(&mut self, batch: &WriteBatch) -> CommitInfo {
         let mut info = CommitInfo::default();
         if let Some((key, last)) = batch.expected_session() {
-            if self.sessions.get(&key).map(|s| s.last_msg_id) != Some(last) {
+            // 0: the batch starts a session and expects none under its key.
+            if self.sessions.get(&key).map_or(0, |s| s.last_msg_id) != last {
                 info.session_conflict = true;
                 return info;
             }

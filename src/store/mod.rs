@@ -442,7 +442,8 @@ pub enum WriteOp {
     ExpectSession {
         /// Session key.
         key: u64,
-        /// The MsgID the stored session must have answered last.
+        /// The MsgID the stored session must have answered last; 0: no
+        /// session may be stored under the key (the batch starts one).
         last_msg_id: u64,
     },
 }
