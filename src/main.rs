@@ -245,46 +245,70 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 /// of a cluster should share one file).
 fn auth_key(config: &Config) -> Result<shardsync::engine::auth::AuthKey, String> {
     use shardsync::engine::auth::AuthKey;
-    use std::io::{Read as _, Write as _};
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let path = config.auth_key_path();
     if config.auth_key_file.is_none() && !config.data_dir.is_dir() {
         tracing::warn!(data_dir = %config.data_dir.display(),
             "no auth key file and no data dir: a random challenge key for this process; give every node of a cluster the same auth_key_file");
         return Ok(AuthKey::random());
     }
-    let mut bytes = [0u8; 32];
-    match std::fs::File::open(&path) {
-        Ok(mut f) => {
-            let mode = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{}: the auth key file must not be readable by others (mode {:o}; chmod 600 it)",
-                    path.display(),
-                    mode & 0o777
-                ));
-            }
-            f.read_exact(&mut bytes).map_err(|e| format!("{}: want 32 bytes: {e}", path.display()))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use rand::RngCore as _;
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            // Written to a private temp file and renamed, so no half key is ever read.
-            let tmp = path.with_extension("key.tmp");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-            f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-            tracing::info!(file = %path.display(), "created the auth challenge key");
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    if let Some(bytes) = read_auth_key(&path)? {
+        return Ok(AuthKey::new(bytes));
     }
-    Ok(AuthKey::new(bytes))
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    // Written whole to a private temp file of this process, then linked into
+    // place: the link fails if another node sharing the file made it first
+    // (then its key is the one to use), and no half key is ever read.
+    let tmp = path.with_extension(format!("key.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(&bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot create {}: {e}", tmp.display()));
+    }
+    let linked = std::fs::hard_link(&tmp, &path);
+    std::fs::remove_file(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    match linked {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "created the auth challenge key");
+            Ok(AuthKey::new(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_auth_key(&path)?
+            .map(AuthKey::new)
+            .ok_or_else(|| format!("{}: vanished while being created", path.display())),
+        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// The 32 bytes of an existing auth key file (None if there is none), refused
+/// if others may read it.
+fn read_auth_key(path: &std::path::Path) -> Result<Option<[u8; 32]>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mode = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{}: the auth key file must not be readable by others (mode {:o}; chmod 600 it)",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    f.read_exact(&mut bytes).map_err(|e| format!("{}: want 32 bytes: {e}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 /// `balance`: the proxy in front of the cluster's shards.

@@ -302,7 +302,7 @@ fn a_real_client_syncs_through_a_takeover_attempt() {
     assert_eq!(report.remote_added, N as u64, "{report:?}");
     for (msg_id, status, hdr, text) in &answers {
         assert!(
-            matches!((status, hdr), (200, 401 | 407) | (404 | 409 | 429, _)),
+            matches!((status, hdr), (200, 401 | 407) | (400 | 404 | 409 | 429, _)),
             "MsgID {msg_id}: {status} / {hdr}: {text}"
         );
         assert!(!text.contains("BEGIN:VCARD") && !text.contains("<RespURI>"), "MsgID {msg_id}: {text}");

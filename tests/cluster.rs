@@ -289,7 +289,10 @@ impl Cluster {
                 "--pin".into(),
                 "false".into(),
             ];
+            // One challenge key for the cluster (README, Security): a client challenged by one
+            // node may retry on another.
             args.extend(["--store".into(), url.clone()]);
+            args.extend(["--auth-key-file".into(), dir.path().join("auth.key").display().to_string()]);
             let proc = Proc::spawn(&args, &dir.path().join(format!("node{i}.log")));
             nodes.push(Node { proc, port: base, shard_base: base + 1 });
         }

@@ -50,8 +50,11 @@ if [ "${SHARDSYNC_SKIP_INSTALL:-0}" != 1 ]; then
             SUDO=(sudo)
         fi
         echo "installing: ${missing[*]}"
-        "${SUDO[@]}" apt-get update -q
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+        # Wait for another apt/dpkg run (unattended-upgrades, a provisioning script) instead of
+        # failing on its lock.
+        LOCK_WAIT=(-o DPkg::Lock::Timeout=900)
+        "${SUDO[@]}" apt-get "${LOCK_WAIT[@]}" update -q
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${LOCK_WAIT[@]}" install -y -q --no-install-recommends "${missing[@]}"
     else
         echo "all present: ${PACKAGES[*]}"
     fi

@@ -194,7 +194,10 @@ impl EngineHarness {
         let secret = existing.as_ref().map(|s| *s.secret());
         let mut body = Vec::new();
         shardsync::codec::encode(enc, msg, &mut body);
-        let mut s = match (endpoint::admit(existing.as_ref(), msg, &endpoint::Entry { secret, body: &body }), existing) {
+        let mut s = match (
+            endpoint::admit(existing.as_ref(), msg, &endpoint::Entry { secret, body: &body }),
+            existing,
+        ) {
             (endpoint::Admission::Resend, Some(s)) => {
                 let reply = s.stored_reply().to_vec();
                 self.sessions.insert(key, s);

@@ -96,9 +96,11 @@ pub enum Refusal {
 
 impl Refusal {
     /// Whether this refusal looks like someone probing for sessions (it
-    /// counts against the client address's back-off).
+    /// counts against the client address's back-off). A message that
+    /// repeats a MsgID with other content does too: a real client resends
+    /// the same bytes.
     pub fn is_probe(self) -> bool {
-        matches!(self, Refusal::Unknown | Refusal::WrongSecret | Refusal::Collision)
+        matches!(self, Refusal::Unknown | Refusal::WrongSecret | Refusal::Collision | Refusal::NotAResend)
     }
 }
 
