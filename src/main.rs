@@ -174,6 +174,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     use std::sync::Arc;
 
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
+    // Before anything is opened or created: a low limit is one line, no side effect.
+    server::check_memlock(&config).map_err(|e| e.to_string())?;
     init_tracing(config.log_level.as_deref());
     let (backend, readers, writers): (Arc<dyn Backend>, usize, usize) = match &config.store {
         Some(url) => {

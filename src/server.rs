@@ -21,7 +21,7 @@ use crate::routing;
 use crate::service::{ServiceError, SyncRequest, SyncResponse, SyncService};
 use crate::sessions::{ActiveSessions, SessionDirectory, SessionInbox};
 
-pub use crate::shard::{start, start_with, ServerError, ServerHandle};
+pub use crate::shard::{check_memlock, start, start_with, ServerError, ServerHandle};
 
 /// What a shard's service factory learns about the shard it builds for.
 #[derive(Debug, Clone)]

@@ -269,9 +269,7 @@ fn a_real_client_syncs_through_a_takeover_attempt() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let sid = loop {
         let text = log(&server);
-        if let Some(line) =
-            text.lines().filter(|l| l.contains("session started") && l.contains("alice-evo")).last()
-        {
+        if let Some(line) = text.lines().rfind(|l| l.contains("session started") && l.contains("alice-evo")) {
             if let Some(sid) = line.split("session_id=").nth(1).and_then(|r| r.split_whitespace().next()) {
                 break sid.trim_matches('"').to_string();
             }

@@ -413,7 +413,8 @@ fn server_names(port: u16, device: &str) -> Vec<String> {
     let m2 = format!(
         "{}<Sync><CmdID>2</CmdID><Target><LocURI>contacts</LocURI></Target><Source><LocURI>./contacts</LocURI></Source></Sync>\
          <Final/></SyncBody></SyncML>",
-        hdr(device, 1, 2, false)
+        // Posted to /sync, not RespURI: credentials in every message.
+        hdr(device, 1, 2, true)
     );
     let mut reply = exchange(&mut http, "/sync", &m2, &mut report).expect("check sync: message 2");
     let mut names = Vec::new();
@@ -431,11 +432,8 @@ fn server_names(port: u16, device: &str) -> Vec<String> {
             }
         }
         let fin = reply.final_;
-        let m = format!(
-            "{}{}</SyncBody></SyncML>",
-            hdr(device, 1, msg, false),
-            if fin { "<Final/>" } else { "" }
-        );
+        let m =
+            format!("{}{}</SyncBody></SyncML>", hdr(device, 1, msg, true), if fin { "<Final/>" } else { "" });
         reply = exchange(&mut http, "/sync", &m, &mut report).expect("check sync: later message");
         if fin {
             break;
@@ -496,8 +494,11 @@ fn one_session(
         }
         _ => "/sync".to_string(),
     };
+    // A device that ignores RespURI has no session secret: it proves itself with its
+    // credentials in every message (README, Security).
+    let cred = !follow;
     msg += 1;
-    let mut m2 = hdr(device, sid, msg, false);
+    let mut m2 = hdr(device, sid, msg, cred);
     m2.push_str("<Sync><CmdID>2</CmdID><Target><LocURI>contacts</LocURI></Target><Source><LocURI>./contacts</LocURI></Source>");
     for i in 0..ITEMS_PER_SESSION {
         let luid = format!("{device}-r{round}-i{i}");
@@ -529,7 +530,7 @@ fn one_session(
         let fin = reply.final_;
         let m = format!(
             "{}{}</SyncBody></SyncML>",
-            hdr(device, sid, msg, false),
+            hdr(device, sid, msg, cred),
             if fin { "<Final/>" } else { "" }
         );
         std::thread::sleep(Duration::from_millis(30));

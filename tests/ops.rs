@@ -381,10 +381,11 @@ fn session_log_line_at_every_end_and_no_secrets() {
         String::from_utf8(base64::engine::general_purpose::STANDARD.decode(&nonce).expect("b64"))
             .expect("text")
     };
-    // Aborted: three wrong passwords in one session.
-    for id in 1..=3 {
+    // Three failed logins: each leaves nothing behind (no session to continue), so the
+    // client's retries are new first messages.
+    for _ in 1..=3 {
         let r = server
-            .post("/sync", &message("dev-bad", "9", id, Some(("test", "wrongPW1")), &alert(201, "x"), true));
+            .post("/sync", &message("dev-bad", "9", 1, Some(("test", "wrongPW1")), &alert(201, "x"), true));
         assert_eq!(r.hdr_status(), 401, "{}", r.body);
     }
     // Expired: a session idle past the timeout, then its client comes back.
@@ -549,7 +550,11 @@ fn session_cap_per_user_and_session_list() {
     assert_eq!(rows.len(), 1, "{list}");
     let cols: Vec<&str> = rows[0].split('\t').collect();
     assert_eq!(&cols[2..7], ["test", "dev-a", "1", "notes:201", "1"], "{list}");
-    assert_eq!(format!("/sync?s={}", cols[0]), a1.resp_path());
+    // The list names the routing key, never the session's secret.
+    let resp = a1.resp_path();
+    let (key, secret) = resp.trim_start_matches("/sync?s=").split_once('.').expect("key.secret");
+    assert_eq!(cols[0], key, "{list}");
+    assert!(!list.contains(secret), "{list}");
     // Session B of the same user is refused with SyncML 503; nothing of it is kept.
     let b1 =
         server.post("/sync", &message("dev-b", "1", 1, Some(("test", PASSWORD)), &alert(201, "b"), true));

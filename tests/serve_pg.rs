@@ -173,12 +173,18 @@ fn sessions_continue_and_resends_are_answered_on_any_node() {
     let (_b, b) = start_node(&url, dir.path(), "b");
     let dev = "handover-phone";
     let post = |port: u16, body: &str| http(port, "POST", "/sync", body).expect("answer");
+    // Later messages go where the client was told (RespURI: the session's key and secret).
+    let post_to = |port: u16, path: &str, body: &str| http(port, "POST", path, body).expect("answer");
 
     // Message 1 on A; its resend on B gets the same bytes.
     let (s1, r1) = post(a, &init_message(dev));
     assert_eq!(s1, 200, "{r1}");
     assert!(r1.contains("<Data>212</Data>") || r1.contains("<Data>200</Data>"), "{r1}");
     assert_eq!(post(b, &init_message(dev)), (200, r1.clone()), "resend on the other node");
+    let uri = r1.split("<RespURI>").nth(1).and_then(|r| r.split("</RespURI>").next()).expect("RespURI");
+    let path = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let path = path[path.find('/').expect("a path")..].replace("&amp;", "&");
+    assert!(path.starts_with("/sync?s=") && path.contains('.'), "{path}");
 
     // Message 2 (two Adds) on B.
     let adds: String = (1..=2)
@@ -201,13 +207,13 @@ fn sessions_continue_and_resends_are_answered_on_any_node() {
              <Source><LocURI>./addressbook</LocURI></Source>{adds}</Sync><Final/>"
         ),
     );
-    let (s2, r2) = post(b, &m2);
+    let (s2, r2) = post_to(b, &path, &m2);
     assert_eq!(s2, 200, "{r2}");
     assert_eq!(r2.matches("<Cmd>Add</Cmd>").count(), 2, "{r2}");
 
     // The same message 2 on A, whose cached copy still stands at message 1:
     // the store refuses its commit, A reloads and answers the stored reply.
-    assert_eq!(post(a, &m2), (200, r2.clone()), "stale copy on A");
+    assert_eq!(post_to(a, &path, &m2), (200, r2.clone()), "stale copy on A");
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let count = |db: &mut postgres::Client| -> i64 {
         db.query_one("SELECT count(*) FROM items WHERE user_name = 'test' AND NOT deleted", &[])
@@ -217,7 +223,7 @@ fn sessions_continue_and_resends_are_answered_on_any_node() {
     assert_eq!(count(&mut db), 2, "an Add was applied twice");
 
     // A message whose predecessor no node answered: refused, nothing written.
-    let (s4, _) = post(b, &next_message(dev, 4, "<Final/>"));
+    let (s4, _) = post_to(b, &path, &next_message(dev, 4, "<Final/>"));
     assert_eq!(s4, 404);
 
     // Message 3 (closing the session) on A goes on from B's state.
@@ -227,7 +233,7 @@ fn sessions_continue_and_resends_are_answered_on_any_node() {
         "<Status><CmdID>1</CmdID><MsgRef>2</MsgRef><CmdRef>0</CmdRef><Cmd>SyncHdr</Cmd>\
          <TargetRef>x</TargetRef><SourceRef>y</SourceRef><Data>200</Data></Status><Final/>",
     );
-    let (s3, r3) = post(a, &m3);
+    let (s3, r3) = post_to(a, &path, &m3);
     assert_eq!(s3, 200, "{r3}");
     let anchors: i64 = db
         .query_one(

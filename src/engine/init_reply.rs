@@ -20,7 +20,7 @@ use super::devinf;
 use super::reply::{anchor_item, t, type_meta, Reply};
 use super::{EngineConfig, Session};
 use crate::model::{
-    Alert, Anchor, Command, Data, Encoding, Item, Location, Meta, Results, Status, SyncMl, Version,
+    Alert, Anchor, Command, Data, Encoding, Item, Location, Meta, PutGet, Results, Status, SyncMl, Version,
 };
 use crate::store::Collection;
 
@@ -46,6 +46,12 @@ pub(super) enum Pending {
     Status(PendingStatus),
     /// The Results with the server's DevInf, answering the client's Get.
     DevInf(PendingDevInf),
+    /// A Get for the client's DevInf: the server knows none (the client
+    /// sent none in this session nor an earlier one). A client whose first
+    /// message was challenged (401) may not repeat its Put in the retry
+    /// (SyncEvolution does not), and the server needs the client's types
+    /// and large-object support before it sends items.
+    GetDevInf,
     /// The server's sync Alert for one datastore (its URIs, mode and next
     /// anchor are in the datastore's session).
     Alert {
@@ -195,9 +201,13 @@ pub(super) fn pack(
         }
     }
     queue.extend(mine.into_iter().map(Out::Ready));
-    // Results before Alerts whatever the order of the client's Get and
-    // Alerts: a DevInf chunk must end its message (digest §8).
-    rest.sort_by_key(|o| matches!(o, Out::Later(Pending::Alert { .. })));
+    // Results before the Get and the Alerts whatever the order of the
+    // client's Get and Alerts: a DevInf chunk must end its message (digest §8).
+    rest.sort_by_key(|o| match o {
+        Out::Later(Pending::Alert { .. }) => 2,
+        Out::Later(Pending::GetDevInf) => 1,
+        _ => 0,
+    });
     queue.extend(rest);
 
     // Usually everything fits: one encode.
@@ -219,7 +229,7 @@ pub(super) fn pack(
     while let Some(out) = queue.pop_front() {
         let Some(cmd) = make_out(s, cfg, version, &out) else { continue };
         let is_later = matches!(out, Out::Later(_));
-        let into_commands = matches!(cmd, Command::Alert(_));
+        let into_commands = matches!(cmd, Command::Alert(_) | Command::Get(_));
         place(r, cmd);
         if probe(r, queue.is_empty() && may_final, &mut buf) <= limit {
             progress |= is_later;
@@ -341,12 +351,15 @@ fn make(
                 ..Default::default()
             }))
         }
+        Pending::GetDevInf => Some(Command::Get(PutGet {
+            cmd_id: t("0"),
+            meta: Some(type_meta(devinf_type(s.encoding))),
+            items: vec![Item { target: Some(Location::uri(t(version.devinf_uri()))), ..Default::default() }],
+            ..Default::default()
+        })),
         Pending::DevInf(d) => {
             let devinf = devinf::server_devinf(version, &s.server_uri, &d.names);
-            let ty = match s.encoding {
-                Encoding::Xml => "application/vnd.syncml-devinf+xml",
-                Encoding::Wbxml => "application/vnd.syncml-devinf+wbxml",
-            };
+            let ty = devinf_type(s.encoding);
             let mut item = Item { source: Some(Location::uri(t(d.target.clone()))), ..Default::default() };
             if d.offset == 0 && piece.is_none() {
                 item.data = Some(Data::DevInf(Box::new(devinf)));
@@ -375,6 +388,14 @@ fn make(
                 items: vec![item],
             }))
         }
+    }
+}
+
+/// The MIME type of a DevInf document in the session's encoding.
+fn devinf_type(enc: Encoding) -> &'static str {
+    match enc {
+        Encoding::Xml => "application/vnd.syncml-devinf+xml",
+        Encoding::Wbxml => "application/vnd.syncml-devinf+wbxml",
     }
 }
 

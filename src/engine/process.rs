@@ -414,6 +414,9 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
 
     // Package flow.
     let client_final = msg.final_;
+    if matches!(s.phase, Phase::Init) && client_final && !devinf_known(s) {
+        s.pkg2.push(Pending::GetDevInf);
+    }
     let mut reply_final = false;
     let mut outcome = Outcome::Continue;
     // Package 2 as measured when it was packed (it is sent as is).
@@ -446,8 +449,14 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         Phase::ClientSync => {
             if client_final {
                 start_server_sync(s, cfg, &mut batch);
-                reply_final = fill(s, cfg, &mut r, &mut batch);
-                s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+                if syncs_fit(s, &mut r) {
+                    reply_final = fill(s, cfg, &mut r, &mut batch);
+                    s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
+                } else {
+                    // The statuses for the client's package leave no room for
+                    // the server's Syncs: they start in the next message.
+                    s.phase = Phase::ServerSync;
+                }
             }
         }
         Phase::ServerSync => {
@@ -834,6 +843,12 @@ fn handle_alert(
     // The server's Alert (effective code, swapped URIs, its anchors) goes
     // out with package 2, as far as the client's MaxMsgSize allows.
     s.pkg2.push(Pending::Alert { collection, server_last });
+}
+
+/// Whether the server has the client's DevInf: from this session's Put or
+/// Results, or stored from an earlier session.
+fn devinf_known(s: &Session) -> bool {
+    s.caps != ClientCaps::default() || s.device_record.as_ref().is_some_and(|d| !d.devinf_xml.is_empty())
 }
 
 fn store_devinf(

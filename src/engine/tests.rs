@@ -1246,6 +1246,41 @@ fn foreign_session_state_is_refused() {
     assert!(matches!(Session::from_record(&rec), Err(StateError::Corrupt(_))));
 }
 
+/// A client the server has no DevInf of (none in this session, none stored)
+/// is asked for it with a Get in package 2; its Results are stored, and the
+/// next session asks no more. SyncEvolution does not repeat the DevInf Put
+/// of a challenged first message, so without the Get the server would not
+/// know its formats.
+#[test]
+fn a_client_without_devinf_is_asked_for_it() {
+    let mut h = Harness::new();
+    let mut b = Client::new("dev-b");
+    let gets = |m: &SyncMl<'static>| -> Vec<String> {
+        m.body
+            .iter()
+            .filter_map(|c| match c {
+                Command::Get(g) => {
+                    g.items.first().and_then(|i| i.target.as_ref()).map(|l| l.loc_uri.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let reply = h.send(&b.init(201));
+    assert_eq!(gets(&reply), ["./devinf12"], "{reply:?}");
+    let results = "<Results><CmdID>2</CmdID><MsgRef>1</MsgRef><CmdRef>3</CmdRef><Meta><Type xmlns='syncml:metinf'>application/vnd.syncml-devinf+xml</Type></Meta><Item><Source><LocURI>./devinf12</LocURI></Source><Data><DevInf xmlns='syncml:devinf'><VerDTD>1.2</VerDTD><DevID>dev-b</DevID><DevTyp>phone</DevTyp><DataStore><SourceRef>./addressbook</SourceRef><Rx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Rx-Pref><Tx-Pref><CTType>text/x-vcard</CTType><VerCT>2.1</VerCT></Tx-Pref><SyncCap><SyncType>1</SyncType></SyncCap></DataStore></DevInf></Data></Item></Results>";
+    h.send(&b.sync(&[], true).replace("<Sync>", &format!("{results}<Sync>")));
+    let device = match h.backend.read(&ReadRequest::Device { user: "test".into(), device_id: "dev-b".into() })
+    {
+        Ok(ReadResponse::Device(Some(d))) => d,
+        other => panic!("device record: {other:?}"),
+    };
+    assert!(String::from_utf8_lossy(&device.devinf_xml).contains("text/x-vcard"), "DevInf stored");
+    h.send(&b.plain("", true));
+    let reply = h.send(&b.init(200));
+    assert!(gets(&reply).is_empty(), "known DevInf asked again: {reply:?}");
+}
+
 /// The user and device records stay out of the stored state (a DevInf made
 /// most of it); a session continued from the store reads its device again,
 /// so a DevInf Put after message 1 still updates the device record.

@@ -714,7 +714,9 @@ async fn receive_loop<S: SyncService>(
 /// does not fit is an error with a one-line fix; the default (128 KiB) is
 /// lowered to fit, down to glommio's 64 KiB minimum — past that glommio
 /// falls back to unregistered buffers, which network I/O does not need.
-fn check_memlock(config: &Config) -> Result<usize, ServerError> {
+/// Returns the io memory per ring; `serve` calls it before it opens or
+/// creates anything, so a low limit is one line and no side effect.
+pub fn check_memlock(config: &Config) -> Result<usize, ServerError> {
     let default = crate::config::DEFAULT_IO_MEMORY;
     let min = crate::config::MIN_IO_MEMORY;
     let per_shard = |m: usize| (m.max(min).next_multiple_of(4096) * RINGS_PER_SHARD) as u64;
