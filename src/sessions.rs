@@ -294,6 +294,13 @@ impl ActiveSessions {
             let device = msg.hdr.source.loc_uri.trim();
             self.limits.record_auth_failure(claimed_user(msg).as_deref(), device, peer.map(|p| p.ip()));
         }
+        if stale {
+            // The right password over an old or empty nonce (a new device's
+            // first message): the challenge goes out at once. The delay hides
+            // whether a guess was right, and this answer tells no more than
+            // the 212 the same password gets with the fresh nonce.
+            return;
+        }
         let floor = arrived + self.limits.config().auth_fail_delay;
         let now = Instant::now();
         if floor > now {

@@ -206,18 +206,8 @@ pub fn challenge(
     code: u16,
     now: u64,
 ) -> Vec<u8> {
-    let version = msg.version().unwrap_or(Version::V1_2);
     let msg_id = msg.hdr.msg_id.trim();
-    let hdr = SyncHdr {
-        ver_dtd: t(version.ver_dtd()),
-        ver_proto: t(version.ver_proto()),
-        session_id: t(msg.hdr.session_id.trim()),
-        msg_id: t("1"),
-        target: Location::uri(t(msg.hdr.source.loc_uri.trim())),
-        source: Location::uri(t(msg.hdr.target.loc_uri.trim())),
-        ..Default::default()
-    };
-    let mut r = Reply::new(hdr);
+    let mut r = Reply::answering(msg);
     let nonce = cfg.auth_key.window_nonce(msg.hdr.source.loc_uri.trim(), now, 0);
     hdr_status(&mut r, msg, msg_id, code).chal = Some(chal(&nonce));
     for cmd in &msg.body {

@@ -32,6 +32,22 @@ impl Reply {
         Reply { hdr, responses: Vec::new(), commands: Vec::new(), next_cmd_id: 1 }
     }
 
+    /// An empty reply of a session-less answer to `msg` (a challenge, a busy
+    /// server): its version, SessionID, MsgID 1 and the message's addresses
+    /// swapped.
+    pub fn answering(msg: &SyncMl<'_>) -> Reply {
+        let version = msg.version().unwrap_or(crate::model::Version::V1_2);
+        Reply::new(SyncHdr {
+            ver_dtd: t(version.ver_dtd()),
+            ver_proto: t(version.ver_proto()),
+            session_id: t(msg.hdr.session_id.trim()),
+            msg_id: t("1"),
+            target: Location::uri(t(msg.hdr.source.loc_uri.trim())),
+            source: Location::uri(t(msg.hdr.target.loc_uri.trim())),
+            ..Default::default()
+        })
+    }
+
     /// Allocates the next CmdID.
     pub fn cmd_id(&mut self) -> Cow<'static, str> {
         let id = self.next_cmd_id;

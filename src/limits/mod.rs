@@ -367,20 +367,10 @@ impl Limits {
 /// ("service unavailable", digest §status codes) and 503 for every command
 /// of the message, final, in the request's encoding.
 pub fn busy_reply(msg: &crate::model::SyncMl<'_>, encoding: crate::model::Encoding) -> Vec<u8> {
-    use crate::engine::reply::{t, Reply};
-    use crate::model::{Command, Location, SyncHdr, Version};
-    let version = msg.version().unwrap_or(Version::V1_2);
+    use crate::engine::reply::Reply;
+    use crate::model::Command;
     let msg_id = msg.hdr.msg_id.trim();
-    let hdr = SyncHdr {
-        ver_dtd: t(version.ver_dtd()),
-        ver_proto: t(version.ver_proto()),
-        session_id: t(msg.hdr.session_id.trim()),
-        msg_id: t("1"),
-        target: Location::uri(t(msg.hdr.source.loc_uri.trim())),
-        source: Location::uri(t(msg.hdr.target.loc_uri.trim())),
-        ..Default::default()
-    };
-    let mut r = Reply::new(hdr);
+    let mut r = Reply::answering(msg);
     r.status(msg_id, "0", "SyncHdr", Some(&msg.hdr.target.loc_uri), Some(&msg.hdr.source.loc_uri), 503);
     for cmd in &msg.body {
         if !matches!(cmd, Command::Status(_)) {
