@@ -259,12 +259,17 @@ fn chal(nonce: &[u8]) -> Meta<'static> {
 
 fn resp_uri(cfg: &EngineConfig, server_uri: &str, key: u64, secret: &routing::SessionSecret) -> String {
     let base = if cfg.public_url.is_empty() {
-        server_uri.split('?').next().unwrap_or(server_uri).to_string()
+        server_uri.split('?').next().unwrap_or(server_uri)
     } else {
-        cfg.public_url.clone()
+        &cfg.public_url
     };
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}{}={}", routing::TOKEN_PARAM, routing::session_token(key, secret))
+    let mut uri = String::with_capacity(base.len() + routing::TOKEN_PARAM.len() + 51);
+    uri.push_str(base);
+    uri.push(if base.contains('?') { '&' } else { '?' });
+    uri.push_str(routing::TOKEN_PARAM);
+    uri.push('=');
+    routing::session_token_into(&mut uri, key, secret);
+    uri
 }
 
 /// Processes one message (see [`Session::handle`]).
