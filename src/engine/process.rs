@@ -676,13 +676,13 @@ fn handle_alert(
 ) {
     let msg_id = ctx.msg_id;
     let respond = !ctx.no_resp && !a.no_resp;
-    let Some(code) = a.data.as_deref().and_then(num) else {
+    // A code beyond u16 is no alert code (a cast would wrap 65736 to 200).
+    let Some(code) = a.data.as_deref().and_then(num).and_then(|c| u16::try_from(c).ok()) else {
         if respond {
             r.status(msg_id, &a.cmd_id, "Alert", None, None, 400);
         }
         return;
     };
-    let code = code as u16;
     match code {
         200..=210 | 225 => {}
         222 | 100 => {
