@@ -328,6 +328,13 @@ pub enum Data<'a> {
     DevInf(Box<DevInf<'a>>),
     /// An embedded MetInf `Anchor` (the echoed anchor in an Alert's Status).
     Anchor(Anchor<'a>),
+    /// Character data of one piece of an object split over several items
+    /// (`MoreData`, `Size`). Only the engine makes it; decoders return
+    /// [`Data::Text`]. Encoders write every piece of an object the same way
+    /// (XML: escaped text with CR as `&#13;`; WBXML: OPAQUE), because a
+    /// receiver may refuse to join pieces of different PCDATA kinds
+    /// (libsynthesis answers 400 to a CDATA piece after a text piece).
+    Chunk(Text<'a>),
 }
 
 impl Default for Data<'_> {
@@ -340,7 +347,7 @@ impl Data<'_> {
     /// The text, if this is character data.
     pub fn as_text(&self) -> Option<&str> {
         match self {
-            Data::Text(t) => Some(t),
+            Data::Text(t) | Data::Chunk(t) => Some(t),
             _ => None,
         }
     }
@@ -348,7 +355,7 @@ impl Data<'_> {
     /// The raw bytes of character or binary data.
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
-            Data::Text(t) => Some(t.as_bytes()),
+            Data::Text(t) | Data::Chunk(t) => Some(t.as_bytes()),
             Data::Binary(b) => Some(b),
             _ => None,
         }
@@ -361,6 +368,7 @@ impl Data<'_> {
             Data::Binary(b) => Data::Binary(Cow::Owned(b.into_owned())),
             Data::DevInf(d) => Data::DevInf(Box::new(d.into_owned())),
             Data::Anchor(a) => Data::Anchor(a.into_owned()),
+            Data::Chunk(t) => Data::Chunk(own(t)),
         }
     }
 }

@@ -156,6 +156,83 @@ pub fn uid(data: &[u8]) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// What identifies an item across devices for twin matching: its `UID` and,
+/// for an exception of a recurring event, its `RECURRENCE-ID`, so that an
+/// exception is never taken for its master (they share the UID).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UidKey {
+    /// The `UID` value.
+    pub uid: String,
+    /// The `RECURRENCE-ID` value of the same component, if any.
+    pub recurrence_id: Option<String>,
+}
+
+/// The properties of one component (`BEGIN:` .. `END:`) that identify it.
+#[derive(Default)]
+struct Identity {
+    uid: Option<String>,
+    recurrence_id: Option<String>,
+    modified: Option<String>,
+}
+
+/// The identity of the first component of an item that has a `UID` (the
+/// VEVENT/VTODO of a calendar, the VCARD of a contact); `None` for plain
+/// text and items without a UID.
+fn identity(data: &[u8]) -> Option<Identity> {
+    let text = std::str::from_utf8(data).ok()?;
+    if !is_structured(text) {
+        return None;
+    }
+    let value =
+        |line: &str| line.split_once(':').map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
+    // One frame per open component: properties belong to the innermost one.
+    let mut stack: Vec<Identity> = Vec::new();
+    for line in lines(text) {
+        let name = raw_prop_name(&line);
+        if name.eq_ignore_ascii_case("BEGIN") {
+            stack.push(Identity::default());
+        } else if name.eq_ignore_ascii_case("END") {
+            if let Some(done) = stack.pop().filter(|f| f.uid.is_some()) {
+                return Some(done);
+            }
+        } else if let Some(top) = stack.last_mut() {
+            if name.eq_ignore_ascii_case("UID") {
+                top.uid = top.uid.take().or_else(|| value(&line));
+            } else if name.eq_ignore_ascii_case("RECURRENCE-ID") {
+                top.recurrence_id = top.recurrence_id.take().or_else(|| value(&line));
+            } else if name.eq_ignore_ascii_case("LAST-MODIFIED")
+                || (name.eq_ignore_ascii_case("REV") && top.modified.is_none())
+            {
+                top.modified = value(&line);
+            }
+        }
+    }
+    // Unterminated components: the innermost one with a UID.
+    stack.into_iter().rev().find(|f| f.uid.is_some())
+}
+
+/// The twin-matching key of an item: (UID, RECURRENCE-ID) of its first
+/// component with a UID.
+pub fn uid_key(data: &[u8]) -> Option<UidKey> {
+    let id = identity(data)?;
+    Some(UidKey { uid: id.uid?, recurrence_id: id.recurrence_id })
+}
+
+/// Which of two versions of one item was modified later, by the
+/// `LAST-MODIFIED` (vCard: `REV`) of the component carrying the UID,
+/// compared as UTC timestamps (digits only, so `20240101T100000Z` and
+/// `2024-01-01T10:00:00Z` compare equal). `None` when either lacks it or
+/// the two are not comparable.
+pub fn newer(a: &[u8], b: &[u8]) -> Option<std::cmp::Ordering> {
+    let stamp = |data: &[u8]| -> Option<String> {
+        let m = identity(data)?.modified?;
+        // Only UTC stamps compare across devices.
+        m.ends_with(['Z', 'z']).then(|| m.chars().filter(char::is_ascii_digit).collect())
+    };
+    let (a, b) = (stamp(a)?, stamp(b)?);
+    (a.len() == b.len()).then(|| a.cmp(&b))
+}
+
 /// Merges two versions of a structured item field by field: the client's
 /// version is the base; properties the server version has and the client's
 /// lacks are added. Returns `None` when the items cannot be merged (plain
@@ -291,6 +368,8 @@ mod tests {
                 let Some(t) = s.get(..end) else { continue };
                 let _ = twin_key(t.as_bytes());
                 let _ = uid(t.as_bytes());
+                let _ = uid_key(t.as_bytes());
+                let _ = newer(t.as_bytes(), s.as_bytes());
                 let _ = merge(t.as_bytes(), s.as_bytes());
                 let _ = unfold(t);
                 let _ = prop_name(t);
@@ -306,6 +385,41 @@ mod tests {
         assert!(is_structured("  begin:VCARD"));
         assert_eq!(twin_key("Hello😀\r\n".as_bytes()), twin_key("Hello😀".as_bytes()));
         assert_eq!(uid("BEGIN:VCALENDAR\nUID:日本😀\nEND:VCALENDAR".as_bytes()), Some("日本😀".into()));
+    }
+
+    #[test]
+    fn uid_keys_tell_exceptions_from_their_master() {
+        let master = b"BEGIN:VCALENDAR\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:u1\r\nRRULE:FREQ=WEEKLY\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nUID:u1\r\nRECURRENCE-ID:20240108T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let exception = b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nRECURRENCE-ID;TZID=X:20240108T110000\nUID:u1\nEND:VEVENT\nEND:VCALENDAR\n";
+        // A master with its exceptions in one item is keyed by the master.
+        assert_eq!(uid_key(master), Some(UidKey { uid: "u1".into(), recurrence_id: None }));
+        assert_eq!(
+            uid_key(exception),
+            Some(UidKey { uid: "u1".into(), recurrence_id: Some("20240108T110000".into()) })
+        );
+        assert_eq!(
+            uid_key(b"BEGIN:VCARD\nUID:c1\nEND:VCARD"),
+            Some(UidKey { uid: "c1".into(), recurrence_id: None })
+        );
+        assert_eq!(uid_key(b"BEGIN:VCARD\nN:x\nEND:VCARD"), None);
+        assert_eq!(uid_key(b"UID:plain text"), None);
+        // Unterminated: still found.
+        assert_eq!(uid_key(b"BEGIN:VTODO\nUID:t").map(|k| k.uid), Some("t".into()));
+    }
+
+    #[test]
+    fn newer_compares_utc_modification_stamps() {
+        use std::cmp::Ordering::*;
+        let ev = |m: &str| format!("BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:u\n{m}\nEND:VEVENT\nEND:VCALENDAR\n");
+        let (a, b) = (ev("LAST-MODIFIED:20260101T100000Z"), ev("LAST-MODIFIED:20260101T100001Z"));
+        assert_eq!(newer(a.as_bytes(), b.as_bytes()), Some(Less));
+        assert_eq!(newer(b.as_bytes(), a.as_bytes()), Some(Greater));
+        assert_eq!(newer(a.as_bytes(), a.as_bytes()), Some(Equal));
+        let card = |rev: &str| format!("BEGIN:VCARD\nUID:u\nREV:{rev}\nEND:VCARD\n");
+        assert_eq!(newer(card("2026-01-01T10:00:00Z").as_bytes(), a.as_bytes()), Some(Equal));
+        // Floating times and missing stamps do not compare.
+        assert_eq!(newer(ev("LAST-MODIFIED:20260101T100000").as_bytes(), b.as_bytes()), None);
+        assert_eq!(newer(ev("SUMMARY:x").as_bytes(), b.as_bytes()), None);
     }
 
     #[test]

@@ -280,9 +280,12 @@ struct DsSession {
     /// Twin index for slow syncs: content key → unmatched server ids.
     #[rkyv(with = rkyv::with::Skip)]
     twins: FastMap<u64, Vec<u64>>,
-    /// UID index for slow syncs.
+    /// UID index, (UID, RECURRENCE-ID) → server id, over the whole server
+    /// items no client item has claimed: twin matching by identity in slow
+    /// syncs, and of a client's Add of an item the server already holds in
+    /// two-way syncs.
     #[rkyv(with = rkyv::with::Skip)]
-    uids: FastMap<String, u64>,
+    uids: FastMap<content::UidKey, u64>,
     /// Ops forced by conflict resolution (sent in package 4).
     forced: Vec<OutKind>,
     /// The client's Sync for this datastore started (once-only setup done).

@@ -831,7 +831,7 @@ fn handle_alert(
             state: SyncState { client_uri: source.clone(), ..Default::default() },
         });
     }
-    if mode == 201 {
+    if matches!(mode, 200 | 201) {
         index_twins(&mut ds);
     }
     s.stores.push(ds);
@@ -1197,7 +1197,7 @@ fn apply_item(
                 // not only by UID.
                 let twin = match ds.twins.get_mut(&key).and_then(|v| v.pop()) {
                     Some(guid) => Some((guid, true)),
-                    None => content::uid(&data)
+                    None => content::uid_key(&data)
                         .and_then(|u| ds.uids.get(&u).copied())
                         .filter(|g| !ds.rmap.contains_key(g))
                         .map(|guid| {
@@ -1227,6 +1227,22 @@ fn apply_item(
                             batch.ops.push(put(Some(guid), data, true));
                         }
                         return 201;
+                    }
+                }
+            }
+            // Two-way: an Add of an item the server already holds (another
+            // device added the same event) is that item, not a second copy.
+            if ds.mode == 200 && name == "Add" {
+                let twin = content::uid_key(&data)
+                    .and_then(|k| ds.uids.get(&k).copied())
+                    .filter(|g| !ds.rmap.contains_key(g) && !ds.handled.contains(g))
+                    .and_then(|g| ds.items.get(&g).filter(|i| !i.deleted).cloned());
+                if let Some(server) = twin {
+                    let held =
+                        HeldItem { server, user: &user, device: &device, luid, content_type: &content_type };
+                    if let Some(code) = add_of_held_item(ds, cfg.policy(collection), batch, put, held, &data)
+                    {
+                        return code;
                     }
                 }
             }
@@ -1284,6 +1300,114 @@ fn apply_item(
         }
         _ => 406,
     }
+}
+
+/// A client's Add (under `luid`, of `content_type`) of an item the server
+/// holds as `server`, found by its (UID, RECURRENCE-ID).
+struct HeldItem<'a> {
+    server: crate::store::ItemRecord,
+    user: &'a str,
+    device: &'a str,
+    luid: &'a str,
+    content_type: &'a str,
+}
+
+/// Resolves a two-way sync's Add of an item the server already holds (the
+/// same event added on two devices): the client's id is mapped to the
+/// server item, which is neither duplicated nor sent back as an Add. The
+/// two versions are reconciled by the datastore's conflict policy: Merge
+/// takes the version modified later (`content::newer`; the client's on a
+/// tie or without stamps, as for a conflict) and adds the other's missing
+/// properties (`content::merge`, same format only); the store gets the
+/// result if it differs from the server's copy, the client a Replace if it
+/// differs from what the client sent. Returns the Add's status, or `None`
+/// under the Duplicate policy (the Add becomes a new item).
+fn add_of_held_item(
+    ds: &mut DsSession,
+    policy: ConflictPolicy,
+    batch: &mut WriteBatch,
+    put: impl Fn(Option<u64>, Vec<u8>, bool) -> WriteOp,
+    held: HeldItem<'_>,
+    data: &[u8],
+) -> Option<u16> {
+    let HeldItem { server, user, device, luid, content_type } = held;
+    let guid = server.server_id;
+    let client_key = twin_key_of(content_type, data);
+    let server_key = twin_key_of(&server.content_type, &server.data);
+    // (store the client's version, send the server's version back)
+    let (store_client, send_server) = match policy {
+        ConflictPolicy::Duplicate => return None,
+        _ if client_key == server_key => (false, false),
+        ConflictPolicy::ClientWins => (true, false),
+        ConflictPolicy::ServerWins => (false, true),
+        ConflictPolicy::Merge => {
+            let client_newer = content::newer(data, &server.data) != Some(std::cmp::Ordering::Less);
+            let same_format = {
+                use crate::convert::Format;
+                let format = |t: &str, d: &[u8]| Format::from_type(t, None, Some(d));
+                format(content_type, data) == format(&server.content_type, &server.data)
+            };
+            let merged = match (same_format, client_newer) {
+                (true, true) => content::merge(data, &server.data),
+                (true, false) => content::merge(&server.data, data),
+                (false, _) => None,
+            };
+            match merged {
+                // The merge is one of the two versions (the other had
+                // nothing of its own): keep that version as it was written.
+                Some(m) if twin_key_of(content_type, &m) == client_key => (true, false),
+                Some(m) if twin_key_of(&server.content_type, &m) == server_key => (false, true),
+                Some(m) => {
+                    ds.counts.twins += 1;
+                    ds.counts.conflicts += 1;
+                    map_client_id(ds, guid, luid);
+                    batch.ops.push(put(Some(guid), m.clone(), true));
+                    ds.forced.push(OutKind::Replace {
+                        server_id: guid,
+                        client_id: luid.to_string(),
+                        content_type: content_type.to_string(),
+                        data: m,
+                    });
+                    return Some(201);
+                }
+                None => (client_newer, !client_newer),
+            }
+        }
+    };
+    ds.counts.twins += 1;
+    if store_client || send_server {
+        ds.counts.conflicts += 1;
+    }
+    map_client_id(ds, guid, luid);
+    if store_client {
+        batch.ops.push(put(Some(guid), data.to_vec(), true));
+    } else {
+        batch.ops.push(WriteOp::SetMapping {
+            user: user.to_string(),
+            device_id: device.to_string(),
+            collection: ds.collection,
+            client_id: luid.to_string(),
+            server_id: guid,
+        });
+    }
+    if send_server {
+        ds.forced.push(OutKind::Replace {
+            server_id: guid,
+            client_id: luid.to_string(),
+            content_type: server.content_type,
+            data: server.data,
+        });
+    }
+    Some(201)
+}
+
+/// Records in the session that the client's `luid` is server item `guid`
+/// (the store's mapping is written by the caller's op), and that the item
+/// is covered, so it is not sent back in this session.
+fn map_client_id(ds: &mut DsSession, guid: u64, luid: &str) {
+    ds.map.insert(luid.to_string(), guid);
+    ds.rmap.insert(guid, luid.to_string());
+    ds.handled.insert(guid);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1693,7 +1817,8 @@ fn chunk_end_fit(data: &[u8], start: usize, room: usize, xml: bool) -> usize {
 
 /// Appends bytes `[start, end)` of an op's data to its datastore's Sync.
 /// A piece that does not reach the end carries MoreData; the first piece of
-/// a chunked item carries the total Size.
+/// a chunked item carries the total Size. Every piece of a chunked item is
+/// `Data::Chunk`, so encoders write them all in one representation.
 fn push_op(
     s: &mut Session,
     r: &mut Reply,
@@ -1709,11 +1834,15 @@ fn push_op(
     let sized = more && start == 0;
     let cmd_id = r.cmd_id();
     let cid: u64 = cmd_id.parse().unwrap_or(0);
+    let chunked = start > 0 || more;
     let piece = |data: &[u8]| -> Data<'static> {
         let bytes = &data[start.min(data.len())..end.min(data.len())];
         match std::str::from_utf8(bytes) {
-            Ok(text) => Data::Text(Cow::Owned(text.to_string())),
-            Err(_) => Data::Binary(Cow::Owned(bytes.to_vec())),
+            Ok(text) if !chunked => Data::Text(Cow::Owned(text.to_string())),
+            // Text or binary is decided on the whole object, so that all its
+            // pieces are of one kind (see `Data::Chunk`).
+            Ok(text) if std::str::from_utf8(data).is_ok() => Data::Chunk(Cow::Owned(text.to_string())),
+            _ => Data::Binary(Cow::Owned(bytes.to_vec())),
         }
     };
     let item_meta = || sized.then(|| Meta { size: Some(t(total.to_string())), ..Default::default() });
@@ -1814,18 +1943,24 @@ fn complete(s: &mut Session, batch: &mut WriteBatch) {
     }
 }
 
-/// Builds the slow-sync twin and UID indexes over the server items that no
-/// client item has claimed yet.
+/// Builds the twin indexes over the server items that no client item has
+/// claimed yet: by content (slow sync only) and by (UID, RECURRENCE-ID)
+/// (slow and two-way syncs; a two-way sync's snapshot holds whole only the
+/// items changed since the device's last sync, which are the ones it would
+/// otherwise send as new, and bare items have no UID to index).
 fn index_twins(ds: &mut DsSession) {
     ds.twins.clear();
     ds.uids.clear();
+    let by_content = ds.mode == 201;
     for item in ds.items.values() {
         if item.deleted || ds.rmap.contains_key(&item.server_id) || ds.handled.contains(&item.server_id) {
             continue;
         }
-        ds.twins.entry(twin_key_of(&item.content_type, &item.data)).or_default().push(item.server_id);
-        if let Some(uid) = content::uid(&item.data) {
-            ds.uids.insert(uid, item.server_id);
+        if by_content {
+            ds.twins.entry(twin_key_of(&item.content_type, &item.data)).or_default().push(item.server_id);
+        }
+        if let Some(key) = content::uid_key(&item.data) {
+            ds.uids.insert(key, item.server_id);
         }
     }
 }
@@ -1848,7 +1983,7 @@ pub(super) fn reload_datastore(ds: &mut DsSession, snap: crate::store::Datastore
         ds.rmap.insert(guid, luid.clone());
         ds.map.insert(luid, guid);
     }
-    if ds.mode == 201 {
+    if matches!(ds.mode, 200 | 201) {
         index_twins(ds);
     }
     ds.loaded = true;

@@ -313,6 +313,13 @@ impl W<'_> {
                 self.opaque(b);
                 self.end();
             }
+            // Every piece of a split object OPAQUE, however short: a short
+            // last piece as STR_I would be another PCDATA kind (see Data::Chunk).
+            Data::Chunk(t) => {
+                self.open(0, sm::DATA);
+                self.opaque(t.as_bytes());
+                self.end();
+            }
             Data::DevInf(di) => {
                 let mut doc = Vec::with_capacity(1024);
                 devinf(di, &mut doc);

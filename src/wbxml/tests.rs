@@ -377,3 +377,33 @@ fn entity_zero_decodes_but_codec_refuses_it_in_ids() {
         crate::codec::DecodeError::Id(crate::codec::IdError::ControlChar { code: 0x1B, .. })
     ));
 }
+
+/// Every piece of a split object goes OPAQUE, a short last piece too (as
+/// STR_I it would be another PCDATA kind, which libsynthesis refuses to
+/// join: 400); a short whole text stays inline.
+#[test]
+fn object_pieces_are_opaque_however_short() {
+    let msg = |data: Data<'static>| SyncMl {
+        hdr: SyncHdr { msg_id: "1".into(), ..Default::default() },
+        body: vec![Command::Add(ItemCommand {
+            cmd_id: "1".into(),
+            items: vec![Item { data: Some(data), ..Default::default() }],
+            ..Default::default()
+        })],
+        ..Default::default()
+    };
+    let (mut piece, mut whole) = (Vec::new(), Vec::new());
+    encode(&msg(Data::Chunk("tail\r\n".into())), &mut piece);
+    encode(&msg(Data::Text("tail\r\n".into())), &mut whole);
+    let opaque = [&[0xC3, 6][..], b"tail\r\n"].concat();
+    let inline = [&[0x03][..], b"tail\r\n", &[0x00]].concat();
+    assert!(piece.windows(opaque.len()).any(|w| w == opaque), "{piece:02x?}");
+    assert!(whole.windows(inline.len()).any(|w| w == inline), "{whole:02x?}");
+    // Both decode to the same text.
+    let text = |b: &[u8]| match decode(b).map(|m| m.body[0].clone().into_owned()) {
+        Ok(Command::Add(a)) => a.items[0].data.as_ref().and_then(|d| d.as_text()).map(str::to_string),
+        _ => None,
+    };
+    assert_eq!(text(&piece), Some("tail\r\n".to_string()));
+    assert_eq!(text(&whole), text(&piece));
+}

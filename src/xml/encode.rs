@@ -255,6 +255,11 @@ fn data(out: &mut Vec<u8>, d: &Data) {
     out.extend_from_slice(b"<Data>");
     match d {
         Data::Text(t) => payload(out, t),
+        // Escaped, never CDATA: the same PCDATA kind for every piece of an
+        // object whatever characters a piece holds, and CR as `&#13;`, which
+        // even a parser that normalizes line ends keeps, so the pieces add up
+        // to the announced Size.
+        Data::Chunk(t) => escape(out, t),
         Data::Binary(b) => {
             let start = out.len();
             if let Some(n) = base64::encoded_len(b.len(), true) {
@@ -616,5 +621,20 @@ mod tests {
         out.clear();
         payload(&mut out, "]]>\r");
         assert_eq!(out, b"]]&gt;&#13;");
+    }
+
+    /// A piece of a split object is escaped text whatever it holds, never
+    /// CDATA or raw CR (see `Data::Chunk`).
+    #[test]
+    fn object_pieces_are_escaped_text() {
+        let mut out = Vec::new();
+        for (piece, wire) in [
+            ("UID:1<>&\r\n", &b"<Data>UID:1&lt;&gt;&amp;&#13;\n</Data>"[..]),
+            ("xx\r\nEND", b"<Data>xx&#13;\nEND</Data>"),
+        ] {
+            out.clear();
+            data(&mut out, &Data::Chunk(piece.into()));
+            assert_eq!(out, wire);
+        }
     }
 }
