@@ -9,6 +9,7 @@
 # Environment:
 #   SHARDSYNC_SKIP_INSTALL=1     do not check/install Debian packages
 #   SHARDSYNC_SKIP_BENCH=1       do not run the bench smoke run
+#   SHARDSYNC_SKIP_CONFORMANCE=1 do not run SyncEvolution's client-test plain suites
 #   SHARDSYNC_TEST_TARGET=refserver
 #                                run the real-client tests against SyncEvolution's own SyncML
 #                                server instead of `shardsync serve` (validates the harness only)
@@ -78,6 +79,14 @@ cargo test --release
 # The same SyncEvolution scenarios with the server on PostgreSQL (a private server per test).
 step "SHARDSYNC_TEST_STORE=postgres cargo test --release --test realclient"
 SHARDSYNC_TEST_STORE=postgres cargo test --release --test realclient
+
+# SyncEvolution's own conformance suite (client-test), the plain suites: builds client-test from
+# Debian's source package into target/client-test/ the first time (its build dependencies come
+# from apt, waiting for the dpkg lock), then about 10 minutes. The fault suites: --all, by hand.
+if [ "${SHARDSYNC_SKIP_CONFORMANCE:-0}" != 1 ]; then
+    step "tests/conformance.sh contact event task"
+    SHARDSYNC_BIN=target/release/shardsync bash tests/conformance.sh contact event task
+fi
 
 # --- 4. benches (smoke) --------------------------------------------------------------------------
 # Each criterion bench target once, briefly: proves the benches build and run. Real numbers come
