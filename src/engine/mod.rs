@@ -123,7 +123,7 @@ impl EngineConfig {
 /// Leads every stored session state: the layout's version. Bump it whenever
 /// a type inside [`Session`] changes, so that nodes of another build refuse
 /// the record (the client's session then starts over) instead of misreading it.
-const STATE_TAG: &[u8] = b"ssync-session-v3";
+const STATE_TAG: &[u8] = b"ssync-session-v4";
 
 /// Why a session's state could not be stored or restored.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,19 @@ struct OutOp {
 enum OutKind {
     Add { server_id: u64, content_type: String, data: Vec<u8> },
     Replace { server_id: u64, client_id: String, content_type: String, data: Vec<u8> },
-    Delete { client_id: String },
+    Delete { server_id: u64, client_id: String },
+}
+
+/// A server command sent to the client, kept until the session ends so that
+/// the client's Status for it can be matched.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+enum SentCmd {
+    /// An Add or Replace (or one chunk of it).
+    Item { collection: Collection },
+    /// A Delete. The device's mapping of `client_id` to `server_id` is dropped
+    /// only when the client's Status confirms it: a Delete whose Status never
+    /// came (reply lost, session cut) is then sent again by the next session.
+    Delete { collection: Collection, server_id: u64, client_id: String },
 }
 
 /// A large object being received in chunks.
@@ -371,8 +383,8 @@ pub struct Session {
     /// Empty between messages (the commit's ids land in the store's mappings).
     #[rkyv(with = rkyv::with::Skip)]
     pending_new: Vec<(Collection, String)>,
-    /// Server commands sent: (msg id, cmd id) → (collection, server id).
-    sent: HashMap<(u64, u64), (Collection, Option<u64>)>,
+    /// Server commands sent: (msg id, cmd id) → what the command was.
+    sent: HashMap<(u64, u64), SentCmd>,
     next_temp_id: u64,
     started_at: u64,
     last_activity: u64,

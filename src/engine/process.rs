@@ -11,7 +11,7 @@ use super::reply::{anchor_item, t, type_meta, Reply};
 use super::scope;
 use super::{
     ConflictPolicy, Counts, DsSession, EngineConfig, FastMap, IncomingChunk, Items, OutKind, OutOp, Outcome,
-    Phase, Session, Step,
+    Phase, SentCmd, Session, Step,
 };
 use crate::codec;
 use crate::model::{
@@ -421,7 +421,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
             let combined = client_final && ctx.saw_sync;
             if combined {
                 // Combined init + sync package: the server's Sync follows package 2.
-                start_server_sync(s, cfg, &mut batch);
+                start_server_sync(s, cfg);
             }
             let (done, enc) = init_reply::pack(s, cfg, &mut r, version, client_final && !combined, false);
             // The server's Sync is still to come in a combined package.
@@ -443,7 +443,7 @@ pub(super) fn handle(s: &mut Session, cfg: &EngineConfig, msg: &SyncMl<'_>, now:
         }
         Phase::ClientSync => {
             if client_final {
-                start_server_sync(s, cfg, &mut batch);
+                start_server_sync(s, cfg);
                 if syncs_fit(s, &mut r) {
                     reply_final = fill(s, cfg, &mut r, &mut batch);
                     s.phase = if reply_final { Phase::Map } else { Phase::ServerSync };
@@ -608,7 +608,7 @@ fn process_command(
         return;
     }
     match cmd {
-        Command::Status(st) => handle_status(s, st),
+        Command::Status(st) => handle_status(s, batch, st),
         Command::Alert(a) => handle_alert(s, cfg, r, batch, ctx, a),
         Command::Put(p) => {
             let code = store_devinf(s, batch, &p.items, p.meta.as_ref());
@@ -644,7 +644,7 @@ fn process_command(
     }
 }
 
-fn handle_status(s: &mut Session, st: &crate::model::Status<'_>) {
+fn handle_status(s: &mut Session, batch: &mut WriteBatch, st: &crate::model::Status<'_>) {
     let (Some(mref), Some(cref)) = (st.msg_ref.as_deref().and_then(num), num(&st.cmd_ref)) else { return };
     let code = num(&st.data).unwrap_or(0);
     if st.cmd.trim() == "Alert" && code == 508 {
@@ -654,16 +654,47 @@ fn handle_status(s: &mut Session, st: &crate::model::Status<'_>) {
         }
         return;
     }
-    if let Some((collection, _)) = s.sent.get(&(mref, cref)) {
-        let failed = code >= 300 && code != 419 && code != 418;
-        if failed {
-            tracing::warn!(device = %s.device_id, code, cmd = %st.cmd, "client rejected a server change");
-            let c = *collection;
-            if let Some(d) = s.stores.iter_mut().find(|d| d.collection == c) {
-                d.failed = true;
-            }
-        }
+    let (collection, delete) = match s.sent.get(&(mref, cref)) {
+        None => return,
+        Some(SentCmd::Item { collection }) => (*collection, false),
+        Some(SentCmd::Delete { collection, .. }) => (*collection, true),
+    };
+    // 211 and 404 to a Delete: the client no longer has the item, which is
+    // what the Delete wanted.
+    if delete && (code < 300 || code == 404) {
+        deleted_on_client(s, batch, mref, cref);
+        return;
     }
+    if code < 300 || code == 419 || code == 418 {
+        return;
+    }
+    tracing::warn!(device = %s.device_id, code, cmd = %st.cmd, "client rejected a server change");
+    if let Some(d) = s.stores.iter_mut().find(|d| d.collection == collection) {
+        d.failed = true;
+    }
+}
+
+/// The client confirmed the server's Delete sent as command `cref` of
+/// message `mref`: only now the device's mapping to the item goes, in the
+/// batch of the message carrying that Status. Until then the mapping stays,
+/// so a session that ends without the Status sends the Delete again.
+fn deleted_on_client(s: &mut Session, batch: &mut WriteBatch, mref: u64, cref: u64) {
+    let Some(SentCmd::Delete { collection, server_id, client_id }) = s.sent.remove(&(mref, cref)) else {
+        return;
+    };
+    let user = s.user.clone().unwrap_or_default();
+    let device_id = s.device_id.clone();
+    let Some(ds) = s.stores.iter_mut().find(|d| d.collection == collection) else { return };
+    // Unless the client id names another item by now (then it is not this
+    // Delete's mapping to drop; a stale one costs at most a repeated Delete).
+    if ds.map.get(&client_id).is_some_and(|g| *g != server_id) {
+        return;
+    }
+    ds.map.remove(&client_id);
+    if ds.rmap.get(&server_id) == Some(&client_id) {
+        ds.rmap.remove(&server_id);
+    }
+    batch.ops.push(WriteOp::RemoveMapping { user, device_id, collection, client_id });
 }
 
 fn handle_alert(
@@ -1566,8 +1597,7 @@ pub(super) fn twin_key_of(content_type: &str, data: &[u8]) -> u64 {
 }
 
 /// Computes the server's changes for every datastore (package 4).
-fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatch) {
-    let user = s.user.clone().unwrap_or_default();
+fn start_server_sync(s: &mut Session, _cfg: &EngineConfig) {
     let device = s.device_id.clone();
     let mut queue = Vec::new();
     let caps = &s.caps;
@@ -1611,17 +1641,9 @@ fn start_server_sync(s: &mut Session, _cfg: &EngineConfig, batch: &mut WriteBatc
                     }
                     let luid = ds.rmap.get(&item.server_id).cloned();
                     let kind = match (item.deleted, luid) {
-                        (true, Some(luid)) => {
-                            ds.map.remove(&luid);
-                            ds.rmap.remove(&item.server_id);
-                            batch.ops.push(WriteOp::RemoveMapping {
-                                user: user.clone(),
-                                device_id: device.clone(),
-                                collection: ds.collection,
-                                client_id: luid.clone(),
-                            });
-                            OutKind::Delete { client_id: luid }
-                        }
+                        // The mapping stays until the client confirms the
+                        // Delete (see `deleted_on_client`).
+                        (true, Some(luid)) => OutKind::Delete { server_id: item.server_id, client_id: luid },
                         (true, None) => continue,
                         (false, Some(luid)) => OutKind::Replace {
                             server_id: item.server_id,
@@ -1852,7 +1874,7 @@ fn push_op(
                 ds.counts.to_client_add += 1;
             }
             let gid = guid_for_client(ds, &s.caps, *server_id, &mut s.next_temp_id);
-            s.sent.insert((s.out_msg_id, cid), (op.collection, Some(*server_id)));
+            s.sent.insert((s.out_msg_id, cid), SentCmd::Item { collection: op.collection });
             Command::Add(ItemCommand {
                 cmd_id,
                 meta: Some(type_meta(content_type)),
@@ -1866,11 +1888,11 @@ fn push_op(
                 ..Default::default()
             })
         }
-        OutKind::Replace { server_id, client_id, content_type, data } => {
+        OutKind::Replace { client_id, content_type, data, .. } => {
             if start == 0 {
                 ds.counts.to_client_replace += 1;
             }
-            s.sent.insert((s.out_msg_id, cid), (op.collection, Some(*server_id)));
+            s.sent.insert((s.out_msg_id, cid), SentCmd::Item { collection: op.collection });
             Command::Replace(ItemCommand {
                 cmd_id,
                 meta: Some(type_meta(content_type)),
@@ -1884,9 +1906,14 @@ fn push_op(
                 ..Default::default()
             })
         }
-        OutKind::Delete { client_id } => {
+        OutKind::Delete { server_id, client_id } => {
             ds.counts.to_client_delete += 1;
-            s.sent.insert((s.out_msg_id, cid), (op.collection, None));
+            let sent = SentCmd::Delete {
+                collection: op.collection,
+                server_id: *server_id,
+                client_id: client_id.clone(),
+            };
+            s.sent.insert((s.out_msg_id, cid), sent);
             Command::Delete(ItemCommand {
                 cmd_id,
                 items: vec![Item { target: Some(Location::uri(t(client_id.clone()))), ..Default::default() }],

@@ -239,6 +239,41 @@ pub(crate) fn server_items(m: &SyncMl<'_>) -> Vec<(String, String, String)> {
     out
 }
 
+/// The client's Statuses for the server's item commands in `m`: `code` for
+/// each (a real client answers Adds with 201), from CmdID `first_id` on.
+pub(crate) fn acks(m: &SyncMl<'_>, code: impl Fn(&str) -> u16, first_id: u32) -> String {
+    let mut out = String::new();
+    let mut id = first_id;
+    for c in &m.body {
+        let Command::Sync(s) = c else { continue };
+        for ic in &s.commands {
+            let (name, cmd) = match ic {
+                Command::Add(x) => ("Add", x),
+                Command::Replace(x) => ("Replace", x),
+                Command::Delete(x) => ("Delete", x),
+                _ => continue,
+            };
+            out.push_str(&format!(
+                "<Status><CmdID>{id}</CmdID><MsgRef>{}</MsgRef><CmdRef>{}</CmdRef><Cmd>{name}</Cmd><Data>{}</Data></Status>",
+                m.hdr.msg_id,
+                cmd.cmd_id,
+                code(name)
+            ));
+            id += 1;
+        }
+    }
+    out
+}
+
+/// What a client answers to a server command it carried out.
+fn ok_code(cmd: &str) -> u16 {
+    if cmd == "Add" {
+        201
+    } else {
+        200
+    }
+}
+
 /// A client-side message builder.
 pub(crate) struct Client {
     pub device: String,
@@ -385,7 +420,10 @@ fn session(
             .map(|(_, g, _)| (g.clone(), format!("c{g}")))
             .collect();
         all_items.extend(items);
-        let cmds = if maps.is_empty() { String::new() } else { map_cmd(&c.uri, &maps) };
+        let mut cmds = acks(&reply, ok_code, 200);
+        if !maps.is_empty() {
+            cmds.push_str(&map_cmd(&c.uri, &maps));
+        }
         let fin = reply.final_;
         reply = h.send(&c.plain(&cmds, fin));
         if fin {
@@ -435,6 +473,122 @@ fn changes_reach_other_device_and_not_echoed() {
     let (_, _, items) = session(&mut h, &mut a, 200, &[]);
     assert!(items.is_empty());
     assert!(h.items("dev-a", Collection::Contacts).is_empty());
+}
+
+/// The client ids of the server's Deletes in `m`, sorted.
+fn deletes_in(m: &SyncMl<'_>) -> Vec<String> {
+    let mut d: Vec<String> = server_items(m).into_iter().filter(|i| i.0 == "Delete").map(|i| i.1).collect();
+    d.sort();
+    d
+}
+
+/// The number of mappings the store holds for `device`'s contacts.
+fn mappings(h: &Harness, device: &str) -> usize {
+    match h.backend.read(&ReadRequest::Datastore {
+        user: "test".into(),
+        device_id: device.into(),
+        collection: Collection::Contacts,
+        scope: ItemScope::Whole,
+    }) {
+        Ok(ReadResponse::Datastore(s)) => s.mappings.len(),
+        other => panic!("datastore read: {other:?}"),
+    }
+}
+
+/// a and b share `n` contacts (a's client ids `a0`..), then a deletes the
+/// first `deleted` of them.
+fn shared_then_deleted(h: &mut Harness, a: &mut Client, b: &mut Client, n: u32, deleted: u32) {
+    let adds: Vec<String> =
+        (0..n).map(|i| op("Add", 10 + i, &format!("a{i}"), Some(&vcard(&format!("N{i}"), "1")))).collect();
+    session(h, a, 201, &adds);
+    let (_, _, items) = session(h, b, 201, &[]);
+    assert_eq!(items.len(), n as usize);
+    let dels: Vec<String> = (0..deleted).map(|i| op("Delete", 10 + i, &format!("a{i}"), None)).collect();
+    session(h, a, 200, &dels);
+}
+
+/// A server Delete counts as delivered only once the client's Status for
+/// it arrives (issue 18, client-test's Retry ServerRemove): the reply
+/// carrying the Deletes is lost, and a new session, then a resumed one
+/// (225), sends them again; acknowledged (200, or 404: already gone), they
+/// are never sent again and the device's mappings to them are gone.
+#[test]
+fn deletes_whose_status_never_came_are_sent_again() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    shared_then_deleted(&mut h, &mut a, &mut b, 3, 2);
+    // b's two-way: the reply with the Deletes never reaches b.
+    h.send(&b.init(200));
+    let sent = deletes_in(&h.send(&b.sync(&[], true)));
+    assert_eq!(sent.len(), 2, "both Deletes sent");
+    assert_eq!(mappings(&h, "dev-b"), 3, "unconfirmed Deletes keep their mappings");
+    // A new session (b's anchors are still those of its last complete sync).
+    let r1 = h.send(&b.init(200));
+    assert_eq!(server_alerts(&r1), vec![200]);
+    assert_eq!(deletes_in(&h.send(&b.sync(&[], true))), sent, "a new session sends them again");
+    // Lost again; b resumes.
+    let r1 = h.send(&b.init(225));
+    assert!(statuses(&r1).contains(&("Alert".to_string(), 200)), "{:?}", statuses(&r1));
+    let again = h.send(&b.sync(&[], true));
+    assert_eq!(deletes_in(&again), sent, "a resumed session sends them again");
+    // Now the Statuses arrive: 200, and 404 (b had lost that one itself).
+    let n = std::cell::Cell::new(0);
+    let codes = |_: &str| {
+        n.set(n.get() + 1);
+        if n.get() == 1 {
+            200
+        } else {
+            404
+        }
+    };
+    let end = h.send(&b.plain(&acks(&again, codes, 200), true));
+    assert!(end.final_);
+    b.done();
+    assert_eq!(mappings(&h, "dev-b"), 1, "confirmed Deletes drop their mappings");
+    let (st, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert_eq!(st, 200, "404 to a Delete is no failure: no slow sync");
+    assert!(items.is_empty(), "acknowledged Deletes are not sent again: {items:?}");
+}
+
+/// The control: Deletes the client acknowledged are never sent again, also
+/// when the session that sent them never completes. b gets the Deletes over
+/// several messages, acknowledges those of the first, and loses the second.
+#[test]
+fn acknowledged_deletes_are_not_sent_again() {
+    let mut h = Harness::new();
+    let mut a = Client::new("dev-a");
+    let mut b = Client::new("dev-b");
+    shared_then_deleted(&mut h, &mut a, &mut b, 30, 30);
+    b.max_msg = 2048;
+    h.send(&b.init(200));
+    let first = h.send(&b.sync(&[], true));
+    let acked = deletes_in(&first);
+    assert!(!first.final_ && !acked.is_empty(), "the Deletes take several messages: {}", acked.len());
+    let second = h.send(&b.plain(&acks(&first, ok_code, 200), false));
+    let lost = deletes_in(&second);
+    assert!(!lost.is_empty());
+    assert_eq!(mappings(&h, "dev-b"), 30 - acked.len(), "acknowledged Deletes drop their mappings");
+    // b starts over: only what it never acknowledged comes again.
+    h.send(&b.init(200));
+    let mut resent = Vec::new();
+    let mut reply = h.send(&b.sync(&[], true));
+    loop {
+        resent.extend(deletes_in(&reply));
+        let fin = reply.final_;
+        reply = h.send(&b.plain(&acks(&reply, ok_code, 200), fin));
+        if fin {
+            break;
+        }
+    }
+    b.done();
+    resent.sort();
+    assert!(resent.iter().all(|d| !acked.contains(d)), "an acknowledged Delete was sent again");
+    assert!(lost.iter().all(|d| resent.contains(d)), "a lost Delete was not sent again");
+    assert_eq!(resent.len(), 30 - acked.len());
+    assert_eq!(mappings(&h, "dev-b"), 0);
+    let (_, _, items) = session(&mut h, &mut b, 200, &[]);
+    assert!(items.is_empty(), "{items:?}");
 }
 
 #[test]
