@@ -310,7 +310,7 @@ pub fn content_convert(data: &[u8]) {
         None => (data, data),
     };
     let _ = content::twin_key(a);
-    let _ = content::uid(a);
+    let _ = content::uid_key(a);
     let _ = content::merge(a, b);
     if let Ok(text) = std::str::from_utf8(a) {
         let _ = content::unfold(text);
@@ -329,7 +329,7 @@ pub fn content_convert(data: &[u8]) {
             if let Ok(out) = convert::convert(a, from, to) {
                 // What a conversion produced is stored and compared again.
                 let _ = content::twin_key(&out);
-                let _ = content::uid(&out);
+                let _ = content::uid_key(&out);
             }
         }
     }

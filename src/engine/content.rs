@@ -144,18 +144,6 @@ pub fn twin_key(data: &[u8]) -> u64 {
     h.digest()
 }
 
-/// The `UID` of an iCalendar/vCalendar/vCard item, if any.
-pub fn uid(data: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(data).ok()?;
-    if !is_structured(text) {
-        return None;
-    }
-    lines(text)
-        .find(|l| raw_prop_name(l).eq_ignore_ascii_case("UID"))
-        .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
-        .filter(|v| !v.is_empty())
-}
-
 /// What identifies an item across devices for twin matching: its `UID` and,
 /// for an exception of a recurring event, its `RECURRENCE-ID`, so that an
 /// exception is never taken for its master (they share the UID).
@@ -367,7 +355,7 @@ mod tests {
             for end in 0..=s.len() {
                 let Some(t) = s.get(..end) else { continue };
                 let _ = twin_key(t.as_bytes());
-                let _ = uid(t.as_bytes());
+                let _ = uid_key(t.as_bytes());
                 let _ = uid_key(t.as_bytes());
                 let _ = newer(t.as_bytes(), s.as_bytes());
                 let _ = merge(t.as_bytes(), s.as_bytes());
@@ -377,14 +365,17 @@ mod tests {
             // Also cut as raw bytes (invalid UTF-8 at the end).
             for end in 0..=s.len() {
                 let _ = twin_key(&s.as_bytes()[..end]);
-                let _ = uid(&s.as_bytes()[..end]);
+                let _ = uid_key(&s.as_bytes()[..end]);
             }
         }
         assert!(!is_structured("Hello😀"));
         assert!(!is_structured("日本語"));
         assert!(is_structured("  begin:VCARD"));
         assert_eq!(twin_key("Hello😀\r\n".as_bytes()), twin_key("Hello😀".as_bytes()));
-        assert_eq!(uid("BEGIN:VCALENDAR\nUID:日本😀\nEND:VCALENDAR".as_bytes()), Some("日本😀".into()));
+        assert_eq!(
+            uid_key("BEGIN:VCALENDAR\nUID:日本😀\nEND:VCALENDAR".as_bytes()).map(|k| k.uid),
+            Some("日本😀".into())
+        );
     }
 
     #[test]
@@ -425,7 +416,7 @@ mod tests {
     #[test]
     fn uid_found() {
         assert_eq!(
-            uid(b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:abc\nEND:VEVENT\nEND:VCALENDAR\n"),
+            uid_key(b"BEGIN:VCALENDAR\nBEGIN:VEVENT\nUID:abc\nEND:VEVENT\nEND:VCALENDAR\n").map(|k| k.uid),
             Some("abc".into())
         );
     }

@@ -682,7 +682,8 @@ fn deleted_on_client(s: &mut Session, batch: &mut WriteBatch, mref: u64, cref: u
     let Some(SentCmd::Delete { collection, server_id, client_id }) = s.sent.remove(&(mref, cref)) else {
         return;
     };
-    let user = s.user.clone().unwrap_or_default();
+    // Statuses are handled only in authenticated sessions; never write under no user.
+    let Some(user) = s.user.clone() else { return };
     let device_id = s.device_id.clone();
     let Some(ds) = s.stores.iter_mut().find(|d| d.collection == collection) else { return };
     // Unless the client id names another item by now (then it is not this
